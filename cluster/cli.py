@@ -1,0 +1,129 @@
+"""The `bazar` command: run a cluster, one of its processes, or look at it."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+
+from cluster.config import ConfigError, load
+
+DEFAULT_CONFIG = os.environ.get("BAZAR_CONFIG", "cluster.yaml")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bazar", description="Bazar: a replicated bookstore.")
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help="cluster file (default: %(default)s)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("up", help="run every process of the cluster here, in the foreground")
+    node = commands.add_parser("node", help="run one catalog or order replica")
+    node.add_argument("id")
+    frontend = commands.add_parser("frontend", help="run one frontend (the first listed by default)")
+    frontend.add_argument("id", nargs="?")
+    commands.add_parser("status", help="print every replica's role, term and indexes")
+    _add_extensions(commands)
+
+    # Accept --config after the subcommand too (`bazar node catalog1 --config x.yaml`).
+    args, rest = parser.parse_known_args(argv)
+    if rest:
+        late = argparse.ArgumentParser(add_help=False)
+        late.add_argument("--config")
+        extra, unknown = late.parse_known_args(rest)
+        if unknown:
+            parser.error("unrecognized arguments: " + " ".join(unknown))
+        if extra.config:
+            args.config = extra.config
+
+    _setup_logging(getattr(args, "id", None) or args.command)
+    try:
+        config = load(args.config)
+        return COMMANDS[args.command](config, args)
+    except ConfigError as exc:
+        print(f"bazar: {exc}", file=sys.stderr)
+        return 2
+
+
+def _up(config, args) -> int:
+    from cluster.local import LocalCluster
+
+    cluster = LocalCluster(config.path)
+    stopping = False
+
+    def stop(*_):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        cluster.start(wait=False)
+        print(f"bazar: starting {len(cluster.names)} processes from {config.path}", flush=True)
+        try:
+            cluster.wait_ready(timeout=60)
+        except (TimeoutError, RuntimeError) as exc:
+            print(f"bazar: {exc}", file=sys.stderr)
+            return 1
+        print(f"bazar: ready. Storefront and API: {cluster.frontend_url}/  "
+              f"(dashboard: {cluster.frontend_url}/dashboard). Ctrl-C stops everything.", flush=True)
+        while not stopping:
+            for name, proc in list(cluster.processes.items()):
+                if proc.poll() is not None:
+                    print(f"bazar: {name} exited ({proc.returncode}); restarting it", flush=True)
+                    cluster.start_process(name)
+            time.sleep(0.5)
+        return 0
+    finally:
+        print("bazar: stopping every process", flush=True)
+        cluster.stop()
+
+
+def _node(config, args) -> int:
+    from node.replica import run
+
+    run(config, args.id)
+    return 0
+
+
+def _frontend(config, args) -> int:
+    from frontend.server import run
+
+    run(config, args.id)
+    return 0
+
+
+def _status(config, args) -> int:
+    from cluster.status import collect, format_table, ready
+
+    groups = collect(config)
+    print(format_table(groups))
+    return 0 if ready(groups) else 1
+
+
+COMMANDS = {"up": _up, "node": _node, "frontend": _frontend, "status": _status}
+
+
+def _add_extensions(commands) -> None:
+    """Commands that live in their own packages register here."""
+    for module_name in ("chaos.cli", "bench.cli"):
+        try:
+            module = __import__(module_name, fromlist=["register"])
+        except ModuleNotFoundError as exc:
+            if exc.name not in (module_name, module_name.split(".")[0]):
+                raise
+            continue
+        COMMANDS.update(module.register(commands))
+
+
+def _setup_logging(process: str) -> None:
+    logging.basicConfig(
+        level=os.environ.get("BAZAR_LOG_LEVEL", "INFO"),
+        format=f"%(asctime)s {process} %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,277 @@
+"""Load and validate `cluster.yaml`, the one place Bazar is configured.
+
+Every error names the offending key (for example ``catalog[2].raft``), so an
+operator can fix the file without reading code.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+GROUPS = ("catalog", "order")
+VALID_GROUP_SIZES = (1, 3, 5)
+
+
+class ConfigError(ValueError):
+    """`cluster.yaml` is missing, malformed, or names an impossible topology."""
+
+
+@dataclass(frozen=True)
+class Address:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """One replica: a member of the catalog or the order Raft group."""
+    id: str
+    group: str
+    raft: Address
+    http: Address
+
+
+@dataclass(frozen=True)
+class FrontendConfig:
+    id: str
+    http: Address
+
+
+@dataclass(frozen=True)
+class RaftConfig:
+    append_entries_period: float = 0.05
+    election_timeout: tuple[float, float] = (0.2, 0.4)
+    leader_fallback_timeout: float = 1.0
+    commit_timeout: float = 3.0
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    capacity: int = 1000
+    max_follower_lag: float = 1.0
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    path: Path
+    data_dir: Path
+    catalog_seed: Path
+    secret_env: str
+    admin_token_env: str
+    raft: RaftConfig
+    cache: CacheConfig
+    catalog: tuple[NodeConfig, ...]
+    order: tuple[NodeConfig, ...]
+    frontends: tuple[FrontendConfig, ...]
+    extra: dict = field(default_factory=dict)
+
+    def group(self, name: str) -> tuple[NodeConfig, ...]:
+        """The replicas of group `name` ("catalog" or "order")."""
+        return self.catalog if name == "catalog" else self.order
+
+    def node(self, node_id: str) -> NodeConfig:
+        for node in self.catalog + self.order:
+            if node.id == node_id:
+                return node
+        known = ", ".join(n.id for n in self.catalog + self.order)
+        raise ConfigError(f"no replica named {node_id!r} in {self.path} (replicas: {known})")
+
+    def frontend(self, frontend_id: str | None = None) -> FrontendConfig:
+        if frontend_id is None:
+            return self.frontends[0]
+        for frontend in self.frontends:
+            if frontend.id == frontend_id:
+                return frontend
+        known = ", ".join(f.id for f in self.frontends)
+        raise ConfigError(f"no frontend named {frontend_id!r} in {self.path} (frontends: {known})")
+
+    @property
+    def all_loopback(self) -> bool:
+        return all(n.raft.is_loopback for n in self.catalog + self.order)
+
+    def secret(self) -> str | None:
+        """The cluster secret from the environment, or None when unset."""
+        return os.environ.get(self.secret_env) or None
+
+    def admin_token(self) -> str | None:
+        return os.environ.get(self.admin_token_env) or None
+
+
+def load(path: str | os.PathLike) -> ClusterConfig:
+    """Read and validate a cluster file; raise ConfigError naming the bad key."""
+    path = Path(path).resolve()
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"cluster file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    return parse(raw, path)
+
+
+def parse(raw: Any, path: Path) -> ClusterConfig:
+    """Validate an already-parsed cluster document."""
+    doc = _mapping(raw, "(top level)")
+    known = {"data_dir", "catalog_seed", "secret_env", "admin_token_env", "raft", "cache",
+             "catalog", "order", "frontends"}
+    _reject_unknown(doc, known, "")
+    base = path.parent
+    catalog = _group(doc, "catalog")
+    order = _group(doc, "order")
+    frontends = _frontends(doc)
+    _check_unique(catalog + order, frontends)
+    return ClusterConfig(
+        path=path,
+        data_dir=base / _string(doc.get("data_dir", "var"), "data_dir"),
+        catalog_seed=base / _string(doc.get("catalog_seed", "node/books.json"), "catalog_seed"),
+        secret_env=_string(doc.get("secret_env", "BAZAR_SECRET"), "secret_env"),
+        admin_token_env=_string(doc.get("admin_token_env", "BAZAR_ADMIN_TOKEN"), "admin_token_env"),
+        raft=_raft(doc.get("raft", {})),
+        cache=_cache(doc.get("cache", {})),
+        catalog=catalog,
+        order=order,
+        frontends=frontends,
+    )
+
+
+def _group(doc: dict, name: str) -> tuple[NodeConfig, ...]:
+    entries = doc.get(name)
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{name}: expected a list of replicas")
+    if len(entries) not in VALID_GROUP_SIZES:
+        raise ConfigError(f"{name}: a Raft group needs 1, 3 or 5 replicas, got {len(entries)}")
+    nodes = []
+    for i, entry in enumerate(entries):
+        key = f"{name}[{i}]"
+        entry = _mapping(entry, key)
+        _reject_unknown(entry, {"id", "raft", "http"}, key + ".")
+        nodes.append(NodeConfig(
+            id=_identifier(entry.get("id"), key + ".id"),
+            group=name,
+            raft=_address(entry.get("raft"), key + ".raft"),
+            http=_address(entry.get("http"), key + ".http"),
+        ))
+    return tuple(nodes)
+
+
+def _frontends(doc: dict) -> tuple[FrontendConfig, ...]:
+    entries = doc.get("frontends")
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError("frontends: expected a list with at least one frontend")
+    result = []
+    for i, entry in enumerate(entries):
+        key = f"frontends[{i}]"
+        entry = _mapping(entry, key)
+        _reject_unknown(entry, {"id", "http"}, key + ".")
+        result.append(FrontendConfig(id=_identifier(entry.get("id"), key + ".id"),
+                                     http=_address(entry.get("http"), key + ".http")))
+    return tuple(result)
+
+
+def _raft(raw: Any) -> RaftConfig:
+    doc = _mapping(raw, "raft")
+    _reject_unknown(doc, {"append_entries_period", "election_timeout", "leader_fallback_timeout",
+                          "commit_timeout"}, "raft.")
+    defaults = RaftConfig()
+    period = _positive(doc.get("append_entries_period", defaults.append_entries_period),
+                       "raft.append_entries_period")
+    timeout = doc.get("election_timeout", list(defaults.election_timeout))
+    if (not isinstance(timeout, list) or len(timeout) != 2
+            or not all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in timeout)):
+        raise ConfigError("raft.election_timeout: expected [min, max] in seconds")
+    low, high = float(timeout[0]), float(timeout[1])
+    if not period * 3 < low < high:
+        raise ConfigError("raft.election_timeout: need 3 * append_entries_period < min < max "
+                          f"(got period {period}, [{low}, {high}])")
+    fallback = _positive(doc.get("leader_fallback_timeout", defaults.leader_fallback_timeout),
+                         "raft.leader_fallback_timeout")
+    if fallback <= period:
+        raise ConfigError("raft.leader_fallback_timeout: must exceed append_entries_period")
+    commit = _positive(doc.get("commit_timeout", defaults.commit_timeout), "raft.commit_timeout")
+    return RaftConfig(period, (low, high), fallback, commit)
+
+
+def _cache(raw: Any) -> CacheConfig:
+    doc = _mapping(raw, "cache")
+    _reject_unknown(doc, {"capacity", "max_follower_lag"}, "cache.")
+    capacity = doc.get("capacity", CacheConfig.capacity)
+    if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 1:
+        raise ConfigError("cache.capacity: expected a positive integer")
+    lag = _positive(doc.get("max_follower_lag", CacheConfig.max_follower_lag), "cache.max_follower_lag")
+    return CacheConfig(capacity, lag)
+
+
+def _check_unique(nodes: tuple[NodeConfig, ...], frontends: tuple[FrontendConfig, ...]) -> None:
+    ids: set[str] = set()
+    ports: set[str] = set()
+    for item in list(nodes) + list(frontends):
+        if item.id in ids:
+            raise ConfigError(f"{item.id}: two processes share this id")
+        ids.add(item.id)
+        addresses = [item.http] + ([item.raft] if isinstance(item, NodeConfig) else [])
+        for address in addresses:
+            if str(address) in ports:
+                raise ConfigError(f"{item.id}: address {address} is used twice")
+            ports.add(str(address))
+
+
+def _mapping(raw: Any, key: str) -> dict:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{key}: expected a mapping")
+    return raw
+
+
+def _reject_unknown(doc: dict, known: set[str], prefix: str) -> None:
+    for key in doc:
+        if key not in known:
+            raise ConfigError(f"{prefix}{key}: unknown key (known: {', '.join(sorted(known))})")
+
+
+def _string(value: Any, key: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key}: expected a non-empty string")
+    return value
+
+
+def _identifier(value: Any, key: str) -> str:
+    value = _string(value, key)
+    if not value.replace("-", "").replace("_", "").isalnum():
+        raise ConfigError(f"{key}: {value!r} must be letters, digits, '-' or '_'")
+    return value
+
+
+def _positive(value: Any, key: str) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"{key}: expected a positive number of seconds")
+    return float(value)
+
+
+def _address(value: Any, key: str) -> Address:
+    value = _string(value, key)
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{key}: expected host:port, got {value!r}")
+    if host == "0.0.0.0" or host == "::":
+        raise ConfigError(f"{key}: bind a specific address, not the wildcard {host}")
+    return Address(host, int(port))

@@ -1,0 +1,178 @@
+"""Start, stop, kill, pause and restart a whole Bazar cluster on this machine.
+
+`bazar up`, the integration tests, `bazar chaos` and `bazar bench` all run
+clusters through this one class, so they all clean up the same way: every
+process is started with a parent-death signal, and `stop()` ends every process
+it started (SIGCONT first for paused ones, SIGTERM, then SIGKILL).
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from cluster.config import ClusterConfig, load
+
+PR_SET_PDEATHSIG = 1
+STOP_GRACE_SECONDS = 5.0
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class LocalCluster:
+    """Every process a cluster file names, run as children of this process.
+
+    Processes must be started from a thread that outlives them: Linux sends the
+    parent-death signal when the *thread* that forked a child exits.
+    """
+
+    def __init__(self, config_path: str | os.PathLike, log_dir: str | os.PathLike | None = None,
+                 env: dict | None = None) -> None:
+        self.config_path = Path(config_path).resolve()
+        self.config: ClusterConfig = load(self.config_path)
+        self.log_dir = Path(log_dir) if log_dir else None
+        self.env = {**os.environ, **(env or {})}
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.paused: set[str] = set()
+
+    # -- whole cluster ------------------------------------------------------
+
+    @property
+    def names(self) -> list[str]:
+        c = self.config
+        return [n.id for n in c.catalog + c.order] + [f.id for f in c.frontends]
+
+    @property
+    def frontend_url(self) -> str:
+        return self.config.frontends[0].http.url
+
+    def start(self, wait: bool = True, timeout: float = 30.0) -> "LocalCluster":
+        """Start every replica and frontend; with `wait`, return once the cluster is ready."""
+        for name in self.names:
+            self.start_process(name)
+        if wait:
+            self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Wait until every frontend says both groups have a leader with quorum."""
+        deadline = time.monotonic() + timeout
+        urls = [f.http.url for f in self.config.frontends]
+        while time.monotonic() < deadline:
+            self._raise_if_exited()
+            if all(_ok(url + "/readyz") for url in urls):
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"cluster not ready after {timeout:.0f} s (logs: {self.log_dir})")
+
+    def stop(self) -> None:
+        """End every process this cluster started; safe to call twice."""
+        for name in list(self.processes):
+            self.resume(name)
+        for proc in self.processes.values():
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for proc in self.processes.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.processes.clear()
+        self.paused.clear()
+
+    def __enter__(self) -> "LocalCluster":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- one process --------------------------------------------------------
+
+    def start_process(self, name: str) -> subprocess.Popen:
+        """Start (or restart) the replica or frontend called `name`."""
+        old = self.processes.get(name)
+        if old is not None and old.poll() is None:
+            raise RuntimeError(f"{name} is already running (pid {old.pid})")
+        kind = "frontend" if name in {f.id for f in self.config.frontends} else "node"
+        command = [sys.executable, "-m", "cluster.cli", kind, name, "--config", str(self.config_path)]
+        output = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            output = open(self.log_dir / f"{name}.log", "ab")
+        proc = subprocess.Popen(command, env=self.env, stdout=output, stderr=subprocess.STDOUT if output else None,
+                                preexec_fn=_die_with_parent, cwd=str(Path(__file__).resolve().parent.parent))
+        if output is not None:
+            output.close()
+        self.processes[name] = proc
+        self.paused.discard(name)
+        return proc
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Send `sig` (SIGKILL by default) to `name` and reap it."""
+        proc = self.processes[name]
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            proc.wait(STOP_GRACE_SECONDS)
+        self.paused.discard(name)
+
+    def restart(self, name: str) -> None:
+        self.kill(name)
+        self.start_process(name)
+
+    def pause(self, name: str) -> None:
+        """SIGSTOP: the process keeps its sockets but does nothing, like a long GC pause."""
+        self.processes[name].send_signal(signal.SIGSTOP)
+        self.paused.add(name)
+
+    def resume(self, name: str) -> None:
+        if name in self.paused:
+            proc = self.processes.get(name)
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
+            self.paused.discard(name)
+
+    def is_running(self, name: str) -> bool:
+        proc = self.processes.get(name)
+        return proc is not None and proc.poll() is None
+
+    def pid(self, name: str) -> int:
+        return self.processes[name].pid
+
+    # -- helpers ------------------------------------------------------------
+
+    def leader(self, group: str) -> str | None:
+        """The id of the replica of `group` that says it leads, if exactly one does."""
+        leaders = []
+        for node in self.config.group(group):
+            if not self.is_running(node.id) or node.id in self.paused:
+                continue
+            try:
+                status = requests.get(node.http.url + "/status", timeout=0.5).json()
+            except (requests.RequestException, ValueError):
+                continue
+            if status.get("role") == "leader":
+                leaders.append((status["term"], node.id))
+        return max(leaders)[1] if leaders else None
+
+    def _raise_if_exited(self) -> None:
+        for name, proc in self.processes.items():
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with status {proc.returncode} "
+                                   f"(log: {self.log_dir / (name + '.log') if self.log_dir else 'stdout'})")
+
+
+def _ok(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=0.5).status_code == 200
+    except requests.RequestException:
+        return False

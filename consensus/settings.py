@@ -1,0 +1,48 @@
+"""PySyncObj configuration for a Bazar replica, with the reason for each value.
+
+Measured on PySyncObj 0.3.17: the default configuration batches appends and
+commits once per appendEntriesPeriod (~100 ms); with `appendEntriesUseBatch`
+off, the leader sends each entry at once and a commit takes ~0.35 ms.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pysyncobj import SyncObjConf
+
+from cluster.config import RaftConfig
+
+# Follower-to-follower links carry no traffic between elections. PySyncObj drops a
+# link that has been silent for connectionTimeout, and the first election after a
+# leader's death then fails for want of votes. So silence alone never drops a link;
+# dead peers are still noticed by TCP (RST/FIN, and keepalive after ~30 s).
+IDLE_LINKS_NEVER_TIME_OUT = 24 * 3600.0
+
+
+def syncobj_conf(raft: RaftConfig, data_dir: Path | None, password: str | None,
+                 bind_address: str | None = None) -> SyncObjConf:
+    """PySyncObj settings for one member; data_dir None means a non-voting follower."""
+    journal = dump = None
+    if data_dir is not None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        # Both files, always: a journal without a dump file loses everything
+        # before the last log compaction when the process restarts.
+        journal = str(data_dir / "journal.bin")
+        dump = str(data_dir / "snapshot.bin")
+    low, high = raft.election_timeout
+    return SyncObjConf(
+        appendEntriesUseBatch=False,        # commit each write now, not on the next heartbeat
+        appendEntriesPeriod=raft.append_entries_period,
+        raftMinTimeout=low,
+        raftMaxTimeout=high,
+        leaderFallbackTimeout=raft.leader_fallback_timeout,  # default 30 s: too long to hold a dead role
+        connectionTimeout=IDLE_LINKS_NEVER_TIME_OUT,
+        connectionRetryTime=0.2,            # reconnect to a restarted peer quickly (default 5 s)
+        commandsWaitLeader=False,           # fail fast during an election; RaftMember retries
+        journalFile=journal,
+        fullDumpFile=dump,
+        useFork=False,                      # never fork a process that runs HTTP threads
+        password=password,
+        bindAddress=bind_address,
+        dynamicMembershipChange=False,      # membership is cluster.yaml's, not the log's
+    )

@@ -1,0 +1,83 @@
+"""Feed a Raft log into a plain state machine, and tell listeners what changed."""
+from __future__ import annotations
+
+import threading
+from typing import Any, Protocol
+
+from pysyncobj import SyncObjConsumer, replicated
+
+
+class StateMachine(Protocol):
+    """What a replicated service implements: deterministic and free of I/O."""
+
+    def apply(self, command: dict) -> Any: ...
+    def snapshot(self) -> dict: ...
+    def restore(self, snapshot: dict) -> None: ...
+
+
+class ApplyListener(Protocol):
+    """Told, on PySyncObj's tick thread, about every applied entry.
+
+    Listeners must return quickly and must never wait for another commit
+    (a blocking write from the tick thread deadlocks it).
+    """
+
+    def on_applied(self, index: int, command: dict, result: Any) -> None: ...
+    def on_reset(self, index: int) -> None: ...
+
+
+class ReplicatedState(SyncObjConsumer):
+    """A state machine whose only writer is the committed log.
+
+    Readers on other threads take `lock` (or call `read`) so that they never see
+    a command half applied.
+    """
+
+    def __init__(self, machine: StateMachine) -> None:
+        super().__init__()
+        self.machine = machine
+        self.lock = threading.RLock()
+        self.applied = threading.Condition(self.lock)
+        self.applied_index = 0
+        self._listeners: list[ApplyListener] = []
+
+    def add_listener(self, listener: ApplyListener) -> None:
+        self._listeners.append(listener)
+
+    def read(self, query, *args):
+        """Run `query(machine, *args)` against a consistent state; return (result, index)."""
+        with self.lock:
+            return query(self.machine, *args), self.applied_index
+
+    def wait_for(self, index: int, timeout: float) -> bool:
+        """Block until entry `index` has been applied here; False on timeout."""
+        with self.applied:
+            return self.applied.wait_for(lambda: self.applied_index >= index, timeout)
+
+    @replicated
+    def apply(self, command: dict) -> Any:
+        """The one replicated method: every command goes through here, in log order."""
+        with self.lock:
+            result = self.machine.apply(command)
+            # PySyncObj bumps raftLastApplied right after this returns.
+            self.applied_index = self._syncObj.raftLastApplied + 1
+            index = self.applied_index
+            self.applied.notify_all()
+        for listener in self._listeners:
+            listener.on_applied(index, command, result)
+        return result
+
+    # PySyncObj calls these for log compaction and when it installs a snapshot
+    # (on restart from the dump file, or when a lagging member is sent one).
+    def _serialize(self) -> dict:
+        with self.lock:
+            return {"machine": self.machine.snapshot(), "index": self.applied_index}
+
+    def _deserialize(self, data: dict) -> None:
+        with self.lock:
+            self.machine.restore(data["machine"])
+            self.applied_index = data["index"]
+            index = self.applied_index
+            self.applied.notify_all()
+        for listener in self._listeners:
+            listener.on_reset(index)

@@ -1,0 +1,1 @@
+"""The frontend gateway: the public HTTP API, its cache, its balancing, its pages."""

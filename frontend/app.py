@@ -1,0 +1,67 @@
+"""The frontend's public HTTP API (JSON), as a Flask app over a Gateway."""
+from __future__ import annotations
+
+import os
+
+from flask import Flask, jsonify, request
+
+from cluster import status as cluster_status
+from frontend.gateway import Gateway
+from web import errors
+from web.errors import ApiError, json_body
+
+
+def create_app(gateway: Gateway) -> Flask:
+    app = Flask("bazar.frontend")
+    errors.install(app)
+
+    def consistency() -> str:
+        return request.args.get("consistency", "cached")
+
+    @app.get("/search/<path:topic>")
+    def search(topic: str):
+        return jsonify(gateway.search(topic, consistency()))
+
+    @app.get("/info/<raw_id>")
+    @app.get("/lookup/<raw_id>")
+    def info(raw_id: str):
+        return jsonify(gateway.info(raw_id, consistency()))
+
+    @app.post("/purchase/<raw_id>")
+    @app.post("/buy/<raw_id>")
+    def purchase(raw_id: str):
+        return jsonify(gateway.purchase(raw_id, request.headers.get("Idempotency-Key")))
+
+    @app.get("/orders")
+    def orders():
+        return jsonify(gateway.orders_list(request.args.get("limit")))
+
+    @app.get("/orders/<order_id>")
+    def order(order_id: str):
+        return jsonify(gateway.order(order_id))
+
+    @app.put("/books/<raw_id>")
+    def update_book(raw_id: str):
+        return jsonify(gateway.update_book(raw_id, json_body(request), request.headers.get("Authorization")))
+
+    @app.post("/books")
+    def add_book():
+        return jsonify(gateway.add_book(json_body(request), request.headers.get("Authorization"))), 201
+
+    @app.get("/cluster")
+    def cluster():
+        groups = cluster_status.collect(gateway.config)
+        return jsonify(groups=groups, ready=cluster_status.ready(groups))
+
+    @app.get("/healthz")
+    def healthz():
+        return jsonify(status="ok", pid=os.getpid())
+
+    @app.get("/readyz")
+    def readyz():
+        groups = cluster_status.collect(gateway.config)
+        if not cluster_status.ready(groups):
+            raise ApiError(503, "a group has no leader with quorum", {"Retry-After": "1"})
+        return jsonify(status="ready")
+
+    return app

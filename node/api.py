@@ -1,0 +1,107 @@
+"""The HTTP routes every replica has, whatever its group: health, status, state."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+
+from flask import Flask, g, jsonify, request
+
+from cluster.config import ClusterConfig, NodeConfig
+from consensus.member import CommitError, RaftMember
+from web import errors
+from web.client import INDEX_HEADER, LEADER_HEADER
+from web.errors import ApiError
+
+RETRY_AFTER_SECONDS = "1"
+
+
+class Replica:
+    """What a replica's routes need: who it is, its Raft member, and the cluster."""
+
+    def __init__(self, config: ClusterConfig, node: NodeConfig, member: RaftMember) -> None:
+        self.config = config
+        self.node = node
+        self.member = member
+        self.http_by_raft = {str(n.raft): n.http.url for n in config.group(node.group)}
+        self.secret = config.secret()
+        self.admin_token = config.admin_token()
+
+    @property
+    def state(self):
+        return self.member.state
+
+    def leader_url(self) -> str | None:
+        return self.http_by_raft.get(self.member.leader or "")
+
+    def commit(self, command: dict) -> dict:
+        """Commit a command; a failure to commit is answered 503 with Retry-After."""
+        try:
+            return self.member.submit(command, self.config.raft.commit_timeout)
+        except CommitError as exc:
+            message = ("the cluster could not commit the write (no quorum or no leader); "
+                       "it was not applied" if exc.definite else
+                       "the cluster did not confirm the write in time; it may still be applied")
+            raise ApiError(503, message, {"Retry-After": RETRY_AFTER_SECONDS}) from None
+
+    def require_admin(self) -> None:
+        """Admin writes need `Authorization: Bearer <token>` when a token is configured."""
+        if self.admin_token is None:
+            return
+        supplied = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(supplied.encode(), f"Bearer {self.admin_token}".encode()):
+            raise ApiError(401, "admin token required (Authorization: Bearer ...)",
+                           {"WWW-Authenticate": "Bearer"})
+
+    def require_peer(self) -> None:
+        """Routes for other Bazar processes only need the cluster secret when one is set."""
+        if self.secret is None:
+            return
+        supplied = request.headers.get("X-Bazar-Secret", "")
+        if not hmac.compare_digest(supplied.encode(), self.secret.encode()):
+            raise ApiError(403, "this route is for Bazar's own processes")
+
+
+def create_app(replica: Replica) -> Flask:
+    """A Flask app with the routes common to all replicas."""
+    app = Flask(f"bazar.{replica.node.id}")
+    errors.install(app)
+
+    @app.after_request
+    def _raft_headers(response):
+        leader = replica.leader_url()
+        if leader:
+            response.headers[LEADER_HEADER] = leader
+        response.headers.setdefault(INDEX_HEADER, str(replica.state.applied_index))
+        return response
+
+    @app.get("/healthz")
+    def healthz():
+        return jsonify(status="ok", id=replica.node.id, pid=os.getpid())
+
+    @app.get("/status")
+    def status():
+        return jsonify(id=replica.node.id, group=replica.node.group, http=replica.node.http.url,
+                       raft_address=str(replica.node.raft), **replica.member.status())
+
+    @app.get("/state")
+    def state():
+        """The whole replicated state and its digest, for consistency checks."""
+        replica.require_peer()
+        snapshot, index = replica.state.read(lambda m: m.snapshot())
+        return jsonify(id=replica.node.id, applied_index=index, digest=digest(snapshot),
+                       state=to_json(snapshot))
+
+    return app
+
+
+def to_json(value):
+    """Plain JSON-able data (dict keys become strings, tuples lists)."""
+    return json.loads(json.dumps(value, default=list))
+
+
+def digest(snapshot: dict) -> str:
+    """A short fingerprint of a state: equal states have equal digests."""
+    canonical = json.dumps(to_json(snapshot), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]

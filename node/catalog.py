@@ -1,0 +1,156 @@
+"""The catalog state machine: books, stock and the purchases already applied.
+
+A plain Python class with a deterministic `apply`. Every replica of the catalog
+group applies the same commands in the same log order and so holds the same
+state; nothing here knows about Raft, HTTP or threads.
+
+A purchase is one command, "decrement if stock > 0", decided where it is
+applied. It is never a read on one replica followed by a write of an absolute
+value, which is how naive implementations oversell.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+
+class CatalogState:
+    """Books by id, plus the outcome of every purchase and admin request applied."""
+
+    def __init__(self) -> None:
+        self.books: dict[int, dict[str, Any]] = {}
+        self.next_id = 1
+        self.seeded = False
+        # order id -> (book id, took stock?, price paid): lets a retried purchase
+        # return its first outcome instead of taking stock again.
+        self.purchases: dict[str, tuple[int, bool, float]] = {}
+        # request id -> result, for admin writes retried after a timeout.
+        self.requests: dict[str, dict] = {}
+
+    # -- commands -----------------------------------------------------------
+
+    def apply(self, command: dict) -> dict:
+        """Apply one committed command; return its result (never raises on bad data)."""
+        handler = getattr(self, "_apply_" + str(command.get("op")), None)
+        if handler is None:
+            return {"error": "unknown command"}
+        request_id = command.get("request_id")
+        if request_id is not None and request_id in self.requests:
+            return self.requests[request_id]
+        result = handler(command)
+        if request_id is not None:
+            self.requests[request_id] = result
+        return result
+
+    def _apply_seed(self, command: dict) -> dict:
+        """Load the initial catalog once, on a fresh group; later seeds are no-ops."""
+        if self.seeded:
+            return {"seeded": False}
+        for book in command["books"]:
+            self._add(book)
+        self.seeded = True
+        return {"seeded": True}
+
+    def _apply_add_book(self, command: dict) -> dict:
+        book = self._add(command)
+        return {"book": dict(book)}
+
+    def _apply_update_book(self, command: dict) -> dict:
+        book = self.books.get(command["id"])
+        if book is None:
+            return {"error": "not_found"}
+        if "price" in command:
+            book["price"] = command["price"]
+        if "stock" in command:
+            book["stock"] = command["stock"]
+        if "restock" in command:
+            book["stock"] += command["restock"]
+        return {"book": dict(book)}
+
+    def _apply_purchase(self, command: dict) -> dict:
+        order_id = command["order_id"]
+        if order_id in self.purchases:
+            return self._purchase_outcome(order_id)
+        book = self.books.get(command["id"])
+        if book is None:
+            return {"ok": False, "error": "not_found", "id": command["id"]}
+        took = book["stock"] > 0
+        if took:
+            book["stock"] -= 1
+        self.purchases[order_id] = (book["id"], took, book["price"])
+        return self._purchase_outcome(order_id)
+
+    def _apply_read(self, command: dict) -> dict:
+        """A read through the log: linearizable, changes nothing."""
+        if "topic" in command:
+            return {"items": self.search(command["topic"])}
+        book = self.book(command["id"])
+        return {"book": book} if book else {"error": "not_found"}
+
+    # -- queries ------------------------------------------------------------
+
+    def book(self, book_id: int) -> dict | None:
+        """A copy of one book, or None."""
+        book = self.books.get(book_id)
+        return dict(book) if book else None
+
+    def search(self, topic: str) -> list[dict]:
+        """Books whose topic equals `topic`, ignoring case, as id/title pairs."""
+        wanted = topic.casefold()
+        return [{"id": b["id"], "title": b["title"]}
+                for b in self.books.values() if b["topic"].casefold() == wanted]
+
+    def topics(self) -> list[str]:
+        return sorted({b["topic"] for b in self.books.values()})
+
+    def purchase_outcome(self, order_id: str) -> dict | None:
+        """The outcome of an applied purchase, or None if never applied."""
+        return self._purchase_outcome(order_id) if order_id in self.purchases else None
+
+    def _purchase_outcome(self, order_id: str) -> dict:
+        book_id, took, price = self.purchases[order_id]
+        if not took:
+            return {"ok": False, "error": "out_of_stock", "id": book_id}
+        return {"ok": True, "id": book_id, "title": self.books[book_id]["title"], "price": price}
+
+    # -- snapshots ----------------------------------------------------------
+
+    def snapshot(self) -> dict:
+        """The whole state as plain data (for Raft snapshots and digests)."""
+        return {
+            "books": copy.deepcopy(self.books),
+            "next_id": self.next_id,
+            "seeded": self.seeded,
+            "purchases": dict(self.purchases),
+            "requests": dict(self.requests),
+        }
+
+    def restore(self, snapshot: dict) -> None:
+        """Replace the whole state with a snapshot taken by `snapshot`."""
+        self.books = copy.deepcopy(snapshot["books"])
+        self.next_id = snapshot["next_id"]
+        self.seeded = snapshot["seeded"]
+        self.purchases = dict(snapshot["purchases"])
+        self.requests = dict(snapshot["requests"])
+
+    def _add(self, fields: dict) -> dict:
+        book = {"id": self.next_id, "title": fields["title"], "topic": fields["topic"],
+                "price": fields["price"], "stock": fields["stock"]}
+        self.books[book["id"]] = book
+        self.next_id += 1
+        return book
+
+
+def affected_books(command: dict, result: dict) -> list[int] | None:
+    """Ids of the books whose info a command changed, given its applied result.
+
+    None means "possibly every book" (the initial seed).
+    """
+    op = command.get("op")
+    if op == "seed":
+        return None if result.get("seeded") else []
+    if op == "purchase" and result.get("ok"):
+        return [result["id"]]
+    if op in ("update_book", "add_book") and "book" in result:
+        return [result["book"]["id"]]
+    return []

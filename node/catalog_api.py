@@ -1,0 +1,98 @@
+"""HTTP routes of a catalog replica.
+
+Reads are answered from this replica's applied state (`consistency=local`,
+the default) or through the log (`consistency=strong`, linearizable). Every
+answer carries `X-Bazar-Index`, the log index it reflects, which the
+frontend's cache uses to refuse stale fills.
+"""
+from __future__ import annotations
+
+from flask import Flask, jsonify, request
+
+from node import commands
+from node.api import Replica
+from web.client import INDEX_HEADER
+from web.errors import ApiError, json_body
+
+
+def register(app: Flask, replica: Replica) -> None:
+    @app.get("/books/<raw_id>")
+    def info(raw_id: str):
+        book_id = commands.book_id(raw_id)
+        if _strong():
+            result = replica.commit({"op": "read", "id": book_id})
+            book, index = result.get("book"), replica.state.applied_index
+        else:
+            book, index = replica.state.read(lambda m: m.book(book_id))
+        if book is None:
+            raise ApiError(404, f"no book with id {book_id}")
+        return _with_index(jsonify(book), index)
+
+    @app.get("/search/<path:raw_topic>")
+    def search(raw_topic: str):
+        topic = commands.topic(raw_topic)
+        if _strong():
+            items = replica.commit({"op": "read", "topic": topic})["items"]
+            index = replica.state.applied_index
+        else:
+            items, index = replica.state.read(lambda m: m.search(topic))
+        return _with_index(jsonify(topic=topic, items=items), index)
+
+    @app.get("/books")
+    def books():
+        listing, index = replica.state.read(lambda m: [m.book(i) for i in sorted(m.books)])
+        return _with_index(jsonify(books=listing), index)
+
+    @app.get("/topics")
+    def topics():
+        listing, index = replica.state.read(lambda m: m.topics())
+        return _with_index(jsonify(topics=listing), index)
+
+    @app.post("/books")
+    def add_book():
+        replica.require_admin()
+        command = commands.add_book(json_body(request), request.headers.get("Idempotency-Key"))
+        result = replica.commit(command)
+        return _with_index(jsonify(result["book"]), replica.state.applied_index), 201
+
+    @app.put("/books/<raw_id>")
+    def update_book(raw_id: str):
+        replica.require_admin()
+        command = commands.update_book(raw_id, json_body(request),
+                                       request.headers.get("Idempotency-Key"))
+        result = replica.commit(command)
+        if "book" not in result:
+            raise ApiError(404, f"no book with id {command['id']}")
+        return _with_index(jsonify(result["book"]), replica.state.applied_index)
+
+    @app.post("/purchase")
+    def purchase():
+        """Take one copy for an order (order replicas call this; idempotent per order id)."""
+        replica.require_peer()
+        body = json_body(request)
+        if not isinstance(body, dict):
+            raise ApiError(400, "body must be a JSON object")
+        command = commands.purchase(body.get("id"), body.get("order_id") or "")
+        if not body.get("order_id"):
+            raise ApiError(400, "order_id is required")
+        outcome = replica.commit(command)
+        return _with_index(jsonify(outcome), replica.state.applied_index)
+
+    @app.get("/purchases/<order_id>")
+    def purchase_outcome(order_id: str):
+        outcome, index = replica.state.read(lambda m: m.purchase_outcome(order_id))
+        if outcome is None:
+            raise ApiError(404, "no purchase applied with that order id")
+        return _with_index(jsonify(outcome), index)
+
+
+def _strong() -> bool:
+    consistency = request.args.get("consistency", "local")
+    if consistency not in ("local", "strong"):
+        raise ApiError(400, "consistency must be local or strong on a replica")
+    return consistency == "strong"
+
+
+def _with_index(response, index: int):
+    response.headers[INDEX_HEADER] = str(index)
+    return response

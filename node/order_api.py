@@ -1,0 +1,38 @@
+"""HTTP routes of an order replica: purchases (coordinated here) and the order record."""
+from __future__ import annotations
+
+from flask import Flask, jsonify, request
+
+from node import commands
+from node.api import Replica
+from node.purchase import PurchaseCoordinator
+from web.errors import ApiError, json_body
+
+
+def register(app: Flask, replica: Replica, coordinator: PurchaseCoordinator) -> None:
+    @app.post("/purchase")
+    def purchase():
+        replica.require_peer()
+        body = json_body(request)
+        if not isinstance(body, dict):
+            raise ApiError(400, "body must be a JSON object")
+        book_id = commands.book_id(body.get("id"))
+        order_id = commands.order_id(body.get("order_id"))
+        order = coordinator.purchase(book_id, order_id)
+        return jsonify(order)
+
+    @app.get("/orders")
+    def orders():
+        limit = commands.limit(request.args.get("limit"))
+        status = request.args.get("status")
+        if status not in (None, "pending", "completed", "failed"):
+            raise ApiError(400, "status must be pending, completed or failed")
+        listing, index = replica.state.read(lambda m: m.newest(limit, status))
+        return jsonify(orders=listing, applied_index=index)
+
+    @app.get("/orders/<order_id>")
+    def order(order_id: str):
+        found, _ = replica.state.read(lambda m: m.order(order_id))
+        if found is None:
+            raise ApiError(404, "no order with that id")
+        return jsonify(found)

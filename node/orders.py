@@ -1,0 +1,90 @@
+"""The order state machine: the record of every purchase.
+
+A purchase spans two Raft groups, so an order moves through two states:
+
+    begin  -> "pending"   (recorded before the catalog is asked for stock)
+    finish -> "completed" (the catalog took one copy) or "failed" (it refused)
+
+Because the order is recorded as pending *before* stock is taken, no stock is
+ever taken without an order; a pending order whose coordinator died is finished
+later by the order group's leader (see node/recovery.py). Both commands are
+idempotent per order id, so retries never record an order twice.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+PENDING, COMPLETED, FAILED = "pending", "completed", "failed"
+
+
+class OrderState:
+    """Orders by id, in the order they were first recorded."""
+
+    def __init__(self) -> None:
+        self.orders: dict[str, dict[str, Any]] = {}  # insertion order == log order
+        self.pending_ids: set[str] = set()  # derived from orders; kept so recovery need not scan
+
+    def apply(self, command: dict) -> dict:
+        """Apply one committed command; return the order it touched."""
+        op = command.get("op")
+        if op == "begin":
+            return self._begin(command)
+        if op == "finish":
+            return self._finish(command)
+        return {"error": "unknown command"}
+
+    def _begin(self, command: dict) -> dict:
+        order = self.orders.get(command["order_id"])
+        if order is not None:
+            if order["id"] != command["id"]:
+                # The same idempotency key reused for another book: refuse, change nothing.
+                return {"error": "conflict", "order": dict(order)}
+            return {"order": dict(order)}
+        order = {"order_id": command["order_id"], "id": command["id"], "status": PENDING,
+                 "title": None, "price": None, "error": None,
+                 "created_at": command["created_at"], "seq": len(self.orders) + 1}
+        self.orders[order["order_id"]] = order
+        self.pending_ids.add(order["order_id"])
+        return {"order": dict(order)}
+
+    def _finish(self, command: dict) -> dict:
+        order = self.orders.get(command["order_id"])
+        if order is None:
+            return {"error": "not_found"}
+        if order["status"] == PENDING:  # the first outcome wins; later ones are retries
+            outcome = command["outcome"]
+            if outcome.get("ok"):
+                order.update(status=COMPLETED, title=outcome["title"], price=outcome["price"])
+            else:
+                order.update(status=FAILED, error=outcome.get("error", "failed"))
+            self.pending_ids.discard(order["order_id"])
+        return {"order": dict(order)}
+
+    # -- queries ------------------------------------------------------------
+
+    def order(self, order_id: str) -> dict | None:
+        order = self.orders.get(order_id)
+        return dict(order) if order else None
+
+    def newest(self, limit: int, status: str | None = None) -> list[dict]:
+        """Up to `limit` orders, newest first, optionally of one status."""
+        result = []
+        for order in reversed(self.orders.values()):
+            if status is None or order["status"] == status:
+                result.append(dict(order))
+                if len(result) >= limit:
+                    break
+        return result
+
+    def pending(self) -> list[dict]:
+        return [dict(self.orders[order_id]) for order_id in self.pending_ids]
+
+    # -- snapshots ----------------------------------------------------------
+
+    def snapshot(self) -> dict:
+        return {"orders": copy.deepcopy(self.orders)}
+
+    def restore(self, snapshot: dict) -> None:
+        self.orders = copy.deepcopy(snapshot["orders"])
+        self.pending_ids = {i for i, o in self.orders.items() if o["status"] == PENDING}

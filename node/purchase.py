@@ -1,0 +1,67 @@
+"""Exactly-once purchases across the order group and the catalog group.
+
+    1. order group:   begin(order id, book)   -> the order is recorded "pending"
+    2. catalog group: purchase(order id, book) -> one copy taken, or refused
+    3. order group:   finish(order id, outcome) -> "completed" or "failed"
+
+Every step is idempotent per order id: the catalog remembers the outcome of
+each order id it applied, and the order group keeps the first outcome. So a
+client retry, a duplicate request, or a second coordinator (the recovery loop
+finishing an order whose coordinator died) all converge on one outcome, and
+stock is taken at most once. Stock is never taken before step 1 committed, so
+no stock is taken without an order.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from node.api import Replica
+from node.orders import PENDING
+from web.client import GroupClient, Unavailable
+from web.errors import ApiError
+
+log = logging.getLogger("bazar.purchase")
+
+
+class PurchaseCoordinator:
+    """Runs the three steps above from an order replica."""
+
+    def __init__(self, replica: Replica, catalog: GroupClient) -> None:
+        self.replica = replica
+        self.catalog = catalog
+
+    def purchase(self, book_id: int, order_id: str) -> dict:
+        """Buy one copy of `book_id` as order `order_id`; return the order, decided or pending."""
+        begun = self.replica.commit({"op": "begin", "order_id": order_id, "id": book_id,
+                                     "created_at": round(time.time(), 3)})
+        if begun.get("error") == "conflict":
+            raise ApiError(422, "this Idempotency-Key was already used to buy another book")
+        order = begun["order"]
+        if order["status"] != PENDING:
+            return order  # a retry of a purchase already decided
+        return self.finish(order)
+
+    def finish(self, order: dict) -> dict:
+        """Take stock for a pending order and record the outcome; the order stays pending if
+        the catalog cannot be reached (the recovery loop finishes it later)."""
+        outcome = self._take_stock(order)
+        if outcome is None:
+            return order
+        finished = self.replica.commit({"op": "finish", "order_id": order["order_id"],
+                                        "outcome": outcome})
+        return finished["order"]
+
+    def _take_stock(self, order: dict) -> dict | None:
+        try:
+            response = self.catalog.write("POST", "/purchase",
+                                          {"id": order["id"], "order_id": order["order_id"]},
+                                          timeout=self.replica.config.raft.commit_timeout)
+        except Unavailable:
+            log.warning("order %s: no catalog replica reachable; left pending", order["order_id"])
+            return None
+        if response.status_code != 200:
+            log.warning("order %s: catalog answered %s; left pending", order["order_id"],
+                        response.status_code)
+            return None
+        return response.json()

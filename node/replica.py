@@ -1,0 +1,59 @@
+"""Run one replica: its Raft member and its HTTP API, in one process."""
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+
+from cluster.config import ClusterConfig
+from consensus.member import RaftMember
+from consensus.security import raft_password
+from consensus.settings import syncobj_conf
+from consensus.state import ReplicatedState
+from node import api, catalog_api, order_api
+from node.catalog import CatalogState
+from node.orders import OrderState
+from node.purchase import PurchaseCoordinator
+from node.recovery import PendingOrderSweeper
+from node.seed import read_seed, seed_when_leader
+from web.client import GroupClient
+from web.server import serve
+
+log = logging.getLogger("bazar.node")
+
+
+def build(config: ClusterConfig, node_id: str):
+    """The Flask app and background tasks of replica `node_id`, its Raft member started."""
+    node = config.node(node_id)
+    password = raft_password(config)
+    machine = CatalogState() if node.group == "catalog" else OrderState()
+    state = ReplicatedState(machine)
+    conf = syncobj_conf(config.raft, config.data_dir / node.id, password, bind_address=str(node.raft))
+    member = RaftMember(str(node.raft), [str(n.raft) for n in config.group(node.group)], state, conf)
+    replica = api.Replica(config, node, member)
+    app = api.create_app(replica)
+    if node.group == "catalog":
+        catalog_api.register(app, replica)
+        seed_when_leader(replica, read_seed(config.catalog_seed))
+    else:
+        catalog = GroupClient([n.http.url for n in config.catalog], secret=config.secret())
+        coordinator = PurchaseCoordinator(replica, catalog)
+        order_api.register(app, replica, coordinator)
+        PendingOrderSweeper(coordinator, grace=config.raft.commit_timeout + 1.0).start()
+    return app, replica
+
+
+def run(config: ClusterConfig, node_id: str) -> None:
+    """Serve replica `node_id` until SIGTERM or SIGINT."""
+    app, replica = build(config, node_id)
+    node = replica.node
+    log.info("%s (%s group): raft on %s, HTTP on %s, data in %s", node.id, node.group,
+             node.raft, node.http.url, config.data_dir / node.id)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        serve(app, node.http)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        replica.member.close()
+        log.info("%s stopped", node.id)

@@ -1,0 +1,23 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="bazar",
+    version="0.1.0",
+    description="A replicated online bookstore: catalog and order Raft groups behind a caching frontend.",
+    python_requires=">=3.11",
+    packages=find_packages(include=["node", "frontend", "consensus", "cluster", "web", "chaos", "bench"]),
+    package_data={"node": ["books.json"], "frontend": ["templates/*.html", "static/*"]},
+    install_requires=[
+        "pysyncobj>=0.3.17",   # older releases do not persist currentTerm/votedFor
+        "cryptography>=41",    # PySyncObj's encrypted sessions (the cluster secret)
+        "flask>=3.0",
+        "requests>=2.31",
+        "lru-dict>=1.3",
+        "waitress>=3.0",       # a production WSGI server: threads in one process
+        "PyYAML>=6.0",         # cluster.yaml
+    ],
+    extras_require={
+        "test": ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3"],
+    },
+    entry_points={"console_scripts": ["bazar=cluster.cli:main"]},
+)

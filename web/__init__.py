@@ -1,0 +1,1 @@
+"""HTTP plumbing shared by replicas and frontends: JSON errors, serving, and group clients."""

@@ -1,0 +1,113 @@
+"""Talk to the replicas of one group over HTTP: writes to the leader, reads spread out.
+
+Replicas answer every request with `X-Bazar-Leader` (the HTTP address of the
+leader they follow), so after one call a client sends writes straight to the
+leader instead of paying an extra hop through a follower. A replica that does
+not answer is skipped for a short back-off, then tried again.
+
+Every write Bazar sends is idempotent (it carries an order or request id), so
+a write is retried on another replica after a connection error.
+"""
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from typing import Any
+
+import requests
+
+LEADER_HEADER = "X-Bazar-Leader"
+INDEX_HEADER = "X-Bazar-Index"
+BACKOFF_SECONDS = 1.0
+
+
+class Unavailable(Exception):
+    """No replica of the group answered before the deadline."""
+
+
+class GroupClient:
+    """HTTP calls to one Raft group's replicas, given their base URLs."""
+
+    def __init__(self, urls: list[str], secret: str | None = None, timeout: float = 5.0) -> None:
+        self.urls = list(urls)
+        self.timeout = timeout
+        self.leader: str | None = None
+        self._down_until: dict[str, float] = {}
+        self._turn = itertools.cycle(range(len(self.urls)))
+        self._local = threading.local()
+        self._headers = {"X-Bazar-Secret": secret} if secret else {}
+
+    # -- public calls ---------------------------------------------------------
+
+    def write(self, method: str, path: str, body: Any = None, timeout: float | None = None,
+              headers: dict | None = None) -> requests.Response:
+        """Send an idempotent write, leader first; retry other replicas on connection errors."""
+        return self._call(method, path, body, timeout, headers, order=self._leader_first())
+
+    def read(self, path: str, timeout: float | None = None, headers: dict | None = None,
+             replica: str | None = None) -> requests.Response:
+        """GET from the next healthy replica (or `replica`), falling over to the others."""
+        order = [replica] if replica else self._round_robin()
+        return self._call("GET", path, None, timeout, headers, order=order)
+
+    def get_from(self, url: str, path: str, timeout: float = 1.0) -> requests.Response:
+        """GET from one specific replica, no fail-over (for status polling)."""
+        return self._session().get(url + path, timeout=timeout, headers=self._headers)
+
+    # -- internals ------------------------------------------------------------
+
+    def _call(self, method, path, body, timeout, headers, order) -> requests.Response:
+        deadline = time.monotonic() + (timeout or self.timeout)
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            for url in order:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    response = self._session().request(
+                        method, url + path, json=body, timeout=remaining,
+                        headers={**self._headers, **(headers or {})})
+                except requests.RequestException as exc:
+                    last_error = exc
+                    self._mark_down(url)
+                    continue
+                self._learn_leader(response)
+                return response
+            time.sleep(0.05)
+            order = self._leader_first()
+        raise Unavailable(f"no replica answered: {last_error}")
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+        return session
+
+    def _healthy(self, url: str) -> bool:
+        return self._down_until.get(url, 0.0) <= time.monotonic()
+
+    def _mark_down(self, url: str) -> None:
+        self._down_until[url] = time.monotonic() + BACKOFF_SECONDS
+        if self.leader == url:
+            self.leader = None
+
+    def _learn_leader(self, response: requests.Response) -> None:
+        leader = response.headers.get(LEADER_HEADER)
+        if leader in self.urls:
+            self.leader = leader
+
+    def _leader_first(self) -> list[str]:
+        healthy = [u for u in self.urls if self._healthy(u)] or list(self.urls)
+        leader = self.leader
+        if leader in healthy:
+            healthy.remove(leader)
+            healthy.insert(0, leader)
+        return healthy
+
+    def _round_robin(self) -> list[str]:
+        start = next(self._turn)
+        rotated = self.urls[start:] + self.urls[:start]
+        healthy = [u for u in rotated if self._healthy(u)]
+        return healthy + [u for u in rotated if u not in healthy]
