@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import ctypes
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import requests
+import yaml
 
 from cluster.config import ClusterConfig, load
 
@@ -176,3 +179,42 @@ def _ok(url: str) -> bool:
         return requests.get(url, timeout=0.5).status_code == 200
     except requests.RequestException:
         return False
+
+
+def write_config(directory: str | os.PathLike, catalog: int = 3, order: int = 3, frontends: int = 1,
+                 host: str = "127.0.0.1", **sections) -> Path:
+    """Write a cluster file for a throwaway cluster on free loopback ports; return its path.
+
+    Data lives under `directory`; `sections` override top-level keys (raft=..., cache=...).
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    ports = iter(free_ports(2 * (catalog + order) + frontends, host))
+
+    def replicas(prefix: str, count: int) -> list[dict]:
+        return [{"id": f"{prefix}{i}", "raft": f"{host}:{next(ports)}", "http": f"{host}:{next(ports)}"}
+                for i in range(1, count + 1)]
+
+    seed = Path(__file__).resolve().parent.parent / "node" / "books.json"
+    doc = {"data_dir": str(directory / "data"), "catalog_seed": str(seed),
+           "catalog": replicas("catalog", catalog), "order": replicas("order", order),
+           "frontends": [{"id": f"frontend{i}", "http": f"{host}:{next(ports)}"}
+                         for i in range(1, frontends + 1)]}
+    doc.update(sections)
+    path = directory / "cluster.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` distinct TCP ports that are free on `host` right now."""
+    ports: set[int] = set()
+    while len(ports) < count:
+        port = random.randint(20000, 59999)
+        with socket.socket() as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue
+        ports.add(port)
+    return sorted(ports)
