@@ -64,6 +64,7 @@ class RaftConfig:
     election_timeout: tuple[float, float] = (0.2, 0.4)
     leader_fallback_timeout: float = 1.0
     commit_timeout: float = 3.0
+    compaction_entries: int = 5000
 
 
 @dataclass(frozen=True)
@@ -192,7 +193,7 @@ def _frontends(doc: dict) -> tuple[FrontendConfig, ...]:
 def _raft(raw: Any) -> RaftConfig:
     doc = _mapping(raw, "raft")
     _reject_unknown(doc, {"append_entries_period", "election_timeout", "leader_fallback_timeout",
-                          "commit_timeout"}, "raft.")
+                          "commit_timeout", "compaction_entries"}, "raft.")
     defaults = RaftConfig()
     period = _positive(doc.get("append_entries_period", defaults.append_entries_period),
                        "raft.append_entries_period")
@@ -209,7 +210,10 @@ def _raft(raw: Any) -> RaftConfig:
     if fallback <= period:
         raise ConfigError("raft.leader_fallback_timeout: must exceed append_entries_period")
     commit = _positive(doc.get("commit_timeout", defaults.commit_timeout), "raft.commit_timeout")
-    return RaftConfig(period, (low, high), fallback, commit)
+    compaction = doc.get("compaction_entries", defaults.compaction_entries)
+    if not isinstance(compaction, int) or isinstance(compaction, bool) or compaction < 2:
+        raise ConfigError("raft.compaction_entries: expected an integer >= 2")
+    return RaftConfig(period, (low, high), fallback, commit, compaction)
 
 
 def _cache(raw: Any) -> CacheConfig:

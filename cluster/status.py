@@ -20,18 +20,19 @@ def collect(config: ClusterConfig, headers: dict | None = None) -> dict:
         members = [r for r in reports if r["group"] == name]
         leaders = [m["id"] for m in members if m.get("role") == "leader"]
         reachable = sum(1 for m in members if m["reachable"])
+        leader = next((m for m in members if m["id"] == leaders[0]), {}) if len(leaders) == 1 else {}
         groups[name] = {
-            "leader": leaders[0] if len(leaders) == 1 else None,
-            "has_quorum": len(leaders) == 1 and reachable > len(members) // 2
-            and bool(next(m for m in members if m["id"] == leaders[0]).get("has_quorum")),
+            "leader": leader.get("id"),
+            "has_quorum": bool(leader.get("has_quorum")) and reachable > len(members) // 2,
+            "serving": bool(leader.get("serving")),
             "nodes": members,
         }
     return groups
 
 
 def ready(groups: dict) -> bool:
-    """True while both groups have a leader with quorum."""
-    return all(g["has_quorum"] for g in groups.values())
+    """True while both groups have a leader with quorum that has finished starting up."""
+    return all(g["has_quorum"] and g["serving"] for g in groups.values())
 
 
 def _poll(node: NodeConfig, headers: dict | None) -> dict:
@@ -43,7 +44,7 @@ def _poll(node: NodeConfig, headers: dict | None) -> dict:
         return {**report, "reachable": False}
     return {**report, "reachable": True, "role": status["role"], "term": status["term"],
             "commit_index": status["commit_index"], "applied_index": status["applied_index"],
-            "has_quorum": status["has_quorum"]}
+            "has_quorum": status["has_quorum"], "serving": status.get("serving", True)}
 
 
 def format_table(groups: dict) -> str:

@@ -39,6 +39,7 @@ def syncobj_conf(raft: RaftConfig, data_dir: Path | None, password: str | None,
         connectionTimeout=IDLE_LINKS_NEVER_TIME_OUT,
         connectionRetryTime=0.2,            # reconnect to a restarted peer quickly (default 5 s)
         commandsWaitLeader=False,           # fail fast during an election; RaftMember retries
+        logCompactionMinEntries=raft.compaction_entries,  # snapshot + truncate the log this often
         journalFile=journal,
         fullDumpFile=dump,
         useFork=False,                      # never fork a process that runs HTTP threads

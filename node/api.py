@@ -27,6 +27,7 @@ class Replica:
         self.http_by_raft = {str(n.raft): n.http.url for n in config.group(node.group)}
         self.secret = config.secret()
         self.admin_token = config.admin_token()
+        self.serving = lambda: True  # replaced by groups with start-up work (the catalog's seed)
 
     @property
     def state(self):
@@ -83,7 +84,8 @@ def create_app(replica: Replica) -> Flask:
     @app.get("/status")
     def status():
         return jsonify(id=replica.node.id, group=replica.node.group, http=replica.node.http.url,
-                       raft_address=str(replica.node.raft), **replica.member.status())
+                       raft_address=str(replica.node.raft), serving=replica.serving(),
+                       **replica.member.status())
 
     @app.get("/state")
     def state():

@@ -34,6 +34,7 @@ def build(config: ClusterConfig, node_id: str):
     app = api.create_app(replica)
     if node.group == "catalog":
         catalog_api.register(app, replica)
+        replica.serving = lambda: replica.state.read(lambda m: m.seeded)[0]
         seed_when_leader(replica, read_seed(config.catalog_seed))
     else:
         catalog = GroupClient([n.http.url for n in config.catalog], secret=config.secret())

@@ -1,0 +1,58 @@
+"""Ways for integration tests to look inside a running cluster."""
+from __future__ import annotations
+
+import time
+
+import requests
+
+from cluster.local import LocalCluster
+
+
+def replica_states(cluster: LocalCluster, group: str) -> dict[str, dict]:
+    """GET /state from every running replica of `group`, by node id."""
+    states = {}
+    for node in cluster.config.group(group):
+        if cluster.is_running(node.id) and node.id not in cluster.paused:
+            states[node.id] = requests.get(node.http.url + "/state", timeout=2).json()
+    return states
+
+
+def wait_converged(cluster: LocalCluster, group: str, timeout: float = 15.0) -> dict[str, dict]:
+    """Wait until every running replica of `group` reports the same digest; return the states."""
+    deadline = time.monotonic() + timeout
+    states: dict[str, dict] = {}
+    while time.monotonic() < deadline:
+        try:
+            states = replica_states(cluster, group)
+        except requests.RequestException:
+            time.sleep(0.2)
+            continue
+        if len({s["digest"] for s in states.values()}) == 1:
+            return states
+        time.sleep(0.2)
+    digests = {node: s["digest"] for node, s in states.items()}
+    raise AssertionError(f"{group} replicas did not converge: {digests}")
+
+
+def stock(cluster: LocalCluster, book_id: int) -> int:
+    """A book's stock, read through the log (linearizable)."""
+    url = f"{cluster.frontend_url}/info/{book_id}?consistency=strong"
+    return requests.get(url, timeout=10).json()["stock"]
+
+
+def set_stock(cluster: LocalCluster, book_id: int, value: int) -> None:
+    response = requests.put(f"{cluster.frontend_url}/books/{book_id}", json={"stock": value}, timeout=10)
+    assert response.status_code == 200, response.text
+
+
+def buy_until_done(url: str, book_id: int, key: str, deadline: float) -> requests.Response:
+    """Buy like a careful client: retry with the same Idempotency-Key until a definite answer."""
+    while True:
+        try:
+            response = requests.post(f"{url}/purchase/{book_id}", headers={"Idempotency-Key": key}, timeout=5)
+            if response.status_code in (200, 409) or time.monotonic() > deadline:
+                return response
+        except requests.RequestException:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.05)

@@ -1,0 +1,162 @@
+"""The public HTTP contract, end to end through a real frontend and real replicas."""
+from __future__ import annotations
+
+import requests
+
+SEVEN_BOOKS = {
+    "How to get a good grade in DOS in 40 minutes a day", "RPCs for Noobs",
+    "Xen and the Art of Surviving Undergraduate School", "Cooking for the Impatient Undergrad",
+    "How to finish Project 3 on time", "Why theory classes are so hard", "Spring in the Pioneer Valley",
+}
+
+
+def test_the_seven_books_are_loaded_once(shared_cluster):
+    url = shared_cluster.frontend_url
+    titles = set()
+    for book_id in range(1, 8):
+        response = requests.get(f"{url}/info/{book_id}")
+        assert response.status_code == 200
+        body = response.json()
+        assert set(body) == {"id", "title", "topic", "price", "stock"}
+        assert body["id"] == book_id
+        titles.add(body["title"])
+    assert titles == SEVEN_BOOKS
+    assert requests.get(f"{url}/info/8").status_code == 404
+
+
+def test_search_is_case_insensitive_and_unknown_topic_is_empty(shared_cluster):
+    url = shared_cluster.frontend_url
+    body = requests.get(f"{url}/search/Distributed%20Systems").json()
+    assert body["topic"] == "Distributed Systems"
+    assert {item["title"] for item in body["items"]} == {
+        "How to get a good grade in DOS in 40 minutes a day", "RPCs for Noobs"}
+    assert all(set(item) == {"id", "title"} for item in body["items"])
+    assert len(requests.get(f"{url}/search/undergraduate%20school").json()["items"]) == 5
+    empty = requests.get(f"{url}/search/cookery")
+    assert empty.status_code == 200 and empty.json() == {"topic": "cookery", "items": []}
+
+
+def test_purchase_takes_one_copy_and_records_the_order(shared_cluster):
+    url = shared_cluster.frontend_url
+    before = requests.get(f"{url}/info/2?consistency=strong").json()["stock"]
+    response = requests.post(f"{url}/purchase/2")
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"order_id", "id", "title", "price"}
+    assert body["id"] == 2 and body["title"] == "RPCs for Noobs"
+    assert requests.get(f"{url}/info/2?consistency=strong").json()["stock"] == before - 1
+    order = requests.get(f"{url}/orders/{body['order_id']}").json()
+    assert order["status"] == "completed" and order["id"] == 2
+    newest = requests.get(f"{url}/orders?limit=1").json()["orders"]
+    assert newest[0]["order_id"] == body["order_id"]
+
+
+def test_lab_aliases(shared_cluster):
+    url = shared_cluster.frontend_url
+    assert requests.get(f"{url}/lookup/3").json()["id"] == 3
+    bought = requests.post(f"{url}/buy/3")
+    assert bought.status_code == 200 and bought.json()["id"] == 3
+
+
+def test_out_of_stock_is_409_and_records_no_completed_order(shared_cluster):
+    url = shared_cluster.frontend_url
+    assert requests.put(f"{url}/books/4", json={"stock": 1}).status_code == 200
+    assert requests.post(f"{url}/purchase/4").status_code == 200
+    refused = requests.post(f"{url}/purchase/4")
+    assert refused.status_code == 409
+    assert "stock" in refused.json()["error"]
+    assert requests.get(f"{url}/info/4?consistency=strong").json()["stock"] == 0
+
+
+def test_same_idempotency_key_gives_the_same_order_once(shared_cluster):
+    url = shared_cluster.frontend_url
+    before = requests.get(f"{url}/info/5?consistency=strong").json()["stock"]
+    headers = {"Idempotency-Key": "contract-key-1"}
+    first = requests.post(f"{url}/purchase/5", headers=headers)
+    second = requests.post(f"{url}/purchase/5", headers=headers)
+    assert first.status_code == second.status_code == 200
+    assert first.json() == second.json()
+    assert first.json()["order_id"] == "contract-key-1"
+    assert requests.get(f"{url}/info/5?consistency=strong").json()["stock"] == before - 1
+    reused = requests.post(f"{url}/purchase/6", headers=headers)
+    assert reused.status_code == 422
+
+
+def test_catalog_updates(shared_cluster):
+    url = shared_cluster.frontend_url
+    updated = requests.put(f"{url}/books/6", json={"price": 9.5, "restock": 10})
+    assert updated.status_code == 200
+    assert updated.json()["price"] == 9.5
+    created = requests.post(f"{url}/books", json={"title": "Raft in Practice", "topic": "distributed systems",
+                                                  "price": 40, "stock": 3})
+    assert created.status_code == 201
+    new_id = created.json()["id"]
+    assert requests.get(f"{url}/info/{new_id}?consistency=strong").json()["title"] == "Raft in Practice"
+    titles = [i["title"] for i in requests.get(f"{url}/search/distributed%20systems?consistency=strong").json()["items"]]
+    assert "Raft in Practice" in titles
+    assert requests.put(f"{url}/books/999", json={"price": 1}).status_code == 404
+
+
+def test_cluster_and_health_endpoints(shared_cluster):
+    url = shared_cluster.frontend_url
+    assert requests.get(f"{url}/healthz").status_code == 200
+    assert requests.get(f"{url}/readyz").status_code == 200
+    groups = requests.get(f"{url}/cluster").json()["groups"]
+    for name in ("catalog", "order"):
+        nodes = groups[name]["nodes"]
+        assert len(nodes) == 3
+        assert sum(1 for n in nodes if n["role"] == "leader") == 1
+        assert groups[name]["leader"] in {n["id"] for n in nodes}
+        for node in nodes:
+            assert node["reachable"] is True
+            assert {"term", "commit_index", "applied_index"} <= set(node)
+
+
+BAD_REQUESTS = [
+    ("GET", "/info/abc", None, 400), ("GET", "/info/0", None, 400), ("GET", "/info/-3", None, 400),
+    ("GET", "/info/1.5", None, 400), ("GET", "/info/99999999999999999999999", None, 400),
+    ("POST", "/purchase/0", None, 400), ("POST", "/purchase/abc", None, 400),
+    ("POST", "/purchase/424242", None, 404),
+    ("GET", "/no/such/route", None, 404), ("DELETE", "/info/1", None, 405),
+    ("GET", "/purchase/1", None, 405), ("GET", "/orders?limit=0", None, 400),
+    ("GET", "/orders?limit=abc", None, 400), ("GET", "/orders/nope", None, 404),
+    ("GET", "/info/1?consistency=bogus", None, 400),
+    ("PUT", "/books/1", "not json", 400), ("PUT", "/books/1", {"price": -1}, 400),
+    ("PUT", "/books/1", {"price": "3"}, 400), ("PUT", "/books/1", {"stock": 1.5}, 400),
+    ("PUT", "/books/1", {"restock": 0}, 400), ("PUT", "/books/1", {"stock": True}, 400),
+    ("PUT", "/books/1", {}, 400), ("PUT", "/books/1", {"colour": "red"}, 400),
+    ("PUT", "/books/1", [1, 2], 400), ("PUT", "/books/abc", {"price": 1}, 400),
+    ("POST", "/books", {"title": "x"}, 400), ("POST", "/books", {"title": "", "topic": "t", "price": 1, "stock": 1}, 400),
+    ("PUT", "/books/1", {"price": 1, "pad": "x" * 100_000}, 413),
+]
+
+
+def test_bad_input_is_a_json_error_and_changes_nothing(shared_cluster):
+    url = shared_cluster.frontend_url
+    before = requests.get(f"{url}/info/1?consistency=strong").json()
+    orders_before = requests.get(f"{url}/orders?limit=1000").json()["orders"]
+    for method, path, body, status in BAD_REQUESTS:
+        kwargs = {"data": body} if isinstance(body, str) else {"json": body}
+        response = requests.request(method, url + path, **kwargs)
+        assert response.status_code == status, (method, path, body, response.text)
+        assert response.headers["Content-Type"].startswith("application/json"), (method, path)
+        assert isinstance(response.json()["error"], str), (method, path)
+        assert "Traceback" not in response.text
+    assert requests.get(f"{url}/info/1?consistency=strong").json() == before
+    assert requests.get(f"{url}/orders?limit=1000").json()["orders"] == orders_before
+    bad_key = requests.post(f"{url}/purchase/1", headers={"Idempotency-Key": "has spaces"})
+    assert bad_key.status_code == 400
+
+
+def test_admin_token_guards_catalog_updates(make_cluster):
+    cluster = make_cluster(catalog=1, order=1, env={"BAZAR_ADMIN_TOKEN": "s3cret"})
+    url = cluster.frontend_url
+    refused = requests.put(f"{url}/books/1", json={"price": 1})
+    assert refused.status_code == 401 and "error" in refused.json()
+    wrong = requests.put(f"{url}/books/1", json={"price": 1}, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    created = requests.post(f"{url}/books", json={"title": "t", "topic": "x", "price": 1, "stock": 1})
+    assert created.status_code == 401
+    assert requests.get(f"{url}/info/1").json()["price"] == 25.0
+    allowed = requests.put(f"{url}/books/1", json={"price": 1}, headers={"Authorization": "Bearer s3cret"})
+    assert allowed.status_code == 200 and allowed.json()["price"] == 1
