@@ -8,6 +8,7 @@ from typing import Any
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf
 
 from consensus.state import ReplicatedState
+from consensus.transport import WatchedTransport
 
 _REASONS = {value: name.lower() for name, value in vars(FAIL_REASON).items() if name.isupper()}
 # After these failures the command may still be in some leader's log and commit.
@@ -31,7 +32,8 @@ class RaftMember:
                  conf: SyncObjConf) -> None:
         self.state = state
         self.peers = [p for p in peers if p != self_address]
-        self.syncobj = SyncObj(self_address, self.peers, conf=conf, consumers=[state])
+        self.syncobj = SyncObj(self_address, self.peers, conf=conf, consumers=[state],
+                               transportClass=WatchedTransport)
 
     def submit(self, command: dict, timeout: float) -> Any:
         """Commit `command` and return what the state machine's apply returned.
@@ -70,6 +72,20 @@ class RaftMember:
     def wait_applied(self, index: int, timeout: float) -> bool:
         """Block until this member has applied `index`; False on timeout."""
         return self.state.wait_for(index, timeout)
+
+    def seconds_since_leader(self) -> float | None:
+        """How long since this member last heard from its leader (None: no leader known)."""
+        leader = self.leader
+        if leader is None:
+            return None
+        transport = self.syncobj._SyncObj__transport
+        heard = transport.last_heard.get(leader)
+        return None if heard is None else time.monotonic() - heard
+
+    @property
+    def leader_commit_index(self) -> int | None:
+        """The commit index the leader last announced to this member."""
+        return self.syncobj._SyncObj__leaderCommitIndex
 
     @property
     def is_leader(self) -> bool:

@@ -11,7 +11,7 @@ from web import errors
 from web.errors import ApiError, json_body
 
 
-def create_app(gateway: Gateway) -> Flask:
+def create_app(gateway: Gateway, frontend_id: str = "frontend") -> Flask:
     app = Flask("bazar.frontend")
     errors.install(app)
 
@@ -50,8 +50,13 @@ def create_app(gateway: Gateway) -> Flask:
 
     @app.get("/cluster")
     def cluster():
+        return jsonify(cluster_view())
+
+    def cluster_view() -> dict:
         groups = cluster_status.collect(gateway.config)
-        return jsonify(groups=groups, ready=cluster_status.ready(groups))
+        return {"groups": groups, "ready": cluster_status.ready(groups),
+                "frontend": {"id": frontend_id, "follower": gateway.follower.status()},
+                "cache": gateway.cache.snapshot_stats()}
 
     @app.get("/healthz")
     def healthz():

@@ -1,53 +1,63 @@
 """What the frontend does for each public request, independent of HTTP routing.
 
-Reads go to the catalog replicas, writes to the leader of the right group.
+Reads are answered at the consistency the client asks for:
+- `cached` (default): from the LRU if the key is there and the follower is caught
+  up; otherwise from a replica that has applied at least the key's fence.
+- `local`: skip the cache; a replica, at least as new as the key's fence.
+- `strong`: through the catalog log (linearizable).
+Writes go to the leader of the right group; afterwards the keys they changed
+are fenced here at the write's index (read-your-writes through this frontend).
 Answers are plain dicts; failures are ApiErrors with the status to send.
 """
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import requests
 
 from cluster.config import ClusterConfig
+from frontend.follower import CatalogFollower, info_key, search_key
 from node import commands
 from web.client import INDEX_HEADER, GroupClient, Unavailable
 from web.errors import ApiError
 
 RETRY_AFTER = {"Retry-After": "1"}
 CONSISTENCY_LEVELS = ("cached", "local", "strong")
+OWN_WRITE_WAIT = 1.0  # seconds a write's answer may wait for this frontend's follower to apply it
 
 
 class Gateway:
-    """The public API over the catalog and order groups."""
+    """The public API over the catalog and order groups, with a log-fenced cache."""
 
-    def __init__(self, config: ClusterConfig) -> None:
+    def __init__(self, config: ClusterConfig, follower: CatalogFollower) -> None:
         self.config = config
+        self.follower = follower
+        self.cache = follower.cache
         secret = config.secret()
-        timeout = config.raft.commit_timeout + 1.0
-        self.catalog = GroupClient([n.http.url for n in config.catalog], secret, timeout)
-        self.orders = GroupClient([n.http.url for n in config.order], secret, timeout)
+        self.write_timeout = config.raft.commit_timeout + 1.0
+        self.catalog = GroupClient([n.http.url for n in config.catalog], secret, self.write_timeout)
+        self.orders = GroupClient([n.http.url for n in config.order], secret, self.write_timeout)
 
     # -- reads ----------------------------------------------------------------
 
-    def info(self, raw_id: str, consistency: str = "cached") -> dict:
+    def info(self, raw_id: str | int, consistency: str = "cached") -> dict:
         book_id = commands.book_id(raw_id)
-        body, _ = self._catalog_read(f"/books/{book_id}", consistency)
-        return body
+        return self._catalog_read(info_key(book_id), f"/books/{book_id}", consistency)
 
     def search(self, raw_topic: str, consistency: str = "cached") -> dict:
         topic = commands.topic(raw_topic)
-        body, _ = self._catalog_read(f"/search/{requests.utils.quote(topic, safe='')}", consistency)
+        body = self._catalog_read(search_key(topic), f"/search/{quote(topic, safe='')}", consistency)
         return {"topic": topic, "items": body["items"]}
 
     def topics(self) -> list[str]:
-        body, _ = self._catalog_read("/topics", "local")
-        return body["topics"]
+        return self._checked(self.catalog.read, "/topics")["topics"]
 
     def orders_list(self, raw_limit: str | None) -> dict:
         limit = commands.limit(raw_limit)
         return self._checked(self.orders.read, f"/orders?limit={limit}")
 
     def order(self, order_id: str) -> dict:
-        return self._checked(self.orders.read, f"/orders/{requests.utils.quote(order_id, safe='')}")
+        return self._checked(self.orders.read, f"/orders/{quote(order_id, safe='')}")
 
     # -- writes ---------------------------------------------------------------
 
@@ -55,34 +65,65 @@ class Gateway:
         """Buy one copy; the same Idempotency-Key always yields the same single order."""
         command = commands.purchase(raw_id, idempotency_key or "")
         book_id, order_id = command["id"], command["order_id"]
-        self.info(str(book_id), "local")  # 404 for unknown books before any order is recorded
+        self.info(book_id)  # 404 for unknown books before any order is recorded (books are never deleted)
         order = self._checked(self.orders.write, "POST", "/purchase", {"id": book_id, "order_id": order_id})
+        if order.get("catalog_index"):
+            self._see_own_write(book_id, order["catalog_index"])
         return purchase_answer(order)
 
     def update_book(self, raw_id: str, body, authorization: str | None) -> dict:
         command = commands.update_book(raw_id, body)
         payload = {k: v for k, v in command.items() if k not in ("op", "id")}
-        return self._checked(self.catalog.write, "PUT", f"/books/{command['id']}", payload,
-                             headers=_auth(authorization))
+        book, index = self._catalog_write("PUT", f"/books/{command['id']}", payload, authorization)
+        self._see_own_write(book["id"], index)
+        return book
 
     def add_book(self, body, authorization: str | None) -> dict:
         command = commands.add_book(body)
         payload = {k: v for k, v in command.items() if k != "op"}
-        return self._checked(self.catalog.write, "POST", "/books", payload, headers=_auth(authorization))
+        book, index = self._catalog_write("POST", "/books", payload, authorization)
+        self._see_own_write(book["id"], index, topic=book["topic"])
+        return book
+
+    def _see_own_write(self, book_id: int, index: int, topic: str | None = None) -> None:
+        """Read-your-writes: fence the keys a write changed at its index, then give the
+        follower a moment to apply it so the next read here can be a cache hit again."""
+        self.cache.invalidate(info_key(book_id), index)
+        if topic is not None:
+            self.cache.invalidate(search_key(topic), index)
+        self.follower.wait_applied(index, OWN_WRITE_WAIT)
 
     # -- plumbing -------------------------------------------------------------
 
-    def _catalog_read(self, path: str, consistency: str) -> tuple[dict, int]:
+    def _catalog_read(self, key: tuple, path: str, consistency: str) -> dict:
+        """Answer from the cache, a replica at least as new as the key's fence, or the log."""
         if consistency not in CONSISTENCY_LEVELS:
             raise ApiError(400, "consistency must be one of cached, local, strong")
-        level = "strong" if consistency == "strong" else "local"
-        sep = "&" if "?" in path else "?"
+        if consistency == "strong":
+            body, _ = self._catalog_get(f"{path}?consistency=strong", attempt_timeout=self.write_timeout)
+            return body
+        if consistency == "cached":
+            hit = self.cache.get(key)
+            if hit is not None:
+                return hit
+        body, index = self._catalog_get(f"{path}?min_index={self.cache.fence(key)}")
+        if consistency == "cached":
+            self.cache.fill(key, body, index)
+        return body
+
+    def _catalog_get(self, path: str, attempt_timeout: float | None = None) -> tuple[dict, int]:
         try:
-            response = self.catalog.read(f"{path}{sep}consistency={level}")
+            response = self.catalog.read(path, attempt_timeout=attempt_timeout)
         except Unavailable:
             raise ApiError(503, "no catalog replica is reachable", RETRY_AFTER) from None
-        body = _json_or_error(response)
-        return body, int(response.headers.get(INDEX_HEADER, 0))
+        return _json_or_error(response), int(response.headers.get(INDEX_HEADER, 0))
+
+    def _catalog_write(self, method: str, path: str, payload: dict, authorization: str | None):
+        try:
+            response = self.catalog.write(method, path, payload, headers=_auth(authorization))
+        except Unavailable:
+            raise ApiError(503, "no catalog replica is reachable", RETRY_AFTER) from None
+        return _json_or_error(response), int(response.headers.get(INDEX_HEADER, 0))
 
     def _checked(self, call, *args, **kwargs) -> dict:
         try:

@@ -14,11 +14,14 @@ from node.api import Replica
 from web.client import INDEX_HEADER
 from web.errors import ApiError, json_body
 
+MIN_INDEX_WAIT = 0.3  # seconds a read may wait for this replica to catch up
+
 
 def register(app: Flask, replica: Replica) -> None:
     @app.get("/books/<raw_id>")
     def info(raw_id: str):
         book_id = commands.book_id(raw_id)
+        _wait_for_min_index(replica)
         if _strong():
             result = replica.commit({"op": "read", "id": book_id})
             book, index = result.get("book"), replica.state.applied_index
@@ -31,6 +34,7 @@ def register(app: Flask, replica: Replica) -> None:
     @app.get("/search/<path:raw_topic>")
     def search(raw_topic: str):
         topic = commands.topic(raw_topic)
+        _wait_for_min_index(replica)
         if _strong():
             items = replica.commit({"op": "read", "topic": topic})["items"]
             index = replica.state.applied_index
@@ -84,6 +88,21 @@ def register(app: Flask, replica: Replica) -> None:
         if outcome is None:
             raise ApiError(404, "no purchase applied with that order id")
         return _with_index(jsonify(outcome), index)
+
+
+def _wait_for_min_index(replica: Replica) -> None:
+    """Honour `?min_index=N`: answer only once this replica has applied entry N.
+
+    The frontend asks for the index of the last change it knows of, so a lagging
+    replica never hands it an answer older than a write it has already seen.
+    """
+    raw = request.args.get("min_index")
+    if raw is None:
+        return
+    if not raw.isascii() or not raw.isdigit():
+        raise ApiError(400, "min_index must be a non-negative integer")
+    if not replica.member.wait_applied(int(raw), MIN_INDEX_WAIT):
+        raise ApiError(503, f"this replica has not applied entry {raw} yet", {"Retry-After": "1"})
 
 
 def _strong() -> bool:

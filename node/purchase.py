@@ -18,7 +18,7 @@ import time
 
 from node.api import Replica
 from node.orders import PENDING
-from web.client import GroupClient, Unavailable
+from web.client import INDEX_HEADER, GroupClient, Unavailable
 from web.errors import ApiError
 
 log = logging.getLogger("bazar.purchase")
@@ -45,14 +45,17 @@ class PurchaseCoordinator:
     def finish(self, order: dict) -> dict:
         """Take stock for a pending order and record the outcome; the order stays pending if
         the catalog cannot be reached (the recovery loop finishes it later)."""
-        outcome = self._take_stock(order)
-        if outcome is None:
+        taken = self._take_stock(order)
+        if taken is None:
             return order
+        outcome, catalog_index = taken
         finished = self.replica.commit({"op": "finish", "order_id": order["order_id"],
                                         "outcome": outcome})
-        return finished["order"]
+        # The catalog log index of the purchase lets a frontend wait for it (read-your-writes).
+        return {**finished["order"], "catalog_index": catalog_index}
 
-    def _take_stock(self, order: dict) -> dict | None:
+    def _take_stock(self, order: dict) -> tuple[dict, int] | None:
+        """The catalog's outcome for this order and the catalog index it was applied at."""
         try:
             response = self.catalog.write("POST", "/purchase",
                                           {"id": order["id"], "order_id": order["order_id"]},
@@ -64,4 +67,4 @@ class PurchaseCoordinator:
             log.warning("order %s: catalog answered %s; left pending", order["order_id"],
                         response.status_code)
             return None
-        return response.json()
+        return response.json(), int(response.headers.get(INDEX_HEADER, 0))

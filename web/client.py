@@ -19,7 +19,9 @@ import requests
 
 LEADER_HEADER = "X-Bazar-Leader"
 INDEX_HEADER = "X-Bazar-Index"
-BACKOFF_SECONDS = 1.0
+BACKOFF_SECONDS = 1.0        # a replica that refused a connection is skipped this long
+SLOW_BACKOFF_SECONDS = 3.0   # one that timed out (paused, overloaded) this long
+READ_ATTEMPT_SECONDS = 0.8   # a paused replica must not hold a read for long
 
 
 class Unavailable(Exception):
@@ -46,10 +48,15 @@ class GroupClient:
         return self._call(method, path, body, timeout, headers, order=self._leader_first())
 
     def read(self, path: str, timeout: float | None = None, headers: dict | None = None,
-             replica: str | None = None) -> requests.Response:
-        """GET from the next healthy replica (or `replica`), falling over to the others."""
-        order = [replica] if replica else self._round_robin()
-        return self._call("GET", path, None, timeout, headers, order=order)
+             attempt_timeout: float = None) -> requests.Response:
+        """GET from the next healthy replica, falling over to the others.
+
+        A replica that does not answer within `attempt_timeout` (READ_ATTEMPT_SECONDS
+        by default), or answers 503 (behind, or no quorum for a strong read), is
+        skipped for this call.
+        """
+        return self._call("GET", path, None, timeout, headers, order=self._round_robin(),
+                          attempt_timeout=attempt_timeout or READ_ATTEMPT_SECONDS, skip_unavailable=True)
 
     def get_from(self, url: str, path: str, timeout: float = 1.0) -> requests.Response:
         """GET from one specific replica, no fail-over (for status polling)."""
@@ -57,9 +64,10 @@ class GroupClient:
 
     # -- internals ------------------------------------------------------------
 
-    def _call(self, method, path, body, timeout, headers, order) -> requests.Response:
+    def _call(self, method, path, body, timeout, headers, order, attempt_timeout=None,
+              skip_unavailable=False) -> requests.Response:
         deadline = time.monotonic() + (timeout or self.timeout)
-        last_error: Exception | None = None
+        last: Exception | requests.Response | None = None
         while time.monotonic() < deadline:
             for url in order:
                 remaining = deadline - time.monotonic()
@@ -67,17 +75,26 @@ class GroupClient:
                     break
                 try:
                     response = self._session().request(
-                        method, url + path, json=body, timeout=remaining,
+                        method, url + path, json=body, timeout=min(remaining, attempt_timeout or remaining),
                         headers={**self._headers, **(headers or {})})
+                except requests.Timeout as exc:
+                    last = exc
+                    self._mark_down(url, SLOW_BACKOFF_SECONDS)
+                    continue
                 except requests.RequestException as exc:
-                    last_error = exc
-                    self._mark_down(url)
+                    last = exc
+                    self._mark_down(url, BACKOFF_SECONDS)
                     continue
                 self._learn_leader(response)
+                if skip_unavailable and response.status_code == 503:
+                    last = response
+                    continue
                 return response
+            if isinstance(last, requests.Response):
+                return last  # every replica answered, none could serve: pass the 503 on
             time.sleep(0.05)
             order = self._leader_first()
-        raise Unavailable(f"no replica answered: {last_error}")
+        raise Unavailable(f"no replica answered: {last}")
 
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
@@ -88,8 +105,8 @@ class GroupClient:
     def _healthy(self, url: str) -> bool:
         return self._down_until.get(url, 0.0) <= time.monotonic()
 
-    def _mark_down(self, url: str) -> None:
-        self._down_until[url] = time.monotonic() + BACKOFF_SECONDS
+    def _mark_down(self, url: str, seconds: float) -> None:
+        self._down_until[url] = time.monotonic() + seconds
         if self.leader == url:
             self.leader = None
 

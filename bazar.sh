@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Bazar's quickstart, on a fresh machine with Python 3.11:
+#   ./bazar.sh up      install what Bazar needs, then run the whole local cluster (Ctrl-C stops it)
+#   ./bazar.sh test    install what the tests need, then run the whole test suite
+# Anything after the command is passed on (to `bazar up` or to pytest).
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV=.venv
+PYTHON=${PYTHON:-python3}
+
+ensure_python_env() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    if ! "$PYTHON" -m venv "$VENV" 2>/dev/null; then
+      apt_install python3-venv
+      rm -rf "$VENV"
+      "$PYTHON" -m venv "$VENV"
+    fi
+  fi
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[test]"
+}
+
+apt_install() {  # apt_install PACKAGE... : install Debian packages that are missing (needs root)
+  local missing=()
+  for package in "$@"; do
+    dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "bazar.sh: please install these Debian packages (as root): ${missing[*]}" >&2
+    return 1
+  fi
+  echo "bazar.sh: installing ${missing[*]}" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+command=${1:-}
+shift || true
+case "$command" in
+  up)
+    ensure_python_env
+    exec "$VENV/bin/bazar" up "$@"
+    ;;
+  test)
+    # chromium + chromedriver: storefront tests in a real browser; iptables + iproute2: chaos partitions.
+    apt_install chromium chromium-driver iptables iproute2
+    ensure_python_env
+    exec "$VENV/bin/python" -m pytest "$@"
+    ;;
+  *)
+    echo "usage: ./bazar.sh up | ./bazar.sh test [pytest args]" >&2
+    exit 2
+    ;;
+esac

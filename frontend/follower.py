@@ -1,0 +1,100 @@
+"""The frontend follows the catalog group as a non-voting Raft member.
+
+Why: the invalidations the cache needs are exactly the committed catalog log.
+A non-voting member (PySyncObj's `SyncObj(None, voters)`) receives every entry
+about as fast as a voter, follows a new leader after failover by itself, and
+does not count towards quorum, so frontends can come and go freely. Pushes
+over HTTP, by contrast, get lost whenever a frontend is down or slow.
+
+This module turns applied entries into cache invalidations, and decides when
+the follower is too far behind for the cache to be trusted.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from cluster.config import ClusterConfig
+from consensus.member import RaftMember
+from consensus.security import raft_password
+from consensus.settings import syncobj_conf
+from consensus.state import ReplicatedState
+from frontend.cache import FencedCache
+from node.catalog import CatalogState, affected_books
+
+log = logging.getLogger("bazar.follower")
+
+
+def info_key(book_id: int) -> tuple:
+    return ("info", book_id)
+
+
+def search_key(topic: str) -> tuple:
+    return ("search", topic.casefold())
+
+
+class CatalogFollower:
+    """A non-voting catalog member that keeps `cache` consistent with the log."""
+
+    def __init__(self, config: ClusterConfig, cache_capacity: int | None = None) -> None:
+        self.max_lag = config.cache.max_follower_lag
+        self.cache = FencedCache(cache_capacity or config.cache.capacity, usable=self.caught_up)
+        self.state = ReplicatedState(CatalogState())
+        self.state.add_listener(self)
+        self._caught_up_at: float | None = None
+        self._was_usable = False
+        conf = syncobj_conf(config.raft, data_dir=None, password=raft_password(config))
+        self.member = RaftMember(None, [str(n.raft) for n in config.catalog], self.state, conf)
+        self.member.syncobj.addOnTickCallback(self._watch)
+
+    # -- ApplyListener: runs on PySyncObj's tick thread ------------------------
+
+    def on_applied(self, index: int, command: dict, result) -> None:
+        books = affected_books(command, result)
+        if books is None:  # the seed: anything may have changed
+            self.cache.flush(index)
+            return
+        for book_id in books:
+            self.cache.invalidate(info_key(book_id), index)
+        if command.get("op") == "add_book" and "book" in result:
+            self.cache.invalidate(search_key(result["book"]["topic"]), index)
+
+    def on_reset(self, index: int) -> None:
+        log.info("catalog state replaced by a snapshot at index %d: cache flushed", index)
+        self.cache.flush(index)
+        self._caught_up_at = None
+
+    # -- freshness ------------------------------------------------------------
+
+    def caught_up(self) -> bool:
+        """True while the follower hears from the leader and has applied what it announced,
+        both within `max_follower_lag` seconds; the cache is bypassed otherwise."""
+        silence = self.member.seconds_since_leader()
+        if silence is None or silence > self.max_lag:
+            return False
+        return self._caught_up_at is not None and time.monotonic() - self._caught_up_at <= self.max_lag
+
+    def _watch(self) -> None:
+        """Each tick: note when we were last caught up, and flush when we stop being usable."""
+        commit = self.member.leader_commit_index
+        if commit is not None and self.state.applied_index >= commit:
+            self._caught_up_at = time.monotonic()
+        usable = self.caught_up()
+        if self._was_usable and not usable:
+            log.warning("lost touch with the catalog leader for over %.1f s: cache flushed and "
+                        "bypassed until caught up", self.max_lag)
+            self.cache.flush(self.state.applied_index)
+        self._was_usable = usable
+
+    def status(self) -> dict:
+        silence = self.member.seconds_since_leader()
+        return {"applied_index": self.state.applied_index,
+                "leader_commit_index": self.member.leader_commit_index,
+                "lag_seconds": None if silence is None else round(silence, 3),
+                "caught_up": self.caught_up()}
+
+    def wait_applied(self, index: int, timeout: float) -> bool:
+        return self.member.wait_applied(index, timeout)
+
+    def close(self) -> None:
+        self.member.close()

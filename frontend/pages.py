@@ -1,0 +1,213 @@
+"""The storefront's HTML pages, for people using a browser.
+
+Browsers say `Accept: text/html`; every other client (curl's `*/*`, requests'
+default, `fetch`) keeps getting the JSON API unchanged. Pages are rendered from
+the Jinja templates in frontend/templates (autoescaped), over the same Gateway
+the JSON routes use, so a page never knows more than the API does.
+
+`register_pages` adds the routes that exist only for people (`/`, the `/search`
+form and `/dashboard`). The routes shared with the JSON API (`/search/<topic>`,
+`/info/<id>`, `/purchase/<id>`) stay in frontend/app.py, which asks
+`wants_html` and then calls `render_search`, `render_info` or `render_purchase`.
+`install_error_pages` makes errors for browsers small HTML pages too.
+"""
+from __future__ import annotations
+
+import functools
+import uuid
+from typing import Callable
+from urllib.parse import quote
+
+from flask import Blueprint, Flask, jsonify, redirect, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from frontend.gateway import Gateway
+from node.commands import BadRequest
+from web.errors import ApiError
+
+FORM_MIMETYPE = "application/x-www-form-urlencoded"
+IDEMPOTENCY_FIELD = "idempotency_key"
+BODY_HEADERS = ("Content-Type", "Content-Length")
+
+ERROR_TITLES = {
+    400: "Bad request",
+    401: "Unauthorized",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Request too large",
+    500: "Something went wrong",
+    502: "Bad answer from a replica",
+    503: "Temporarily unavailable",
+}
+
+API_INDEX = {
+    "name": "Bazar",
+    "description": "A replicated online bookstore. Send Accept: text/html for the storefront.",
+    "endpoints": {
+        "GET /search/<topic>": "books on a topic (?consistency=cached|local|strong)",
+        "GET /info/<id>": "one book: title, topic, price, stock",
+        "POST /purchase/<id>": "buy one copy; send an Idempotency-Key header to retry safely",
+        "GET /orders": "the newest orders (?limit=N)",
+        "GET /orders/<order_id>": "one order",
+        "PUT /books/<id>": "admin: set price, stock or restock",
+        "POST /books": "admin: add a book",
+        "GET /cluster": "every replica's role, term and indexes",
+        "GET /healthz": "this frontend is up",
+        "GET /readyz": "both groups have a leader with quorum",
+    },
+}
+
+StatsProvider = Callable[[], dict]
+
+
+# -- content negotiation ------------------------------------------------------
+
+def wants_html(req) -> bool:
+    """True only when the Accept header ranks text/html above application/json.
+
+    Ties go to JSON, so `*/*` (curl, requests, fetch) and a missing header get JSON.
+    """
+    return req.accept_mimetypes.best_match(["application/json", "text/html"]) == "text/html"
+
+
+def is_form_purchase(req) -> bool:
+    """True for a purchase made from the Buy form of a book page.
+
+    That is a browser (`wants_html`), or any client posting the form's fields
+    (form-encoded with an `idempotency_key`). A bare form-encoded POST, such as
+    `curl -d ''`, is still an API call and gets JSON.
+    """
+    return wants_html(req) or (req.mimetype == FORM_MIMETYPE and IDEMPOTENCY_FIELD in req.form)
+
+
+def submitted_key(req) -> str | None:
+    """The Idempotency-Key of a form purchase: the form's hidden field, else the header."""
+    return req.form.get(IDEMPOTENCY_FIELD) or req.headers.get("Idempotency-Key")
+
+
+# -- pages shared with the JSON routes ----------------------------------------
+
+def _html_errors(render: Callable) -> Callable:
+    """Wrap a page renderer so that API errors become HTML error pages."""
+    @functools.wraps(render)
+    def rendered(*args, **kwargs):
+        try:
+            return render(*args, **kwargs)
+        except ApiError as exc:
+            return render_error(exc.status, exc.message, exc.headers)
+        except BadRequest as exc:
+            return render_error(400, str(exc))
+    return rendered
+
+
+@_html_errors
+def render_search(gateway: Gateway, topic: str):
+    """The books on `topic`, each linking to its page."""
+    result = gateway.search(topic)
+    return render_template("search.html", topic=result["topic"], books=result["items"])
+
+
+@_html_errors
+def render_info(gateway: Gateway, raw_id: str):
+    """One book with a Buy form carrying a fresh idempotency key for this render."""
+    book = gateway.info(raw_id)
+    return render_template("info.html", book=book, idempotency_key=uuid.uuid4().hex,
+                           key_field=IDEMPOTENCY_FIELD)
+
+
+@_html_errors
+def render_purchase(gateway: Gateway, raw_id: str, key: str | None):
+    """Buy one copy with Idempotency-Key `key`: the confirmation, or why it failed.
+
+    Sending the same key again shows the same order and takes no more stock.
+    Out of stock is a 409 page, an unknown book a 404 page.
+    """
+    try:
+        order = gateway.purchase(raw_id, key)
+    except ApiError as exc:
+        if exc.status != 409:
+            raise
+        book = _book_or_none(gateway, raw_id)
+        return render_template("out_of_stock.html", book=book, book_id=raw_id), 409
+    return render_template("purchase.html", order=order)
+
+
+def render_error(status: int, message: str, headers: dict | None = None):
+    """A small HTML error page with `status` (and `headers`); never a stack trace."""
+    title = ERROR_TITLES.get(status, "Error")
+    body = render_template("error.html", status=status, title=title, message=message)
+    return body, status, dict(headers or {})
+
+
+def _book_or_none(gateway: Gateway, raw_id: str) -> dict | None:
+    """The book, if it can be read right now; pages use it only to say more."""
+    try:
+        return gateway.info(raw_id)
+    except (ApiError, BadRequest):
+        return None
+
+
+# -- routes only people use ---------------------------------------------------
+
+def register_pages(app: Flask, gateway: Gateway, stats_provider: StatsProvider) -> None:
+    """Add `/` (home, or a JSON index of the API), the `/search` form and `/dashboard`.
+
+    `stats_provider()` returns the same dict `GET /cluster` answers. The
+    templates in frontend/templates become available to `render_*` too.
+    """
+    pages = Blueprint("pages", __name__, template_folder="templates")
+
+    @pages.get("/")
+    def home():
+        if not wants_html(request):
+            return jsonify(API_INDEX)
+        return _render_home(gateway)
+
+    @pages.get("/search")
+    def search_form():
+        topic = request.args.get("q", "").strip()
+        if not topic:
+            return redirect("/", code=303)
+        return redirect("/search/" + quote(topic, safe=""), code=303)
+
+    @pages.get("/dashboard")
+    def dashboard():
+        return render_template("dashboard.html", stats=stats_provider())
+
+    app.register_blueprint(pages)
+
+
+@_html_errors
+def _render_home(gateway: Gateway):
+    return render_template("home.html", topics=gateway.topics())
+
+
+# -- errors -------------------------------------------------------------------
+
+def install_error_pages(app: Flask) -> None:
+    """Answer errors to browsers with HTML pages; every other client keeps JSON errors.
+
+    Call after `web.errors.install(app)`: each of its JSON handlers is kept and
+    decides status, message and headers; browsers get that as a page.
+    """
+    handlers = app.error_handler_spec[None][None]
+    for exc_class, json_handler in list(handlers.items()):
+        app.register_error_handler(exc_class, _html_for_browsers(json_handler))
+
+
+def _html_for_browsers(json_handler: Callable) -> Callable:
+    """An error handler that gives `json_handler`'s answer as HTML to browsers."""
+    @functools.wraps(json_handler)
+    def handle(exc: Exception):
+        response = json_handler(exc)
+        if not wants_html(request):
+            return response
+        message = (response.get_json(silent=True) or {}).get("error", _fallback_message(exc))
+        headers = {name: value for name, value in response.headers.items() if name not in BODY_HEADERS}
+        return render_error(response.status_code, message, headers)
+    return handle
+
+
+def _fallback_message(exc: Exception) -> str:
+    return exc.name.lower() if isinstance(exc, HTTPException) else "internal error"
