@@ -115,4 +115,5 @@ class RaftMember:
         }
 
     def close(self) -> None:
-        self.syncobj.destroy()
+        """Stop the member and wait until its tick thread has released the journal and port."""
+        self.syncobj.destroy_synchronous()

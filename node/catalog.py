@@ -37,7 +37,12 @@ class CatalogState:
         request_id = command.get("request_id")
         if request_id is not None and request_id in self.requests:
             return self.requests[request_id]
-        result = handler(command)
+        try:
+            result = handler(command)
+        except (KeyError, TypeError, ValueError):
+            # Validation happens before commands reach the log; if a malformed one ever
+            # does, every replica answers it the same way instead of stalling the log.
+            return {"error": "malformed command"}
         if request_id is not None:
             self.requests[request_id] = result
         return result

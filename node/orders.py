@@ -69,7 +69,9 @@ class OrderState:
 
     def newest(self, limit: int, status: str | None = None) -> list[dict]:
         """Up to `limit` orders, newest first, optionally of one status."""
-        result = []
+        result: list[dict] = []
+        if limit <= 0:
+            return result
         for order in reversed(self.orders.values()):
             if status is None or order["status"] == status:
                 result.append(dict(order))

@@ -1,0 +1,251 @@
+"""cluster/config.py (cluster.yaml) and consensus/security.py (the Raft secret)."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cluster.config import Address, ConfigError, RaftConfig, load
+from consensus.security import raft_password
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def replicas(prefix: str, count: int, base: int, host: str = "127.0.0.1") -> list[dict]:
+    return [{"id": f"{prefix}{i}", "raft": f"{host}:{base + i}", "http": f"{host}:{base + 50 + i}"}
+            for i in range(1, count + 1)]
+
+
+def document(catalog: int = 3, order: int = 3, host: str = "127.0.0.1") -> dict:
+    return {
+        "data_dir": "data",
+        "raft": {"append_entries_period": 0.05, "election_timeout": [0.2, 0.4]},
+        "catalog": replicas("catalog", catalog, 7100, host),
+        "order": replicas("order", order, 7200, host),
+        "frontends": [{"id": "frontend1", "http": "127.0.0.1:8000"}],
+    }
+
+
+def write(tmp_path: Path, doc) -> Path:
+    path = tmp_path / "cluster.yaml"
+    path.write_text(doc if isinstance(doc, str) else yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+# -- the repository's own file -------------------------------------------------
+
+
+def test_repository_cluster_yaml_loads():
+    config = load(REPO / "cluster.yaml")
+    assert len(config.catalog) == 3 and len(config.order) == 3 and len(config.frontends) == 1
+    assert [n.id for n in config.catalog] == ["catalog1", "catalog2", "catalog3"]
+    assert [n.id for n in config.order] == ["order1", "order2", "order3"]
+    assert all(n.group == "catalog" for n in config.catalog)
+    assert config.frontend().http == Address("127.0.0.1", 8000)
+    assert config.frontend().http.url == "http://127.0.0.1:8000"
+    assert config.node("catalog2").raft == Address("127.0.0.1", 7102)
+    assert config.data_dir == REPO / "var"
+    assert config.catalog_seed == REPO / "node" / "books.json"
+    assert config.secret_env == "BAZAR_SECRET"
+    assert config.raft == RaftConfig(0.05, (0.2, 0.4), 1.0, 3.0)
+    assert config.cache.capacity == 1000
+    assert config.all_loopback is True
+
+
+def test_unknown_node_and_frontend_names():
+    config = load(REPO / "cluster.yaml")
+    with pytest.raises(ConfigError, match="catalog9"):
+        config.node("catalog9")
+    with pytest.raises(ConfigError, match="frontend7"):
+        config.frontend("frontend7")
+    assert config.frontend("frontend1").id == "frontend1"
+
+
+def test_relative_paths_resolve_against_the_file(tmp_path):
+    config = load(write(tmp_path, {**document(), "catalog_seed": "seed/books.json"}))
+    assert config.data_dir == tmp_path.resolve() / "data"
+    assert config.catalog_seed == tmp_path.resolve() / "seed" / "books.json"
+
+
+def test_defaults_when_sections_are_left_out(tmp_path):
+    doc = document()
+    del doc["raft"], doc["data_dir"]
+    config = load(write(tmp_path, doc))
+    assert config.raft == RaftConfig()
+    assert config.cache.capacity == 1000 and config.cache.max_follower_lag == 1.0
+    assert config.data_dir == tmp_path.resolve() / "var"
+    assert config.admin_token_env == "BAZAR_ADMIN_TOKEN"
+
+
+# -- group sizes ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [1, 3, 5])
+def test_valid_group_sizes_load(tmp_path, size):
+    config = load(write(tmp_path, document(catalog=size, order=size)))
+    assert len(config.catalog) == size and len(config.order) == size
+    assert len(config.group("catalog")) == size and config.group("order") == config.order
+
+
+@pytest.mark.parametrize("group", ["catalog", "order"])
+@pytest.mark.parametrize("size", [2, 4, 6])
+def test_even_or_oversized_groups_are_refused(tmp_path, group, size):
+    doc = document(**{group: size})
+    with pytest.raises(ConfigError, match=rf"^{group}: a Raft group needs 1, 3 or 5 replicas, got {size}"):
+        load(write(tmp_path, doc))
+
+
+@pytest.mark.parametrize("value", [[], None, "catalog1", {"id": "x"}])
+def test_group_must_be_a_non_empty_list(tmp_path, value):
+    doc = document()
+    doc["catalog"] = value
+    with pytest.raises(ConfigError, match="^catalog: expected a list"):
+        load(write(tmp_path, doc))
+
+
+# -- each kind of mistake names its key ---------------------------------------
+
+
+def mutate(change):
+    doc = document()
+    change(doc)
+    return doc
+
+
+def _set(path, value):
+    def change(doc):
+        target = doc
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+    return change
+
+
+def _delete(path):
+    def change(doc):
+        target = doc
+        for key in path[:-1]:
+            target = target[key]
+        del target[path[-1]]
+    return change
+
+
+MISTAKES = [
+    ("unknown top-level key", _set(["replicas"], 3), "replicas: unknown key"),
+    ("unknown replica key", _set(["order", 2, "port"], 1), r"order\[2\]\.port: unknown key"),
+    ("unknown raft key", _set(["raft", "heartbeat"], 1), r"raft\.heartbeat: unknown key"),
+    ("unknown cache key", _set(["cache"], {"size": 3}), r"cache\.size: unknown key"),
+    ("raft address without port", _set(["catalog", 1, "raft"], "127.0.0.1"), r"catalog\[1\]\.raft: expected host:port"),
+    ("raft address with empty port", _set(["catalog", 1, "raft"], "127.0.0.1:"), r"catalog\[1\]\.raft"),
+    ("port out of range", _set(["order", 0, "http"], "127.0.0.1:70000"), r"order\[0\]\.http: expected host:port"),
+    ("port zero", _set(["order", 0, "http"], "127.0.0.1:0"), r"order\[0\]\.http"),
+    ("address not a string", _set(["catalog", 0, "http"], 8101), r"catalog\[0\]\.http: expected a non-empty string"),
+    ("missing raft address", _delete(["catalog", 2, "raft"]), r"catalog\[2\]\.raft"),
+    ("wildcard IPv4 bind", _set(["catalog", 0, "raft"], "0.0.0.0:7101"), r"catalog\[0\]\.raft: bind a specific address.*0\.0\.0\.0"),
+    ("wildcard IPv6 bind", _set(["order", 1, "http"], ":::8202"), r"order\[1\]\.http: bind a specific address"),
+    ("wildcard frontend bind", _set(["frontends", 0, "http"], "0.0.0.0:8000"), r"frontends\[0\]\.http: bind a specific"),
+    ("missing id", _delete(["order", 0, "id"]), r"order\[0\]\.id: expected a non-empty string"),
+    ("bad id characters", _set(["order", 0, "id"], "order 1"), r"order\[0\]\.id: 'order 1' must be"),
+    ("duplicate replica ids", _set(["order", 1, "id"], "catalog1"), r"^catalog1: two processes share this id"),
+    ("frontend id equal to a replica id", _set(["frontends", 0, "id"], "order3"), r"^order3: two processes share"),
+    ("duplicate raft addresses", _set(["order", 0, "raft"], "127.0.0.1:7101"), r"^order1: address 127\.0\.0\.1:7101 is used twice"),
+    ("raft address equal to an http address", _set(["catalog", 1, "raft"], "127.0.0.1:7251"), r"^order1: address 127\.0\.0\.1:7251 is used twice"),
+    ("frontend on a replica's port", _set(["frontends", 0, "http"], "127.0.0.1:7253"), r"^frontend1: address 127\.0\.0\.1:7253 is used twice"),
+    ("election_timeout not a list", _set(["raft", "election_timeout"], 0.3), r"raft\.election_timeout: expected \[min, max\]"),
+    ("election_timeout of one value", _set(["raft", "election_timeout"], [0.3]), r"raft\.election_timeout: expected \[min, max\]"),
+    ("election_timeout with text", _set(["raft", "election_timeout"], ["0.2", 0.4]), r"raft\.election_timeout: expected"),
+    ("election_timeout with bool", _set(["raft", "election_timeout"], [True, 0.4]), r"raft\.election_timeout: expected"),
+    ("election_timeout min == 3*period", _set(["raft", "election_timeout"], [0.15, 0.4]), r"raft\.election_timeout: need 3 \* append_entries_period < min < max"),
+    ("election_timeout min < 3*period", _set(["raft", "election_timeout"], [0.1, 0.4]), r"raft\.election_timeout: need"),
+    ("election_timeout min == max", _set(["raft", "election_timeout"], [0.4, 0.4]), r"raft\.election_timeout: need"),
+    ("election_timeout min > max", _set(["raft", "election_timeout"], [0.5, 0.4]), r"raft\.election_timeout: need"),
+    ("period not positive", _set(["raft", "append_entries_period"], 0), r"raft\.append_entries_period: expected a positive"),
+    ("commit_timeout text", _set(["raft", "commit_timeout"], "3s"), r"raft\.commit_timeout: expected a positive"),
+    ("fallback below period", _set(["raft", "leader_fallback_timeout"], 0.01), r"raft\.leader_fallback_timeout: must exceed"),
+    ("cache.capacity 0", _set(["cache"], {"capacity": 0}), r"^cache\.capacity: expected a positive integer"),
+    ("cache.capacity float", _set(["cache"], {"capacity": 2.5}), r"^cache\.capacity: expected a positive integer"),
+    ("cache.capacity bool", _set(["cache"], {"capacity": True}), r"^cache\.capacity"),
+    ("cache.max_follower_lag negative", _set(["cache"], {"max_follower_lag": -1}), r"cache\.max_follower_lag"),
+    ("raft not a mapping", _set(["raft"], [1, 2]), r"^raft: expected a mapping"),
+    ("replica not a mapping", _set(["catalog", 0], "catalog1"), r"^catalog\[0\]: expected a mapping"),
+    ("no frontends", _set(["frontends"], []), r"^frontends: expected a list"),
+    ("data_dir empty", _set(["data_dir"], ""), r"^data_dir: expected a non-empty string"),
+    ("secret_env not a string", _set(["secret_env"], 5), r"^secret_env: expected a non-empty string"),
+]
+
+
+@pytest.mark.parametrize("change, pattern", [m[1:] for m in MISTAKES], ids=[m[0] for m in MISTAKES])
+def test_each_mistake_raises_config_error_naming_the_key(tmp_path, change, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        load(write(tmp_path, mutate(change)))
+
+
+def test_mistakes_do_not_mutate_a_valid_document(tmp_path):
+    doc = document()
+    before = copy.deepcopy(doc)
+    load(write(tmp_path, doc))
+    assert doc == before
+
+
+@pytest.mark.parametrize("text", ["catalog: [\n  - {id: a\n", "key: : :\n  - x", "a: 'unterminated\n",
+                                  "\t- tab\n"])
+def test_malformed_yaml(tmp_path, text):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match="is not valid YAML"):
+        load(path)
+
+
+@pytest.mark.parametrize("text", ["", "- a\n- b\n", "just a string\n"])
+def test_top_level_must_be_a_mapping(tmp_path, text):
+    with pytest.raises(ConfigError, match=r"^\(top level\): expected a mapping"):
+        load(write(tmp_path, text))
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="cluster file not found: .*nope.yaml"):
+        load(tmp_path / "nope.yaml")
+
+
+def test_address_properties():
+    assert Address("127.0.0.1", 1).is_loopback
+    assert Address("127.5.5.5", 1).is_loopback
+    assert Address("localhost", 1).is_loopback
+    assert Address("::1", 1).is_loopback
+    assert not Address("10.0.0.2", 1).is_loopback
+    assert not Address("node-a.example", 1).is_loopback
+    assert str(Address("10.0.0.2", 7101)) == "10.0.0.2:7101"
+
+
+# -- consensus/security.py -----------------------------------------------------
+
+
+def test_raft_password_refuses_off_loopback_without_secret(tmp_path, monkeypatch):
+    doc = document()
+    doc["secret_env"] = "BAZAR_TEST_SECRET"
+    doc["catalog"][2]["raft"] = "10.1.2.3:7103"
+    config = load(write(tmp_path, doc))
+    assert config.all_loopback is False
+    monkeypatch.delenv("BAZAR_TEST_SECRET", raising=False)
+    with pytest.raises(ConfigError, match=r"BAZAR_TEST_SECRET is not set") as excinfo:
+        raft_password(config)
+    assert "not loopback" in str(excinfo.value)
+    monkeypatch.setenv("BAZAR_TEST_SECRET", "")  # empty counts as unset
+    with pytest.raises(ConfigError, match="BAZAR_TEST_SECRET"):
+        raft_password(config)
+
+
+def test_raft_password_returns_the_secret_when_set(tmp_path, monkeypatch):
+    doc = document(host="10.0.0.5")
+    config = load(write(tmp_path, doc))
+    monkeypatch.setenv("BAZAR_SECRET", "s3cret-value")
+    assert raft_password(config) == "s3cret-value"
+
+
+def test_raft_password_on_loopback(tmp_path, monkeypatch):
+    config = load(write(tmp_path, document()))
+    monkeypatch.delenv("BAZAR_SECRET", raising=False)
+    assert raft_password(config) is None
+    monkeypatch.setenv("BAZAR_SECRET", "abc")
+    assert raft_password(config) == "abc"  # a secret is still used when given

@@ -1,0 +1,233 @@
+"""consensus/state.py without a network, and one real single-node RaftMember on loopback."""
+from __future__ import annotations
+
+import copy
+import pickle
+import threading
+
+import pytest
+
+from cluster.config import RaftConfig
+from cluster.local import free_ports
+from consensus.member import CommitError, RaftMember
+from consensus.settings import syncobj_conf
+from consensus.state import ReplicatedState
+from node.catalog import CatalogState
+from node.orders import OrderState
+
+BOOKS = [{"title": "A", "topic": "t", "price": 10.0, "stock": 1},
+         {"title": "B", "topic": "t", "price": 2.5, "stock": 3}]
+
+
+class FakeSyncObj:
+    """Just what ReplicatedState.apply reads: PySyncObj's last applied index."""
+
+    def __init__(self, last_applied: int = 0) -> None:
+        self.raftLastApplied = last_applied
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.applied: list[tuple[int, dict, object]] = []
+        self.resets: list[int] = []
+
+    def on_applied(self, index, command, result):
+        self.applied.append((index, command, result))
+
+    def on_reset(self, index):
+        self.resets.append(index)
+
+
+def apply_like_pysyncobj(state: ReplicatedState, command: dict):
+    """Apply one entry the way PySyncObj's tick does: call, then bump raftLastApplied."""
+    result = state.apply(command, _doApply=True)
+    state._syncObj.raftLastApplied += 1
+    return result
+
+
+def offline_state(machine=None, last_applied: int = 0) -> ReplicatedState:
+    state = ReplicatedState(machine if machine is not None else CatalogState())
+    state._syncObj = FakeSyncObj(last_applied)
+    return state
+
+
+# -- ReplicatedState, offline --------------------------------------------------
+
+
+def test_apply_returns_machine_result_and_tells_listeners_in_order():
+    state = offline_state(last_applied=4)
+    first, second = Recorder(), Recorder()
+    state.add_listener(first)
+    state.add_listener(second)
+    commands = [{"op": "seed", "books": BOOKS},
+                {"op": "purchase", "id": 1, "order_id": "o1"},
+                {"op": "purchase", "id": 1, "order_id": "o2"},
+                {"op": "nonsense"}]
+    results = [apply_like_pysyncobj(state, c) for c in commands]
+
+    assert results == [{"seeded": True}, {"ok": True, "id": 1, "title": "A", "price": 10.0},
+                       {"ok": False, "error": "out_of_stock", "id": 1}, {"error": "unknown command"}]
+    assert first.applied == [(5, commands[0], results[0]), (6, commands[1], results[1]),
+                             (7, commands[2], results[2]), (8, commands[3], results[3])]
+    assert second.applied == first.applied
+    assert state.applied_index == 8
+    assert state.read(lambda m, i: m.book(i)["stock"], 1) == (0, 8)
+    assert first.resets == []
+
+
+def test_serialize_deserialize_round_trip_calls_on_reset():
+    state = offline_state()
+    for command in [{"op": "seed", "books": BOOKS}, {"op": "purchase", "id": 2, "order_id": "x"}]:
+        apply_like_pysyncobj(state, command)
+    data = pickle.loads(pickle.dumps(state._serialize()))  # PySyncObj pickles the dump
+    assert data["index"] == 2
+    assert data["machine"] == state.machine.snapshot()
+
+    other = offline_state()
+    listener = Recorder()
+    other.add_listener(listener)
+    other._deserialize(data)
+    assert listener.resets == [2]
+    assert listener.applied == []
+    assert other.applied_index == 2
+    assert other.machine.snapshot() == state.machine.snapshot()
+    assert other.wait_for(2, timeout=0) is True
+
+    # Both behave the same from here on (PySyncObj continues after the dump's index).
+    other._syncObj.raftLastApplied = 2
+    command = {"op": "purchase", "id": 2, "order_id": "x"}
+    assert apply_like_pysyncobj(other, dict(command)) == apply_like_pysyncobj(state, dict(command))
+    assert listener.applied[-1][0] == 3 == other.applied_index
+
+
+def test_serialize_is_a_copy():
+    state = offline_state(OrderState())
+    apply_like_pysyncobj(state, {"op": "begin", "order_id": "a", "id": 1, "created_at": 1.0})
+    data = state._serialize()
+    apply_like_pysyncobj(state, {"op": "finish", "order_id": "a",
+                                 "outcome": {"ok": True, "title": "A", "price": 1.0}})
+    assert data["machine"]["orders"]["a"]["status"] == "pending"
+    assert data["index"] == 1
+
+
+def test_wait_for_returns_true_once_applied_from_another_thread():
+    state = offline_state()
+    commands = [{"op": "seed", "books": BOOKS}, {"op": "purchase", "id": 2, "order_id": "a"},
+                {"op": "purchase", "id": 2, "order_id": "b"}]
+    errors: list[BaseException] = []
+
+    def applier():
+        try:
+            for command in commands:
+                apply_like_pysyncobj(state, command)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    thread = threading.Thread(target=applier)
+    # Hold the state's lock while starting the applier: it can only apply once this
+    # thread is inside wait_for (which releases the lock), so the wake-up path is tested.
+    with state.lock:
+        thread.start()
+        assert state.applied_index == 0
+        assert state.wait_for(3, timeout=10) is True
+        assert state.applied_index >= 3
+    thread.join(10)
+    assert not thread.is_alive() and errors == []
+    assert state.machine.book(2)["stock"] == 1
+    assert state.wait_for(2, timeout=0) is True  # already applied: no waiting
+
+
+def test_wait_for_times_out():
+    state = offline_state()
+    apply_like_pysyncobj(state, {"op": "seed", "books": BOOKS})
+    assert state.wait_for(2, timeout=0.05) is False
+    assert state.wait_for(1, timeout=0.05) is True
+
+
+# -- a real single-node Raft group ---------------------------------------------
+
+
+def _shut_down(member: RaftMember) -> None:
+    """close(), then wait for PySyncObj's tick thread so the journal and port are released."""
+    member.close()
+    thread = member.syncobj._SyncObj__thread
+    if thread is not None:
+        thread.join(10)
+        assert not thread.is_alive(), "PySyncObj tick thread did not stop"
+
+
+@pytest.fixture
+def members():
+    started: list[RaftMember] = []
+    yield started
+    for member in started:
+        try:
+            _shut_down(member)
+        except Exception:  # already shut down by the test
+            pass
+
+
+def _member(address: str, data_dir, started: list) -> tuple[RaftMember, ReplicatedState, Recorder]:
+    state = ReplicatedState(CatalogState())
+    listener = Recorder()
+    state.add_listener(listener)
+    conf = syncobj_conf(RaftConfig(), data_dir, None, bind_address=address)
+    member = RaftMember(address, [address], state, conf)
+    started.append(member)
+    return member, state, listener
+
+
+def test_single_node_member_commits_and_recovers_from_journal(tmp_path, members):
+    address = f"127.0.0.1:{free_ports(1)[0]}"
+    data_dir = tmp_path / "catalog1"
+    member, state, listener = _member(address, data_dir, members)
+
+    assert member.submit({"op": "seed", "books": copy.deepcopy(BOOKS)}, timeout=15) == {"seeded": True}
+    assert member.is_leader and member.leader == address
+    assert member.submit({"op": "purchase", "id": 1, "order_id": "o1"}, timeout=5) == \
+        {"ok": True, "id": 1, "title": "A", "price": 10.0}
+    assert member.submit({"op": "purchase", "id": 1, "order_id": "o2"}, timeout=5) == \
+        {"ok": False, "error": "out_of_stock", "id": 1}
+    assert member.submit({"op": "update_book", "id": 2, "restock": 4, "request_id": "r1"}, timeout=5)["book"] \
+        == {"id": 2, "title": "B", "topic": "t", "price": 2.5, "stock": 7}
+    assert member.submit({"op": "purchase", "id": 1, "order_id": "o1"}, timeout=5)["ok"] is True  # retry
+
+    indexes = [index for index, _, _ in listener.applied]
+    assert indexes == sorted(set(indexes)) and len(indexes) == 5
+    assert state.applied_index == indexes[-1] == member.status()["applied_index"]
+    assert member.status()["role"] == "leader"
+    assert member.wait_applied(indexes[-1], timeout=0) is True
+    before, last_index = state.read(lambda m: m.snapshot())
+    assert before["books"][1]["stock"] == 0 and before["books"][2]["stock"] == 7
+    assert (data_dir / "journal.bin").exists()
+
+    _shut_down(member)
+
+    # A new member on the same data dir replays its journal.
+    member2, state2, listener2 = _member(address, data_dir, members)
+    assert member2.wait_applied(last_index, timeout=15) is True
+    assert state2.read(lambda m: m.snapshot())[0] == before
+    assert [command for _, command, _ in listener2.applied][:5] == [command for _, command, _ in listener.applied]
+    # The recovered state still remembers applied order and request ids.
+    assert member2.submit({"op": "purchase", "id": 1, "order_id": "o1"}, timeout=15) == \
+        {"ok": True, "id": 1, "title": "A", "price": 10.0}
+    assert member2.submit({"op": "update_book", "id": 2, "restock": 4, "request_id": "r1"}, timeout=5)["book"]["stock"] == 7
+    assert member2.submit({"op": "seed", "books": BOOKS}, timeout=5) == {"seeded": False}
+    assert state2.machine.book(2)["stock"] == 7
+    assert state2.applied_index > last_index
+
+
+def test_submit_without_quorum_raises_commit_error(tmp_path, members):
+    """A member whose only peer is unreachable never leads: submit raises CommitError."""
+    own, peer, other = free_ports(3)
+    address = f"127.0.0.1:{own}"
+    state = ReplicatedState(CatalogState())
+    conf = syncobj_conf(RaftConfig(), tmp_path / "lonely", None, bind_address=address)
+    member = RaftMember(address, [address, f"127.0.0.1:{peer}", f"127.0.0.1:{other}"], state, conf)
+    members.append(member)
+    with pytest.raises(CommitError) as excinfo:
+        member.submit({"op": "seed", "books": BOOKS}, timeout=0.5)
+    assert excinfo.value.reason in {"missing_leader", "timeout"}
+    assert member.is_leader is False
+    assert state.applied_index == 0
+    assert state.machine.seeded is False
