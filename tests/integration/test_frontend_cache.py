@@ -1,0 +1,92 @@
+"""The frontend cache on a real cluster: never stale for its own writes, fresh across
+frontends, flushed when its follower loses the leader, and honest about its counts."""
+from __future__ import annotations
+
+import time
+
+import requests
+
+from tests.integration.probes import set_stock
+
+
+def cache_stats(url: str) -> dict:
+    return requests.get(f"{url}/cluster", timeout=5).json()["cache"]
+
+
+def test_a_thousand_purchase_then_info_pairs_never_read_stale(make_cluster):
+    cluster = make_cluster()
+    url = cluster.frontend_url
+    session = requests.Session()
+    set_stock(cluster, 1, 5000)
+    stale = []
+    expected = 5000
+    for i in range(1000):
+        assert session.post(f"{url}/purchase/1").status_code == 200
+        expected -= 1
+        seen = session.get(f"{url}/info/1").json()["stock"]
+        if seen != expected:
+            stale.append((i, seen, expected))
+    assert stale == []
+    assert cache_stats(url)["hits"] > 0  # the cache was really in play, not bypassed throughout
+
+
+def test_an_update_through_one_frontend_reaches_another_within_the_bound(make_cluster):
+    cluster = make_cluster(frontends=2)
+    a, b = (f.http.url for f in cluster.config.frontends)
+    assert requests.get(f"{b}/info/2").json()["price"] == 30.0  # B now caches the old price
+    assert requests.get(f"{b}/info/2").json()["price"] == 30.0
+    assert cache_stats(b)["hits"] >= 1
+    assert requests.put(f"{a}/books/2", json={"price": 31.5}).status_code == 200
+    bound = cluster.config.cache.max_follower_lag
+    deadline = time.monotonic() + bound + 1.0
+    price = None
+    while time.monotonic() < deadline:
+        price = requests.get(f"{b}/info/2").json()["price"]
+        if price == 31.5:
+            break
+        time.sleep(0.02)
+    assert price == 31.5
+    assert requests.get(f"{a}/info/2").json()["price"] == 31.5  # the writer sees it at once
+
+
+def test_a_paused_catalog_leader_flushes_the_cache_and_reads_carry_on(make_cluster):
+    cluster = make_cluster()
+    url = cluster.frontend_url
+    for book_id in range(1, 8):
+        requests.get(f"{url}/info/{book_id}")
+    flushes_before = cache_stats(url)["flushes"]
+    leader = cluster.leader("catalog")
+    cluster.pause(leader)
+    try:
+        deadline = time.monotonic() + 4.0
+        while time.monotonic() < deadline:
+            for book_id in range(1, 8):
+                response = requests.get(f"{url}/info/{book_id}", timeout=5)
+                assert response.status_code == 200 and response.json()["id"] == book_id
+        assert cache_stats(url)["flushes"] > flushes_before
+        # Writes go on under the new leader and are read back correctly.
+        restocked = requests.put(f"{url}/books/3", json={"stock": 77}, timeout=10)
+        assert restocked.status_code == 200
+        assert requests.get(f"{url}/info/3").json()["stock"] == 77
+    finally:
+        cluster.resume(leader)
+    assert requests.get(f"{url}/info/3?consistency=strong").json()["stock"] == 77
+
+
+def test_hit_and_miss_counts_match_the_requests_made(make_cluster):
+    cluster = make_cluster(catalog=1, order=1)
+    url = cluster.frontend_url
+    before = cache_stats(url)
+    for book_id in range(1, 8):
+        requests.get(f"{url}/info/{book_id}")            # 7 misses
+    for _ in range(3):
+        for book_id in range(1, 8):
+            requests.get(f"{url}/info/{book_id}")        # 21 hits
+    requests.get(f"{url}/search/distributed%20systems")  # 1 miss
+    requests.get(f"{url}/search/Distributed%20Systems")  # 1 hit: same key, any case
+    requests.get(f"{url}/info/1?consistency=local")      # bypasses the cache: counts nothing
+    requests.get(f"{url}/info/1?consistency=strong")
+    after = cache_stats(url)
+    assert after["misses"] - before["misses"] == 8
+    assert after["hits"] - before["hits"] == 22
+    assert after["size"] == 8
