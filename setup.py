@@ -17,7 +17,8 @@ setup(
         "PyYAML>=6.0",         # cluster.yaml
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3"],
+        "test": ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3",
+                 "selenium>=4.20"],  # drives Debian's chromium + chromedriver; downloads nothing
     },
     entry_points={"console_scripts": ["bazar=cluster.cli:main"]},
 )

@@ -6,6 +6,7 @@ import os
 from flask import Flask, jsonify, request
 
 from cluster import status as cluster_status
+from frontend import pages
 from frontend.gateway import Gateway
 from web import errors
 from web.errors import ApiError, json_body
@@ -14,22 +15,29 @@ from web.errors import ApiError, json_body
 def create_app(gateway: Gateway, frontend_id: str = "frontend") -> Flask:
     app = Flask("bazar.frontend")
     errors.install(app)
+    pages.install_error_pages(app)
 
     def consistency() -> str:
         return request.args.get("consistency", "cached")
 
     @app.get("/search/<path:topic>")
     def search(topic: str):
+        if pages.wants_html(request):
+            return pages.render_search(gateway, topic)
         return jsonify(gateway.search(topic, consistency()))
 
     @app.get("/info/<raw_id>")
     @app.get("/lookup/<raw_id>")
     def info(raw_id: str):
+        if pages.wants_html(request):
+            return pages.render_info(gateway, raw_id)
         return jsonify(gateway.info(raw_id, consistency()))
 
     @app.post("/purchase/<raw_id>")
     @app.post("/buy/<raw_id>")
     def purchase(raw_id: str):
+        if pages.is_form_purchase(request):
+            return pages.render_purchase(gateway, raw_id, pages.submitted_key(request))
         return jsonify(gateway.purchase(raw_id, request.headers.get("Idempotency-Key")))
 
     @app.get("/orders")
@@ -57,6 +65,8 @@ def create_app(gateway: Gateway, frontend_id: str = "frontend") -> Flask:
         return {"groups": groups, "ready": cluster_status.ready(groups),
                 "frontend": {"id": frontend_id, "follower": gateway.follower.status()},
                 "cache": gateway.cache.snapshot_stats()}
+
+    pages.register_pages(app, gateway, cluster_view)
 
     @app.get("/healthz")
     def healthz():
