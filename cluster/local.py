@@ -182,23 +182,30 @@ def _ok(url: str) -> bool:
 
 
 def write_config(directory: str | os.PathLike, catalog: int = 3, order: int = 3, frontends: int = 1,
-                 host: str = "127.0.0.1", **sections) -> Path:
+                 distinct_hosts: bool = False, **sections) -> Path:
     """Write a cluster file for a throwaway cluster on free loopback ports; return its path.
 
+    With `distinct_hosts`, every process gets its own loopback address
+    (127.0.0.11, .12, ...), so that firewall rules can cut single links.
     Data lives under `directory`; `sections` override top-level keys (raft=..., cache=...).
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    ports = iter(free_ports(2 * (catalog + order) + frontends, host))
+    count = catalog + order + frontends
+    hosts = iter([f"127.0.0.{11 + i}" for i in range(count)] if distinct_hosts else ["127.0.0.1"] * count)
+    ports = iter(free_ports(2 * (catalog + order) + frontends))
 
     def replicas(prefix: str, count: int) -> list[dict]:
-        return [{"id": f"{prefix}{i}", "raft": f"{host}:{next(ports)}", "http": f"{host}:{next(ports)}"}
-                for i in range(1, count + 1)]
+        result = []
+        for i in range(1, count + 1):
+            host = next(hosts)
+            result.append({"id": f"{prefix}{i}", "raft": f"{host}:{next(ports)}", "http": f"{host}:{next(ports)}"})
+        return result
 
     seed = Path(__file__).resolve().parent.parent / "node" / "books.json"
     doc = {"data_dir": str(directory / "data"), "catalog_seed": str(seed),
            "catalog": replicas("catalog", catalog), "order": replicas("order", order),
-           "frontends": [{"id": f"frontend{i}", "http": f"{host}:{next(ports)}"}
+           "frontends": [{"id": f"frontend{i}", "http": f"{next(hosts)}:{next(ports)}"}
                          for i in range(1, frontends + 1)]}
     doc.update(sections)
     path = directory / "cluster.yaml"
@@ -206,8 +213,8 @@ def write_config(directory: str | os.PathLike, catalog: int = 3, order: int = 3,
     return path
 
 
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """`count` distinct TCP ports that are free on `host` right now."""
+def free_ports(count: int, host: str = "") -> list[int]:
+    """`count` distinct TCP ports that are free on every local address right now."""
     ports: set[int] = set()
     while len(ports) < count:
         port = random.randint(20000, 59999)

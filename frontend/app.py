@@ -77,6 +77,9 @@ def create_app(gateway: Gateway, frontend_id: str = "frontend") -> Flask:
         groups = cluster_status.collect(gateway.config)
         if not cluster_status.ready(groups):
             raise ApiError(503, "a group has no leader with quorum", {"Retry-After": "1"})
+        if not gateway.follower.caught_up():
+            raise ApiError(503, "this frontend has not caught up with the catalog log yet "
+                                "(its cache is bypassed)", {"Retry-After": "1"})
         return jsonify(status="ready")
 
     return app

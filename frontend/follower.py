@@ -19,6 +19,7 @@ from consensus.member import RaftMember
 from consensus.security import raft_password
 from consensus.settings import syncobj_conf
 from consensus.state import ReplicatedState
+from consensus.transport import connect_from
 from frontend.cache import FencedCache
 from node.catalog import CatalogState, affected_books
 
@@ -36,7 +37,7 @@ def search_key(topic: str) -> tuple:
 class CatalogFollower:
     """A non-voting catalog member that keeps `cache` consistent with the log."""
 
-    def __init__(self, config: ClusterConfig, cache_capacity: int | None = None) -> None:
+    def __init__(self, config: ClusterConfig, source_host: str, cache_capacity: int | None = None) -> None:
         self.max_lag = config.cache.max_follower_lag
         self.cache = FencedCache(cache_capacity or config.cache.capacity, usable=self.caught_up)
         self.state = ReplicatedState(CatalogState())
@@ -44,6 +45,7 @@ class CatalogFollower:
         self._caught_up_at: float | None = None
         self._was_usable = False
         conf = syncobj_conf(config.raft, data_dir=None, password=raft_password(config))
+        connect_from(source_host)
         self.member = RaftMember(None, [str(n.raft) for n in config.catalog], self.state, conf)
         self.member.syncobj.addOnTickCallback(self._watch)
 

@@ -29,14 +29,14 @@ OWN_WRITE_WAIT = 1.0  # seconds a write's answer may wait for this frontend's fo
 class Gateway:
     """The public API over the catalog and order groups, with a log-fenced cache."""
 
-    def __init__(self, config: ClusterConfig, follower: CatalogFollower) -> None:
+    def __init__(self, config: ClusterConfig, follower: CatalogFollower, source_host: str | None = None) -> None:
         self.config = config
         self.follower = follower
         self.cache = follower.cache
         secret = config.secret()
         self.write_timeout = config.raft.commit_timeout + 1.0
-        self.catalog = GroupClient([n.http.url for n in config.catalog], secret, self.write_timeout)
-        self.orders = GroupClient([n.http.url for n in config.order], secret, self.write_timeout)
+        self.catalog = GroupClient([n.http.url for n in config.catalog], secret, self.write_timeout, source_host)
+        self.orders = GroupClient([n.http.url for n in config.order], secret, self.write_timeout, source_host)
 
     # -- reads ----------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from consensus.member import RaftMember
 from consensus.security import raft_password
 from consensus.settings import syncobj_conf
 from consensus.state import ReplicatedState
+from consensus.transport import connect_from
 from node import api, catalog_api, order_api
 from node.catalog import CatalogState
 from node.orders import OrderState
@@ -29,6 +30,7 @@ def build(config: ClusterConfig, node_id: str):
     machine = CatalogState() if node.group == "catalog" else OrderState()
     state = ReplicatedState(machine)
     conf = syncobj_conf(config.raft, config.data_dir / node.id, password, bind_address=str(node.raft))
+    connect_from(node.raft.host)
     member = RaftMember(str(node.raft), [str(n.raft) for n in config.group(node.group)], state, conf)
     replica = api.Replica(config, node, member)
     app = api.create_app(replica)
@@ -37,7 +39,8 @@ def build(config: ClusterConfig, node_id: str):
         replica.serving = lambda: replica.state.read(lambda m: m.seeded)[0]
         seed_when_leader(replica, read_seed(config.catalog_seed))
     else:
-        catalog = GroupClient([n.http.url for n in config.catalog], secret=config.secret())
+        catalog = GroupClient([n.http.url for n in config.catalog], secret=config.secret(),
+                              source_host=node.http.host)
         coordinator = PurchaseCoordinator(replica, catalog)
         order_api.register(app, replica, coordinator)
         PendingOrderSweeper(coordinator, grace=config.raft.commit_timeout + 1.0).start()

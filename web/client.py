@@ -31,8 +31,10 @@ class Unavailable(Exception):
 class GroupClient:
     """HTTP calls to one Raft group's replicas, given their base URLs."""
 
-    def __init__(self, urls: list[str], secret: str | None = None, timeout: float = 5.0) -> None:
+    def __init__(self, urls: list[str], secret: str | None = None, timeout: float = 5.0,
+                 source_host: str | None = None) -> None:
         self.urls = list(urls)
+        self.source_host = source_host
         self.timeout = timeout
         self.leader: str | None = None
         self._down_until: dict[str, float] = {}
@@ -100,6 +102,9 @@ class GroupClient:
         session = getattr(self._local, "session", None)
         if session is None:
             session = self._local.session = requests.Session()
+            if self.source_host:
+                adapter = _SourceAddressAdapter(self.source_host)
+                session.mount("http://", adapter)
         return session
 
     def _healthy(self, url: str) -> bool:
@@ -128,3 +133,15 @@ class GroupClient:
         rotated = self.urls[start:] + self.urls[:start]
         healthy = [u for u in rotated if self._healthy(u)]
         return healthy + [u for u in rotated if u not in healthy]
+
+
+class _SourceAddressAdapter(requests.adapters.HTTPAdapter):
+    """Connections that leave from a given local address (this process's configured host)."""
+
+    def __init__(self, host: str) -> None:
+        self.source_address = (host, 0)
+        super().__init__()
+
+    def init_poolmanager(self, *args, **kwargs):
+        kwargs["source_address"] = self.source_address
+        super().init_poolmanager(*args, **kwargs)
