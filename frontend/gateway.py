@@ -23,6 +23,7 @@ from web.errors import ApiError
 
 RETRY_AFTER = {"Retry-After": "1"}
 CONSISTENCY_LEVELS = ("cached", "local", "strong")
+CATALOG_ATTEMPT_TIMEOUT = 1.0  # seconds one catalog replica may take before the next is tried
 OWN_WRITE_WAIT = 1.0  # seconds a write's answer may wait for this frontend's follower to apply it
 
 
@@ -35,8 +36,12 @@ class Gateway:
         self.cache = follower.cache
         secret = config.secret()
         self.write_timeout = config.raft.commit_timeout + 1.0
-        self.catalog = GroupClient([n.http.url for n in config.catalog], secret, self.write_timeout, source_host)
-        self.orders = GroupClient([n.http.url for n in config.order], secret, self.write_timeout, source_host)
+        # A catalog write is one commit: a replica silent for a second is paused or cut off.
+        # A purchase spans both groups, so an order replica gets the whole commit timeout.
+        self.catalog = GroupClient([n.http.url for n in config.catalog], secret, self.write_timeout,
+                                   source_host, write_attempt_timeout=CATALOG_ATTEMPT_TIMEOUT)
+        self.orders = GroupClient([n.http.url for n in config.order], secret, self.write_timeout,
+                                  source_host, write_attempt_timeout=config.raft.commit_timeout + 0.5)
 
     # -- reads ----------------------------------------------------------------
 
@@ -100,7 +105,7 @@ class Gateway:
         if consistency not in CONSISTENCY_LEVELS:
             raise ApiError(400, "consistency must be one of cached, local, strong")
         if consistency == "strong":
-            body, _ = self._catalog_get(f"{path}?consistency=strong", attempt_timeout=self.write_timeout)
+            body, _ = self._catalog_get(f"{path}?consistency=strong", attempt_timeout=CATALOG_ATTEMPT_TIMEOUT)
             return body
         if consistency == "cached":
             hit = self.cache.get(key)

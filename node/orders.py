@@ -42,7 +42,7 @@ class OrderState:
                 return {"error": "conflict", "order": dict(order)}
             return {"order": dict(order)}
         order = {"order_id": command["order_id"], "id": command["id"], "status": PENDING,
-                 "title": None, "price": None, "error": None,
+                 "title": None, "price": None, "error": None, "catalog_index": None,
                  "created_at": command["created_at"], "seq": len(self.orders) + 1}
         self.orders[order["order_id"]] = order
         self.pending_ids.add(order["order_id"])
@@ -54,6 +54,8 @@ class OrderState:
             return {"error": "not_found"}
         if order["status"] == PENDING:  # the first outcome wins; later ones are retries
             outcome = command["outcome"]
+            # Where the catalog applied it: lets any frontend wait for it (read-your-writes).
+            order["catalog_index"] = command.get("catalog_index")
             if outcome.get("ok"):
                 order.update(status=COMPLETED, title=outcome["title"], price=outcome["price"])
             else:

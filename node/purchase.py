@@ -50,9 +50,8 @@ class PurchaseCoordinator:
             return order
         outcome, catalog_index = taken
         finished = self.replica.commit({"op": "finish", "order_id": order["order_id"],
-                                        "outcome": outcome})
-        # The catalog log index of the purchase lets a frontend wait for it (read-your-writes).
-        return {**finished["order"], "catalog_index": catalog_index}
+                                        "outcome": outcome, "catalog_index": catalog_index})
+        return finished["order"]
 
     def _take_stock(self, order: dict) -> tuple[dict, int] | None:
         """The catalog's outcome for this order and the catalog index it was applied at."""

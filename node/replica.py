@@ -40,7 +40,7 @@ def build(config: ClusterConfig, node_id: str):
         seed_when_leader(replica, read_seed(config.catalog_seed))
     else:
         catalog = GroupClient([n.http.url for n in config.catalog], secret=config.secret(),
-                              source_host=node.http.host)
+                              source_host=node.http.host, write_attempt_timeout=1.0)
         coordinator = PurchaseCoordinator(replica, catalog)
         order_api.register(app, replica, coordinator)
         PendingOrderSweeper(coordinator, grace=config.raft.commit_timeout + 1.0).start()

@@ -32,8 +32,11 @@ class GroupClient:
     """HTTP calls to one Raft group's replicas, given their base URLs."""
 
     def __init__(self, urls: list[str], secret: str | None = None, timeout: float = 5.0,
-                 source_host: str | None = None) -> None:
+                 source_host: str | None = None, write_attempt_timeout: float | None = None) -> None:
         self.urls = list(urls)
+        # How long one replica may take to answer a write before the next is tried
+        # (the write is idempotent, so a slow first attempt that commits later is harmless).
+        self.write_attempt_timeout = write_attempt_timeout
         self.source_host = source_host
         self.timeout = timeout
         self.leader: str | None = None
@@ -47,7 +50,8 @@ class GroupClient:
     def write(self, method: str, path: str, body: Any = None, timeout: float | None = None,
               headers: dict | None = None) -> requests.Response:
         """Send an idempotent write, leader first; retry other replicas on connection errors."""
-        return self._call(method, path, body, timeout, headers, order=self._leader_first())
+        return self._call(method, path, body, timeout, headers, order=self._leader_first(),
+                          attempt_timeout=self.write_attempt_timeout)
 
     def read(self, path: str, timeout: float | None = None, headers: dict | None = None,
              attempt_timeout: float = None) -> requests.Response:

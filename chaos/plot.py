@@ -1,0 +1,43 @@
+"""A timeline a person can read at a glance: operations per second, fault windows shaded."""
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from chaos.history import Operation
+
+COLOURS = {"ok": "#2e7d32", "fail": "#c62828", "unknown": "#f9a825"}
+
+
+def timeline(history: Sequence[Operation], faults: Sequence[dict], path: Path) -> None:
+    """Write a PNG: per-second counts of ok / failed / unknown operations, by invocation time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    end = max([int(op.start) + 1 for op in history] + [int(f.get("end") or 0) + 1 for f in faults] + [1])
+    seconds = list(range(end))
+    fig, ax = plt.subplots(figsize=(12, 4.5))
+    bottom = [0] * end
+    for outcome in ("ok", "fail", "unknown"):
+        counts = Counter(int(op.start) for op in history if op.outcome == outcome)
+        heights = [counts.get(s, 0) for s in seconds]
+        ax.bar(seconds, heights, bottom=bottom, width=1.0, align="edge", color=COLOURS[outcome],
+               label=outcome, linewidth=0)
+        bottom = [b + h for b, h in zip(bottom, heights)]
+    top = max(bottom + [1])
+    for fault in faults:
+        start, stop = fault["start"], fault.get("end") or end
+        ax.axvspan(start, stop, color="#90a4ae", alpha=0.3, linewidth=0)
+        ax.text(start, top * 1.02, fault["kind"], fontsize=8, rotation=20, va="bottom")
+    ax.set_xlim(0, end)
+    ax.set_ylim(0, top * 1.25)
+    ax.set_xlabel("seconds since the workload started (operations by invocation time)")
+    ax.set_ylabel("operations per second")
+    ax.set_title("bazar chaos: operations and fault windows (shaded)")
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,179 @@
+"""`bazar chaos`: start a cluster, run the workload and the nemesis, heal, check.
+
+Every process, firewall rule and paused process is restored on the way out,
+also after Ctrl-C, SIGTERM, or an exception in the runner itself.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from chaos import checker, plot
+from chaos.history import save_history
+from chaos.nemesis import FAULT_KINDS, NEEDS_FIREWALL, Nemesis, plan
+from chaos.network import Firewall, unavailable_reason
+from chaos.workload import Recorder, Workload
+from cluster.local import LocalCluster, write_config
+
+log = logging.getLogger("bazar.chaos")
+
+INITIAL_STOCK = 60
+HEAL_TIMEOUT = 60.0
+CONVERGE_TIMEOUT = 30.0
+
+
+@dataclass
+class ChaosOptions:
+    duration: float = 60.0
+    clients: int = 6
+    faults: tuple[str, ...] = FAULT_KINDS
+    seed: int = 1
+    out: Path = Path("chaos-results")
+    items: tuple[int, ...] = (1, 2, 3)
+
+
+def run(options: ChaosOptions) -> int:
+    """Run one chaos experiment; print a summary; 0 only if every check passed."""
+    options.out.mkdir(parents=True, exist_ok=True)
+    unavailable = {}
+    firewall_reason = unavailable_reason() if NEEDS_FIREWALL & set(options.faults) else None
+    if firewall_reason:
+        unavailable = {kind: firewall_reason for kind in options.faults if kind in NEEDS_FIREWALL}
+    kinds = [k for k in options.faults if k not in unavailable]
+
+    workdir = Path(tempfile.mkdtemp(prefix="bazar-chaos-"))
+    cluster = LocalCluster(write_config(workdir, distinct_hosts=True), log_dir=options.out / "logs")
+    firewall = Firewall() if NEEDS_FIREWALL & set(kinds) else None
+    previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        if firewall is not None:
+            firewall.open()
+        cluster.start(timeout=HEAL_TIMEOUT)
+        initial = _prepare_items(cluster, options.items)
+        schedule = plan(kinds, options.duration, options.seed)
+        t0 = time.monotonic()
+        recorder = Recorder(t0)
+        nemesis = Nemesis(cluster, firewall)
+        workload = Workload(cluster.frontend_url, list(options.items), options.clients, options.seed,
+                            recorder, lambda: nemesis.current.kind if nemesis.current else None)
+        stop = threading.Event()
+        workload.start()
+        windows = nemesis.run(schedule, t0, stop)
+        stop.wait(max(0.0, t0 + options.duration - time.monotonic()))
+        workload.finish()
+        nemesis.heal_all()
+
+        healed_at = time.monotonic()
+        cluster.wait_ready(HEAL_TIMEOUT)
+        _wait_no_pending_orders(cluster)
+        final = _final_state(cluster, initial)
+        converge_seconds = round(time.monotonic() - healed_at, 2)
+        report = checker.check(recorder.operations, final, [w.to_json() for w in windows])
+        _write_outputs(options, recorder, windows, final, report, unavailable, converge_seconds, schedule)
+        print(_summary(options, recorder, windows, report, unavailable, converge_seconds))
+        return 0 if report.ok else 1
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
+        if firewall is not None:
+            firewall.close()
+        cluster.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _raise_keyboard_interrupt(*_) -> None:
+    raise KeyboardInterrupt
+
+
+def _prepare_items(cluster: LocalCluster, items: tuple[int, ...]) -> dict:
+    """Give the workload's items a known stock; return every book's initial state."""
+    for item in items:
+        response = requests.put(f"{cluster.frontend_url}/books/{item}", json={"stock": INITIAL_STOCK}, timeout=10)
+        response.raise_for_status()
+    leader = cluster.config.node(cluster.leader("catalog"))
+    books = requests.get(f"{leader.http.url}/books", timeout=10).json()["books"]
+    return {str(b["id"]): {"stock": b["stock"], "price": b["price"]} for b in books}
+
+
+def _wait_no_pending_orders(cluster: LocalCluster) -> None:
+    """Give the order group's sweeper time to finish orders whose coordinator died."""
+    deadline = time.monotonic() + CONVERGE_TIMEOUT
+    while time.monotonic() < deadline:
+        states = _states(cluster, "order")
+        if states and not any(o["status"] == "pending" for s in states.values()
+                              for o in s["state"]["orders"].values()):
+            return
+        time.sleep(0.5)
+
+
+def _final_state(cluster: LocalCluster, initial: dict) -> dict:
+    """Every replica's state after healing, once they agree (or the bound has passed)."""
+    deadline = time.monotonic() + CONVERGE_TIMEOUT
+    while True:
+        catalog, order = _states(cluster, "catalog"), _states(cluster, "order")
+        digests = {s["digest"] for s in catalog.values()}, {s["digest"] for s in order.values()}
+        reachable = len(catalog) + len(order) == len(cluster.config.catalog) + len(cluster.config.order)
+        if (reachable and all(len(d) == 1 for d in digests)) or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    return {
+        "initial": initial,
+        "catalog": {name: {"books": {k: {"stock": b["stock"], "price": b["price"]}
+                                     for k, b in s["state"]["books"].items()},
+                           "applied_orders": {oid: bool(p[1]) for oid, p in s["state"]["purchases"].items()},
+                           "digest": s["digest"]} for name, s in catalog.items()},
+        "order": {name: {"orders": {oid: {"book_id": o["id"], "status": o["status"]}
+                                    for oid, o in s["state"]["orders"].items()},
+                         "digest": s["digest"]} for name, s in order.items()},
+        "unreachable": [n.id for n in cluster.config.catalog + cluster.config.order
+                        if n.id not in catalog and n.id not in order],
+    }
+
+
+def _states(cluster: LocalCluster, group: str) -> dict:
+    states = {}
+    for node in cluster.config.group(group):
+        try:
+            states[node.id] = requests.get(node.http.url + "/state", timeout=5).json()
+        except (requests.RequestException, ValueError):
+            continue
+    return states
+
+
+def _write_outputs(options, recorder, windows, final, report, unavailable, converge_seconds, schedule) -> None:
+    save_history(options.out / "history.jsonl", recorder.operations)
+    results = {
+        "ok": report.ok,
+        "seed": options.seed, "duration": options.duration, "clients": options.clients,
+        "faults_requested": list(options.faults),
+        "faults_unavailable": unavailable,
+        "schedule": [vars(f) for f in schedule],
+        "fault_windows": [w.to_json() for w in windows],
+        "seconds_to_converge_after_healing": converge_seconds,
+        "report": report.to_json(),
+        "final_state": final,
+    }
+    (options.out / "results.json").write_text(json.dumps(results, indent=2))
+    plot.timeline(recorder.operations, [w.to_json() for w in windows], options.out / "timeline.png")
+
+
+def _summary(options, recorder, windows, report, unavailable, converge_seconds) -> str:
+    ops = recorder.operations
+    counts = {o: sum(1 for op in ops if op.outcome == o) for o in ("ok", "fail", "unknown")}
+    lines = [f"bazar chaos: seed {options.seed}, {options.duration:.0f} s, {options.clients} clients, "
+             f"{len(ops)} operations ({counts['ok']} ok, {counts['fail']} failed, {counts['unknown']} unknown)",
+             "faults: " + (", ".join(f"{w.kind}@{w.start:.1f}s[{','.join(w.targets)}]" for w in windows) or "none")]
+    for kind, reason in unavailable.items():
+        lines.append(f"fault {kind}: UNAVAILABLE ({reason})")
+    lines.append(f"replicas converged {converge_seconds:.1f} s after healing")
+    lines.append(report.summary())
+    lines.append(f"{'PASS' if report.ok else 'FAIL'}: results in {options.out}")
+    return "\n".join(lines)
