@@ -1,0 +1,39 @@
+"""The normal suite's chaos run: every fault kind, against a real cluster, must check clean."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from chaos.nemesis import FAULT_KINDS, plan
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_the_schedule_is_reproducible_and_covers_every_fault_kind():
+    first = plan(list(FAULT_KINDS), 90, seed=11)
+    assert first == plan(list(FAULT_KINDS), 90, seed=11)
+    assert first != plan(list(FAULT_KINDS), 90, seed=12)
+    assert {f.kind for f in first} == set(FAULT_KINDS)
+    assert all(a.start + a.length < b.start for a, b in zip(first, first[1:]))
+
+
+def test_a_short_chaos_run_with_every_fault_kind_checks_clean(tmp_path):
+    out = tmp_path / "chaos"
+    result = subprocess.run(
+        [sys.executable, "-m", "cluster.cli", "chaos", "--duration", "90", "--clients", "6",
+         "--seed", "11", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    summary = result.stdout
+    assert result.returncode == 0, summary + result.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["ok"] is True
+    assert results["faults_unavailable"] == {}
+    assert {w["kind"] for w in results["fault_windows"]} == set(FAULT_KINDS)
+    checks = {c["name"]: c["ok"] for c in results["report"]["checks"]}
+    assert len(checks) == 7 and all(checks.values()), checks
+    operations = (out / "history.jsonl").read_text().splitlines()
+    assert len(operations) > 500
+    assert (out / "timeline.png").stat().st_size > 10_000
+    assert "PASS" in summary
