@@ -50,11 +50,13 @@ def create_app(gateway: Gateway, frontend_id: str = "frontend") -> Flask:
 
     @app.put("/books/<raw_id>")
     def update_book(raw_id: str):
-        return jsonify(gateway.update_book(raw_id, json_body(request), request.headers.get("Authorization")))
+        return jsonify(gateway.update_book(raw_id, json_body(request), request.headers.get("Authorization"),
+                                           request.headers.get("Idempotency-Key")))
 
     @app.post("/books")
     def add_book():
-        return jsonify(gateway.add_book(json_body(request), request.headers.get("Authorization"))), 201
+        return jsonify(gateway.add_book(json_body(request), request.headers.get("Authorization"),
+                                        request.headers.get("Idempotency-Key"))), 201
 
     @app.get("/cluster")
     def cluster():

@@ -59,10 +59,10 @@ class Gateway:
 
     def orders_list(self, raw_limit: str | None) -> dict:
         limit = commands.limit(raw_limit)
-        return self._checked(self.orders.read, f"/orders?limit={limit}")
+        return self._checked(self.orders.read, f"/orders?limit={limit}", prefer_leader=True)
 
     def order(self, order_id: str) -> dict:
-        return self._checked(self.orders.read, f"/orders/{quote(order_id, safe='')}")
+        return self._checked(self.orders.read, f"/orders/{quote(order_id, safe='')}", prefer_leader=True)
 
     # -- writes ---------------------------------------------------------------
 
@@ -76,15 +76,16 @@ class Gateway:
             self._see_own_write(book_id, order["catalog_index"])
         return purchase_answer(order)
 
-    def update_book(self, raw_id: str, body, authorization: str | None) -> dict:
-        command = commands.update_book(raw_id, body)
+    def update_book(self, raw_id: str, body, authorization: str | None,
+                    idempotency_key: str | None = None) -> dict:
+        command = commands.update_book(raw_id, body, idempotency_key)
         payload = {k: v for k, v in command.items() if k not in ("op", "id")}
         book, index = self._catalog_write("PUT", f"/books/{command['id']}", payload, authorization)
         self._see_own_write(book["id"], index)
         return book
 
-    def add_book(self, body, authorization: str | None) -> dict:
-        command = commands.add_book(body)
+    def add_book(self, body, authorization: str | None, idempotency_key: str | None = None) -> dict:
+        command = commands.add_book(body, idempotency_key)
         payload = {k: v for k, v in command.items() if k != "op"}
         book, index = self._catalog_write("POST", "/books", payload, authorization)
         self._see_own_write(book["id"], index, topic=book["topic"])

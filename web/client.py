@@ -54,14 +54,16 @@ class GroupClient:
                           attempt_timeout=self.write_attempt_timeout)
 
     def read(self, path: str, timeout: float | None = None, headers: dict | None = None,
-             attempt_timeout: float = None) -> requests.Response:
+             attempt_timeout: float | None = None, prefer_leader: bool = False) -> requests.Response:
         """GET from the next healthy replica, falling over to the others.
 
         A replica that does not answer within `attempt_timeout` (READ_ATTEMPT_SECONDS
         by default), or answers 503 (behind, or no quorum for a strong read), is
-        skipped for this call.
+        skipped for this call. With `prefer_leader`, the leader is asked first: it has
+        applied every write acknowledged so far.
         """
-        return self._call("GET", path, None, timeout, headers, order=self._round_robin(),
+        order = self._leader_first() if prefer_leader else self._round_robin()
+        return self._call("GET", path, None, timeout, headers, order=order,
                           attempt_timeout=attempt_timeout or READ_ATTEMPT_SECONDS, skip_unavailable=True)
 
     def get_from(self, url: str, path: str, timeout: float = 1.0) -> requests.Response:

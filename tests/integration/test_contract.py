@@ -160,3 +160,14 @@ def test_admin_token_guards_catalog_updates(make_cluster):
     assert requests.get(f"{url}/info/1").json()["price"] == 25.0
     allowed = requests.put(f"{url}/books/1", json={"price": 1}, headers={"Authorization": "Bearer s3cret"})
     assert allowed.status_code == 200 and allowed.json()["price"] == 1
+
+
+def test_admin_writes_with_the_same_idempotency_key_apply_once(shared_cluster):
+    url = shared_cluster.frontend_url
+    before = requests.get(f"{url}/info/7?consistency=strong").json()["stock"]
+    headers = {"Idempotency-Key": "restock-once"}
+    first = requests.put(f"{url}/books/7", json={"restock": 5}, headers=headers)
+    again = requests.put(f"{url}/books/7", json={"restock": 5}, headers=headers)
+    assert first.status_code == again.status_code == 200
+    assert first.json()["stock"] == again.json()["stock"] == before + 5
+    assert requests.get(f"{url}/info/7?consistency=strong").json()["stock"] == before + 5
