@@ -70,11 +70,21 @@ class Gateway:
         """Buy one copy; the same Idempotency-Key always yields the same single order."""
         command = commands.purchase(raw_id, idempotency_key or "")
         book_id, order_id = command["id"], command["order_id"]
-        self.info(book_id)  # 404 for unknown books before any order is recorded (books are never deleted)
+        self._require_book(book_id)
         order = self._checked(self.orders.write, "POST", "/purchase", {"id": book_id, "order_id": order_id})
         if order.get("catalog_index"):
             self._see_own_write(book_id, order["catalog_index"])
         return purchase_answer(order)
+
+    def _require_book(self, book_id: int) -> None:
+        """404 for an unknown book, before any order is recorded.
+
+        Books are never deleted, so a book this frontend's follower has applied exists;
+        only for a book it has not seen (yet) is a replica asked.
+        """
+        known, _ = self.follower.state.read(lambda m: book_id in m.books)
+        if not known:
+            self.info(book_id)
 
     def update_book(self, raw_id: str, body, authorization: str | None,
                     idempotency_key: str | None = None) -> dict:

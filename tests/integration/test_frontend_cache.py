@@ -23,11 +23,12 @@ def test_a_thousand_purchase_then_info_pairs_never_read_stale(make_cluster):
     for i in range(1000):
         assert session.post(f"{url}/purchase/1").status_code == 200
         expected -= 1
-        seen = session.get(f"{url}/info/1").json()["stock"]
-        if seen != expected:
-            stale.append((i, seen, expected))
+        for _ in range(2):  # the first read refills the invalidated entry, the second can hit it
+            seen = session.get(f"{url}/info/1").json()["stock"]
+            if seen != expected:
+                stale.append((i, seen, expected))
     assert stale == []
-    assert cache_stats(url)["hits"] > 0  # the cache was really in play, not bypassed throughout
+    assert cache_stats(url)["hits"] > 500  # the cache was really in play, not bypassed throughout
 
 
 def test_an_update_through_one_frontend_reaches_another_within_the_bound(make_cluster):
