@@ -12,7 +12,7 @@ from flask import Flask, jsonify, request
 from node import commands
 from node.api import Replica
 from web.client import INDEX_HEADER
-from web.errors import ApiError, json_body
+from web.errors import ApiError, json_body, json_object
 
 MIN_INDEX_WAIT = 0.3  # seconds a read may wait for this replica to catch up
 
@@ -73,12 +73,10 @@ def register(app: Flask, replica: Replica) -> None:
     def purchase():
         """Take one copy for an order (order replicas call this; idempotent per order id)."""
         replica.require_peer()
-        body = json_body(request)
-        if not isinstance(body, dict):
-            raise ApiError(400, "body must be a JSON object")
-        command = commands.purchase(body.get("id"), body.get("order_id") or "")
+        body = json_object(request)
         if not body.get("order_id"):
             raise ApiError(400, "order_id is required")
+        command = commands.purchase(body.get("id"), body["order_id"])
         outcome = replica.commit(command)
         return _with_index(jsonify(outcome), replica.state.applied_index)
 

@@ -6,16 +6,14 @@ from flask import Flask, jsonify, request
 from node import commands
 from node.api import Replica
 from node.purchase import PurchaseCoordinator
-from web.errors import ApiError, json_body
+from web.errors import ApiError, json_object
 
 
 def register(app: Flask, replica: Replica, coordinator: PurchaseCoordinator) -> None:
     @app.post("/purchase")
     def purchase():
         replica.require_peer()
-        body = json_body(request)
-        if not isinstance(body, dict):
-            raise ApiError(400, "body must be a JSON object")
+        body = json_object(request)
         book_id = commands.book_id(body.get("id"))
         order_id = commands.order_id(body.get("order_id"))
         order = coordinator.purchase(book_id, order_id)

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import logging
-import signal
-import sys
 
 from cluster.config import ClusterConfig
 from consensus.member import RaftMember
@@ -53,11 +51,9 @@ def run(config: ClusterConfig, node_id: str) -> None:
     node = replica.node
     log.info("%s (%s group): raft on %s, HTTP on %s, data in %s", node.id, node.group,
              node.raft, node.http.url, config.data_dir / node.id)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    try:
-        serve(app, node.http)
-    except KeyboardInterrupt:
-        pass
-    finally:
+
+    def stop() -> None:
         replica.member.close()
         log.info("%s stopped", node.id)
+
+    serve(app, node.http, on_stop=stop)

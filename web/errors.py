@@ -65,3 +65,11 @@ def json_body(request) -> object:
     if body is None:
         raise ApiError(400, "body must be valid JSON")
     return body
+
+
+def json_object(request) -> dict:
+    """The request's JSON body, which must be an object; ApiError 400 otherwise."""
+    body = json_body(request)
+    if not isinstance(body, dict):
+        raise ApiError(400, "body must be a JSON object")
+    return body
