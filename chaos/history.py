@@ -92,10 +92,10 @@ class Operation:
 
     @property
     def order_id(self) -> str | None:
-        """The order id a purchase carries (from its arguments, else its result)."""
+        """A purchase's order id: the one the server reported, else the one the client sent."""
         if self.f != "purchase":
             return None
-        return self.args.get("order_id") or (self.result or {}).get("order_id")
+        return (self.result or {}).get("order_id") or self.args.get("order_id")
 
     @property
     def consistency(self) -> str | None:
