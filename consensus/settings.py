@@ -20,7 +20,7 @@ IDLE_LINKS_NEVER_TIME_OUT = 24 * 3600.0
 
 
 def syncobj_conf(raft: RaftConfig, data_dir: Path | None, password: str | None,
-                 bind_address: str | None = None) -> SyncObjConf:
+                 bind_address: str | None = None, group_size: int = 3) -> SyncObjConf:
     """PySyncObj settings for one member; data_dir None means a non-voting follower."""
     journal = dump = None
     if data_dir is not None:
@@ -42,7 +42,10 @@ def syncobj_conf(raft: RaftConfig, data_dir: Path | None, password: str | None,
         logCompactionMinEntries=raft.compaction_entries,  # snapshot + truncate the log this often
         journalFile=journal,
         fullDumpFile=dump,
-        useFork=False,                      # never fork a process that runs HTTP threads
+        useFork=True,                       # snapshots are pickled in a forked child: no stall
+        # A group of one gets no acks to wake its tick thread, so a commit would wait
+        # for the next tick (50 ms by default); tick every millisecond instead.
+        autoTickPeriod=0.001 if group_size == 1 else 0.05,
         password=password,
         bindAddress=bind_address,
         dynamicMembershipChange=False,      # membership is cluster.yaml's, not the log's

@@ -70,12 +70,15 @@ class ReplicatedState(SyncObjConsumer):
     # PySyncObj calls these for log compaction and when it installs a snapshot
     # (on restart from the dump file, or when a lagging member is sent one).
     def _serialize(self) -> dict:
-        with self.lock:
-            return {"machine": self.machine.snapshot(), "index": self.applied_index}
+        # The live machine, not a copy: PySyncObj pickles it in a forked child (useFork),
+        # whose memory is a frozen copy, so the tick thread never stalls copying a big state.
+        return {"machine": self.machine, "index": self.applied_index}
 
     def _deserialize(self, data: dict) -> None:
+        machine = data["machine"]
+        snapshot = machine.snapshot() if hasattr(machine, "snapshot") else machine
         with self.lock:
-            self.machine.restore(data["machine"])
+            self.machine.restore(snapshot)
             self.applied_index = data["index"]
             index = self.applied_index
             self.applied.notify_all()

@@ -44,6 +44,7 @@ class CatalogFollower:
         self.state.add_listener(self)
         self._caught_up_at: float | None = None
         self._was_usable = False
+        self._leader: str | None = None
         conf = syncobj_conf(config.raft, data_dir=None, password=raft_password(config))
         connect_from(source_host)
         self.member = RaftMember(None, [str(n.raft) for n in config.catalog], self.state, conf)
@@ -70,7 +71,10 @@ class CatalogFollower:
 
     def caught_up(self) -> bool:
         """True while the follower hears from the leader and has applied what it announced,
-        both within `max_follower_lag` seconds; the cache is bypassed otherwise."""
+        both within `max_follower_lag` seconds; the cache is bypassed otherwise.
+
+        The cache is also flushed when this changes to False and when the leader changes.
+        """
         silence = self.member.seconds_since_leader()
         if silence is None or silence > self.max_lag:
             return False
@@ -79,7 +83,9 @@ class CatalogFollower:
     def _watch(self) -> None:
         """Each tick: note when we were last caught up, and flush when we stop being usable."""
         commit = self.member.leader_commit_index
-        if commit is not None and self.state.applied_index >= commit:
+        # Raft's own applied index: it also counts entries (a new leader's no-op) that
+        # never reach the state machine, so it can equal the leader's commit index.
+        if commit is not None and self.member.syncobj.raftLastApplied >= commit:
             self._caught_up_at = time.monotonic()
         usable = self.caught_up()
         if self._was_usable and not usable:
@@ -87,6 +93,14 @@ class CatalogFollower:
                         "bypassed until caught up", self.max_lag)
             self.cache.flush(self.state.applied_index)
         self._was_usable = usable
+        leader = self.member.leader
+        if leader is not None and leader != self._leader:
+            if self._leader is not None:
+                # A failover is when a follower is likeliest to have been cut off unnoticed;
+                # starting cold costs a few misses and rules out anything missed.
+                log.info("catalog leader changed from %s to %s: cache flushed", self._leader, leader)
+                self.cache.flush(self.state.applied_index)
+            self._leader = leader
 
     def status(self) -> dict:
         silence = self.member.seconds_since_leader()

@@ -27,7 +27,8 @@ def build(config: ClusterConfig, node_id: str):
     password = raft_password(config)
     machine = CatalogState() if node.group == "catalog" else OrderState()
     state = ReplicatedState(machine)
-    conf = syncobj_conf(config.raft, config.data_dir / node.id, password, bind_address=str(node.raft))
+    conf = syncobj_conf(config.raft, config.data_dir / node.id, password, bind_address=str(node.raft),
+                        group_size=len(config.group(node.group)))
     connect_from(node.raft.host)
     member = RaftMember(str(node.raft), [str(n.raft) for n in config.group(node.group)], state, conf)
     replica = api.Replica(config, node, member)

@@ -108,6 +108,7 @@ class GroupClient:
         session = getattr(self._local, "session", None)
         if session is None:
             session = self._local.session = requests.Session()
+            session.trust_env = False  # no proxy/netrc lookups per request: replicas are direct peers
             if self.source_host:
                 adapter = _SourceAddressAdapter(self.source_host)
                 session.mount("http://", adapter)

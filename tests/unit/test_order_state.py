@@ -28,7 +28,8 @@ def test_begin_creates_pending_order():
     state = OrderState()
     result = begin(state, "a", 3, at=12.5)
     assert result == {"order": {"order_id": "a", "id": 3, "status": PENDING, "title": None,
-                                "price": None, "error": None, "created_at": 12.5, "seq": 1}}
+                                "price": None, "error": None, "catalog_index": None,
+                                "created_at": 12.5, "seq": 1}}
     assert state.order("a") == result["order"]
     assert state.pending_ids == {"a"}
 
@@ -251,3 +252,11 @@ def test_any_interleaving_leaves_each_order_once_with_one_final_status(log, cut)
         replay.apply(copy.deepcopy(command))
     assert replay.snapshot() == state.snapshot()
     assert replay.pending_ids == state.pending_ids
+
+
+def test_finish_records_where_the_catalog_applied_the_purchase():
+    state = OrderState()
+    begin(state, "a", 3, at=1.0)
+    state.apply({"op": "finish", "order_id": "a", "catalog_index": 42,
+                 "outcome": {"ok": True, "title": "T", "price": 2.0}})
+    assert state.order("a")["catalog_index"] == 42
