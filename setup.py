@@ -15,6 +15,7 @@ setup(
         "lru-dict>=1.3",
         "waitress>=3.0",       # a production WSGI server: threads in one process
         "PyYAML>=6.0",         # cluster.yaml
+        "matplotlib>=3.7",     # the chaos timeline and the benchmark CDF plots
     ],
     extras_require={
         "test": ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3",

@@ -18,6 +18,7 @@ def register(commands) -> dict:
                         help=f"comma-separated fault kinds (default all: {','.join(FAULT_KINDS)}); 'none' for none")
     parser.add_argument("--seed", type=int, default=1, help="makes the fault schedule reproducible")
     parser.add_argument("--out", type=Path, default=Path("chaos-results"), help="output folder")
+    _chaos.needs_config = False  # it starts its own cluster
     return {"chaos": _chaos}
 
 

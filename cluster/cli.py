@@ -38,9 +38,10 @@ def main(argv: list[str] | None = None) -> int:
             args.config = extra.config
 
     _setup_logging(getattr(args, "id", None) or args.command)
+    handler = COMMANDS[args.command]
     try:
-        config = load(args.config)
-        return COMMANDS[args.command](config, args)
+        config = load(args.config) if getattr(handler, "needs_config", True) else None
+        return handler(config, args)
     except ConfigError as exc:
         print(f"bazar: {exc}", file=sys.stderr)
         return 2

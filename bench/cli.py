@@ -1,0 +1,33 @@
+"""`bazar bench`: registered into the `bazar` command by cluster/cli.py."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def register(subparsers) -> dict:
+    parser = subparsers.add_parser(
+        "bench", help="benchmark latency, throughput, failover, recovery and memory",
+        description="Start throwaway clusters on free loopback ports (the --config file is not used), "
+                    "measure them, and write results.json, results.md and latency_cdf.png.")
+    parser.add_argument("--quick", action="store_true",
+                        help="50 samples per operation, short loads, 1 failover round, 5,000-purchase journal")
+    parser.add_argument("--out", default="bench/results", help="output folder (default: %(default)s)")
+    _bench.needs_config = False
+    return {"bench": _bench}
+
+
+def _bench(config, args) -> int:
+    from bench import report, runner
+
+    settings = runner.Settings.make(args.quick, args.out)
+    results = runner.run(settings)
+    paths = report.write(results, Path(args.out))
+    print(report.table_markdown(results))
+    print()
+    warning = report.busy_warning(results)
+    if warning:
+        print(warning)
+        print()
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    return 0

@@ -1,0 +1,371 @@
+"""Turn a bench run's results into results.json, results.md (the summary table) and latency_cdf.png."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+# The lab report's figures (ms) that Bazar is compared against.
+LAB = {"lookup_without_cache": 6.80, "cache_miss": 6.36, "buy_replicated": 33.98,
+       "buy_unreplicated": 19.63, "replication_overhead": 1.73}
+
+# Goals to compare against, never assertions.
+TARGETS = {"cached_vs_floor": 1.15, "cache_miss_p50_ms": 2.5, "purchase_p50_ms": 6.0,
+           "purchase_p99_ms": 20.0, "replication_overhead": 1.3, "hot_item_rps": 300.0,
+           "failover_s": 0.5, "replica_rss_mb": 60.0, "recovery_s": 5.0, "recovery_purchases": 100_000}
+
+CDF_ORDER = ["floor", "info_cached", "info_local", "info_strong", "search", "purchase_1x1",
+             "purchase_3x3", "purchase_spread", "purchase_hot"]
+
+
+def write(results: dict, out: Path) -> dict[str, Path]:
+    """Write the three files into `out`; return their paths by kind."""
+    out.mkdir(parents=True, exist_ok=True)
+    results["targets"] = evaluate(results)
+    paths = {"json": out / "results.json", "markdown": out / "results.md", "plot": out / "latency_cdf.png"}
+    paths["json"].write_text(json.dumps(results, indent=1, sort_keys=False) + "\n")
+    paths["markdown"].write_text(markdown(results))
+    plot_cdf(results, paths["plot"])
+    return paths
+
+
+# -- derived numbers ----------------------------------------------------------------
+
+def _lat(results: dict, key: str, stat: str) -> float | None:
+    return results["operations"].get(key, {}).get("latency", {}).get(stat)
+
+
+def _thr(results: dict, key: str) -> float | None:
+    return results["operations"].get(key, {}).get("load", {}).get("throughput_rps")
+
+
+def _ratio(a, b) -> float | None:
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def replica_rss(results: dict) -> dict[str, float]:
+    """RSS of the 3+3 cluster's replicas (the ones the target is about)."""
+    return {name: mb for name, mb in results.get("rss_mb", {}).items()
+            if mb is not None and (name.startswith("catalog") or name.startswith("order")) and "(" not in name}
+
+
+def evaluate(results: dict) -> list[dict]:
+    """Every target with the measured value and whether it is met (None when not measured)."""
+    t = TARGETS
+    targets = []
+
+    def add(key, goal, value, ok, unit=""):
+        targets.append({"key": key, "goal": goal, "value": value, "unit": unit,
+                        "met": None if value is None or ok is None else bool(ok)})
+
+    ratio = _ratio(_lat(results, "info_cached", "p50_ms"), _lat(results, "floor", "p50_ms"))
+    add("cached_vs_floor", f"cached info p50 <= {t['cached_vs_floor']}x floor p50", ratio,
+        None if ratio is None else ratio <= t["cached_vs_floor"], "x")
+    miss = _lat(results, "info_local", "p50_ms")
+    add("cache_miss_p50", f"cache miss p50 <= {t['cache_miss_p50_ms']} ms", miss,
+        None if miss is None else miss <= t["cache_miss_p50_ms"], "ms")
+    p50, p99 = _lat(results, "purchase_3x3", "p50_ms"), _lat(results, "purchase_3x3", "p99_ms")
+    add("purchase_p50", f"purchase (3+3) p50 <= {t['purchase_p50_ms']} ms", p50,
+        None if p50 is None else p50 <= t["purchase_p50_ms"], "ms")
+    add("purchase_p99", f"purchase (3+3) p99 <= {t['purchase_p99_ms']} ms", p99,
+        None if p99 is None else p99 <= t["purchase_p99_ms"], "ms")
+    overhead = _ratio(p50, _lat(results, "purchase_1x1", "p50_ms"))
+    add("replication_overhead", f"purchase p50 3+3 / 1+1 <= {t['replication_overhead']}x", overhead,
+        None if overhead is None else overhead <= t["replication_overhead"], "x")
+    hot = results["operations"].get("purchase_hot", {})
+    hot_rps = _thr(results, "purchase_hot")
+    checks = [hot.get("oversold_check", {}), hot.get("sellout_check", {})]
+    oversold = sum(c.get("oversold", 0) + c.get("stock_taken_without_success", 0) for c in checks)
+    consistent = all(c.get("consistent", False) for c in checks)
+    add("hot_item", f"hot item >= {t['hot_item_rps']:.0f} purchases/s with 16 clients, zero oversold",
+        hot_rps, None if hot_rps is None else hot_rps >= t["hot_item_rps"] and oversold == 0 and consistent,
+        "/s")
+    for group in ("catalog", "order"):
+        median = results.get("failover", {}).get(group, {}).get("median_s")
+        add(f"failover_{group}", f"{group} leader failover median <= {t['failover_s']} s", median,
+            None if median is None else median <= t["failover_s"], "s")
+    rss = replica_rss(results)
+    worst = max(rss.values()) if rss else None
+    add("replica_rss", f"replica RSS <= {t['replica_rss_mb']:.0f} MB (largest of the 3+3)", worst,
+        None if worst is None else worst <= t["replica_rss_mb"], "MB")
+    recovery = results.get("recovery", {}).get("journal", {})
+    seconds, count = recovery.get("ready_s"), recovery.get("purchases")
+    ok = None
+    if seconds is not None and count is not None and count >= t["recovery_purchases"]:
+        ok = seconds <= t["recovery_s"]  # only judged on a full-size journal (not in --quick)
+    add("recovery", f"{t['recovery_purchases']:,}-purchase journal recovered in <= {t['recovery_s']:.0f} s",
+        seconds, ok, "s")
+    return targets
+
+
+# -- Markdown -------------------------------------------------------------------------
+
+def _ms(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f} ms" if value < 100 else f"{value:.0f} ms"
+
+
+def _s(value) -> str:
+    return "-" if value is None else f"{value:.2f} s"
+
+
+def _x(value) -> str:
+    # Three decimals, so a ratio that misses its target by a hair does not print as meeting it.
+    return "-" if value is None else f"{value:.3f}x" if value < 10 else f"{value:.1f}x"
+
+
+def _rps(value) -> str:
+    return "-" if value is None else f"{value:,.0f}/s"
+
+
+def _met(target: dict | None) -> str:
+    if target is None:
+        return ""
+    if target["met"] is None:
+        return "n/a"
+    return "PASS" if target["met"] else "FAIL"
+
+
+def rows(results: dict) -> list[list[str]]:
+    """The summary table's rows, in the order of the lab report's summary plus Bazar's extras."""
+    ops = results["operations"]
+    targets = {t["key"]: t for t in results.get("targets") or evaluate(results)}
+    floor_p50 = _lat(results, "floor", "p50_ms")
+    table = []
+
+    def op_row(key, lab_cell, ratio_cell, goal="", met=""):
+        entry = ops.get(key)
+        if entry is None:
+            return
+        lat = entry.get("latency", {})
+        label = entry["label"]
+        if entry.get("latency_source", "sequential") != "sequential":
+            label += " - latency under load"
+        table.append([label, lab_cell, _ms(lat.get("p50_ms")), _ms(lat.get("p99_ms")), _ms(lat.get("mean_ms")),
+                      _rps(_thr(results, key)), ratio_cell, goal, met])
+
+    def vs_floor(key):
+        return _x(_ratio(_lat(results, key, "p50_ms"), floor_p50)) + " floor"
+
+    op_row("floor", "-", "1.00x floor")
+    t = targets.get("cached_vs_floor")
+    op_row("info_cached", "-", vs_floor("info_cached"), t and t["goal"], _met(t))
+    t = targets.get("cache_miss_p50")
+    local = _lat(results, "info_local", "p50_ms")
+    op_row("info_local", f"{LAB['lookup_without_cache']:.2f} ms without cache, {LAB['cache_miss']:.2f} ms cache miss",
+           f"{_x(_ratio(local, LAB['cache_miss']))} report (miss); {vs_floor('info_local')}", t and t["goal"], _met(t))
+    op_row("info_strong", "-", vs_floor("info_strong"))
+    op_row("search", "-", vs_floor("search"))
+    p50_t, p99_t = targets.get("purchase_p50"), targets.get("purchase_p99")
+    goal = "p50 <= 6 ms, p99 <= 20 ms"
+    met = "" if p50_t is None else (
+        "n/a" if p50_t["met"] is None or p99_t["met"] is None else
+        "PASS" if p50_t["met"] and p99_t["met"] else
+        f"FAIL ({'p50 ' if not p50_t['met'] else ''}{'p99' if not p99_t['met'] else ''})".replace(" )", ")"))
+    op_row("purchase_3x3", f"{LAB['buy_replicated']:.2f} ms (buy, replication)",
+           f"{_x(_ratio(_lat(results, 'purchase_3x3', 'p50_ms'), LAB['buy_replicated']))} report", goal, met)
+    op_row("purchase_1x1", f"{LAB['buy_unreplicated']:.2f} ms (buy, no replication)",
+           f"{_x(_ratio(_lat(results, 'purchase_1x1', 'p50_ms'), LAB['buy_unreplicated']))} report")
+    t = targets.get("replication_overhead")
+    if t is not None:
+        thr_ratio = _ratio(_thr(results, "purchase_3x3"), _thr(results, "purchase_1x1"))
+        table.append(["replication overhead: purchase 3+3 / 1+1", f"{LAB['replication_overhead']:.2f}x",
+                      _x(t["value"]), _x(_ratio(_lat(results, 'purchase_3x3', 'p99_ms'),
+                                                _lat(results, 'purchase_1x1', 'p99_ms'))),
+                      _x(_ratio(_lat(results, 'purchase_3x3', 'mean_ms'), _lat(results, 'purchase_1x1', 'mean_ms'))),
+                      f"{_x(thr_ratio)} (3+3 / 1+1)",
+                      f"{_x(_ratio(t['value'], LAB['replication_overhead']))} report", t["goal"],
+                      _met(t) + (" (vacuous: 1+1 is slower than 3+3, see note)"
+                                 if t["value"] is not None and t["value"] < 1 else "")])
+    t = targets.get("hot_item")
+    hot = ops.get("purchase_hot", {})
+    over = hot.get("oversold_check", {})
+    sell = hot.get("sellout_check", {})
+    op_row("purchase_hot", "-",
+           f"oversold {over.get('oversold', '-')}, sell-out {sell.get('successes', '-')}/{sell.get('initial_stock', '-')}"
+           f" sold, oversold {sell.get('oversold', '-')}", t and t["goal"], _met(t))
+    op_row("purchase_spread", "-", f"{_x(_ratio(_thr(results, 'purchase_spread'), _thr(results, 'purchase_hot')))}"
+           " hot-item throughput")
+    for group in ("catalog", "order"):
+        f = results.get("failover", {}).get(group)
+        t = targets.get(f"failover_{group}")
+        if f:
+            table.append([f"failover: SIGKILL {group} leader -> first purchase ({len(f['samples_s'])} rounds; "
+                          f"p50 = median, p99 = max)", "-", _s(f["median_s"]), _s(f["max_s"]), _s(f["mean_s"]),
+                          "-", "-", t["goal"], _met(t)])
+    rec = results.get("recovery", {})
+    t = targets.get("recovery")
+    if rec.get("journal"):
+        j, e, c = rec["journal"], rec.get("empty", {}), rec.get("compacted", {})
+        table.append([f"restart recovery: 1-node catalog, journal of {j['purchases']:,} purchases, all "
+                      "replayed (process start -> serves final stock)", "-", _s(j["ready_s"]), "-", "-", "-",
+                      f"empty journal: {_s(e.get('ready_s'))}; default log compaction: "
+                      f"{_s(c.get('ready_s'))}", t["goal"], _met(t)])
+    rss = replica_rss(results)
+    t = targets.get("replica_rss")
+    if rss:
+        frontend = results["rss_mb"].get("frontend1")
+        table.append([f"resident memory, {len(rss)} replicas (p50 = median, p99 = largest)", "-",
+                      f"{sorted(rss.values())[len(rss) // 2]:.1f} MB", f"{max(rss.values()):.1f} MB",
+                      f"{sum(rss.values()) / len(rss):.1f} MB", "-",
+                      f"frontend {frontend:.1f} MB, floor {results['rss_mb'].get('floor') or 0:.1f} MB"
+                      if frontend else "-", t["goal"], _met(t)])
+    return table
+
+
+HEADER = ["operation", "lab report figure", "Bazar p50", "p99", "mean", "throughput (16 clients)",
+          "ratio vs floor or vs report", "target", "met"]
+
+
+def table_markdown(results: dict) -> str:
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "|".join(["---"] * len(HEADER)) + "|"]
+    for row in rows(results):
+        lines.append("| " + " | ".join(str(c).replace("|", "/") for c in row) + " |")
+    return "\n".join(lines)
+
+
+def markdown(results: dict) -> str:
+    env = results["environment"]
+    s = results["settings"]
+    ops = results["operations"]
+    parts = [f"# Bazar benchmark{' (quick)' if s['quick'] else ''}", "",
+             f"{env['date']} - {env['cores']} cores, Python {env['python']}, PySyncObj {env['pysyncobj']}, "
+             f"{env['platform']}", "",
+             f"Load average before: {_load(env.get('loadavg_before'))}; after: {_load(env.get('loadavg_after'))}. "
+             f"Whole run: {env.get('wall_seconds', '-')} s.", "",
+             f"Latency: {s['samples']} sequential requests per operation on one keep-alive session "
+             f"(after a warm-up). Throughput: {s['clients']} concurrent clients, one process and keep-alive "
+             f"session each, for {s['load_seconds']} s. Hot-item and spread purchases show the latency of "
+             f"the concurrent clients. Every process (servers and load generator) shares the same "
+             f"{env['cores']} cores.", "",
+             table_markdown(results), ""]
+    warning = busy_warning(results)
+    if warning:
+        parts += [f"**{warning}**", ""]
+    overhead = next((t["value"] for t in results.get("targets", []) if t["key"] == "replication_overhead"), None)
+    if overhead is not None and overhead < 1:
+        parts += ["Note: purchases with 1+1 replicas were slower than with 3+3, so the 3+3 / 1+1 ratio does "
+                  "not measure replication's cost. A likely cause: in a one-member PySyncObj group no peer's "
+                  "answer wakes the Raft tick thread, so an appended entry commits only on the next tick "
+                  "(autoTickPeriod, 50 ms by default), and a purchase makes three commits. Compare the server "
+                  "CPU per request in the details below: it is about the same for both.", ""]
+    met = [t for t in results.get("targets", []) if t["met"] is not None]
+    if met:
+        parts += [f"Targets met: {sum(t['met'] for t in met)} of {len(met)} measured.", ""]
+    parts += ["## Details", ""]
+    details = ["| operation | samples | errors | server CPU per request (busiest process) | "
+               "p50 under load | p99 under load | load requests ok | load statuses | load generator CPU |",
+               "|---|---|---|---|---|---|---|---|---|"]
+    for key, entry in ops.items():
+        lat, load = entry.get("latency", {}), entry.get("load", {})
+        under = load.get("latency_under_load", {})
+        details.append(f"| {entry['label']} | {lat.get('n', 0)} | {lat.get('errors') or '-'} | "
+                       f"{_cpu(lat.get('server_cpu_ms_per_op'))} | "
+                       f"{_ms(under.get('p50_ms'))} | {_ms(under.get('p99_ms'))} | {load.get('ok_total', '-')} | "
+                       f"{_statuses(load.get('statuses'))} | {_pct(load.get('client_cpu_share'))} |")
+    details.append("")
+    details.append("Server CPU per request is the user + system time the server processes used during the "
+                   "sequential run, divided by its requests (10 ms clock ticks, so coarse for short runs). "
+                   "Unlike latency it barely depends on other load on the machine; with 2 cores, "
+                   "2000 ms / (CPU per request) bounds the throughput. Load generator CPU is the share of "
+                   "all cores the 16 client processes used during the throughput run.")
+    parts += details + [""]
+    hot = ops.get("purchase_hot", {})
+    for name in ("oversold_check", "sellout_check"):
+        if name in hot:
+            parts.append(f"- hot item, {name.replace('_', ' ')}: {hot[name]}")
+    if "stock_check" in ops.get("purchase_spread", {}):
+        parts.append(f"- spread purchases, stock check: {ops['purchase_spread']['stock_check']}")
+    cache = ops.get("info_cached", {}).get("frontend_cache")
+    parts.append(f"- frontend cache counters (GET /cluster) around the cached-info runs: {cache}")
+    for group, f in results.get("failover", {}).items():
+        rounds = "; ".join(f"{r['killed']} -> {r['new_leader']}: {r['seconds'] * 1000:.0f} ms, "
+                           f"{r['attempts']} attempts, rejoined in {r.get('rejoin_s', 0):.1f} s" for r in f["rounds"])
+        parts.append(f"- {group} failover rounds: {rounds}")
+    for name, r in results.get("recovery", {}).items():
+        parts.append(f"- recovery ({name}): {r['purchases']:,} purchases, data {r['data_bytes'] / 1e6:.1f} MB, "
+                     f"first HTTP answer {_s(r['first_http_answer_s'])}, final stock served {_s(r['ready_s'])}, "
+                     f"RSS after {r['rss_mb_after'] or 0:.1f} MB; journal built in {r['build_s']:.1f} s "
+                     f"({r.get('build_purchases_per_s') or 0:,.0f} purchases/s applied in-process, longest stall "
+                     f"between two applied purchases {_s(r.get('build_longest_stall_s'))})")
+    rss = results.get("rss_mb", {})
+    parts.append("- resident memory (MB): " + ", ".join(f"{k} {v:.1f}" for k, v in rss.items() if v is not None))
+    parts.append("")
+    return "\n".join(parts)
+
+
+def busy_warning(results: dict) -> str | None:
+    """A warning when other work was competing for the CPU while the bench ran."""
+    env = results["environment"]
+    cores = env.get("cores") or 1
+    before = (env.get("loadavg_before") or [0])[0]
+    after = (env.get("loadavg_after") or [0])[0]
+    if before > 0.75 * cores:
+        return (f"Warning: the machine was already busy when the run started (1-minute load average "
+                f"{before:.2f} on {cores} cores; {after:.2f} at the end, which includes the bench's own "
+                f"processes). Other processes competed for the CPU: latencies are inflated and throughput "
+                f"understated. Re-run on an idle machine for figures to quote.")
+    return None
+
+
+def _load(values) -> str:
+    return "-" if not values else " / ".join(f"{v:.2f}" for v in values)
+
+
+def _statuses(statuses: dict | None) -> str:
+    if not statuses:
+        return "-"
+    return ", ".join(f"{status}: {count}" for status, count in sorted(statuses.items()))
+
+
+def _cpu(per_op: dict | None) -> str:
+    if not per_op:
+        return "-"
+    name, busiest = max(per_op.items(), key=lambda kv: kv[1])
+    return f"{sum(per_op.values()):.2f} ms ({name} {busiest:.2f} ms)"
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{value * 100:.0f}%"
+
+
+# -- the CDF plot -------------------------------------------------------------------
+
+def plot_cdf(results: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(13, 6), dpi=110)
+    ops = results["operations"]
+    palette = iter(["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink",
+                    "tab:olive", "tab:cyan"] * 3)  # no grey: grey marks the lab report's figures
+    for key in CDF_ORDER + [k for k in ops if k not in CDF_ORDER]:
+        entry = ops.get(key)
+        samples = sorted((entry or {}).get("latency", {}).get("samples_ms") or [])
+        if not samples:
+            continue
+        under_load = entry.get("latency_source", "sequential") != "sequential"
+        n = len(samples)
+        ys = [(i + 1) / n for i in range(n)]
+        label = f"{entry['label']}{' (under load)' if under_load else ''}: p50 {_ms(entry['latency']['p50_ms'])}"
+        ax.step(samples, ys, where="post", label=label, linestyle="--" if under_load else "-",
+                linewidth=1.4 if key != "floor" else 2.2, color="black" if key == "floor" else next(palette))
+    ax.set_xscale("log")
+    ax.set_xlabel("latency (ms, log scale)")
+    ax.set_ylabel("fraction of requests")
+    ax.set_ylim(0, 1.01)
+    ax.grid(True, which="both", alpha=0.3)
+    for key, style in (("buy_replicated", ":"), ("cache_miss", ":")):
+        ax.axvline(LAB[key], color="grey", linestyle=style, linewidth=1)
+        ax.text(LAB[key], 0.35, f" lab report: {key.replace('_', ' ')} {LAB[key]} ms", rotation=90,
+                fontsize=7, color="grey", va="bottom")
+    env = results["environment"]
+    ax.set_title(f"Bazar latency CDF - {env['cores']} cores, Python {env['python']}, "
+                 f"{results['settings']['samples']} sequential samples per operation", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

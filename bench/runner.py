@@ -1,0 +1,605 @@
+"""Run every benchmark on throwaway clusters and collect the results in one dict.
+
+Phases, each on its own processes so they never compete for the two cores:
+
+1. 3+3+1      the floor (hello-world Flask on waitress, bench/floor.py) sampled in
+              alternating blocks with cached info; info (local, strong), search, purchase,
+              hot-item and spread purchases, memory; then catalog and order leader failover
+2. 1+1+1      purchase without replication (the 3+3 / 1+1 ratio is replication's cost)
+3. recovery   a 1-node catalog restarted on a journal of many purchases
+
+Every process is a child of this one (LocalCluster) and every temporary directory is
+removed in `finally` blocks, also when a phase fails.
+
+`python -m bench.runner build-journal CONFIG NODE COUNT` is the helper that writes a
+replica's journal offline (phase 4): it runs the replica's own Raft member and state
+machine in-process, without HTTP, and submits the purchases straight to the log.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from bench import measure
+from bench.floor import Floor
+from bench.load import ClientPool, ClientTask
+from cluster.local import LocalCluster, write_config
+
+ROOT = Path(__file__).resolve().parent.parent
+BIG_STOCK = 1_000_000
+SPREAD_TOPIC = "bench spread"
+SEARCH_TOPIC = "distributed systems"
+INFO_BOOK = 1        # read by the info benchmarks; never bought from, so a cache entry stays valid
+HOT_BOOK = 2         # every client buys this one in the hot-item run
+PURCHASE_BOOK = 3    # the sequential purchase latency runs buy this one
+LOCAL_READ_IDS = list(range(1, 8))  # the seeded books
+ADMIN_TOKEN_ENV = "BAZAR_ADMIN_TOKEN"  # write_config keeps the default admin_token_env
+UNCOMPACTED = 10 ** 9  # raft.compaction_entries that no run reaches: the journal keeps every entry
+
+
+@dataclass
+class Settings:
+    quick: bool = False
+    out: Path = Path("bench/results")
+    clients: int = 16
+    samples: int = 500
+    load_seconds: float = 4.0
+    failover_rounds: int = 5
+    journal_purchases: int = 100_000
+    sellout_stock: int = 400
+    keep_logs_on_failure: bool = True
+
+    @classmethod
+    def make(cls, quick: bool, out: str | os.PathLike) -> "Settings":
+        if quick:
+            return cls(quick=True, out=Path(out), samples=50, load_seconds=1.5, failover_rounds=1,
+                       journal_purchases=5_000, sellout_stock=100)
+        return cls(quick=False, out=Path(out))
+
+
+def progress(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+# -- environment -----------------------------------------------------------------
+
+def environment() -> dict:
+    try:
+        from importlib.metadata import version
+        pysyncobj_version = version("pysyncobj")
+    except Exception:  # pragma: no cover - reported, not fatal
+        pysyncobj_version = "unknown"
+    return {"cores": os.cpu_count(), "loadavg_before": list(os.getloadavg()),
+            "python": platform.python_version(), "python_implementation": platform.python_implementation(),
+            "pysyncobj": pysyncobj_version, "platform": platform.platform(),
+            "cluster_secret_set": bool(os.environ.get("BAZAR_SECRET")),  # encrypted Raft links cost CPU
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident set size of `pid` in MB (VmRSS from /proc/<pid>/status)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
+# -- the whole run ----------------------------------------------------------------
+
+def run(settings: Settings) -> dict:
+    started = time.monotonic()
+    results: dict = {"environment": environment(),
+                     "settings": {"quick": settings.quick, "clients": settings.clients,
+                                  "samples": settings.samples, "load_seconds": settings.load_seconds,
+                                  "failover_rounds": settings.failover_rounds,
+                                  "journal_purchases": settings.journal_purchases},
+                     "operations": {}, "rss_mb": {}}
+    workdir = Path(tempfile.mkdtemp(prefix="bazar-bench-"))
+    pool = None
+    try:
+        progress(f"starting {settings.clients} client processes")
+        pool = ClientPool(settings.clients)
+        bench = _Bench(settings, pool, workdir, results)
+        bench.replicated()
+        bench.unreplicated()
+        bench.recovery()
+    except BaseException:
+        if settings.keep_logs_on_failure:
+            _keep_logs(workdir, settings.out)
+        raise
+    finally:
+        if pool is not None:
+            pool.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+    results["environment"]["loadavg_after"] = list(os.getloadavg())
+    results["environment"]["wall_seconds"] = round(time.monotonic() - started, 1)
+    return results
+
+
+def _keep_logs(workdir: Path, out: Path) -> None:
+    logs = [p for p in workdir.glob("*/logs") if p.is_dir()]
+    if not logs:
+        return
+    target = out / "failed-run-logs"
+    shutil.rmtree(target, ignore_errors=True)
+    for path in logs:
+        shutil.copytree(path, target / path.parent.name, dirs_exist_ok=True)
+    progress(f"the run failed; process logs kept in {target}")
+
+
+class _Bench:
+    def __init__(self, settings: Settings, pool: ClientPool, workdir: Path, results: dict) -> None:
+        self.s = settings
+        self.pool = pool
+        self.workdir = workdir
+        self.results = results
+        self.ops = results["operations"]
+        self.run_id = uuid.uuid4().hex[:8]
+        self.pids: dict[str, int] = {}  # the server processes of the phase, for CPU per request
+
+    def watch(self, cluster: LocalCluster) -> None:
+        self.pids = {name: cluster.pid(name) for name in cluster.names if cluster.is_running(name)}
+
+    # -- helpers -------------------------------------------------------------
+
+    def cluster(self, name: str, **sizes) -> LocalCluster:
+        directory = self.workdir / name
+        path = write_config(directory, **sizes)
+        # No admin token in throwaway clusters: the bench sets stock and adds books without one.
+        return LocalCluster(path, log_dir=directory / "logs", env={ADMIN_TOKEN_ENV: ""})
+
+    def latency(self, url: str, factory, ok=(200,)) -> measure.Samples:
+        return measure.sample(url, factory, self.s.samples, ok_statuses=ok, server_pids=self.pids)
+
+    def load(self, tasks: list[ClientTask], duration: float | None = None) -> dict:
+        return self.pool.run(tasks, duration or self.s.load_seconds)
+
+    def same_for_all(self, method: str, url: str) -> list[ClientTask]:
+        return [ClientTask(method, url) for _ in range(self.s.clients)]
+
+    def record(self, key: str, label: str, samples: measure.Samples | None, load: dict | None,
+               latency_source: str = "sequential") -> dict:
+        entry: dict = {"label": label, "latency_source": latency_source}
+        if samples is not None:
+            entry["latency"] = samples.to_json()
+        elif load is not None:  # latency under load, from the concurrent clients
+            under = measure.Samples(latencies_ms=load["latencies_ms"])
+            entry["latency"] = under.to_json()
+        if load is not None:
+            entry["load"] = _load_json(load)
+        self.ops[key] = entry
+        lat = entry.get("latency", {})
+        thr = entry.get("load", {}).get("throughput_rps")
+        cpu = lat.get("server_cpu_ms_per_op")
+        progress(f"  {label}: p50 {_fmt(lat.get('p50_ms'))} ms, p99 {_fmt(lat.get('p99_ms'))} ms"
+                 + (f", server CPU {sum(cpu.values()):.2f} ms/request" if cpu else "")
+                 + (f", {thr:.0f}/s with {self.s.clients} clients" if thr is not None else ""))
+        return entry
+
+    # -- phase 1: the replicated cluster, and the floor ---------------------------
+
+    def replicated(self) -> None:
+        progress("phase 1/3: 3 catalog + 3 order replicas + 1 frontend, and the floor "
+                 "(hello-world Flask on waitress) beside them")
+        cluster = self.cluster("c33", catalog=3, order=3, frontends=1)
+        floor = Floor()
+        try:
+            cluster.start(timeout=60)
+            floor.start()
+            self.watch(cluster)
+            url = cluster.frontend_url
+            spread_ids = prepare_books(url, self.s.clients)
+
+            # The floor and the cache hit are sampled in alternating blocks: their ratio is the
+            # key figure, and on a shared machine it should not depend on which ran first.
+            cache_before = cache_stats(url)
+            floor_samples, samples = measure.interleaved(
+                (floor.url, measure.get("/hello"), {"floor": floor.pid}),
+                (url, measure.get(f"/info/{INFO_BOOK}?consistency=cached"), self.pids), self.s.samples)
+            floor_load = self.load(self.same_for_all("GET", floor.url + "/hello"))
+            load = self.load(self.same_for_all("GET", f"{url}/info/{INFO_BOOK}?consistency=cached"))
+            self.record("floor", "floor: hello-world Flask + waitress", floor_samples, floor_load)
+            self.results["rss_mb"]["floor"] = rss_mb(floor.pid)
+            floor.stop()
+            entry = self.record("info_cached", "info, cache hit (cached)", samples, load)
+            entry["frontend_cache"] = {"before": cache_before, "after": cache_stats(url)}
+
+            ids = LOCAL_READ_IDS
+            samples = self.latency(url, lambda i: ("GET", f"/info/{ids[i % len(ids)]}?consistency=local",
+                                                   None, None))
+            load = self.load([ClientTask("GET", f"{url}/info/{ids[c % len(ids)]}?consistency=local")
+                              for c in range(self.s.clients)])
+            self.record("info_local", "info, cache miss (local read)", samples, load)
+
+            samples = self.latency(url, measure.get(f"/info/{INFO_BOOK}?consistency=strong"))
+            load = self.load(self.same_for_all("GET", f"{url}/info/{INFO_BOOK}?consistency=strong"))
+            self.record("info_strong", "info, strong (read through the log)", samples, load)
+
+            topic = requests.utils.quote(SEARCH_TOPIC, safe="")
+            samples = self.latency(url, measure.get(f"/search/{topic}"))
+            load = self.load(self.same_for_all("GET", f"{url}/search/{topic}"))
+            self.record("search", "search (cached)", samples, load)
+
+            self.purchases(url, "3x3", "purchase, 3+3 replicas", spread_ids, with_hot=True)
+            self.results["rss_mb"].update(
+                {name: rss_mb(cluster.pid(name)) for name in cluster.names if cluster.is_running(name)})
+
+            self.results["failover"] = {}
+            for group in ("catalog", "order"):
+                self.results["failover"][group] = failover(cluster, group, self.s.failover_rounds)
+        finally:
+            floor.stop()
+            cluster.stop()
+
+    def purchases(self, url: str, tag: str, label: str, spread_ids: list[int], with_hot: bool) -> None:
+        put(url, PURCHASE_BOOK, {"stock": BIG_STOCK})
+        prefix = f"bench-{self.run_id}-{tag}"
+        samples = self.latency(url, lambda i: ("POST", f"/purchase/{PURCHASE_BOOK}", None,
+                                               {"Idempotency-Key": f"{prefix}-{i}"}))
+        # Spread: client i buys its own book, so no two clients touch the same item.
+        before = {b: stock(url, b) for b in spread_ids}
+        load = self.load([ClientTask("POST", f"{url}/purchase/{spread_ids[c % len(spread_ids)]}")
+                          for c in range(self.s.clients)])
+        after = {b: stock(url, b) for b in spread_ids}
+        self.record(f"purchase_{tag}", label, samples, load)
+        if not with_hot:
+            return
+        spread = self.record("purchase_spread", "purchases, spread (16 clients, 16 items)", None, load,
+                             latency_source=f"{self.s.clients} concurrent clients")
+        taken = sum(before[b] - after[b] for b in spread_ids)
+        spread["stock_check"] = {"stock_taken": taken, "successes": load["ok_total"],
+                                 "consistent": taken == load["ok_total"]}
+        self.hot_item(url)
+
+    def hot_item(self, url: str) -> None:
+        """All clients buy one item: throughput, then a sell-out, checking nothing is oversold."""
+        put(url, HOT_BOOK, {"stock": BIG_STOCK})
+        initial = stock(url, HOT_BOOK)
+        load = self.load(self.same_for_all("POST", f"{url}/purchase/{HOT_BOOK}"))
+        final = stock(url, HOT_BOOK)
+        entry = self.record("purchase_hot", "purchases, hot item (16 clients, 1 item)", None, load,
+                            latency_source=f"{self.s.clients} concurrent clients")
+        entry["oversold_check"] = oversold_check(initial, final, load)
+
+        # Sell-out: fewer copies than the clients try to buy; exactly `stock` must succeed.
+        copies = self.s.sellout_stock
+        put(url, HOT_BOOK, {"stock": copies})
+        per_client = -(-2 * copies // self.s.clients)  # twice as many attempts as copies
+        tasks = self.same_for_all("POST", f"{url}/purchase/{HOT_BOOK}")
+        for task in tasks:
+            task.max_requests = per_client
+        sellout = self.pool.run(tasks, duration=120.0)
+        final = stock(url, HOT_BOOK)
+        check = oversold_check(copies, final, sellout)
+        check.update(attempts=sum(sellout["statuses"].values()),
+                     refused_out_of_stock=sellout["statuses"].get("409", 0),
+                     sold_out=final == 0 and sellout["ok_total"] == copies)
+        entry["sellout_check"] = check
+        progress(f"  hot item: oversold {entry['oversold_check']['oversold']} "
+                 f"(stock consistent: {entry['oversold_check']['consistent']}); sell-out of {copies}: "
+                 f"{sellout['ok_total']} sold, {check['refused_out_of_stock']} refused, final stock {final}")
+
+    # -- phase 2: without replication --------------------------------------------
+
+    def unreplicated(self) -> None:
+        progress("phase 2/3: 1 catalog + 1 order replica + 1 frontend (no replication)")
+        cluster = self.cluster("c11", catalog=1, order=1, frontends=1)
+        try:
+            cluster.start(timeout=60)
+            self.watch(cluster)
+            url = cluster.frontend_url
+            spread_ids = prepare_books(url, self.s.clients)
+            self.purchases(url, "1x1", "purchase, 1+1 replicas", spread_ids, with_hot=False)
+            self.results["rss_mb"].update({f"{name} (1+1)": rss_mb(cluster.pid(name))
+                                           for name in cluster.names if cluster.is_running(name)})
+        finally:
+            cluster.stop()
+
+    # -- phase 3: restart recovery ------------------------------------------------
+
+    def recovery(self) -> None:
+        count = self.s.journal_purchases
+        progress(f"phase 3/3: restart of a 1-node catalog whose journal holds {count:,} purchases")
+        one = dict(catalog=1, order=1, frontends=1)
+        # "journal": log compaction off, so the restart replays every purchase from the journal
+        # (the worst case, and the target). "compacted": the default settings, where PySyncObj
+        # snapshots the state every `raft.compaction_entries` entries and replays only the rest.
+        self.results["recovery"] = {
+            "empty": restart_recovery(self.cluster("r0", **one), 0),
+            "journal": restart_recovery(self.cluster("rj", **one, raft={"compaction_entries": UNCOMPACTED}),
+                                        count),
+            "compacted": restart_recovery(self.cluster("rc", **one), count),
+        }
+        r = self.results["recovery"]
+        progress(f"  start-up with an empty journal: {r['empty']['ready_s']:.2f} s; with {count:,} purchases "
+                 f"in the journal: {r['journal']['ready_s']:.2f} s; with the default log compaction: "
+                 f"{r['compacted']['ready_s']:.2f} s")
+
+
+# -- cluster helpers -------------------------------------------------------------
+
+def put(url: str, book: int, body: dict) -> dict:
+    response = requests.put(f"{url}/books/{book}", json=body, timeout=10)
+    response.raise_for_status()
+    return response.json()
+
+
+def stock(url: str, book: int) -> int:
+    """The book's stock, read through the log (linearizable)."""
+    response = requests.get(f"{url}/info/{book}?consistency=strong", timeout=10)
+    response.raise_for_status()
+    return response.json()["stock"]
+
+
+def prepare_books(url: str, count: int) -> list[int]:
+    """Add `count` books with a large stock, one per client of the spread run; their ids."""
+    ids = []
+    for i in range(count):
+        response = requests.post(f"{url}/books", json={"title": f"Bench book {i + 1}", "topic": SPREAD_TOPIC,
+                                                       "price": 1.0, "stock": BIG_STOCK}, timeout=10)
+        response.raise_for_status()
+        ids.append(response.json()["id"])
+    return ids
+
+
+def cache_stats(url: str) -> dict | None:
+    """The frontend cache's counters from GET /cluster, when the frontend has a cache."""
+    try:
+        return requests.get(url + "/cluster", timeout=5).json().get("cache")
+    except (requests.RequestException, ValueError):
+        return None
+
+
+def oversold_check(initial: int, final: int, load: dict) -> dict:
+    """Stock must fall by exactly the number of successful purchases, and never below zero."""
+    successes = load["ok_total"]
+    ambiguous = sum(n for status, n in load["statuses"].items() if status not in ("200", "409"))
+    return {"initial_stock": initial, "final_stock": final, "successes": successes,
+            "ambiguous": ambiguous,
+            "consistent": final == initial - successes,
+            "oversold": max(0, successes - initial) + max(0, -final),
+            "stock_taken_without_success": max(0, (initial - final) - successes)}
+
+
+def failover(cluster: LocalCluster, group: str, rounds: int) -> dict:
+    """SIGKILL `group`'s leader; time from the kill to the first successful purchase after it."""
+    url = cluster.frontend_url
+    put(url, PURCHASE_BOOK, {"stock": BIG_STOCK})
+    session = requests.Session()
+    times, details = [], []
+    try:
+        for round_no in range(rounds):
+            leader = None
+            while leader is None:
+                wait_settled(cluster)
+                leader = cluster.leader(group)
+            _buy(session, url, timeout=10)  # the path works, and the session is warm
+            cluster.kill(leader)
+            killed_at = time.perf_counter()
+            attempts = 0
+            while True:
+                attempts += 1
+                if _buy(session, url, timeout=1.0):
+                    break
+                if time.perf_counter() - killed_at > 60:
+                    raise TimeoutError(f"no purchase succeeded within 60 s of killing {leader}")
+            seconds = time.perf_counter() - killed_at
+            new_leader = cluster.leader(group)
+            times.append(seconds)
+            details.append({"killed": leader, "new_leader": new_leader, "seconds": seconds,
+                            "attempts": attempts})
+            progress(f"  {group} failover {round_no + 1}/{rounds}: killed {leader}, first purchase "
+                     f"after {seconds * 1000:.0f} ms ({attempts} attempts), new leader {new_leader}")
+            restarted_at = time.perf_counter()
+            cluster.start_process(leader)
+            wait_caught_up(cluster, leader)
+            details[-1]["rejoin_s"] = time.perf_counter() - restarted_at
+    finally:
+        session.close()
+    return {"median_s": statistics.median(times), "max_s": max(times), "mean_s": statistics.fmean(times),
+            "samples_s": times, "rounds": details}
+
+
+def _buy(session: requests.Session, url: str, timeout: float) -> bool:
+    try:
+        response = session.post(f"{url}/purchase/{PURCHASE_BOOK}", timeout=timeout,
+                                headers={"Idempotency-Key": uuid.uuid4().hex})
+        return response.status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def wait_settled(cluster: LocalCluster, timeout: float = 60.0) -> None:
+    """Every process up, the frontend ready, and each group led by a replica all others follow."""
+    cluster.wait_ready(timeout)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(cluster.leader(g) for g in ("catalog", "order")):
+            time.sleep(0.3)
+            return
+        time.sleep(0.05)
+    raise TimeoutError("the cluster did not settle")
+
+
+def wait_caught_up(cluster: LocalCluster, name: str, timeout: float = 60.0) -> None:
+    """Until replica `name` follows a leader and has applied what that leader had committed."""
+    node = cluster.config.node(name)
+    deadline = time.monotonic() + timeout
+    target = None
+    while time.monotonic() < deadline:
+        leader = cluster.leader(node.group)
+        if leader and leader != name and target is None:
+            target = _status(cluster.config.node(leader).http.url).get("commit_index")
+        mine = _status(node.http.url)
+        if target is not None and mine.get("leader") and mine.get("applied_index", 0) >= target:
+            cluster.wait_ready(max(1.0, deadline - time.monotonic()))
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"{name} did not catch up within {timeout:.0f} s")
+
+
+def _status(url: str) -> dict:
+    try:
+        return requests.get(url + "/status", timeout=0.5).json()
+    except (requests.RequestException, ValueError):
+        return {}
+
+
+# -- restart recovery --------------------------------------------------------------
+
+def restart_recovery(cluster: LocalCluster, purchases: int) -> dict:
+    """Build a journal of `purchases` offline, then time a fresh process until it serves them."""
+    node = cluster.config.catalog[0]
+    try:
+        built_at = time.perf_counter()
+        built = build_journal_subprocess(cluster.config_path, node.id, purchases)
+        build_s = time.perf_counter() - built_at
+        journal_bytes = sum(p.stat().st_size for p in (cluster.config.data_dir / node.id).glob("*")
+                            if p.is_file())
+        started = time.perf_counter()
+        cluster.start_process(node.id)
+        first_answer = None
+        book_url = f"{node.http.url}/books/{built['book']}"
+        session = requests.Session()
+        while True:
+            elapsed = time.perf_counter() - started
+            if elapsed > 300:
+                raise TimeoutError(f"{node.id} did not recover its journal within 300 s")
+            if not cluster.is_running(node.id):
+                raise RuntimeError(f"{node.id} exited while recovering (log: {cluster.log_dir})")
+            try:
+                response = session.get(book_url, timeout=1.0)
+                if response.status_code == 200:
+                    if first_answer is None:
+                        first_answer = elapsed
+                    if response.json()["stock"] == built["final_stock"]:
+                        break
+            except requests.RequestException:
+                pass
+            time.sleep(0.005)
+        ready_s = time.perf_counter() - started
+        session.close()
+        return {"purchases": purchases, "ready_s": ready_s, "first_http_answer_s": first_answer,
+                "build_s": build_s, "data_bytes": journal_bytes, "final_stock": built["final_stock"],
+                "build_purchases_per_s": built.get("purchases_per_s"),
+                "build_longest_stall_s": built.get("longest_stall_s"),
+                "rss_mb_after": rss_mb(cluster.pid(node.id))}
+    finally:
+        cluster.stop()
+
+
+def build_journal_subprocess(config_path: Path, node_id: str, purchases: int) -> dict:
+    """Run `build-journal` in a child process (its Raft threads die with it); its JSON answer."""
+    from cluster.local import _die_with_parent
+
+    done = subprocess.run([sys.executable, "-m", "bench.runner", "build-journal", str(config_path), node_id,
+                           str(purchases)], cwd=str(ROOT), capture_output=True, text=True, timeout=900,
+                          preexec_fn=_die_with_parent)
+    if done.returncode != 0:
+        raise RuntimeError(f"building the journal failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def build_journal(config_path: str, node_id: str, purchases: int, window: int = 2000) -> dict:
+    """Write `purchases` purchases of book 1 into replica `node_id`'s journal, without HTTP.
+
+    Uses the replica's own `build` (same Raft settings, journal path and state machine), so the
+    journal is exactly what a running replica would have written.
+    """
+    from cluster.config import load
+    from node import commands
+    from node.replica import build
+
+    config = load(config_path)
+    _, replica = build(config, node_id)
+    state, member = replica.state, replica.member
+    deadline = time.monotonic() + 60
+    while not state.read(lambda m: m.seeded)[0]:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the catalog was not seeded")
+        time.sleep(0.02)
+    book = 1
+    member.submit({**commands.update_book(book, {"stock": purchases + 1000}), "request_id": "bench-stock"}, 10)
+    slots = threading.Semaphore(window)
+    lock = threading.Lock()
+    failures: list = []
+    outstanding = [purchases]
+    finished = threading.Event()
+    if purchases == 0:
+        finished.set()
+
+    last_done = [time.monotonic()]
+    longest_gap = [0.0]
+
+    def on_result(result, error) -> None:
+        if error != 0 or not result.get("ok"):  # FAIL_REASON.SUCCESS == 0
+            failures.append((error, result))
+        now = time.monotonic()  # gaps between applied purchases show stalls of the tick thread
+        longest_gap[0] = max(longest_gap[0], now - last_done[0])
+        last_done[0] = now
+        slots.release()
+        with lock:
+            outstanding[0] -= 1
+            if outstanding[0] == 0:
+                finished.set()
+
+    started = time.monotonic()
+    last_done[0] = started
+    for i in range(purchases):
+        slots.acquire()
+        state.apply(commands.purchase(book, f"journal-{i:07d}"), callback=on_result)
+    if not finished.wait(600):
+        raise TimeoutError("the purchases were not all applied")
+    if failures:
+        raise RuntimeError(f"{len(failures)} purchases failed, e.g. {failures[0]}")
+    elapsed = time.monotonic() - started
+    final_stock = state.read(lambda m: m.book(book)["stock"])[0]
+    applied = state.applied_index
+    time.sleep(1.2)  # PySyncObj stores the commit index once a second
+    member.syncobj.destroy_synchronous()
+    return {"book": book, "final_stock": final_stock, "applied_index": applied,
+            "purchases_per_s": purchases / elapsed if purchases and elapsed > 0 else None,
+            "longest_stall_s": longest_gap[0]}
+
+
+def _main(argv: list[str]) -> int:
+    if len(argv) == 4 and argv[0] == "build-journal":
+        import logging
+        logging.basicConfig(level=logging.WARNING)
+        print(json.dumps(build_journal(argv[1], argv[2], int(argv[3]))), flush=True)
+        return 0
+    print("usage: python -m bench.runner build-journal CONFIG NODE COUNT", file=sys.stderr)
+    return 2
+
+
+def _load_json(load: dict) -> dict:
+    latencies = load["latencies_ms"]
+    return {k: v for k, v in load.items() if k != "latencies_ms"} | {
+        "latency_under_load": measure.summarize(latencies),
+        "samples_ms": [round(x, 4) for x in latencies]}
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

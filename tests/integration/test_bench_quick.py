@@ -1,0 +1,77 @@
+"""`bazar bench --quick` runs end to end, writes its three files, and records every operation.
+
+Only the mechanics are checked here: the benchmark's targets (latency, throughput, failover,
+memory) are goals shown in its table, never assertions, because CI machines are shared and
+noisy. The one correctness property the bench measures, no overselling, is asserted.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+OPERATIONS = ["floor", "info_cached", "info_local", "info_strong", "search", "purchase_3x3", "purchase_1x1",
+              "purchase_hot", "purchase_spread"]
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    # `python -m cluster.cli` is exactly what the `bazar` console script runs; calling it this
+    # way does not depend on PATH or on when the package was last installed.
+    done = subprocess.run([sys.executable, "-m", "cluster.cli", "bench", "--quick", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=170)
+    assert done.returncode == 0, f"bazar bench failed ({done.returncode}):\n{done.stderr[-4000:]}"
+    return out, done
+
+
+@pytest.mark.timeout(180)
+def test_writes_json_markdown_and_plot(quick_run):
+    out, done = quick_run
+    for name in ("results.json", "results.md", "latency_cdf.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert (out / "latency_cdf.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = (out / "results.md").read_text()
+    assert "| operation | lab report figure | Bazar p50 |" in table
+    assert "| operation | lab report figure | Bazar p50 |" in done.stdout  # the table is printed too
+
+
+@pytest.mark.timeout(180)
+def test_every_operation_has_latency_statistics_and_samples(quick_run):
+    results = json.loads((quick_run[0] / "results.json").read_text())
+    for key in OPERATIONS:
+        latency = results["operations"][key]["latency"]
+        assert latency["n"] > 0 and len(latency["samples_ms"]) == latency["n"], key
+        for stat in ("p50_ms", "p99_ms", "mean_ms"):
+            assert latency[stat] is not None and latency[stat] > 0, (key, stat)
+        assert results["operations"][key]["load"]["ok_total"] > 0, key
+    env = results["environment"]
+    for field in ("cores", "loadavg_before", "loadavg_after", "python", "pysyncobj", "date"):
+        assert env[field], field
+
+
+@pytest.mark.timeout(180)
+def test_hot_item_run_oversold_nothing(quick_run):
+    hot = json.loads((quick_run[0] / "results.json").read_text())["operations"]["purchase_hot"]
+    for check in (hot["oversold_check"], hot["sellout_check"]):
+        assert check["oversold"] == 0, check
+        assert check["successes"] <= check["initial_stock"], check
+        assert check["final_stock"] >= 0, check
+        if check["ambiguous"] == 0:  # no purchase left undecided by a timeout: the books balance exactly
+            assert check["final_stock"] == check["initial_stock"] - check["successes"], check
+    assert hot["sellout_check"]["final_stock"] == 0  # the sell-out really sold out
+
+
+@pytest.mark.timeout(180)
+def test_failover_recovery_and_memory_were_measured(quick_run):
+    results = json.loads((quick_run[0] / "results.json").read_text())
+    for group in ("catalog", "order"):
+        assert results["failover"][group]["median_s"] > 0
+    assert results["recovery"]["journal"]["ready_s"] > 0
+    assert results["recovery"]["journal"]["purchases"] == 5_000
+    assert all(mb and mb > 0 for name, mb in results["rss_mb"].items()), results["rss_mb"]
+    assert {t["key"] for t in results["targets"]} >= {"cached_vs_floor", "hot_item", "recovery"}
