@@ -27,7 +27,9 @@ STOP_GRACE_SECONDS = 5.0
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    # SIGKILL, not SIGTERM: a child paused by the nemesis (SIGSTOP) ignores SIGTERM until
+    # continued, and a replica loses nothing to SIGKILL (its journal is already on disk).
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class LocalCluster:

@@ -88,6 +88,12 @@ class RaftMember:
         return self.syncobj._SyncObj__leaderCommitIndex
 
     @property
+    def has_caught_up(self) -> bool:
+        """True once this member has applied what the leader had committed when it joined
+        (after a restart it replays its journal first, passing through old states)."""
+        return self.syncobj.isReady()
+
+    @property
     def is_leader(self) -> bool:
         return self.syncobj._isLeader()
 

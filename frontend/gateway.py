@@ -13,12 +13,10 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-import requests
-
 from cluster.config import ClusterConfig
 from frontend.follower import CatalogFollower, info_key, search_key
 from node import commands
-from web.client import INDEX_HEADER, GroupClient, Unavailable
+from web.client import INDEX_HEADER, GroupClient, Reply, Unavailable
 from web.errors import ApiError
 
 RETRY_AFTER = {"Retry-After": "1"}
@@ -55,7 +53,7 @@ class Gateway:
         return {"topic": topic, "items": body["items"]}
 
     def topics(self) -> list[str]:
-        return self._checked(self.catalog.read, "/topics")["topics"]
+        return self._checked(self.catalog.read, "/topics", prefer_leader=not self.follower.caught_up())["topics"]
 
     def orders_list(self, raw_limit: str | None) -> dict:
         limit = commands.limit(raw_limit)
@@ -122,14 +120,18 @@ class Gateway:
             hit = self.cache.get(key)
             if hit is not None:
                 return hit
-        body, index = self._catalog_get(f"{path}?min_index={self.cache.fence(key)}")
+        # Until the follower has caught up, this frontend's fences may not know every change
+        # (it just started, or lost touch): ask the leader, which has applied every commit.
+        body, index = self._catalog_get(f"{path}?min_index={self.cache.fence(key)}",
+                                        prefer_leader=not self.follower.caught_up())
         if consistency == "cached":
             self.cache.fill(key, body, index)
         return body
 
-    def _catalog_get(self, path: str, attempt_timeout: float | None = None) -> tuple[dict, int]:
+    def _catalog_get(self, path: str, attempt_timeout: float | None = None,
+                     prefer_leader: bool = False) -> tuple[dict, int]:
         try:
-            response = self.catalog.read(path, attempt_timeout=attempt_timeout)
+            response = self.catalog.read(path, attempt_timeout=attempt_timeout, prefer_leader=prefer_leader)
         except Unavailable:
             raise ApiError(503, "no catalog replica is reachable", RETRY_AFTER) from None
         return _json_or_error(response), int(response.headers.get(INDEX_HEADER, 0))
@@ -167,7 +169,7 @@ def _auth(authorization: str | None) -> dict:
     return {"Authorization": authorization} if authorization else {}
 
 
-def _json_or_error(response: requests.Response) -> dict:
+def _json_or_error(response: Reply) -> dict:
     try:
         body = response.json()
     except ValueError:

@@ -46,6 +46,16 @@ class Replica:
                        "the cluster did not confirm the write in time; it may still be applied")
             raise ApiError(503, message, {"Retry-After": RETRY_AFTER_SECONDS}) from None
 
+    def read_local(self, query, *args):
+        """Run `query` on this replica's applied state: (result, index).
+
+        Refused (503) until the replica has caught up after starting: while it replays
+        its journal it passes through old states that must never be served.
+        """
+        if not self.member.has_caught_up:
+            raise ApiError(503, "this replica is still catching up", {"Retry-After": RETRY_AFTER_SECONDS})
+        return self.state.read(query, *args)
+
     def require_admin(self) -> None:
         """Admin writes need `Authorization: Bearer <token>` when a token is configured."""
         if self.admin_token is None:

@@ -26,7 +26,7 @@ def register(app: Flask, replica: Replica) -> None:
             result = replica.commit({"op": "read", "id": book_id})
             book, index = result.get("book"), replica.state.applied_index
         else:
-            book, index = replica.state.read(lambda m: m.book(book_id))
+            book, index = replica.read_local(lambda m: m.book(book_id))
         if book is None:
             raise ApiError(404, f"no book with id {book_id}")
         return _with_index(jsonify(book), index)
@@ -39,17 +39,17 @@ def register(app: Flask, replica: Replica) -> None:
             items = replica.commit({"op": "read", "topic": topic})["items"]
             index = replica.state.applied_index
         else:
-            items, index = replica.state.read(lambda m: m.search(topic))
+            items, index = replica.read_local(lambda m: m.search(topic))
         return _with_index(jsonify(topic=topic, items=items), index)
 
     @app.get("/books")
     def books():
-        listing, index = replica.state.read(lambda m: [m.book(i) for i in sorted(m.books)])
+        listing, index = replica.read_local(lambda m: [m.book(i) for i in sorted(m.books)])
         return _with_index(jsonify(books=listing), index)
 
     @app.get("/topics")
     def topics():
-        listing, index = replica.state.read(lambda m: m.topics())
+        listing, index = replica.read_local(lambda m: m.topics())
         return _with_index(jsonify(topics=listing), index)
 
     @app.post("/books")
@@ -82,7 +82,7 @@ def register(app: Flask, replica: Replica) -> None:
 
     @app.get("/purchases/<order_id>")
     def purchase_outcome(order_id: str):
-        outcome, index = replica.state.read(lambda m: m.purchase_outcome(order_id))
+        outcome, index = replica.read_local(lambda m: m.purchase_outcome(order_id))
         if outcome is None:
             raise ApiError(404, "no purchase applied with that order id")
         return _with_index(jsonify(outcome), index)

@@ -25,12 +25,12 @@ def register(app: Flask, replica: Replica, coordinator: PurchaseCoordinator) -> 
         status = request.args.get("status")
         if status not in (None, "pending", "completed", "failed"):
             raise ApiError(400, "status must be pending, completed or failed")
-        listing, index = replica.state.read(lambda m: m.newest(limit, status))
+        listing, index = replica.read_local(lambda m: m.newest(limit, status))
         return jsonify(orders=listing, applied_index=index)
 
     @app.get("/orders/<order_id>")
     def order(order_id: str):
-        found, _ = replica.state.read(lambda m: m.order(order_id))
+        found, _ = replica.read_local(lambda m: m.order(order_id))
         if found is None:
             raise ApiError(404, "no order with that id")
         return jsonify(found)

@@ -7,25 +7,43 @@ not answer is skipped for a short back-off, then tried again.
 
 Every write Bazar sends is idempotent (it carries an order or request id), so
 a write is retried on another replica after a connection error.
+
+This is on every request's path, so it speaks urllib3 directly: a keep-alive
+pool per replica, no per-request proxy, cookie or netrc machinery.
 """
 from __future__ import annotations
 
 import itertools
-import threading
+import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
-import requests
+import urllib3
+from urllib3.exceptions import HTTPError, TimeoutError as Urllib3Timeout
 
 LEADER_HEADER = "X-Bazar-Leader"
 INDEX_HEADER = "X-Bazar-Index"
 BACKOFF_SECONDS = 1.0        # a replica that refused a connection is skipped this long
 SLOW_BACKOFF_SECONDS = 3.0   # one that timed out (paused, overloaded) this long
 READ_ATTEMPT_SECONDS = 0.8   # a paused replica must not hold a read for long
+POOL_SIZE = 32               # keep-alive connections per replica (one per concurrent request)
 
 
 class Unavailable(Exception):
     """No replica of the group answered before the deadline."""
+
+
+@dataclass
+class Reply:
+    """A replica's answer: status, headers (case-insensitive) and the body."""
+    status_code: int
+    headers: Any
+    body: bytes
+
+    def json(self) -> Any:
+        """The body as JSON; ValueError if it is not."""
+        return json.loads(self.body)
 
 
 class GroupClient:
@@ -34,27 +52,27 @@ class GroupClient:
     def __init__(self, urls: list[str], secret: str | None = None, timeout: float = 5.0,
                  source_host: str | None = None, write_attempt_timeout: float | None = None) -> None:
         self.urls = list(urls)
+        self.timeout = timeout
         # How long one replica may take to answer a write before the next is tried
         # (the write is idempotent, so a slow first attempt that commits later is harmless).
         self.write_attempt_timeout = write_attempt_timeout
-        self.source_host = source_host
-        self.timeout = timeout
         self.leader: str | None = None
         self._down_until: dict[str, float] = {}
         self._turn = itertools.cycle(range(len(self.urls)))
-        self._local = threading.local()
         self._headers = {"X-Bazar-Secret": secret} if secret else {}
+        pool_options = {"source_address": (source_host, 0)} if source_host else {}
+        self._pool = urllib3.PoolManager(maxsize=POOL_SIZE, block=False, retries=False, **pool_options)
 
     # -- public calls ---------------------------------------------------------
 
     def write(self, method: str, path: str, body: Any = None, timeout: float | None = None,
-              headers: dict | None = None) -> requests.Response:
+              headers: dict | None = None) -> Reply:
         """Send an idempotent write, leader first; retry other replicas on connection errors."""
         return self._call(method, path, body, timeout, headers, order=self._leader_first(),
                           attempt_timeout=self.write_attempt_timeout)
 
     def read(self, path: str, timeout: float | None = None, headers: dict | None = None,
-             attempt_timeout: float | None = None, prefer_leader: bool = False) -> requests.Response:
+             attempt_timeout: float | None = None, prefer_leader: bool = False) -> Reply:
         """GET from the next healthy replica, falling over to the others.
 
         A replica that does not answer within `attempt_timeout` (READ_ATTEMPT_SECONDS
@@ -66,53 +84,47 @@ class GroupClient:
         return self._call("GET", path, None, timeout, headers, order=order,
                           attempt_timeout=attempt_timeout or READ_ATTEMPT_SECONDS, skip_unavailable=True)
 
-    def get_from(self, url: str, path: str, timeout: float = 1.0) -> requests.Response:
-        """GET from one specific replica, no fail-over (for status polling)."""
-        return self._session().get(url + path, timeout=timeout, headers=self._headers)
-
     # -- internals ------------------------------------------------------------
 
     def _call(self, method, path, body, timeout, headers, order, attempt_timeout=None,
-              skip_unavailable=False) -> requests.Response:
+              skip_unavailable=False) -> Reply:
         deadline = time.monotonic() + (timeout or self.timeout)
-        last: Exception | requests.Response | None = None
+        last: Exception | Reply | None = None
+        payload = None if body is None else json.dumps(body).encode()
+        all_headers = {**self._headers, **(headers or {})}
+        if payload is not None:
+            all_headers["Content-Type"] = "application/json"
         while time.monotonic() < deadline:
             for url in order:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 try:
-                    response = self._session().request(
-                        method, url + path, json=body, timeout=min(remaining, attempt_timeout or remaining),
-                        headers={**self._headers, **(headers or {})})
-                except requests.Timeout as exc:
+                    reply = self._send(method, url + path, payload, all_headers,
+                                       min(remaining, attempt_timeout or remaining))
+                except Urllib3Timeout as exc:
                     last = exc
                     self._mark_down(url, SLOW_BACKOFF_SECONDS)
                     continue
-                except requests.RequestException as exc:
+                except HTTPError as exc:
                     last = exc
                     self._mark_down(url, BACKOFF_SECONDS)
                     continue
-                self._learn_leader(response)
-                if skip_unavailable and response.status_code == 503:
-                    last = response
+                self._learn_leader(reply)
+                if skip_unavailable and reply.status_code == 503:
+                    last = reply
                     continue
-                return response
-            if isinstance(last, requests.Response):
+                return reply
+            if isinstance(last, Reply):
                 return last  # every replica answered, none could serve: pass the 503 on
             time.sleep(0.05)
             order = self._leader_first()
         raise Unavailable(f"no replica answered: {last}")
 
-    def _session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = requests.Session()
-            session.trust_env = False  # no proxy/netrc lookups per request: replicas are direct peers
-            if self.source_host:
-                adapter = _SourceAddressAdapter(self.source_host)
-                session.mount("http://", adapter)
-        return session
+    def _send(self, method: str, url: str, payload: bytes | None, headers: dict, timeout: float) -> Reply:
+        response = self._pool.request(method, url, body=payload, headers=headers,
+                                      timeout=urllib3.Timeout(total=timeout), redirect=False)
+        return Reply(response.status, response.headers, response.data)
 
     def _healthy(self, url: str) -> bool:
         return self._down_until.get(url, 0.0) <= time.monotonic()
@@ -122,8 +134,8 @@ class GroupClient:
         if self.leader == url:
             self.leader = None
 
-    def _learn_leader(self, response: requests.Response) -> None:
-        leader = response.headers.get(LEADER_HEADER)
+    def _learn_leader(self, reply: Reply) -> None:
+        leader = reply.headers.get(LEADER_HEADER)
         if leader in self.urls:
             self.leader = leader
 
@@ -140,15 +152,3 @@ class GroupClient:
         rotated = self.urls[start:] + self.urls[:start]
         healthy = [u for u in rotated if self._healthy(u)]
         return healthy + [u for u in rotated if u not in healthy]
-
-
-class _SourceAddressAdapter(requests.adapters.HTTPAdapter):
-    """Connections that leave from a given local address (this process's configured host)."""
-
-    def __init__(self, host: str) -> None:
-        self.source_address = (host, 0)
-        super().__init__()
-
-    def init_poolmanager(self, *args, **kwargs):
-        kwargs["source_address"] = self.source_address
-        super().init_poolmanager(*args, **kwargs)
