@@ -18,6 +18,9 @@ def register(commands) -> dict:
                         help=f"comma-separated fault kinds (default all: {','.join(FAULT_KINDS)}); 'none' for none")
     parser.add_argument("--seed", type=int, default=1, help="makes the fault schedule reproducible")
     parser.add_argument("--out", type=Path, default=Path("chaos-results"), help="output folder")
+    parser.add_argument("--target", action="store_true",
+                        help="run against the already-running cluster of --config instead of starting one "
+                             "(workload and checks only: use with --faults none)")
     _chaos.needs_config = False  # it starts its own cluster
     return {"chaos": _chaos}
 
@@ -33,5 +36,9 @@ def _chaos(config, args) -> int:
     if args.duration <= 0 or args.clients <= 0:
         print("bazar chaos: --duration and --clients must be positive")
         return 2
+    if args.target and faults:
+        print("bazar chaos: --target runs against a cluster that is not ours to kill, pause or cut; "
+              "add --faults none")
+        return 2
     return run(ChaosOptions(duration=args.duration, clients=args.clients, faults=faults,
-                            seed=args.seed, out=args.out))
+                            seed=args.seed, out=args.out, target=Path(args.config) if args.target else None))

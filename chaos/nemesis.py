@@ -50,6 +50,8 @@ class FaultWindow:
 
 def plan(kinds: list[str], duration: float, seed: int) -> list[PlannedFault]:
     """A reproducible schedule that uses every kind at least once if time allows."""
+    if not kinds:
+        return []
     rng = random.Random(seed)
     order: list[str] = []
     faults: list[PlannedFault] = []

@@ -39,6 +39,7 @@ class ChaosOptions:
     seed: int = 1
     out: Path = Path("chaos-results")
     items: tuple[int, ...] = (1, 2, 3)
+    target: Path | None = None  # a running cluster's file: workload and checks only, no faults
 
 
 def run(options: ChaosOptions) -> int:
@@ -50,21 +51,27 @@ def run(options: ChaosOptions) -> int:
         unavailable = {kind: firewall_reason for kind in options.faults if kind in NEEDS_FIREWALL}
     kinds = [k for k in options.faults if k not in unavailable]
 
+    if options.target is not None and kinds:
+        raise ValueError("a running cluster is not ours to kill, pause or cut: use --faults none with --target")
     workdir = Path(tempfile.mkdtemp(prefix="bazar-chaos-"))
-    cluster = LocalCluster(write_config(workdir, distinct_hosts=True), log_dir=options.out / "logs")
+    config_path = options.target or write_config(workdir, distinct_hosts=True)
+    cluster = LocalCluster(config_path, log_dir=options.out / "logs")
     firewall = Firewall() if NEEDS_FIREWALL & set(kinds) else None
     previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         if firewall is not None:
             firewall.open()
-        cluster.start(timeout=HEAL_TIMEOUT)
+        if options.target is None:
+            cluster.start(timeout=HEAL_TIMEOUT)
+        cluster.wait_ready(HEAL_TIMEOUT)
         initial = _prepare_items(cluster, options.items)
         schedule = plan(kinds, options.duration, options.seed)
         t0 = time.monotonic()
         recorder = Recorder(t0)
         nemesis = Nemesis(cluster, firewall)
         workload = Workload(cluster.frontend_url, list(options.items), options.clients, options.seed,
-                            recorder, lambda: nemesis.current.kind if nemesis.current else None)
+                            recorder, lambda: nemesis.current.kind if nemesis.current else None,
+                            admin_token=cluster.config.admin_token())
         stop = threading.Event()
         workload.start()
         windows = nemesis.run(schedule, t0, stop)
@@ -95,8 +102,10 @@ def _raise_keyboard_interrupt(*_) -> None:
 
 def _prepare_items(cluster: LocalCluster, items: tuple[int, ...]) -> dict:
     """Give the workload's items a known stock; return every book's initial state."""
+    token = cluster.config.admin_token()
     for item in items:
-        response = requests.put(f"{cluster.frontend_url}/books/{item}", json={"stock": INITIAL_STOCK}, timeout=10)
+        response = requests.put(f"{cluster.frontend_url}/books/{item}", json={"stock": INITIAL_STOCK}, timeout=10,
+                                headers={"Authorization": f"Bearer {token}"} if token else {})
         response.raise_for_status()
     leader = cluster.config.node(cluster.leader("catalog"))
     books = requests.get(f"{leader.http.url}/books", timeout=10).json()["books"]
@@ -140,9 +149,11 @@ def _final_state(cluster: LocalCluster, initial: dict) -> dict:
 
 def _states(cluster: LocalCluster, group: str) -> dict:
     states = {}
+    secret = cluster.config.secret()
     for node in cluster.config.group(group):
         try:
-            states[node.id] = requests.get(node.http.url + "/state", timeout=5).json()
+            states[node.id] = requests.get(node.http.url + "/state", timeout=5,
+                                           headers={"X-Bazar-Secret": secret} if secret else {}).json()
         except (requests.RequestException, ValueError):
             continue
     return states

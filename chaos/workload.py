@@ -90,7 +90,7 @@ class Workload:
             elif kind == "read":
                 self._read(session, client, item, rng.choice(["cached", "local", "strong"]))
             elif kind == "restock":
-                self._admin(session, client, item, "restock", {"restock": rng.randint(1, 3)},
+                self._admin(session, client, item, "restock", {"restock": rng.randint(3, 8)},
                             f"r{client}-{n}-s{self.seed}")
             else:
                 self._admin(session, client, item, "set_price", {"price": rng.choice(PRICES)},

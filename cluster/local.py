@@ -159,7 +159,7 @@ class LocalCluster:
         """The id of the replica of `group` that says it leads, if exactly one does."""
         leaders = []
         for node in self.config.group(group):
-            if not self.is_running(node.id) or node.id in self.paused:
+            if node.id in self.paused or (node.id in self.processes and not self.is_running(node.id)):
                 continue
             try:
                 status = requests.get(node.http.url + "/status", timeout=0.5).json()
