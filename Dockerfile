@@ -1,4 +1,5 @@
 # One image for every Bazar process; the command picks the role:
+#   docker build -t bazar .
 #   docker run --network host -v $PWD/cluster.yaml:/bazar/cluster.yaml bazar node catalog1
 #   docker run --network host ... bazar frontend
 #   docker run --network host bazar up            (a whole local cluster in one container)

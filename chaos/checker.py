@@ -15,6 +15,9 @@ parsed final state (`Cluster`) to a `CheckResult`:
 """
 from __future__ import annotations
 
+import bisect
+import itertools
+
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -459,7 +462,7 @@ def check_cached_reads_bounded(history: Sequence[Operation], cluster: Cluster) -
         by_item[op.item].append(op)
     for item, ops in sorted(by_item.items()):
         initial = cluster.initial.get(str(item))
-        writes = [(op, _stock_change(op)) for op in ops if _may_change_stock(op, took_effect)]
+        writes = _WriteIndex([(op, _stock_change(op)) for op in ops if _may_change_stock(op, took_effect)])
         for read in ops:
             if read.f == "read" and read.ok and read.consistency in ("cached", "local"):
                 reads += 1
@@ -481,18 +484,41 @@ def _stock_change(op: Operation) -> int:
     return -1 if op.f == "purchase" else int(op.args["amount"])
 
 
-def _stale_read(read: Operation, initial: State | None,
-                writes: list[tuple[Operation, int]]) -> str | None:
+class _WriteIndex:
+    """Prefix sums of one item's stock changes, so each read is checked in O(log n).
+
+    `settled_before(t)`: the total change of ok writes that ended before t.
+    `started_by(t)`: the (decrements, increments) of every write that started by t.
+    """
+
+    def __init__(self, writes: list[tuple[Operation, int]]) -> None:
+        ended = sorted((op.end, change) for op, change in writes if op.ok)
+        self._end_times = [end for end, _ in ended]
+        self._settled = list(itertools.accumulate((change for _, change in ended), initial=0))
+        started = sorted((op.start, change) for op, change in writes)
+        self._start_times = [start for start, _ in started]
+        self._down = list(itertools.accumulate((min(c, 0) for _, c in started), initial=0))
+        self._up = list(itertools.accumulate((max(c, 0) for _, c in started), initial=0))
+        ended_down = list(itertools.accumulate((min(c, 0) for _, c in ended), initial=0))
+        ended_up = list(itertools.accumulate((max(c, 0) for _, c in ended), initial=0))
+        self._ended_down, self._ended_up = ended_down, ended_up
+
+    def bounds(self, start: float, end: float) -> tuple[int, int, int]:
+        """(settled, lowest, highest) for a read over [start, end]: see _stale_read."""
+        done = bisect.bisect_left(self._end_times, start)        # ok writes with end < start
+        begun = bisect.bisect_right(self._start_times, end)      # writes with start <= end
+        settled = self._settled[done]
+        # Writes that started by the read's end, less those already settled (a subset).
+        lowest = self._down[begun] - self._ended_down[done]
+        highest = self._up[begun] - self._ended_up[done]
+        return settled, lowest, highest
+
+
+def _stale_read(read: Operation, initial: State | None, writes: _WriteIndex) -> str | None:
     if initial is None:
         return f"read {read.id} of item {read.item}: no initial stock to compare with"
-    settled = initial.stock
-    lowest = highest = 0
-    for write, change in writes:
-        if write.ok and write.end < read.start:
-            settled += change
-        elif write.start <= read.end:
-            lowest += min(change, 0)
-            highest += max(change, 0)
+    settled, lowest, highest = writes.bounds(read.start, read.end)
+    settled += initial.stock
     seen = int(read.result["stock"])
     if settled + lowest <= seen <= settled + highest:
         return None

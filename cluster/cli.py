@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"bazar: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # everything started has been stopped on the way out
+        print(f"bazar {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 def _up(config, args) -> int:

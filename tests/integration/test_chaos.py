@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from chaos.nemesis import FAULT_KINDS, plan
@@ -52,3 +54,30 @@ def test_chaos_can_check_a_cluster_that_is_already_running(make_cluster, tmp_pat
     assert len((out / "history.jsonl").read_text().splitlines()) > 50
     # The cluster it checked is still up afterwards: chaos --target never stops it.
     assert all(cluster.is_running(name) for name in cluster.names)
+
+
+def _chaos_rules() -> str:
+    return subprocess.run(["iptables", "-w", "-S"], capture_output=True, text=True).stdout
+
+
+def test_ctrl_c_mid_fault_restores_the_network_and_stops_every_process(tmp_path):
+    chaos = subprocess.Popen(
+        [sys.executable, "-m", "cluster.cli", "chaos", "--duration", "60", "--faults", "partition-halves",
+         "--seed", "5", "--out", str(tmp_path / "interrupted")],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while "-j DROP" not in _chaos_rules() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "-j DROP" in _chaos_rules(), "the partition never started"
+        children = {p.parent.name for p in Path("/proc").glob("[0-9]*/status")
+                    if f"PPid:\t{chaos.pid}\n" in p.read_text(errors="ignore")}
+        assert len(children) == 7
+        chaos.send_signal(signal.SIGINT)
+        assert chaos.wait(timeout=60) != 0
+    finally:
+        if chaos.poll() is None:
+            chaos.kill()
+            chaos.wait()
+    assert "BAZAR-CHAOS" not in _chaos_rules()
+    assert all(not Path(f"/proc/{pid}").exists() for pid in children)
