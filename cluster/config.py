@@ -65,6 +65,7 @@ class RaftConfig:
     leader_fallback_timeout: float = 1.0
     commit_timeout: float = 3.0
     compaction_entries: int = 5000
+    compaction_period: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -193,7 +194,7 @@ def _frontends(doc: dict) -> tuple[FrontendConfig, ...]:
 def _raft(raw: Any) -> RaftConfig:
     doc = _mapping(raw, "raft")
     _reject_unknown(doc, {"append_entries_period", "election_timeout", "leader_fallback_timeout",
-                          "commit_timeout", "compaction_entries"}, "raft.")
+                          "commit_timeout", "compaction_entries", "compaction_period"}, "raft.")
     defaults = RaftConfig()
     period = _positive(doc.get("append_entries_period", defaults.append_entries_period),
                        "raft.append_entries_period")
@@ -213,7 +214,9 @@ def _raft(raw: Any) -> RaftConfig:
     compaction = doc.get("compaction_entries", defaults.compaction_entries)
     if not isinstance(compaction, int) or isinstance(compaction, bool) or compaction < 2:
         raise ConfigError("raft.compaction_entries: expected an integer >= 2")
-    return RaftConfig(period, (low, high), fallback, commit, compaction)
+    compaction_period = _positive(doc.get("compaction_period", defaults.compaction_period),
+                                  "raft.compaction_period")
+    return RaftConfig(period, (low, high), fallback, commit, compaction, compaction_period)
 
 
 def _cache(raw: Any) -> CacheConfig:

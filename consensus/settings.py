@@ -19,6 +19,7 @@ from cluster.config import RaftConfig
 IDLE_LINKS_NEVER_TIME_OUT = 24 * 3600.0
 
 
+
 def syncobj_conf(raft: RaftConfig, data_dir: Path | None, password: str | None,
                  bind_address: str | None = None, group_size: int = 3) -> SyncObjConf:
     """PySyncObj settings for one member; data_dir None means a non-voting follower."""
@@ -40,6 +41,11 @@ def syncobj_conf(raft: RaftConfig, data_dir: Path | None, password: str | None,
         connectionRetryTime=0.2,            # reconnect to a restarted peer quickly (default 5 s)
         commandsWaitLeader=False,           # fail fast during an election; RaftMember retries
         logCompactionMinEntries=raft.compaction_entries,  # snapshot + truncate the log this often
+        # Replicas compact at the same log index; staggered in time, a crash of the whole
+        # group can never catch a majority between writing a snapshot and truncating the
+        # journal (see consensus/journal_repair.py for the other half of that story).
+        logCompactionSplit=data_dir is not None,
+        logCompactionMinTime=raft.compaction_period,
         journalFile=journal,
         fullDumpFile=dump,
         useFork=True,                       # snapshots are pickled in a forked child: no stall
