@@ -130,10 +130,6 @@ class LocalCluster:
             proc.wait(STOP_GRACE_SECONDS)
         self.paused.discard(name)
 
-    def restart(self, name: str) -> None:
-        self.kill(name)
-        self.start_process(name)
-
     def pause(self, name: str) -> None:
         """SIGSTOP: the process keeps its sockets but does nothing, like a long GC pause."""
         self.processes[name].send_signal(signal.SIGSTOP)
