@@ -8,6 +8,7 @@ from pathlib import Path
 from chaos.history import Operation
 
 COLOURS = {"ok": "#2e7d32", "fail": "#c62828", "unknown": "#f9a825"}
+MAX_LABELLED_FAULTS = 20
 
 
 def timeline(history: Sequence[Operation], faults: Sequence[dict], path: Path) -> None:
@@ -28,15 +29,17 @@ def timeline(history: Sequence[Operation], faults: Sequence[dict], path: Path) -
                label=outcome, linewidth=0)
         bottom = [b + h for b, h in zip(bottom, heights)]
     top = max(bottom + [1])
+    label = len(faults) <= MAX_LABELLED_FAULTS  # beyond that the labels overlap into noise
     for fault in faults:
         start, stop = fault["start"], fault.get("end") or end
         ax.axvspan(start, stop, color="#90a4ae", alpha=0.3, linewidth=0)
-        ax.text(start, top * 1.02, fault["kind"], fontsize=8, rotation=20, va="bottom")
+        if label:
+            ax.text(start, top * 1.02, fault["kind"], fontsize=8, rotation=20, va="bottom")
     ax.set_xlim(0, end)
     ax.set_ylim(0, top * 1.25)
     ax.set_xlabel("seconds since the workload started (operations by invocation time)")
     ax.set_ylabel("operations per second")
-    ax.set_title("bazar chaos: operations and fault windows (shaded)")
+    ax.set_title(f"bazar chaos: operations and {len(faults)} fault windows (shaded)")
     ax.legend(loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
