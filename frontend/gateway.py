@@ -130,25 +130,13 @@ class Gateway:
 
     def _catalog_get(self, path: str, attempt_timeout: float | None = None,
                      prefer_leader: bool = False) -> tuple[dict, int]:
-        try:
-            response = self.catalog.read(path, attempt_timeout=attempt_timeout, prefer_leader=prefer_leader)
-        except Unavailable:
-            raise ApiError(503, "no catalog replica is reachable", RETRY_AFTER) from None
-        return _json_or_error(response), int(response.headers.get(INDEX_HEADER, 0))
+        return _answer(self.catalog.read, path, attempt_timeout=attempt_timeout, prefer_leader=prefer_leader)
 
     def _catalog_write(self, method: str, path: str, payload: dict, authorization: str | None):
-        try:
-            response = self.catalog.write(method, path, payload, headers=_auth(authorization))
-        except Unavailable:
-            raise ApiError(503, "no catalog replica is reachable", RETRY_AFTER) from None
-        return _json_or_error(response), int(response.headers.get(INDEX_HEADER, 0))
+        return _answer(self.catalog.write, method, path, payload, headers=_auth(authorization))
 
     def _checked(self, call, *args, **kwargs) -> dict:
-        try:
-            response = call(*args, **kwargs)
-        except Unavailable:
-            raise ApiError(503, "no replica of the group is reachable", RETRY_AFTER) from None
-        return _json_or_error(response)
+        return _answer(call, *args, **kwargs)[0]
 
 
 def purchase_answer(order: dict) -> dict:
@@ -167,6 +155,15 @@ def purchase_answer(order: dict) -> dict:
 
 def _auth(authorization: str | None) -> dict:
     return {"Authorization": authorization} if authorization else {}
+
+
+def _answer(call, *args, **kwargs) -> tuple[dict, int]:
+    """Make one group-client call: (JSON body, the log index it reflects), or an ApiError."""
+    try:
+        response = call(*args, **kwargs)
+    except Unavailable:
+        raise ApiError(503, "no replica of the group is reachable", RETRY_AFTER) from None
+    return _json_or_error(response), int(response.headers.get(INDEX_HEADER, 0))
 
 
 def _json_or_error(response: Reply) -> dict:
