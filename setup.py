@@ -8,7 +8,7 @@ setup(
     packages=find_packages(include=["node", "frontend", "consensus", "cluster", "web", "chaos", "bench"]),
     package_data={"node": ["books.json"], "frontend": ["templates/*.html", "static/*"]},
     install_requires=[
-        "pysyncobj>=0.3.17",   # older releases do not persist currentTerm/votedFor
+        "pysyncobj==0.3.17",   # pinned exactly: consensus/ corrects its private functions (consensus/patching.py)
         "cryptography>=41",    # PySyncObj's encrypted sessions (the cluster secret)
         "flask>=3.0",
         "requests>=2.31",

@@ -6,4 +6,9 @@
   wait for an index, report status.
 - `settings.syncobj_conf` turns `cluster.yaml`'s raft section into PySyncObj's
   configuration, with the reasons for each choice.
+
+Importing this package installs Bazar's corrections to PySyncObj (each module
+below calls `consensus.patching.replace`, which refuses a PySyncObj that is
+not the pinned one), so everything that builds a member through `consensus`
+gets them: replicas, the frontend's follower, tests and tools alike.
 """
