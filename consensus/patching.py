@@ -28,6 +28,7 @@ class Patch:
     owner: str      # "pysyncobj.syncobj.SyncObj"
     name: str       # "_SyncObj__onMessageReceived"
     why: str        # one line: what the original does wrong
+    original: Any   # the replaced function, for tests that show the original's failure
 
 
 _APPLIED: dict[tuple[int, str], Patch] = {}
@@ -58,7 +59,12 @@ def replace(owner: Any, name: str, new: Any, expected_digest: str, why: str) -> 
             f"Install the pinned PySyncObj version (see setup.py).")
     setattr(owner, name, new)
     owner_name = f"{getattr(owner, '__module__', '')}.{getattr(owner, '__qualname__', getattr(owner, '__name__', '?'))}"
-    _APPLIED[key] = Patch(owner_name, name, why)
+    _APPLIED[key] = Patch(owner_name, name, why, current)
+
+
+def original(owner: Any, name: str) -> Any:
+    """The function `replace` put aside for `owner.name` (KeyError if none was replaced)."""
+    return _APPLIED[(id(owner), name)].original
 
 
 def applied() -> list[Patch]:
