@@ -9,6 +9,7 @@ from cluster import status as cluster_status
 from frontend import pages
 from frontend.gateway import Gateway
 from web import errors
+from web.auth import require_bearer
 from web.errors import ApiError, json_body
 
 
@@ -16,6 +17,7 @@ def create_app(gateway: Gateway, frontend_id: str = "frontend") -> Flask:
     app = Flask("bazar.frontend")
     errors.install(app)
     pages.install_error_pages(app)
+    pages.install_security_headers(app)
 
     def consistency() -> str:
         return request.args.get("consistency", "cached")
@@ -48,14 +50,22 @@ def create_app(gateway: Gateway, frontend_id: str = "frontend") -> Flask:
     def order(order_id: str):
         return jsonify(gateway.order(order_id))
 
+    def admin_authorization() -> str | None:
+        """The request's Authorization header, once it has passed the admin check."""
+        authorization = request.headers.get("Authorization")
+        require_bearer(authorization, gateway.config.admin_token())
+        return authorization
+
     @app.put("/books/<raw_id>")
     def update_book(raw_id: str):
-        return jsonify(gateway.update_book(raw_id, json_body(request), request.headers.get("Authorization"),
+        authorization = admin_authorization()
+        return jsonify(gateway.update_book(raw_id, json_body(request), authorization,
                                            request.headers.get("Idempotency-Key")))
 
     @app.post("/books")
     def add_book():
-        return jsonify(gateway.add_book(json_body(request), request.headers.get("Authorization"),
+        authorization = admin_authorization()
+        return jsonify(gateway.add_book(json_body(request), authorization,
                                         request.headers.get("Idempotency-Key"))), 201
 
     @app.get("/cluster")

@@ -14,11 +14,12 @@ form and `/dashboard`). The routes shared with the JSON API (`/search/<topic>`,
 from __future__ import annotations
 
 import functools
+import secrets
 import uuid
 from typing import Callable
 from urllib.parse import quote
 
-from flask import Blueprint, Flask, jsonify, redirect, render_template, request
+from flask import Blueprint, Flask, g, jsonify, redirect, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from frontend.gateway import Gateway
@@ -32,10 +33,12 @@ BODY_HEADERS = ("Content-Type", "Content-Length")
 ERROR_TITLES = {
     400: "Bad request",
     401: "Unauthorized",
+    403: "Forbidden",
     404: "Not found",
     405: "Method not allowed",
     409: "Conflict",
     413: "Request too large",
+    415: "Unsupported body type",
     500: "Something went wrong",
     502: "Bad answer from a replica",
     503: "Temporarily unavailable",
@@ -59,6 +62,13 @@ API_INDEX = {
 }
 
 StatsProvider = Callable[[], dict]
+
+# Pages run only the scripts and styles Bazar itself put there: every inline
+# <script> and <style> carries this response's nonce, so injected markup runs
+# nothing; no page may be framed (clickjacking a Buy button); forms post only here.
+CSP = ("default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
+       "img-src 'self' data:; connect-src 'self'; form-action 'self'; "
+       "frame-ancestors 'none'; base-uri 'none'")
 
 
 # -- content negotiation ------------------------------------------------------
@@ -123,6 +133,7 @@ def render_purchase(gateway: Gateway, raw_id: str, key: str | None):
     Sending the same key again shows the same order and takes no more stock.
     Out of stock is a 409 page, an unknown book a 404 page.
     """
+    _require_same_origin()
     try:
         order = gateway.purchase(raw_id, key)
     except ApiError as exc:
@@ -131,6 +142,20 @@ def render_purchase(gateway: Gateway, raw_id: str, key: str | None):
         book = _book_or_none(gateway, raw_id)
         return render_template("out_of_stock.html", book=book, book_id=raw_id), 409
     return render_template("purchase.html", order=order)
+
+
+def _require_same_origin() -> None:
+    """Refuse (403) a form purchase that another site's page made a browser send.
+
+    Browsers name the page that posted a form in `Origin` (every current browser
+    does on POST); a form from this storefront names this host. A client that
+    sends no Origin at all is not a browser being tricked, and is let through.
+    """
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return
+    if origin.rstrip("/") != request.host_url.rstrip("/"):
+        raise ApiError(403, "a purchase form must be sent from this storefront's own pages")
 
 
 def render_error(status: int, message: str, headers: dict | None = None):
@@ -184,6 +209,30 @@ def _render_home(gateway: Gateway):
 
 
 # -- errors -------------------------------------------------------------------
+
+def install_security_headers(app: Flask) -> None:
+    """Give every answer `X-Content-Type-Options: nosniff`, and every HTML page a
+    Content-Security-Policy with a fresh nonce (templates call `csp_nonce()`)."""
+    @app.context_processor
+    def _nonce():
+        return {"csp_nonce": csp_nonce}
+
+    @app.after_request
+    def _headers(response):
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        if response.mimetype == "text/html":
+            response.headers["Content-Security-Policy"] = CSP.format(nonce=csp_nonce())
+            response.headers["X-Frame-Options"] = "DENY"
+            response.headers["Referrer-Policy"] = "same-origin"
+        return response
+
+
+def csp_nonce() -> str:
+    """This response's nonce: one unguessable value per request, shared by all its tags."""
+    if "csp_nonce" not in g:
+        g.csp_nonce = secrets.token_urlsafe(16)
+    return g.csp_nonce
+
 
 def install_error_pages(app: Flask) -> None:
     """Answer errors to browsers with HTML pages; every other client keeps JSON errors.

@@ -1,0 +1,127 @@
+"""Hostile input at the frontend and at a replica: a JSON error, the right status, nothing changed.
+
+Each case here was answered wrongly before (a 500, a parsed cross-site form, a
+body parsed before the admin check, a page with no framing or script policy).
+"""
+from __future__ import annotations
+
+import re
+
+import pytest
+import requests
+
+ADMIN_TOKEN = "hostile-input-admin-token"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    from pathlib import Path
+
+    from cluster.local import LocalCluster, write_config
+    directory = tmp_path_factory.mktemp("hostile")
+    local = LocalCluster(write_config(directory, catalog=1, order=1), log_dir=Path(directory) / "logs",
+                         env={"BAZAR_ADMIN_TOKEN": ADMIN_TOKEN})
+    try:
+        local.start(timeout=60)
+        yield local
+    finally:
+        local.stop()
+
+
+def _catalog_url(cluster) -> str:
+    return cluster.config.catalog[0].http.url
+
+
+def _book(cluster, book_id: int = 1) -> dict:
+    return requests.get(f"{cluster.frontend_url}/info/{book_id}?consistency=strong", timeout=10).json()
+
+
+def _book_count(cluster) -> int:
+    return len(requests.get(f"{_catalog_url(cluster)}/books", timeout=10).json()["books"])
+
+
+def _assert_json_error(response: requests.Response, status: int) -> None:
+    assert response.status_code == status, (response.status_code, response.text[:200])
+    assert response.headers["Content-Type"].startswith("application/json")
+    assert isinstance(response.json()["error"], str)
+
+
+@pytest.mark.parametrize("where", ["frontend", "replica"])
+def test_a_cross_site_form_body_cannot_add_a_book(cluster, where):
+    """A form on another site can post text/plain or form bodies, never application/json."""
+    url = cluster.frontend_url if where == "frontend" else _catalog_url(cluster)
+    before = _book_count(cluster)
+    body = '{"title": "Forged", "topic": "x", "price": 1, "stock": 1}'
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", None):
+        headers = {**ADMIN, **({"Content-Type": content_type} if content_type else {})}
+        _assert_json_error(requests.post(f"{url}/books", data=body, headers=headers, timeout=10), 415)
+    assert _book_count(cluster) == before
+
+
+@pytest.mark.parametrize("where", ["frontend", "replica"])
+def test_deep_nesting_and_huge_numbers_are_400_not_500(cluster, where):
+    url = cluster.frontend_url if where == "frontend" else _catalog_url(cluster)
+    before = _book(cluster)
+    bodies = ["[" * 30000 + "]" * 30000,
+              '{"stock": ' + "[" * 40 + "1" + "]" * 40 + "}",
+              '{"stock": ' + "9" * 5000 + "}",
+              '{"price": ' + "1" * 400 + ".5}",
+              '{"price": NaN}', '{"price": Infinity}',
+              '{"stock": 1',                       # truncated
+              b'{"title": "\xff\xfe"}']           # not UTF-8
+    for body in bodies:
+        response = requests.put(f"{url}/books/1", data=body, headers={**ADMIN, **JSON}, timeout=10)
+        _assert_json_error(response, 400)
+    assert _book(cluster) == before
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting(cluster):
+    title = "[" * 100 + "{" * 100
+    response = requests.post(f"{cluster.frontend_url}/books", headers=ADMIN, timeout=10,
+                             json={"title": title, "topic": "nesting", "price": 1, "stock": 0})
+    assert response.status_code == 201, response.text
+    assert response.json()["title"] == title
+
+
+def test_the_frontend_checks_the_admin_token_before_it_reads_the_body(cluster):
+    before = _book(cluster)
+    response = requests.put(f"{cluster.frontend_url}/books/1", data="not json at all", headers=JSON, timeout=10)
+    _assert_json_error(response, 401)
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+    response = requests.post(f"{cluster.frontend_url}/books", data="[" * 30000, headers=JSON, timeout=10)
+    _assert_json_error(response, 401)
+    assert _book(cluster) == before
+
+
+def test_pages_carry_a_script_policy_and_refuse_framing(cluster):
+    for path in ("/", "/info/1", "/dashboard", "/no-such-page"):
+        response = requests.get(cluster.frontend_url + path, headers={"Accept": "text/html"}, timeout=10)
+        assert response.headers["Content-Type"].startswith("text/html"), path
+        policy = response.headers["Content-Security-Policy"]
+        assert "frame-ancestors 'none'" in policy and "default-src 'none'" in policy, path
+        assert response.headers["X-Content-Type-Options"] == "nosniff", path
+        assert response.headers["X-Frame-Options"] == "DENY", path
+        nonce = re.search(r"'nonce-([^']+)'", policy).group(1)
+        tags = re.findall(r"<(script|style)\b([^>]*)>", response.text)
+        executable = [attrs for tag, attrs in tags if 'type="application/json"' not in attrs]
+        assert executable, path
+        assert all(f'nonce="{nonce}"' in attrs for attrs in executable), (path, executable)
+    second = requests.get(cluster.frontend_url + "/", headers={"Accept": "text/html"}, timeout=10)
+    assert second.headers["Content-Security-Policy"] != policy or path != "/", "a nonce must not repeat"
+    api = requests.get(f"{cluster.frontend_url}/info/1", timeout=10)
+    assert api.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_a_purchase_form_posted_from_another_site_is_refused(cluster):
+    before = _book(cluster, 2)["stock"]
+    form = {"idempotency_key": "cross-site-form-1"}
+    response = requests.post(f"{cluster.frontend_url}/purchase/2", data=form, timeout=10,
+                             headers={"Accept": "text/html", "Origin": "http://evil.example"})
+    assert response.status_code == 403
+    assert _book(cluster, 2)["stock"] == before
+    response = requests.post(f"{cluster.frontend_url}/purchase/2", data=form, timeout=10,
+                             headers={"Accept": "text/html", "Origin": cluster.frontend_url})
+    assert response.status_code == 200, response.text[:300]
+    assert _book(cluster, 2)["stock"] == before - 1
