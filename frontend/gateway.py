@@ -148,6 +148,8 @@ def purchase_answer(order: dict) -> dict:
     if status == "failed":
         if order.get("error") == "not_found":
             raise ApiError(404, f"no book with id {order['id']}")
+        if order.get("error") == "conflict":
+            raise ApiError(422, "this Idempotency-Key was already used to buy another book")
         raise ApiError(409, f"book {order['id']} is out of stock")
     raise ApiError(503, "the purchase is recorded but not yet decided; retry with the same "
                         "Idempotency-Key to learn its outcome", RETRY_AFTER)

@@ -24,7 +24,7 @@ class CatalogState:
         # order id -> (book id, took stock?, price paid): lets a retried purchase
         # return its first outcome instead of taking stock again.
         self.purchases: dict[str, tuple[int, bool, float]] = {}
-        # request id -> result, for admin writes retried after a timeout.
+        # request id -> {"op", "id", "result"}, for admin writes retried after a timeout.
         self.requests: dict[str, dict] = {}
 
     # -- commands -----------------------------------------------------------
@@ -36,7 +36,7 @@ class CatalogState:
             return {"error": "unknown command"}
         request_id = command.get("request_id")
         if request_id is not None and request_id in self.requests:
-            return self.requests[request_id]
+            return self._replay(request_id, command)
         try:
             result = handler(command)
         except (KeyError, TypeError, ValueError):
@@ -44,8 +44,21 @@ class CatalogState:
             # does, every replica answers it the same way instead of stalling the log.
             return {"error": "malformed command"}
         if request_id is not None:
-            self.requests[request_id] = result
+            self.requests[request_id] = {"op": command["op"], "id": command.get("id"), "result": result}
         return result
+
+    def _replay(self, request_id: str, command: dict) -> dict:
+        """The first result of an admin write retried with the same request id.
+
+        A request id names one operation on one book: the same id sent with another
+        operation or for another book is a client's mistake (or someone guessing ids),
+        answered {"error": "conflict"} with nothing changed, never with the first
+        write's result, which would be an answer about a different book.
+        """
+        first = self.requests[request_id]
+        if first["op"] is not None and (first["op"], first["id"]) != (command["op"], command.get("id")):
+            return {"error": "conflict"}
+        return first["result"]
 
     def _apply_seed(self, command: dict) -> dict:
         """Load the initial catalog once, on a fresh group; later seeds are no-ops."""
@@ -75,6 +88,10 @@ class CatalogState:
     def _apply_purchase(self, command: dict) -> dict:
         order_id = command["order_id"]
         if order_id in self.purchases:
+            if self.purchases[order_id][0] != command["id"]:
+                # The order id was first used for another book: its outcome says nothing
+                # about this one, and taking stock again would break exactly-once.
+                return {"ok": False, "error": "conflict", "id": command["id"]}
             return self._purchase_outcome(order_id)
         book = self.books.get(command["id"])
         if book is None:
@@ -136,7 +153,7 @@ class CatalogState:
         self.next_id = snapshot["next_id"]
         self.seeded = snapshot["seeded"]
         self.purchases = dict(snapshot["purchases"])
-        self.requests = dict(snapshot["requests"])
+        self.requests = {key: _remembered(value) for key, value in snapshot["requests"].items()}
 
     def _add(self, fields: dict) -> dict:
         book = {"id": self.next_id, "title": fields["title"], "topic": fields["topic"],
@@ -144,6 +161,14 @@ class CatalogState:
         self.books[book["id"]] = book
         self.next_id += 1
         return book
+
+
+def _remembered(value: dict) -> dict:
+    """A remembered admin write as stored now; snapshots from before requests were tied
+    to an operation hold the bare result, which matches any retry (op None), as it did."""
+    if "result" in value and "op" in value:
+        return value
+    return {"op": None, "id": None, "result": value}
 
 
 def affected_books(command: dict, result: dict) -> list[int] | None:

@@ -56,7 +56,7 @@ def register(app: Flask, replica: Replica) -> None:
     def add_book():
         replica.require_admin()
         command = commands.add_book(json_body(request), request.headers.get("Idempotency-Key"))
-        result = replica.commit(command)
+        result = _refuse_conflict(replica.commit(command))
         return _with_index(jsonify(result["book"]), replica.state.applied_index), 201
 
     @app.put("/books/<raw_id>")
@@ -64,7 +64,7 @@ def register(app: Flask, replica: Replica) -> None:
         replica.require_admin()
         command = commands.update_book(raw_id, json_body(request),
                                        request.headers.get("Idempotency-Key"))
-        result = replica.commit(command)
+        result = _refuse_conflict(replica.commit(command))
         if "book" not in result:
             raise ApiError(404, f"no book with id {command['id']}")
         return _with_index(jsonify(result["book"]), replica.state.applied_index)
@@ -77,7 +77,7 @@ def register(app: Flask, replica: Replica) -> None:
         if not body.get("order_id"):
             raise ApiError(400, "order_id is required")
         command = commands.purchase(body.get("id"), body["order_id"])
-        outcome = replica.commit(command)
+        outcome = _refuse_conflict(replica.commit(command))
         return _with_index(jsonify(outcome), replica.state.applied_index)
 
     @app.get("/purchases/<order_id>")
@@ -101,6 +101,15 @@ def _wait_for_min_index(replica: Replica) -> None:
         raise ApiError(400, "min_index must be a non-negative integer")
     if not replica.member.wait_applied(int(raw), MIN_INDEX_WAIT):
         raise ApiError(503, f"this replica has not applied entry {raw} yet", {"Retry-After": "1"})
+
+
+def _refuse_conflict(result: dict) -> dict:
+    """422 for an id first used for another book or operation (the state machine changed
+    nothing); the remembered result belongs to that other request and is not shown."""
+    if result.get("error") == "conflict":
+        raise ApiError(422, "this Idempotency-Key (or order id) was already used for another "
+                            "book or operation")
+    return result
 
 
 def _strong() -> bool:

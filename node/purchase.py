@@ -62,6 +62,11 @@ class PurchaseCoordinator:
         except Unavailable:
             log.warning("order %s: no catalog replica reachable; left pending", order["order_id"])
             return None
+        if response.status_code == 422:
+            # The catalog already applied this order id for another book, so it will never
+            # take stock for this order: a definite failure, not something to retry.
+            log.warning("order %s: the catalog knows this order id for another book", order["order_id"])
+            return {"ok": False, "error": "conflict", "id": order["id"]}, 0
         if response.status_code != 200:
             log.warning("order %s: catalog answered %s; left pending", order["order_id"],
                         response.status_code)

@@ -125,3 +125,33 @@ def test_a_purchase_form_posted_from_another_site_is_refused(cluster):
                              headers={"Accept": "text/html", "Origin": cluster.frontend_url})
     assert response.status_code == 200, response.text[:300]
     assert _book(cluster, 2)["stock"] == before - 1
+
+
+def test_an_order_id_first_used_at_the_catalog_for_another_book_completes_nothing(cluster):
+    """Someone who reaches a catalog replica uses order id K for book 2 first; a buyer's
+    purchase of book 1 with Idempotency-Key K must not come back completed with book 2."""
+    key = "first-used-for-book-2"
+    direct = requests.post(f"{_catalog_url(cluster)}/purchase", json={"id": 2, "order_id": key}, timeout=10)
+    assert direct.status_code == 200
+    before = _book(cluster, 1)["stock"]
+    response = requests.post(f"{cluster.frontend_url}/purchase/1", headers={"Idempotency-Key": key}, timeout=10)
+    _assert_json_error(response, 422)
+    assert _book(cluster, 1)["stock"] == before
+    again = requests.post(f"{_catalog_url(cluster)}/purchase", json={"id": 1, "order_id": key}, timeout=10)
+    _assert_json_error(again, 422)
+
+
+def test_an_admin_idempotency_key_names_one_book_and_one_operation(cluster):
+    key = {"Idempotency-Key": "admin-key-reused", **ADMIN}
+    first = requests.put(f"{cluster.frontend_url}/books/3", json={"restock": 2}, headers=key, timeout=10)
+    assert first.status_code == 200 and first.json()["id"] == 3
+    other_before = _book(cluster, 4)
+    for method, path, body in (("PUT", "/books/4", {"restock": 2}), ("PUT", "/books/3", {"price": 9}),
+                               ("POST", "/books", {"title": "T", "topic": "t", "price": 1, "stock": 1})):
+        response = requests.request(method, cluster.frontend_url + path, json=body, headers=key, timeout=10)
+        if path == "/books/3":
+            # Same book, same operation (update_book): a retry, answered with the first result.
+            assert response.status_code == 200 and response.json() == first.json()
+        else:
+            _assert_json_error(response, 422)
+    assert _book(cluster, 4) == other_before

@@ -153,12 +153,13 @@ def test_refused_order_stays_refused_after_restock():
     assert state.book(2)["stock"] == 5
 
 
-def test_order_id_reused_for_another_book_returns_first_outcome():
+def test_order_id_reused_for_another_book_is_a_conflict_and_changes_nothing():
     state = seeded()
     first = buy(state, 1, "k")
-    assert buy(state, 3, "k") == first
-    assert state.book(3)["stock"] == 5
-    assert state.book(1)["stock"] == 1
+    before = state.snapshot()
+    assert buy(state, 3, "k") == {"ok": False, "error": "conflict", "id": 3}
+    assert state.snapshot() == before
+    assert buy(state, 1, "k") == first  # the real retry still gets its outcome
 
 
 # -- admin idempotency ---------------------------------------------------------
@@ -191,6 +192,28 @@ def test_admin_replay_returns_first_result_even_after_later_changes():
     assert state.apply(command) == first
     assert first["book"]["stock"] == 7
     assert state.book(3)["stock"] == 6  # the replay did not set stock back to 7
+
+
+def test_admin_request_id_reused_for_another_book_or_operation_is_a_conflict():
+    state = seeded()
+    first = state.apply(commands.update_book(1, {"restock": 4}, "admin-1"))
+    before = state.snapshot()
+    assert state.apply(commands.update_book(2, {"restock": 4}, "admin-1")) == {"error": "conflict"}
+    assert state.apply(commands.add_book({"title": "T", "topic": "x", "price": 1, "stock": 1},
+                                         "admin-1")) == {"error": "conflict"}
+    assert state.snapshot() == before
+    assert state.apply(commands.update_book(1, {"restock": 4}, "admin-1")) == first
+
+
+def test_requests_remembered_by_an_older_snapshot_still_replay():
+    """Snapshots written before requests were tied to an operation hold bare results."""
+    state = seeded()
+    snap = state.snapshot()
+    snap["requests"] = {"old": {"book": {"id": 1, "title": "x", "topic": "y", "price": 1.0, "stock": 9}}}
+    state.restore(snap)
+    replay = state.apply(commands.update_book(1, {"restock": 4}, "old"))
+    assert replay["book"]["stock"] == 9
+    assert state.book(1)["stock"] == 2
 
 
 # -- unknown op ----------------------------------------------------------------
@@ -331,7 +354,9 @@ class CatalogMachine(RuleBasedStateMachine):
     @rule(book=BOOK_IDS, order=ORDER_IDS)
     def purchase(self, book, order):
         result = self._apply({"op": "purchase", "id": book, "order_id": order})
-        if order in self.orders:
+        if order in self.orders and self.orders[order][0] != book:
+            expected = {"ok": False, "error": "conflict", "id": book}  # the id names another book
+        elif order in self.orders:
             first_book, took, price = self.orders[order]
             expected = ({"ok": True, "id": first_book, "title": BOOKS[first_book - 1]["title"], "price": price}
                         if took else {"ok": False, "error": "out_of_stock", "id": first_book})
@@ -384,7 +409,7 @@ class CatalogMachine(RuleBasedStateMachine):
     def retry_admin_write(self, data):
         command = data.draw(st.sampled_from(self.admin))
         before = self.state.snapshot()
-        first = before["requests"][command["request_id"]]
+        first = before["requests"][command["request_id"]]["result"]
         assert self._apply(copy.deepcopy(command)) == first
         assert self.state.snapshot() == before
 
@@ -431,7 +456,7 @@ def test_copies_taken_equal_successful_distinct_orders_with_no_admin_writes():
     outcomes = {}
     for i in range(20):
         order = f"o{i % 7}"
-        book = (i % 3) + 1
+        book = (i % 7) % 3 + 1  # each order id always names the same book
         outcome = buy(state, book, order)
         outcomes.setdefault(order, outcome)
         assert outcome == outcomes[order]
