@@ -69,18 +69,63 @@ class ReplicatedState(SyncObjConsumer):
 
     # PySyncObj calls these for log compaction and when it installs a snapshot
     # (on restart from the dump file, or when a lagging member is sent one).
-    def _serialize(self) -> dict:
-        # The live machine, not a copy: PySyncObj pickles it in a forked child (useFork),
-        # whose memory is a frozen copy, so the tick thread never stalls copying a big state.
-        return {"machine": self.machine, "index": self.applied_index}
+    def _serialize(self) -> "PlainSnapshot":
+        # Not a copy: PySyncObj pickles this in a forked child (useFork), whose memory is a
+        # frozen copy, so the state is turned into plain data there, off the tick thread.
+        return PlainSnapshot(self.machine, self.applied_index)
 
     def _deserialize(self, data: dict) -> None:
-        machine = data["machine"]
-        snapshot = machine.snapshot() if hasattr(machine, "snapshot") else machine
+        snapshot, index = read_snapshot(data)
         with self.lock:
             self.machine.restore(snapshot)
-            self.applied_index = data["index"]
-            index = self.applied_index
+            self.applied_index = index
             self.applied.notify_all()
         for listener in self._listeners:
             listener.on_reset(index)
+
+
+# -- the snapshot format -------------------------------------------------------------
+
+SNAPSHOT_FORMAT = 1
+
+
+class SnapshotFormatError(ValueError):
+    """A snapshot this version cannot read (written by a newer Bazar); not retryable."""
+
+
+class PlainSnapshot:
+    """A state machine's snapshot that pickles as plain, versioned data.
+
+    `pickle` stores it as a call to the builtin `dict` with
+    {"format", "index", "state"}: no class of Bazar's is named in the file, so
+    renaming or moving a module never makes a snapshot unreadable. The state is
+    taken (`machine.snapshot()`) only when it is pickled, which is in PySyncObj's
+    forked child when the snapshot goes to a file.
+    """
+
+    def __init__(self, machine: StateMachine, index: int) -> None:
+        self.machine = machine
+        self.index = index
+
+    def __reduce__(self):
+        return (dict, ({"format": SNAPSHOT_FORMAT, "index": self.index,
+                        "state": self.machine.snapshot()},))
+
+
+def read_snapshot(data: dict) -> tuple[dict, int]:
+    """(state, index) from any snapshot Bazar has written.
+
+    Format 1 is plain data. Snapshots from before formats were versioned hold the
+    pickled machine itself ({"machine", "index"}); they are still read, as long as
+    the class they name can be imported.
+    """
+    if isinstance(data, PlainSnapshot):  # not pickled at all (an in-process hand-over)
+        data = data.__reduce__()[1][0]
+    if "format" in data:
+        if data["format"] > SNAPSHOT_FORMAT:
+            raise SnapshotFormatError(
+                f"snapshot format {data['format']} is newer than this Bazar reads ({SNAPSHOT_FORMAT}); "
+                f"upgrade Bazar before loading it")
+        return data["state"], data["index"]
+    machine = data["machine"]
+    return (machine.snapshot() if hasattr(machine, "snapshot") else machine), data["index"]
