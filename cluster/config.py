@@ -5,6 +5,7 @@ operator can fix the file without reading code.
 """
 from __future__ import annotations
 
+import importlib.resources
 import ipaddress
 import os
 from dataclasses import dataclass, field
@@ -146,7 +147,8 @@ def parse(raw: Any, path: Path) -> ClusterConfig:
     return ClusterConfig(
         path=path,
         data_dir=base / _string(doc.get("data_dir", "var"), "data_dir"),
-        catalog_seed=base / _string(doc.get("catalog_seed", "node/books.json"), "catalog_seed"),
+        catalog_seed=(base / _string(doc["catalog_seed"], "catalog_seed") if "catalog_seed" in doc
+                      else packaged_seed()),
         secret_env=_string(doc.get("secret_env", "BAZAR_SECRET"), "secret_env"),
         admin_token_env=_string(doc.get("admin_token_env", "BAZAR_ADMIN_TOKEN"), "admin_token_env"),
         raft=_raft(doc.get("raft", {})),
@@ -155,6 +157,12 @@ def parse(raw: Any, path: Path) -> ClusterConfig:
         order=order,
         frontends=frontends,
     )
+
+
+def packaged_seed() -> Path:
+    """The seven books shipped inside the `node` package: the default seed, so that an
+    installed Bazar runs from any folder with a cluster file that names no seed."""
+    return Path(str(importlib.resources.files("node").joinpath("books.json")))
 
 
 def _group(doc: dict, name: str) -> tuple[NodeConfig, ...]:

@@ -249,3 +249,9 @@ def test_raft_password_on_loopback(tmp_path, monkeypatch):
     assert raft_password(config) is None
     monkeypatch.setenv("BAZAR_SECRET", "abc")
     assert raft_password(config) == "abc"  # a secret is still used when given
+
+
+def test_without_a_seed_file_the_packaged_books_are_used(tmp_path):
+    config = load(write(tmp_path, document()))  # names no catalog_seed, and tmp_path has no node/
+    assert config.catalog_seed.name == "books.json" and config.catalog_seed.is_file()
+    assert config.catalog_seed.parent.name == "node" and config.catalog_seed.parent != tmp_path / "node"
