@@ -8,7 +8,10 @@ parsed final state (`Cluster`) to a `CheckResult`:
 * stock_conservation     -- stock moves only by restocks and completed orders;
 * exactly_once           -- each order takes stock once, or not at all;
 * replicas_converged     -- after healing, every replica holds the same state;
-* linearizable           -- strong operations on each item have a linearization;
+* linearizable           -- strong operations on each item have a linearization,
+                            in which every acknowledged write's answer (a
+                            restock's book, a purchase's price and title) is
+                            the state at its linearization point;
 * cached_reads_bounded   -- cached and local reads are never older than the
                             frontend promises;
 * availability           -- informational: how much succeeded, how fast it recovered.
@@ -152,7 +155,7 @@ class Cluster:
 
 
 def _parse_book(book: Mapping[str, Any]) -> State:
-    return State(int(book["stock"]), book.get("price"))
+    return State(int(book["stock"]), book.get("price"), book.get("title"))
 
 
 def _parse_catalog(name: str, body: Mapping[str, Any]) -> CatalogReplica:
@@ -397,6 +400,11 @@ def check_linearizable(history: Sequence[Operation], cluster: Cluster,
                        max_states: int = DEFAULT_MAX_STATES) -> CheckResult:
     """Each item's purchases, restocks, price changes and strong reads have a linearization.
 
+    The linearization also explains what every acknowledged write answered:
+    a restock's or price change's returned book is the state right after it,
+    a purchase's price and title those of the book when it took its copy.
+    A stale answer (the state before the write, or older) or an invented one
+    fails the check even if every write took effect.
     Unknown purchases are resolved with the catalog's record of them (see
     `_took_stock`); other unknown writes stay optional.  A search that
     exceeds `max_states` fails the check as "unknown (search too large)".
@@ -407,10 +415,12 @@ def check_linearizable(history: Sequence[Operation], cluster: Cluster,
     problems = [f"item {item}: {verdict.detail}" + (f"; ops {list(verdict.window)}" if verdict.window else "")
                 for item, verdict in verdicts.items() if verdict.linearizable is not True]
     explored = sum(verdict.explored for verdict in verdicts.values())
+    answers = sum(1 for op in history if op.ok and op.is_write and linearizability.write_answer(op) is not None)
     result = _verdict("linearizable", problems,
-                      f"{len(verdicts)} item(s) linearizable ({explored} states explored)",
+                      f"{len(verdicts)} item(s) linearizable, {answers} write answers among them "
+                      f"({explored} states explored)",
                       "item(s) not shown linearizable")
-    result.metrics = {"explored": explored,
+    result.metrics = {"explored": explored, "write_answers": answers,
                       "windows": {str(item): list(verdict.window) for item, verdict in verdicts.items()
                                   if verdict.window}}
     return result

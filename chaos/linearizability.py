@@ -3,7 +3,7 @@
 Linearizability is *compositional* (P-compositionality): a history is
 linearizable iff each item's sub-history is, because items share no state.
 So the search below runs once per item, on a small model whose state is the
-book's (stock, price):
+book's (stock, price, title):
 
 =============  ==============================  ==========================
 step           may happen when                 effect
@@ -14,6 +14,14 @@ restock n      always                          stock + n
 set_price p    always                          price = p
 read (s, p)    (stock, price) == (s, p)        none
 =============  ==============================  ==========================
+
+A write's answer is part of the operation, as in Porcupine's models: an
+acknowledged write may go at a point only if what it answered is the state it
+leaves there. A restock answers the book after it (stock, price, title), a
+price change too, a purchase the price it charged and the title (not the
+stock). So a write that answers a stale state (the book before it, or before
+an earlier write) or an invented one has no linearization, even when the
+writes themselves all took effect correctly.
 
 The search is Wing & Gong's, with Lowe's memoization, written as a
 depth-first search over *configurations* (which ops are linearized, model
@@ -51,10 +59,22 @@ READ = "read"
 
 
 class State(NamedTuple):
-    """A book's stock and price; a price of None means "not known"."""
+    """A book's stock, price and title; a price or title of None means "not known"."""
 
     stock: int
     price: float | None = None
+    title: str | None = None
+
+
+class Seen(NamedTuple):
+    """What an operation reported about a book (a read's value, a write's answer).
+
+    A field of None reports nothing, so it constrains nothing.
+    """
+
+    stock: int | None = None
+    price: float | None = None
+    title: str | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +83,8 @@ class Step:
 
     `end` is None when the caller never learned the outcome: the step then
     has no deadline.  A step that is not `required` may be left out.
+    `answer` is what an acknowledged write answered: the state after it must
+    agree (None: it answered nothing we can check).
     """
 
     op_id: int
@@ -71,6 +93,7 @@ class Step:
     start: float
     end: float | None
     required: bool = True
+    answer: Seen | None = None
 
 
 @dataclass(frozen=True)
@@ -93,7 +116,15 @@ def _nothing_known(operation: Operation) -> bool | None:
 # -- the model --------------------------------------------------------------
 
 def apply(state: State, step: Step) -> State | None:
-    """The state after `step`, or None if `step` cannot happen in `state`."""
+    """The state after `step`, or None if `step` cannot happen in `state` (or, for a
+    write, cannot leave the state it answered)."""
+    after = _effect(state, step)
+    if after is None or (step.answer is not None and not agrees(after, step.answer)):
+        return None
+    return after
+
+
+def _effect(state: State, step: Step) -> State | None:
     if step.kind == PURCHASE:
         return state._replace(stock=state.stock - 1) if state.stock > 0 else None
     if step.kind == OUT_OF_STOCK:
@@ -103,14 +134,14 @@ def apply(state: State, step: Step) -> State | None:
     if step.kind == SET_PRICE:
         return state._replace(price=step.value)
     if step.kind == READ:
-        return state if _read_matches(state, step.value) else None
+        return state if agrees(state, step.value) else None
     raise ValueError(f"unknown step kind {step.kind!r}")
 
 
-def _read_matches(state: State, seen: State) -> bool:
-    # A read that did not report a price, or a price we never knew, constrains only the stock.
-    same_price = seen.price is None or state.price is None or seen.price == state.price
-    return seen.stock == state.stock and same_price
+def agrees(state: State, seen: Seen | State) -> bool:
+    """True if what was seen could be `state`: every field both of them know is equal."""
+    return all(reported is None or known is None or reported == known
+               for reported, known in zip(seen, state))
 
 
 # -- from history to model steps ------------------------------------------
@@ -135,7 +166,7 @@ def to_steps(operations: Iterable[Operation], took_effect: TookEffect = _nothing
 def _to_step(op: Operation, took_effect: TookEffect) -> Step | None:
     if op.f == "read":
         if op.ok and op.consistency == "strong":
-            seen = State(int(op.result["stock"]), op.result.get("price"))
+            seen = Seen(int(op.result["stock"]), op.result.get("price"), op.result.get("title"))
             return Step(op.id, READ, seen, op.start, op.end)
         return None
     if op.observed_out_of_stock:
@@ -144,11 +175,22 @@ def _to_step(op: Operation, took_effect: TookEffect) -> Step | None:
         return None
     kind, value = _write_effect(op)
     if op.ok:
-        return Step(op.id, kind, value, op.start, op.end)
+        return Step(op.id, kind, value, op.start, op.end, answer=write_answer(op))
     happened = took_effect(op)
     if happened is False:
         return None
     return Step(op.id, kind, value, op.start, None, required=happened is True)
+
+
+def write_answer(op: Operation) -> Seen | None:
+    """What an acknowledged write answered about its book, or None if it answered nothing checkable.
+
+    A purchase answers the price it charged and the title, never the stock.
+    """
+    result = op.result or {}
+    stock = None if op.f == "purchase" else result.get("stock")
+    seen = Seen(None if stock is None else int(stock), result.get("price"), result.get("title"))
+    return seen if seen != Seen() else None
 
 
 def _write_effect(op: Operation) -> tuple[str, Any]:
@@ -262,7 +304,7 @@ class _Search:
         return Verdict(False, explored, tuple(s.op_id for s in window), detail=(
             f"no linearization: op {stuck.op_id} ({stuck.kind}) can never be placed; "
             f"deepest point reached {mask.bit_count()} of {len(self.timed)} completed ops "
-            f"with stock={state.stock}, price={state.price}"))
+            f"with stock={state.stock}, price={state.price}" + _answer_note(state, stuck)))
 
     def _stuck_step(self, config: Config) -> Step:
         """The step the search could not get past: the earliest deadline, else a required unknown op."""
@@ -284,6 +326,18 @@ class _Search:
         window = [stuck] + ([earlier[-1]] if earlier else [])
         window += neighbours[:WINDOW_SIZE - len(window)]
         return sorted(window, key=lambda s: s.start)
+
+
+def _answer_note(state: State, stuck: Step) -> str:
+    """When the stuck write could have gone there but answered another state, say so."""
+    if stuck.answer is None:
+        return ""
+    would_leave = _effect(state, stuck)
+    if would_leave is None or agrees(would_leave, stuck.answer):
+        return ""
+    answered = ", ".join(f"{name}={value}" for name, value in stuck.answer._asdict().items() if value is not None)
+    return (f"; there it would leave stock={would_leave.stock}, price={would_leave.price}, "
+            f"but it answered {answered}")
 
 
 def _progress(config: Config) -> tuple[int, int]:

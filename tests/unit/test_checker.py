@@ -16,18 +16,25 @@ CHECKS = ["acknowledged_purchases", "stock_conservation", "exactly_once", "repli
 
 # -- building histories and final states by hand -------------------------------------
 
-def purchase(op_id, item, start, end, outcome="ok", error=None, client=1, price=10.0):
+def purchase(op_id, item, start, end, outcome="ok", error=None, client=1, price=10.0, title=None):
     order_id = f"k-{client}-{op_id}"
-    result = {"order_id": order_id, "price": price} if outcome == "ok" else None
+    result = {"order_id": order_id, "price": price, "title": title} if outcome == "ok" else None
     if outcome == "fail":
         result = {"error": error or "out of stock", "definite": True}
     return Operation(op_id, client, "purchase", item, {"order_id": order_id}, start,
                      None if outcome == "unknown" else end, outcome, result)
 
 
-def restock(op_id, item, amount, start, end, outcome="ok", client=1):
+def restock(op_id, item, amount, start, end, outcome="ok", client=1, answered=None, price=10.0):
+    """A restock; `answered` is the stock of the book it answered (None: no answer recorded)."""
+    result = {"stock": answered, "price": price} if answered is not None else None
     return Operation(op_id, client, "restock", item, {"amount": amount}, start,
-                     None if outcome == "unknown" else end, outcome, None)
+                     None if outcome == "unknown" else end, outcome, result)
+
+
+def set_price(op_id, item, price, start, end, answered_stock, client=1):
+    return Operation(op_id, client, "set_price", item, {"price": price}, start, end, "ok",
+                     {"stock": answered_stock, "price": price})
 
 
 def read(op_id, item, start, end, stock, consistency="strong", price=10.0, client=1):
@@ -39,11 +46,11 @@ def digest(content):
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def healed(initial, stock, orders, applied=None, catalogs=2, order_replicas=2, price=10.0):
+def healed(initial, stock, orders, applied=None, catalogs=2, order_replicas=2, price=10.0, title=None):
     """A final state where every replica agrees.
 
     initial, stock: item -> units; orders: order id -> (item, status);
-    applied defaults to "took stock exactly for completed orders".
+    applied defaults to "took stock exactly for completed orders"; every book has `title`.
     """
     if applied is None:
         applied = {oid: status == "completed" for oid, (_, status) in orders.items()}
@@ -52,7 +59,7 @@ def healed(initial, stock, orders, applied=None, catalogs=2, order_replicas=2, p
     order = {"orders": {oid: {"book_id": item, "status": status} for oid, (item, status) in orders.items()}}
     catalog["digest"], order["digest"] = digest(catalog), digest(order)
     return {
-        "initial": {str(item): {"stock": units, "price": price} for item, units in initial.items()},
+        "initial": {str(item): {"stock": units, "price": price, "title": title} for item, units in initial.items()},
         "catalog": {f"catalog{i}": copy.deepcopy(catalog) for i in range(1, catalogs + 1)},
         "order": {f"order{i}": copy.deepcopy(order) for i in range(1, order_replicas + 1)},
         "unreachable": [],
@@ -186,6 +193,56 @@ def test_stale_strong_read_is_not_linearizable():
     result = flagged(report, "linearizable")
     assert result.detail.startswith("1 item(s)") and "ops [1, 2]" in result.examples[0]
     assert report.result("cached_reads_bounded").ok
+
+
+def test_write_answers_that_fit_some_order_of_concurrent_writes_are_accepted():
+    # The restock overlaps the purchase and answered the stock after both; the price change
+    # went before the purchase (it answered stock 5), so the purchase charged the new price.
+    history = [purchase(1, 1, 0.0, 3.0, price=12.5, title="Dune"), restock(2, 1, 3, 1.0, 2.0, answered=7, client=2,
+                                                                           price=12.5),
+               set_price(3, 1, 12.5, 0.0, 0.5, answered_stock=5, client=3)]
+    state = healed({1: 5}, {1: 7}, {"k-1-1": (1, "completed")}, price=12.5, title="Dune")
+    state["initial"]["1"]["price"] = 10.0
+    assert_clean(check(history, state))
+
+
+def test_a_restock_answering_the_book_as_it_was_before_it_is_flagged():
+    history = [restock(1, 1, 3, 0.0, 1.0, answered=8), restock(2, 1, 2, 2.0, 3.0, answered=8, client=2)]
+    state = healed({1: 5}, {1: 10}, {})
+
+    report = check(history, state)
+
+    result = flagged(report, "linearizable")
+    assert "op 2 (restock)" in result.examples[0] and "answered stock=8" in result.examples[0]
+    assert [r.name for r in report.checks if not r.ok] == ["linearizable"]
+
+
+def test_a_restock_answer_that_forgets_an_earlier_purchase_is_flagged():
+    history = [purchase(1, 1, 0.0, 1.0), restock(2, 1, 3, 2.0, 3.0, answered=8, client=2)]
+    state = healed({1: 5}, {1: 7}, {"k-1-1": (1, "completed")})
+
+    report = check(history, state)
+
+    flagged(report, "linearizable")
+    assert report.result("stock_conservation").ok and report.result("cached_reads_bounded").ok
+
+
+def test_an_invented_write_answer_is_flagged():
+    state = healed({1: 5}, {1: 4}, {"k-1-1": (1, "completed")}, title="Dune")
+    for invented in (purchase(1, 1, 0.0, 1.0, price=99.0, title="Dune"),
+                     purchase(1, 1, 0.0, 1.0, price=10.0, title="Emma")):
+        report = check([invented], state)
+        assert [r.name for r in report.checks if not r.ok] == ["linearizable"], invented
+    restocked = healed({1: 5}, {1: 8}, {})
+    flagged(check([restock(1, 1, 3, 0.0, 1.0, answered=80)], restocked), "linearizable")
+
+
+def test_a_purchase_charging_a_price_replaced_before_it_began_is_flagged():
+    history = [set_price(1, 1, 12.5, 0.0, 1.0, answered_stock=5), purchase(2, 1, 2.0, 3.0, price=10.0, client=2)]
+    state = healed({1: 5}, {1: 4}, {"k-2-2": (1, "completed")}, price=12.5)
+    state["initial"]["1"]["price"] = 10.0
+
+    assert "op 2 (purchase)" in flagged(check(history, state), "linearizable").examples[0]
 
 
 def test_unknown_purchase_the_catalog_applied_must_fit_in_the_linearization():
@@ -400,7 +457,8 @@ def simulate(initial, plan_list, replicas):
     """Run the plans against a sequential model; each op takes effect at one instant.
 
     Ops that complete take effect inside [start, end]; unknown ops that did
-    take effect may land after the client gave up.  The result is a valid run.
+    take effect may land after the client gave up; acknowledged writes answer
+    the book as they left it.  The result is a valid run.
     """
     clock = {}
     timed = []
@@ -447,10 +505,13 @@ def simulate(initial, plan_list, replicas):
                 timeline[item].append(stock[item])
                 if fate == "done":
                     settled[item].append((end, len(timeline[item]) - 1))
+                    result = {"stock": stock[item], "price": price[item]}
         elif plan.f == "set_price":
             args["price"] = float(plan.value)
             if takes_effect:
                 price[item] = float(plan.value)
+                if fate == "done":
+                    result = {"stock": stock[item], "price": price[item]}
         else:
             args["consistency"] = plan.consistency
             if fate == "done":
@@ -523,3 +584,24 @@ def test_an_impossible_strong_read_is_not_linearizable(run, data):
     result = flagged(check(run.history, run.final_state), "linearizable")
 
     assert f"item {victim.item}:" in result.examples[0]
+
+
+@settings(PROPERTY, max_examples=30)
+@given(runs, st.data())
+def test_an_invented_write_answer_is_not_linearizable(run, data):
+    answered = [op for op in run.history if op.ok and op.f in ("restock", "purchase")]
+    assume(answered)
+    victim = data.draw(st.sampled_from(answered))
+    if victim.f == "restock":
+        restocked = sum(op.args["amount"] for op in run.history if op.f == "restock" and op.item == victim.item)
+        invented = {**victim.result, "stock": run.final_state["initial"][str(victim.item)]["stock"] + restocked + 1}
+    else:
+        invented = {**victim.result, "price": 1000.0}  # no price ever set is that high
+    run.history[run.history.index(victim)] = Operation(
+        victim.id, victim.client, victim.f, victim.item, victim.args, victim.start, victim.end, "ok", invented)
+
+    report = check(run.history, run.final_state)
+
+    result = flagged(report, "linearizable")
+    assert f"item {victim.item}:" in result.examples[0]
+    assert [r.name for r in report.checks if not r.ok] == ["linearizable"]

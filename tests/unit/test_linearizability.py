@@ -5,7 +5,8 @@ import pytest
 
 from chaos.history import Operation
 from chaos.linearizability import (
-    OUT_OF_STOCK, PURCHASE, READ, RESTOCK, SET_PRICE, State, Step, apply, check_history, check_steps, to_steps,
+    OUT_OF_STOCK, PURCHASE, READ, RESTOCK, SET_PRICE, Seen, State, Step, apply, check_history, check_steps,
+    to_steps,
 )
 
 START = State(stock=5, price=10.0)
@@ -23,6 +24,16 @@ def unknown_buy(op_id, start, required=False):
     return Step(op_id, PURCHASE, None, start, None, required=required)
 
 
+def restocked(op_id, start, end, amount, answered_stock, price=10.0):
+    """A restock that answered the book as (answered_stock, price)."""
+    return Step(op_id, RESTOCK, amount, start, end, answer=Seen(answered_stock, price))
+
+
+def charged(op_id, start, end, price, title=None):
+    """A purchase that answered the price it charged (and the title)."""
+    return Step(op_id, PURCHASE, None, start, end, answer=Seen(None, price, title))
+
+
 # -- the model --------------------------------------------------------------------------
 
 def test_model_steps():
@@ -35,6 +46,18 @@ def test_model_steps():
     assert apply(State(2, 10.0), read(1, 0, 1, 2)) == State(2, 10.0)
     assert apply(State(2, 10.0), read(1, 0, 1, 2, price=11.0)) is None
     assert apply(State(2, 10.0), read(1, 0, 1, 2, price=None)) == State(2, 10.0)
+
+
+def test_a_write_must_leave_the_state_it_answered():
+    assert apply(State(2, 10.0), restocked(1, 0, 1, 3, 5)) == State(5, 10.0)
+    assert apply(State(2, 10.0), restocked(1, 0, 1, 3, 2)) is None        # the book before it
+    assert apply(State(2, 10.0), restocked(1, 0, 1, 3, 5, price=12.5)) is None
+    assert apply(State(2, 10.0), charged(1, 0, 1, 10.0)) == State(1, 10.0)  # a purchase reports no stock
+    assert apply(State(2, 10.0), charged(1, 0, 1, 12.5)) is None
+    assert apply(State(2, 10.0, "Dune"), charged(1, 0, 1, 10.0, "Dune")) == State(1, 10.0, "Dune")
+    assert apply(State(2, 10.0, "Dune"), charged(1, 0, 1, 10.0, "Emma")) is None
+    assert apply(State(2, 10.0), Step(1, SET_PRICE, 12.5, 0, 1, answer=Seen(2, 12.5))) == State(2, 12.5)
+    assert apply(State(2, 10.0), Step(1, SET_PRICE, 12.5, 0, 1, answer=Seen(2, 10.0))) is None
 
 
 # -- accepted histories ------------------------------------------------------------------
@@ -68,7 +91,59 @@ def test_an_unknown_purchase_may_take_effect_late_or_never():
     assert check_steps(never, START).linearizable is True
 
 
+def test_concurrent_writes_may_answer_in_either_order():
+    # The restock may go before or after the purchase: it answers 8 or 7 accordingly.
+    for answered in (8, 7):
+        steps = [buy(1, 0, 10), restocked(2, 1, 2, 3, answered)]
+        assert check_steps(steps, START).linearizable is True, answered
+    # A purchase concurrent with a price change may charge either price, as long as the
+    # price change's answer (the stock it saw) tells the same order.
+    for charged_price, stock_after_price_change in ((10.0, 4), (12.5, 5)):
+        steps = [Step(1, SET_PRICE, 12.5, 0, 10, answer=Seen(stock_after_price_change, 12.5)),
+                 charged(2, 1, 2, charged_price)]
+        assert check_steps(steps, START).linearizable is True, charged_price
+    steps = [Step(1, SET_PRICE, 12.5, 0, 10, answer=Seen(5, 12.5)), charged(2, 1, 2, 10.0)]
+    assert check_steps(steps, START).linearizable is False
+
+
+def test_a_retried_write_answers_its_first_application():
+    # A restock retried after a timeout gets its first result back (the catalog remembers it),
+    # which may be older than a purchase that completed between the attempts: still valid,
+    # because the restock's linearization point is its first application.
+    steps = [restocked(1, 0, 9, 3, 8), buy(2, 2, 3), read(3, 10, 11, 7)]
+    assert check_steps(steps, START).linearizable is True
+
+
 # -- rejected histories -------------------------------------------------------------------
+
+def test_a_restock_answering_the_book_before_it_is_rejected_and_pointed_at():
+    steps = [restocked(1, 0, 1, 3, 8), restocked(2, 2, 3, 2, 8)]   # the second should say 10
+
+    verdict = check_steps(steps, START)
+
+    assert verdict.linearizable is False
+    assert "op 2" in verdict.detail and "answered stock=8" in verdict.detail
+    assert check_steps([restocked(1, 0, 1, 3, 8), restocked(2, 2, 3, 2, 10)], START).linearizable is True
+
+
+def test_a_restock_answering_a_state_from_before_an_earlier_write_is_rejected():
+    # The purchase completed before the restock began; the restock's answer forgets it.
+    steps = [buy(1, 0, 1), restocked(2, 2, 3, 3, 8)]
+    assert check_steps(steps, START).linearizable is False
+    assert check_steps([buy(1, 0, 1), restocked(2, 2, 3, 3, 7)], START).linearizable is True
+
+
+def test_an_invented_write_answer_is_rejected():
+    assert check_steps([restocked(1, 0, 1, 3, 80)], START).linearizable is False
+    assert check_steps([charged(1, 0, 1, 99.0)], START).linearizable is False
+    assert check_steps([charged(1, 0, 1, 10.0, "Not a book here")], START._replace(title="Dune")).linearizable is False
+
+
+def test_a_purchase_charging_a_price_replaced_before_it_began_is_rejected():
+    steps = [Step(1, SET_PRICE, 12.5, 0, 1, answer=Seen(5, 12.5)), charged(2, 2, 3, 10.0)]
+    assert check_steps(steps, START).linearizable is False
+
+
 
 def test_stale_read_after_completed_purchase_is_rejected_and_pointed_at():
     steps = [buy(1, 0, 1), read(2, 2, 3, 5)]
@@ -170,6 +245,20 @@ def test_to_steps_keeps_only_what_constrains_the_model():
     assert steps[4].end is None and steps[4].required
     assert steps[8] == Step(8, RESTOCK, 4, 0, None, required=False)
     assert steps[5].value == State(3, 1.0)
+    assert steps[1].answer == Seen(None, 1.0)         # a purchase answers its price, not the stock
+    assert steps[9].answer is None                    # nothing answered, nothing to check
+
+
+def test_to_steps_keeps_what_writes_answered():
+    history = [
+        op(1, "restock", 1, 0, 1, args={"amount": 2}, result={"stock": 7, "price": 1.0, "title": "Dune"}),
+        op(2, "set_price", 1, 0, 1, args={"price": 2.0}, result={"stock": 7, "price": 2.0, "title": "Dune"}),
+        op(3, "purchase", 1, 0, 1, args={"order_id": "a"}, result={"order_id": "a", "price": 2.0, "title": "Dune"}),
+    ]
+
+    answers = [step.answer for step in to_steps(history)]
+
+    assert answers == [Seen(7, 1.0, "Dune"), Seen(7, 2.0, "Dune"), Seen(None, 2.0, "Dune")]
 
 
 def test_items_are_checked_independently():
@@ -193,6 +282,7 @@ def test_items_are_checked_independently():
 def simulate(seed, clients=8, items=3, ops_per_item=200):
     """Clients run ops back to back; each op takes effect at a random instant inside [start, end].
 
+    Every write answers the book as it left it (a purchase: the price it charged).
     Returns the history and the initial states; the history is linearizable by construction.
     """
     rng = random.Random(seed)
@@ -220,9 +310,11 @@ def simulate(seed, clients=8, items=3, ops_per_item=200):
         elif f == "restock":
             args = {"amount": rng.randint(1, 3)}
             state[item] = state[item]._replace(stock=state[item].stock + args["amount"])
+            result = {"stock": state[item].stock, "price": state[item].price}
         elif f == "set_price":
             args = {"price": float(rng.randint(5, 15))}
             state[item] = state[item]._replace(price=args["price"])
+            result = {"stock": state[item].stock, "price": state[item].price}
         else:
             args = {"consistency": "strong"}
             result = {"stock": state[item].stock, "price": state[item].price}
@@ -253,3 +345,32 @@ def test_one_impossible_read_in_a_long_concurrent_run_is_found(seed):
     assert verdicts[1].linearizable is True and verdicts[3].linearizable is True
     assert verdicts[2].linearizable is False
     assert victim.id in verdicts[2].window and len(verdicts[2].window) <= 10
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_one_stale_write_answer_in_a_long_concurrent_run_is_found(seed):
+    history, initial = simulate(seed)
+    # The last restock of item 2 answers the stock it found instead of the stock it left.
+    victim = next(o for o in reversed(history) if o.f == "restock" and o.item == 2)
+    stale = {**victim.result, "stock": victim.result["stock"] - victim.args["amount"]}
+    history[history.index(victim)] = Operation(victim.id, victim.client, "restock", 2, victim.args, victim.start,
+                                               victim.end, "ok", stale)
+
+    verdicts = check_history(history, initial)
+
+    assert verdicts[1].linearizable is True and verdicts[3].linearizable is True
+    assert verdicts[2].linearizable is False
+    assert victim.id in verdicts[2].window
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_one_invented_purchase_price_in_a_long_concurrent_run_is_found(seed):
+    history, initial = simulate(seed)
+    victim = next(o for o in reversed(history) if o.f == "purchase" and o.ok and o.item == 3)
+    history[history.index(victim)] = Operation(victim.id, victim.client, "purchase", 3, victim.args, victim.start,
+                                               victim.end, "ok", {**victim.result, "price": 1000.0})
+
+    verdicts = check_history(history, initial)
+
+    assert verdicts[3].linearizable is False and victim.id in verdicts[3].window
+    assert verdicts[1].linearizable is True and verdicts[2].linearizable is True
