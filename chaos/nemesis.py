@@ -5,11 +5,28 @@ each. The plan (kinds, times, which group and role to hit) depends only on the
 seed; which concrete node that is (the leader *at that moment*) is decided when
 the fault starts. Every fault is healed at the end of its window, and
 `heal_all()` undoes whatever is still in force.
+
+Besides the classic faults (kill, pause, partitions, restart everything),
+four are aimed at the windows in which a Raft log can lose committed entries,
+each under a burst of writes (the workload's `write_load` clients):
+
+* ``pause-follower``: one follower stopped for seconds while the others commit,
+  so it comes back far behind;
+* ``follower-swap``: that, then the followers swapped at once (the paused one
+  resumed, the other paused), and the leader SIGKILLed as soon as it commits
+  an entry with the resumed follower's acknowledgment. A follower that cuts
+  entries it already acknowledged while catching up (PySyncObj 0.3.17 does,
+  on an overlapping append) is then the only holder of that commit;
+* ``kill-compacting``: SIGKILL a replica while its forked snapshot writer is
+  alive, and restart it at once, while the orphaned writer may still finish;
+* ``restart-group-loop``: SIGKILL a whole group, restart it, again and again.
 """
 from __future__ import annotations
 
 import logging
+import os
 import random
+import signal
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -19,11 +36,23 @@ from cluster.local import LocalCluster
 
 log = logging.getLogger("bazar.chaos.nemesis")
 
-FAULT_KINDS = ("kill", "pause", "partition-leader", "partition-halves", "restart-all")
+FAULT_KINDS = ("kill", "pause", "partition-leader", "partition-halves", "restart-all",
+               "pause-follower", "follower-swap", "kill-compacting", "restart-group-loop")
 NEEDS_FIREWALL = {"partition-leader", "partition-halves"}
+UNDER_WRITE_LOAD = {"pause-follower", "follower-swap", "kill-compacting", "restart-group-loop"}
+# A log compaction every few hundred entries (and every second or two), so that
+# kill-compacting finds snapshot writers at work.
+COMPACTION_FORCED = {"compaction_entries": 300, "compaction_period": 2.0}
 FIRST_QUIET = 3.0
 FAULT_LENGTH = (3.0, 6.0)
+# The swap needs a long first pause (a backlog of many entries) and time after the kill to elect.
+FAULT_LENGTHS = {"follower-swap": (6.0, 9.0)}
+SWAP_PAUSE_SHARE = 0.6       # of the window: the first follower's pause
 QUIET_LENGTH = (3.0, 5.0)
+SWAP_QUIESCE = 0.05          # seconds for acknowledgments already on the wire to arrive
+COMMIT_WAIT = 10.0           # seconds for the leader to commit with the resumed follower's ack
+ELECTION_BOUND = 10.0        # seconds for the survivors to elect a leader (normally well under one)
+ORPHAN_GRACE = 5.0           # seconds an orphaned snapshot writer may take to finish
 
 
 @dataclass
@@ -42,6 +71,7 @@ class FaultWindow:
     start: float
     end: float | None = None
     targets: list[str] = field(default_factory=list)
+    detail: str = ""      # what the fault saw happen (the swap's commit and election, kill rounds)
     first_success_after: float | None = None  # filled in by the checker's availability report
 
     def to_json(self) -> dict:
@@ -60,10 +90,11 @@ def plan(kinds: list[str], duration: float, seed: int) -> list[PlannedFault]:
         if not order:
             order = list(kinds)
             rng.shuffle(order)
-        length = rng.uniform(*FAULT_LENGTH)
+        kind = order.pop()
+        length = rng.uniform(*FAULT_LENGTHS.get(kind, FAULT_LENGTH))
         if t + length > duration - 1.0:
             break
-        faults.append(PlannedFault(order.pop(), round(t, 2), round(length, 2),
+        faults.append(PlannedFault(kind, round(t, 2), round(length, 2),
                                    rng.choice(["catalog", "order"]), rng.choice(["leader", "follower"]),
                                    rng.randrange(1 << 30)))
         t += length + rng.uniform(*QUIET_LENGTH)
@@ -71,32 +102,45 @@ def plan(kinds: list[str], duration: float, seed: int) -> list[PlannedFault]:
 
 
 class Nemesis:
-    """Carries out a plan against a LocalCluster (and a Firewall for partitions)."""
+    """Carries out a plan against a LocalCluster (and a Firewall for partitions).
 
-    def __init__(self, cluster: LocalCluster, firewall: Firewall | None) -> None:
+    `write_load` is set for the length of each fault in UNDER_WRITE_LOAD (the
+    workload's load clients restock while it is set).
+    """
+
+    def __init__(self, cluster: LocalCluster, firewall: Firewall | None,
+                 write_load: threading.Event | None = None) -> None:
         self.cluster = cluster
         self.firewall = firewall
+        self.write_load = write_load
         self.current: FaultWindow | None = None
         self.windows: list[FaultWindow] = []
         self._stopped: set[str] = set()
+        self._orphans: list[int] = []
+        self._stop = threading.Event()
 
     def run(self, faults: list[PlannedFault], t0: float, stop: threading.Event) -> list[FaultWindow]:
         """Inject each fault at its time (relative to monotonic `t0`); must run on the main thread,
         which started the cluster's processes (see LocalCluster)."""
+        self._stop = stop
         for fault in faults:
             if stop.wait(max(0.0, t0 + fault.start - time.monotonic())):
                 break
             window = FaultWindow(fault.kind, round(time.monotonic() - t0, 3))
             self.current = window
             self.windows.append(window)
+            if fault.kind in UNDER_WRITE_LOAD and self.write_load is not None:
+                self.write_load.set()
             try:
-                window.targets = self._inject(fault)
+                window.targets = self._inject(fault, window, deadline=t0 + fault.start + fault.length)
             except Exception as exc:  # a fault that cannot be injected is reported, not fatal
                 log.warning("could not inject %s: %s", fault.kind, exc)
                 window.targets = [f"failed: {exc}"]
-            log.info("t=%.1f %s %s", window.start, fault.kind, ",".join(window.targets))
+            log.info("t=%.1f %s %s %s", window.start, fault.kind, ",".join(window.targets), window.detail)
             stop.wait(max(0.0, t0 + fault.start + fault.length - time.monotonic()))
             self.heal_all()
+            if self.write_load is not None:
+                self.write_load.clear()
             window.end = round(time.monotonic() - t0, 3)
             self.current = None
         return self.windows
@@ -111,10 +155,39 @@ class Nemesis:
             if not self.cluster.is_running(name):
                 self.cluster.start_process(name)
         self._stopped.clear()
+        for pid in self._orphans:
+            end_orphan(pid)
+        self._orphans.clear()
 
     # -- the faults -----------------------------------------------------------
 
-    def _inject(self, fault: PlannedFault) -> list[str]:
+    def _inject(self, fault: PlannedFault, window: FaultWindow, deadline: float) -> list[str]:
+        """Start `fault` (the log-safety faults play out until `deadline`); return its targets."""
+        if fault.kind == "pause-follower":
+            target = self._pick(PlannedFault(fault.kind, fault.start, fault.length, fault.group,
+                                             "follower", fault.choice))
+            self.cluster.pause(target)
+            return [target]
+        if fault.kind == "follower-swap":
+            pause = SWAP_PAUSE_SHARE * (deadline - time.monotonic())
+            outcome = swap_followers_and_kill_leader(self.cluster, fault.group, pause, fault.choice, self._stop)
+            self._stopped.add(outcome.leader)
+            window.detail = outcome.describe()
+            return [outcome.first_paused, outcome.second_paused, outcome.leader]
+        if fault.kind == "kill-compacting":
+            victim, writer = kill_while_compacting(self.cluster, self._replicas(), deadline, random.Random(fault.choice))
+            self.cluster.start_process(victim)
+            if writer is not None:
+                self._orphans.append(writer)
+            window.detail = (f"killed while its snapshot writer (pid {writer}) was alive" if writer
+                             else "no snapshot writer seen: killed at random")
+            return [victim]
+        if fault.kind == "restart-group-loop":
+            members = [n.id for n in self.cluster.config.group(fault.group)]
+            self._stopped.update(members)  # restarted at heal if a round was cut short
+            rounds = restart_group_loop(self.cluster, fault.group, deadline, random.Random(fault.choice), self._stop)
+            window.detail = f"{rounds} round(s) of SIGKILL and restart of every {fault.group} replica"
+            return members
         if fault.kind == "kill":
             target = self._pick(fault)
             self.cluster.kill(target)
@@ -163,3 +236,153 @@ class Nemesis:
         if self.firewall is None:
             raise RuntimeError("partitions are unavailable on this machine")
         return self.firewall
+
+
+# -- the log-safety faults, usable on their own (tests/integration/test_log_safety.py) ---------
+
+@dataclass
+class SwapOutcome:
+    """What one follower swap did and saw."""
+
+    leader: str
+    first_paused: str
+    second_paused: str
+    commit_at_swap: int
+    commit_seen: int | None          # the leader's first commit index past commit_at_swap, if any
+    new_leader: str | None = None
+    election_seconds: float | None = None
+
+    def describe(self) -> str:
+        committed = (f"committed {self.commit_seen} > {self.commit_at_swap} with {self.first_paused}'s ack"
+                     if self.commit_seen is not None
+                     else f"never committed past {self.commit_at_swap} in {COMMIT_WAIT:.0f} s")
+        elected = (f"{self.new_leader} elected in {self.election_seconds:.2f} s" if self.new_leader
+                   else f"NO LEADER elected within {ELECTION_BOUND:.0f} s")
+        return (f"paused {self.first_paused}, swapped to {self.second_paused}; leader {self.leader} "
+                f"{committed}, SIGKILLed; {elected}")
+
+
+def swap_followers_and_kill_leader(cluster: LocalCluster, group: str, pause_seconds: float, choice: int,
+                                   stop: threading.Event | None = None) -> SwapOutcome:
+    """Pause one follower for `pause_seconds`, swap, and kill the leader at its next commit.
+
+    Meant to run under write load. The leader and the other follower commit
+    while the first is paused; then the second is paused and the first resumed.
+    From then on every commit needs the resumed follower's acknowledgment, so
+    the first commit index past the one at the swap is an entry that follower
+    said it holds. The leader is SIGKILLed the moment /status shows it, and
+    the second follower resumed: the two survivors must elect a leader whose
+    log has that entry. The killed leader is left down (the caller restarts
+    it), so the survivors alone decide what survives.
+    """
+    stop = stop or threading.Event()
+    leader = cluster.leader(group)
+    if leader is None:
+        raise RuntimeError(f"the {group} group has no leader")
+    followers = sorted(n.id for n in cluster.config.group(group)
+                       if n.id != leader and cluster.is_running(n.id) and n.id not in cluster.paused)
+    if len(followers) < 2:
+        raise RuntimeError(f"the swap needs two running {group} followers, found {followers}")
+    first, second = followers[choice % 2], followers[(choice + 1) % 2]
+    cluster.pause(first)
+    stop.wait(pause_seconds)
+    cluster.pause(second)
+    # With both followers stopped the leader can commit nothing more: once the
+    # acknowledgments already on the wire are in, its commit index stays put.
+    time.sleep(SWAP_QUIESCE)
+    at_swap = _commit_index(cluster, leader)
+    cluster.resume(first)
+    seen = _wait_commit_past(cluster, leader, at_swap, time.monotonic() + COMMIT_WAIT)
+    cluster.kill(leader)
+    cluster.resume(second)
+    outcome = SwapOutcome(leader, first, second, at_swap, seen)
+    killed_at = time.monotonic()
+    outcome.new_leader = wait_for_leader(cluster, group, ELECTION_BOUND)
+    if outcome.new_leader is not None:
+        outcome.election_seconds = round(time.monotonic() - killed_at, 3)
+    return outcome
+
+
+def _commit_index(cluster: LocalCluster, name: str) -> int:
+    for _ in range(20):
+        status = cluster.status(name, timeout=1.0)
+        if status is not None:
+            return int(status["commit_index"])
+    raise RuntimeError(f"{name} does not answer /status")
+
+
+def _wait_commit_past(cluster: LocalCluster, leader: str, index: int, deadline: float) -> int | None:
+    """Poll the leader's /status as fast as it answers until its commit index exceeds `index`."""
+    while time.monotonic() < deadline:
+        status = cluster.status(leader, timeout=0.5)
+        if status is not None and int(status["commit_index"]) > index:
+            return int(status["commit_index"])
+    return None
+
+
+def wait_for_leader(cluster: LocalCluster, group: str, timeout: float) -> str | None:
+    """The group's leader as soon as one (running, not paused) says so; None after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        leader = cluster.leader(group)
+        if leader is not None:
+            return leader
+        time.sleep(0.05)
+    return None
+
+
+def kill_while_compacting(cluster: LocalCluster, names: list[str], deadline: float,
+                          rng: random.Random) -> tuple[str, int | None]:
+    """SIGKILL the first of `names` seen with a live child (its forked snapshot writer).
+
+    Returns the victim and the writer's pid, which outlives its parent, as it
+    would after a crash of the main process. If no writer shows up before
+    `deadline`, a random one of `names` is killed instead (writer None).
+    """
+    candidates = [n for n in names if cluster.is_running(n) and n not in cluster.paused]
+    while time.monotonic() < deadline:
+        children = cluster.children()
+        busy = [n for n in candidates if children.get(n)]
+        if busy:
+            victim = rng.choice(busy)
+            cluster.kill(victim)
+            return victim, children[victim][0]
+        time.sleep(0.002)
+    victim = rng.choice(candidates)
+    cluster.kill(victim)
+    return victim, None
+
+
+def restart_group_loop(cluster: LocalCluster, group: str, deadline: float, rng: random.Random,
+                       stop: threading.Event) -> int:
+    """Until `deadline`: let the group elect and commit a little, then SIGKILL every member and
+    restart them all. Returns the number of rounds."""
+    members = [n.id for n in cluster.config.group(group)]
+    rounds = 0
+    while time.monotonic() < deadline and not stop.is_set():
+        wait_for_leader(cluster, group, max(0.0, deadline - time.monotonic()))
+        if stop.wait(rng.uniform(0.1, 0.8)) or time.monotonic() >= deadline:
+            break
+        for name in members:
+            cluster.kill(name)
+        for name in members:
+            cluster.start_process(name)
+        rounds += 1
+    return rounds
+
+
+def end_orphan(pid: int) -> None:
+    """Let an orphaned snapshot writer finish (it exits on its own), SIGKILL it after a grace."""
+    deadline = time.monotonic() + ORPHAN_GRACE
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _alive(pid):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"

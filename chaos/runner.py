@@ -19,7 +19,7 @@ import requests
 
 from chaos import checker, plot
 from chaos.history import save_history
-from chaos.nemesis import FAULT_KINDS, NEEDS_FIREWALL, Nemesis, plan
+from chaos.nemesis import COMPACTION_FORCED, FAULT_KINDS, NEEDS_FIREWALL, Nemesis, plan
 from chaos.network import Firewall, unavailable_reason
 from chaos.workload import Recorder, Workload
 from cluster.local import LocalCluster, write_config
@@ -54,7 +54,9 @@ def run(options: ChaosOptions) -> int:
     if options.target is not None and kinds:
         raise ValueError("a running cluster is not ours to kill, pause or cut: use --faults none with --target")
     workdir = Path(tempfile.mkdtemp(prefix="bazar-chaos-"))
-    config_path = options.target or write_config(workdir, distinct_hosts=True)
+    # kill-compacting needs compactions to kill: force one every few hundred entries.
+    sections = {"raft": COMPACTION_FORCED} if "kill-compacting" in kinds else {}
+    config_path = options.target or write_config(workdir, distinct_hosts=True, **sections)
     cluster = LocalCluster(config_path, log_dir=options.out / "logs")
     firewall = Firewall() if NEEDS_FIREWALL & set(kinds) else None
     previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
@@ -64,14 +66,15 @@ def run(options: ChaosOptions) -> int:
         if options.target is None:
             cluster.start(timeout=HEAL_TIMEOUT)
         cluster.wait_ready(HEAL_TIMEOUT)
-        initial = _prepare_items(cluster, options.items)
+        initial = prepare_items(cluster, options.items)
         schedule = plan(kinds, options.duration, options.seed)
         t0 = time.monotonic()
         recorder = Recorder(t0)
-        nemesis = Nemesis(cluster, firewall)
+        write_load = threading.Event()
+        nemesis = Nemesis(cluster, firewall, write_load)
         workload = Workload(cluster.frontend_url, list(options.items), options.clients, options.seed,
                             recorder, lambda: nemesis.current.kind if nemesis.current else None,
-                            admin_token=cluster.config.admin_token())
+                            admin_token=cluster.config.admin_token(), write_load=write_load)
         stop = threading.Event()
         workload.start()
         windows = nemesis.run(schedule, t0, stop)
@@ -82,7 +85,7 @@ def run(options: ChaosOptions) -> int:
         healed_at = time.monotonic()
         cluster.wait_ready(HEAL_TIMEOUT)
         _wait_no_pending_orders(cluster)
-        final = _final_state(cluster, initial)
+        final = final_state(cluster, initial)
         converge_seconds = round(time.monotonic() - healed_at, 2)
         report = checker.check(recorder.operations, final, [w.to_json() for w in windows])
         _write_outputs(options, recorder, windows, final, report, unavailable, converge_seconds, schedule)
@@ -100,7 +103,7 @@ def _raise_keyboard_interrupt(*_) -> None:
     raise KeyboardInterrupt
 
 
-def _prepare_items(cluster: LocalCluster, items: tuple[int, ...]) -> dict:
+def prepare_items(cluster: LocalCluster, items: tuple[int, ...]) -> dict:
     """Give the workload's items a known stock; return every book's initial state."""
     token = cluster.config.admin_token()
     for item in items:
@@ -109,7 +112,7 @@ def _prepare_items(cluster: LocalCluster, items: tuple[int, ...]) -> dict:
         response.raise_for_status()
     leader = cluster.config.node(cluster.leader("catalog"))
     books = requests.get(f"{leader.http.url}/books", timeout=10).json()["books"]
-    return {str(b["id"]): {"stock": b["stock"], "price": b["price"]} for b in books}
+    return {str(b["id"]): {"stock": b["stock"], "price": b["price"], "title": b["title"]} for b in books}
 
 
 def _wait_no_pending_orders(cluster: LocalCluster) -> None:
@@ -123,7 +126,7 @@ def _wait_no_pending_orders(cluster: LocalCluster) -> None:
         time.sleep(0.5)
 
 
-def _final_state(cluster: LocalCluster, initial: dict) -> dict:
+def final_state(cluster: LocalCluster, initial: dict) -> dict:
     """Every replica's state after healing, once they agree (or the bound has passed)."""
     deadline = time.monotonic() + CONVERGE_TIMEOUT
     while True:
@@ -182,6 +185,7 @@ def _summary(options, recorder, windows, report, unavailable, converge_seconds) 
     lines = [f"bazar chaos: seed {options.seed}, {options.duration:.0f} s, {options.clients} clients, "
              f"{len(ops)} operations ({counts['ok']} ok, {counts['fail']} failed, {counts['unknown']} unknown)",
              "faults: " + (", ".join(f"{w.kind}@{w.start:.1f}s[{','.join(w.targets)}]" for w in windows) or "none")]
+    lines += [f"  {w.kind}@{w.start:.1f}s: {w.detail}" for w in windows if w.detail]
     for kind, reason in unavailable.items():
         lines.append(f"fault {kind}: UNAVAILABLE ({reason})")
     lines.append(f"replicas converged {converge_seconds:.1f} s after healing")

@@ -5,6 +5,14 @@ stream (derived from the seed). A purchase carries its own Idempotency-Key and
 is retried with the same key after errors and timeouts until it gets a
 definite answer or its deadline passes (then its outcome is "unknown").
 Admin writes carry a request id and are retried the same way.
+
+Write-load clients add bursts on demand: while the nemesis holds the
+`write_load` event set they restock back to back, so that a paused follower
+falls far behind (the windows in which a Raft log can lose entries need a long
+backlog). Their operations are recorded and checked like any other.
+
+Every answer is recorded whole enough to be checked: a purchase's price and
+title, the book a restock or price change returned.
 """
 from __future__ import annotations
 
@@ -22,6 +30,7 @@ ATTEMPT_TIMEOUT = 5.0    # one HTTP attempt (the cluster answers 503 after its 3
 OPERATION_DEADLINE = 12.0  # a careful client gives up (outcome unknown) after this long
 RETRY_PAUSE = 0.1
 WEIGHTS = {"purchase": 50, "read": 35, "restock": 10, "set_price": 5}
+LOAD_CLIENTS = 4
 PRICES = (10.0, 12.5, 15.0, 20.0)
 
 
@@ -51,7 +60,8 @@ class Workload:
 
     def __init__(self, frontend_url: str, items: list[int], clients: int, seed: int,
                  recorder: Recorder, current_fault: Callable[[], str | None],
-                 admin_token: str | None = None) -> None:
+                 admin_token: str | None = None, write_load: threading.Event | None = None,
+                 load_clients: int = LOAD_CLIENTS) -> None:
         self.url = frontend_url
         self.items = items
         self.clients = clients
@@ -59,12 +69,18 @@ class Workload:
         self.recorder = recorder
         self.current_fault = current_fault
         self.headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else {}
+        self.write_load = write_load
+        self.load_clients = load_clients if write_load is not None else 0
         self.stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
         for client in range(self.clients):
             thread = threading.Thread(target=self._client, args=(client,), name=f"client-{client}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        for client in range(self.clients, self.clients + self.load_clients):
+            thread = threading.Thread(target=self._load_client, args=(client,), name=f"load-{client}", daemon=True)
             thread.start()
             self._threads.append(thread)
 
@@ -96,13 +112,26 @@ class Workload:
                 self._admin(session, client, item, "set_price", {"price": rng.choice(PRICES)},
                             f"p{client}-{n}-s{self.seed}")
 
+    def _load_client(self, client: int) -> None:
+        """Restock back to back while `write_load` is set; idle (and cheap) otherwise."""
+        rng = random.Random(self.seed * 1000 + client)
+        session = requests.Session()
+        for n in itertools.count(1):
+            while not self.write_load.wait(0.2):
+                if self.stop.is_set():
+                    return
+            if self.stop.is_set():
+                return
+            self._admin(session, client, rng.choice(self.items), "restock", {"restock": rng.randint(1, 3)},
+                        f"l{client}-{n}-s{self.seed}")
+
     def _purchase(self, session, client: int, item: int, key: str) -> None:
         def attempt():
             response = session.post(f"{self.url}/purchase/{item}", headers={"Idempotency-Key": key},
                                     timeout=ATTEMPT_TIMEOUT)
             if response.status_code == 200:
                 body = response.json()
-                return "ok", {"order_id": body["order_id"], "price": body["price"]}
+                return "ok", {"order_id": body["order_id"], "price": body["price"], "title": body["title"]}
             if response.status_code == 409:
                 return "fail", {"error": "out of stock"}
             if response.status_code in (400, 404, 422):
@@ -116,7 +145,8 @@ class Workload:
             response = session.put(f"{self.url}/books/{item}", json={**change, "request_id": request_id},
                                    headers=self.headers, timeout=ATTEMPT_TIMEOUT)
             if response.status_code == 200:
-                return "ok", {"price": response.json()["price"], "stock": response.json()["stock"]}
+                book = response.json()
+                return "ok", {"price": book["price"], "stock": book["stock"], "title": book["title"]}
             if 400 <= response.status_code < 500:
                 return "fail", {"error": response.json().get("error"), "definite": True}
             return None
@@ -133,7 +163,8 @@ class Workload:
             body = response.json()
         except (requests.RequestException, ValueError) as exc:
             ok, body = False, {"error": type(exc).__name__}
-        result = {"stock": body["stock"], "price": body["price"]} if ok else {"error": body.get("error")}
+        result = ({"stock": body["stock"], "price": body["price"], "title": body["title"]} if ok
+                  else {"error": body.get("error")})
         self.recorder.add(Operation(self.recorder.next_id(), client, "read", item, {"consistency": consistency},
                                     start, self.recorder.now(), "ok" if ok else "fail", result, fault))
         if not ok:

@@ -149,6 +149,21 @@ class LocalCluster:
     def pid(self, name: str) -> int:
         return self.processes[name].pid
 
+    def children(self) -> dict[str, list[int]]:
+        """The live child processes of each running process, by name (a replica's forked
+        snapshot writer, say): one scan of /proc, so a fault can strike while a child works."""
+        names = {proc.pid: name for name, proc in self.processes.items() if proc.poll() is None}
+        found: dict[str, list[int]] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                # "pid (comm) state ppid ...": comm may hold spaces, so split after its ")".
+                state, ppid = stat.read_text().rpartition(")")[2].split()[:2]
+            except (OSError, ValueError):
+                continue  # the process ended while we looked
+            if int(ppid) in names and state != "Z":
+                found.setdefault(names[int(ppid)], []).append(int(stat.parent.name))
+        return found
+
     # -- helpers ------------------------------------------------------------
 
     def leader(self, group: str) -> str | None:
@@ -157,13 +172,17 @@ class LocalCluster:
         for node in self.config.group(group):
             if node.id in self.paused or (node.id in self.processes and not self.is_running(node.id)):
                 continue
-            try:
-                status = requests.get(node.http.url + "/status", timeout=0.5).json()
-            except (requests.RequestException, ValueError):
-                continue
-            if status.get("role") == "leader":
+            status = self.status(node.id)
+            if status is not None and status.get("role") == "leader":
                 leaders.append((status["term"], node.id))
         return max(leaders)[1] if leaders else None
+
+    def status(self, name: str, timeout: float = 0.5) -> dict | None:
+        """Replica `name`'s GET /status (role, term, commit and applied index), or None if it does not answer."""
+        try:
+            return requests.get(self.config.node(name).http.url + "/status", timeout=timeout).json()
+        except (requests.RequestException, ValueError):
+            return None
 
     def _raise_if_exited(self) -> None:
         for name, proc in self.processes.items():
