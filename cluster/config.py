@@ -67,6 +67,9 @@ class RaftConfig:
     commit_timeout: float = 3.0
     compaction_entries: int = 5000
     compaction_period: float = 60.0
+    # fsync before acknowledging (entries, term and vote, snapshots). Off: a power cut of a
+    # majority can lose acknowledged writes; a crash of the processes still loses nothing.
+    fsync: bool = True
 
 
 @dataclass(frozen=True)
@@ -202,7 +205,7 @@ def _frontends(doc: dict) -> tuple[FrontendConfig, ...]:
 def _raft(raw: Any) -> RaftConfig:
     doc = _mapping(raw, "raft")
     _reject_unknown(doc, {"append_entries_period", "election_timeout", "leader_fallback_timeout",
-                          "commit_timeout", "compaction_entries", "compaction_period"}, "raft.")
+                          "commit_timeout", "compaction_entries", "compaction_period", "fsync"}, "raft.")
     defaults = RaftConfig()
     period = _positive(doc.get("append_entries_period", defaults.append_entries_period),
                        "raft.append_entries_period")
@@ -224,7 +227,10 @@ def _raft(raw: Any) -> RaftConfig:
         raise ConfigError("raft.compaction_entries: expected an integer >= 2")
     compaction_period = _positive(doc.get("compaction_period", defaults.compaction_period),
                                   "raft.compaction_period")
-    return RaftConfig(period, (low, high), fallback, commit, compaction, compaction_period)
+    fsync = doc.get("fsync", defaults.fsync)
+    if not isinstance(fsync, bool):
+        raise ConfigError("raft.fsync: expected true or false")
+    return RaftConfig(period, (low, high), fallback, commit, compaction, compaction_period, fsync)
 
 
 def _cache(raw: Any) -> CacheConfig:

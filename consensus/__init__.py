@@ -12,3 +12,5 @@ below calls `consensus.patching.replace`, which refuses a PySyncObj that is
 not the pinned one), so everything that builds a member through `consensus`
 gets them: replicas, the frontend's follower, tests and tools alike.
 """
+
+from consensus import journal, snapshot  # noqa: F401,E402  durable journal and snapshots

@@ -11,6 +11,7 @@ from pathlib import Path
 from pysyncobj import SyncObjConf
 
 from cluster.config import RaftConfig
+from consensus.storage import StoragePath
 
 # Follower-to-follower links carry no traffic between elections. PySyncObj drops a
 # link that has been silent for connectionTimeout, and the first election after a
@@ -27,9 +28,12 @@ def syncobj_conf(raft: RaftConfig, data_dir: Path | None, password: str | None,
     if data_dir is not None:
         data_dir.mkdir(parents=True, exist_ok=True)
         # Both files, always: a journal without a dump file loses everything
-        # before the last log compaction when the process restarts.
-        journal = str(data_dir / "journal.bin")
-        dump = str(data_dir / "snapshot.bin")
+        # before the last log compaction when the process restarts. The names carry
+        # the fsync choice to Bazar's journal and snapshot writer (consensus/journal.py,
+        # consensus/snapshot.py), and the journal knows its snapshot, to finish a
+        # compaction that a crash interrupted.
+        dump = StoragePath(data_dir / "snapshot.bin", fsync=raft.fsync)
+        journal = StoragePath(data_dir / "journal.bin", fsync=raft.fsync, snapshot=dump)
     low, high = raft.election_timeout
     return SyncObjConf(
         appendEntriesUseBatch=False,        # commit each write now, not on the next heartbeat

@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from cluster.config import ClusterConfig
-from consensus.journal_repair import finish_interrupted_compaction
 from consensus.member import RaftMember
 from consensus.security import raft_password
 from consensus.settings import syncobj_conf
@@ -31,7 +29,6 @@ def build(config: ClusterConfig, node_id: str):
     state = ReplicatedState(machine)
     conf = syncobj_conf(config.raft, config.data_dir / node.id, password, bind_address=str(node.raft),
                         group_size=len(config.group(node.group)))
-    finish_interrupted_compaction(Path(conf.journalFile), Path(conf.fullDumpFile))
     connect_from(node.raft.host)
     member = RaftMember(str(node.raft), [str(n.raft) for n in config.group(node.group)], state, conf)
     replica = api.Replica(config, node, member)

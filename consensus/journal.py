@@ -1,0 +1,439 @@
+"""Bazar's Raft journal: append-only, checksummed, and on disk before anything depends on it.
+
+PySyncObj 0.3.17's FileJournal writes entries into a memory-mapped file and
+never fsyncs, writes the Raft state (term, vote, commit index) without fsync,
+rewrites the kept entries in place when it compacts (a crash part-way loses
+them), and stores no checksums. `DurableJournal` keeps PySyncObj's Journal API
+and replaces it (through `createJournal`, which `pysyncobj.syncobj` imports by
+name), with these rules:
+
+- `journal.bin`: a header (format, index of the first entry, CRC) and then
+  records of `length, CRC32, index, term, command`. Appends go to the end of the
+  file and nowhere else; `sync()` writes what was appended and fsyncs it.
+- When is it synced? Before this replica tells anyone it holds entries: a
+  follower syncs before its append-entries acknowledgement (`next_node_idx`,
+  see `_sync_before_acknowledging`), and every replica syncs before a commit
+  index takes effect (`setRaftCommitIndex`), which is where a leader counts
+  itself towards a majority: no client is answered, and no follower told about
+  a commit, before the leader's own copy is on disk. One fsync covers every
+  entry of one append-entries message or one tick.
+- `journal.bin.state`: term, vote and commit index, checksummed; replaced
+  atomically and durably (`storage.replace_atomically`) before a new term or
+  vote takes effect, i.e. before a vote is requested or granted; the commit
+  index alone is saved at most once a second (it is only a hint for restarts).
+- Compaction (`deleteEntriesTo`) and `clear` write a new file and rename it
+  into place; they never rewrite the live file.
+- On open: PySyncObj's old format is migrated; temporary files of interrupted
+  writes are removed; a damaged record is either a torn tail (cut, with a
+  warning) or corruption (refuse to start, `JournalCorrupt`), see `_read`; a
+  compaction interrupted between the snapshot and the truncation is finished
+  (`journal_repair`). All of that happens under an exclusive lock on the data
+  directory, which a replica's forked snapshot writer inherits, so a new
+  process never loads files that a straggler of the old one may still rename.
+
+With `fsync` off (the `raft.fsync: false` opt-out) the same files are written
+in the same order, but nothing waits for the disk: a process crash loses
+nothing, a power cut can lose acknowledged writes.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import logging
+import os
+import struct
+import time
+import zlib
+from array import array
+from pathlib import Path
+
+import pysyncobj.syncobj
+from pysyncobj.journal import FileJournal, Journal, MemoryJournal
+from pysyncobj.syncobj import SyncObj
+
+from consensus import journal_repair, patching, storage
+
+log = logging.getLogger("bazar.journal")
+
+MAGIC = b"BAZAR-RAFT-JOURNAL-1\n"
+HEADER = struct.Struct("<QI")       # index of the first entry (0: not known), CRC32 of magic + index
+RECORD = struct.Struct("<II")       # payload length, CRC32 of the payload
+ENTRY = struct.Struct("<QQ")        # payload = index, term, then the command bytes
+HEADER_SIZE = len(MAGIC) + HEADER.size
+MAX_RECORD = 1 << 30                # a longer length field can only be damage
+STATE_MAGIC = b"BAZAR-RAFT-STATE-1\n"
+OLD_FORMAT_MAGIC = b"PYSYNCOBJ"     # PySyncObj's FileJournal header
+LOCK_WAIT_SECONDS = 15.0            # a straggling snapshot writer dies with its parent; this is ample
+STATE_SUFFIX = ".state"
+LOCK_SUFFIX = ".lock"
+
+
+class JournalCorrupt(RuntimeError):
+    """The journal or state file holds damaged data that was already durable; not retryable.
+
+    The replica refuses to start rather than forget entries it may have
+    acknowledged. Recovery: stop it, move its data directory away, start it
+    again; the leader sends it a snapshot and the log."""
+
+
+class JournalLocked(RuntimeError):
+    """Another process holds this data directory (a second replica, or a snapshot writer)."""
+
+
+class DurableJournal(Journal):
+    """PySyncObj's Journal API over Bazar's append-only, checksummed file (see the module doc)."""
+
+    def __init__(self, path: str | os.PathLike, fsync: bool = True, snapshot: str | os.PathLike | None = None):
+        self.path = Path(path)
+        self.fsync = fsync
+        self.snapshot = None if snapshot is None else Path(snapshot)
+        self._state_path = self.path.with_name(self.path.name + STATE_SUFFIX)
+        self._lock_fd = _lock(self.path.with_name(self.path.name + LOCK_SUFFIX))
+        try:
+            self._open()
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+
+    def _open(self) -> None:
+        for leftover in (storage.remove_temporary_files(self.path) + storage.remove_temporary_files(self._state_path)
+                         + (storage.remove_temporary_files(self.snapshot) if self.snapshot else [])):
+            log.warning("removed %s, left by a write that a crash interrupted", leftover)
+        if _is_old_format(self.path):
+            _migrate(self.path, self._state_path, self.fsync)
+        self.path.with_name(self.path.name + ".meta").unlink(missing_ok=True)  # the old format's, once migrated
+        self._state = _read_state(self._state_path)
+        if not self.path.exists():
+            _write_journal(self.path, [], self.fsync)
+        entries, starts, size = _read(self.path, self._state.get("commit_index"), self.fsync)
+        if self.snapshot is not None and self.snapshot.exists():
+            start = journal_repair.compaction_start(entries, journal_repair.snapshot_tail(self.snapshot))
+            if start:
+                log.warning("finished a log compaction interrupted by a crash: kept %d journal entries "
+                            "after snapshot index %d", len(entries) - start - 2, entries[start + 1][1])
+                entries = entries[start:]
+                _write_journal(self.path, entries, self.fsync)
+                entries, starts, size = _read(self.path, None, self.fsync)
+        self._entries: list = entries
+        self._starts = starts               # byte offset of each entry's record
+        self._written = size                # bytes handed to the kernel
+        self._pending = bytearray()         # records appended since, not yet written
+        self._dirty = False                 # written or truncated since the last fsync
+        self._state_dirty = False
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        last = self._entries[-1][1] if self._entries else 0
+        commit = self._state.get("commit_index", 1)
+        if self._entries and commit > last:
+            log.warning("commit index %d is past the journal's last entry %d (a tail was cut): "
+                        "restarting from %d", commit, last, last)
+            self._state["commit_index"] = last
+
+    # -- entries ------------------------------------------------------------
+
+    def add(self, command, idx, term):
+        command = bytes(command)
+        payload = ENTRY.pack(idx, term) + command
+        self._starts.append(self._written + len(self._pending))
+        self._pending += RECORD.pack(len(payload), zlib.crc32(payload)) + payload
+        self._entries.append((command, idx, term))
+
+    def __getitem__(self, item):
+        return self._entries[item]
+
+    def __len__(self):
+        return len(self._entries)
+
+    def deleteEntriesFrom(self, entryFrom):
+        """Drop entries [entryFrom:] (a follower's conflicting tail): cut the file there."""
+        if entryFrom >= len(self._entries):
+            return
+        cut = self._starts[entryFrom]
+        if cut >= self._written:
+            del self._pending[cut - self._written:]
+        else:
+            self._pending.clear()
+            os.ftruncate(self._fd, cut)
+            self._written = cut
+            self._dirty = True
+        del self._entries[entryFrom:]
+        del self._starts[entryFrom:]
+
+    def deleteEntriesTo(self, entryTo):
+        """Drop entries [:entryTo] (log compaction): a new file with the rest replaces this one."""
+        self._rewrite(self._entries[entryTo:])
+
+    def clear(self):
+        self._rewrite([])
+
+    def _rewrite(self, entries: list) -> None:
+        os.close(self._fd)
+        _write_journal(self.path, entries, self.fsync)
+        self._entries, self._starts, self._written = _layout(entries)
+        self._pending.clear()
+        self._dirty = False
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+
+    # -- durability ---------------------------------------------------------
+
+    def sync(self) -> None:
+        """Write what was appended and, with fsync on, wait until it is on disk.
+
+        A failure stops the process (`storage.fatal_io_error`): the caller is
+        about to acknowledge these entries."""
+        if not self._pending and not self._dirty:
+            return
+        try:
+            if self._pending:
+                _write_all(self._fd, self._pending)
+                self._written += len(self._pending)
+                self._pending.clear()
+            if self.fsync:
+                os.fsync(self._fd)
+                storage.record_durable(self.path, self._written)
+        except OSError as error:
+            storage.fatal_io_error(f"writing {self.path}", error)
+        self._dirty = False
+
+    flush = sync
+
+    def _destroy(self):
+        try:
+            self.sync()
+            if self._state_dirty:
+                self._save_state()
+        finally:
+            os.close(self._fd)
+            os.close(self._lock_fd)
+
+    # -- Raft state ---------------------------------------------------------
+
+    def setRaftCommitIndex(self, raftCommitIndex):
+        # The leader's own copy of a newly committed entry must be durable before
+        # the commit takes effect (it counted itself towards the majority).
+        self.sync()
+        if self._state.get("commit_index") != raftCommitIndex:
+            self._state["commit_index"] = raftCommitIndex
+            self._state_dirty = True
+
+    def getRaftCommitIndex(self):
+        return self._state.get("commit_index", 1)
+
+    def setCurrentTerm(self, term, votedForNodeId):
+        self._state["term"] = term
+        self._state["voted_for"] = votedForNodeId
+        self._save_state()  # before the vote request or grant that follows this call goes out
+
+    def getCurrentTerm(self):
+        return self._state.get("term", 0)
+
+    def getVotedForNodeId(self):
+        return self._state.get("voted_for")
+
+    def onOneSecondTimer(self):
+        if self._state_dirty:
+            self._save_state()
+
+    def _save_state(self) -> None:
+        # Entries first: a saved commit index must never point past what the disk holds.
+        self.sync()
+        try:
+            _write_state(self._state_path, self._state, self.fsync)
+        except OSError as error:
+            storage.fatal_io_error(f"writing {self._state_path}", error)
+        self._state_dirty = False
+
+
+# -- file format --------------------------------------------------------------
+
+def _record(entry) -> bytes:
+    command, idx, term = entry
+    payload = ENTRY.pack(idx, term) + bytes(command)
+    return RECORD.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def _header(first_index: int) -> bytes:
+    return MAGIC + HEADER.pack(first_index, zlib.crc32(MAGIC + struct.pack("<Q", first_index)))
+
+
+def _layout(entries: list) -> tuple[list, array, int]:
+    """(entries, record offsets, file size) of a journal file holding exactly `entries`."""
+    starts, offset = array("Q"), HEADER_SIZE
+    for entry in entries:
+        starts.append(offset)
+        offset += RECORD.size + ENTRY.size + len(entry[0])
+    return [(bytes(c), i, t) for c, i, t in entries], starts, offset
+
+
+def _write_journal(path: Path, entries: list, fsync: bool) -> None:
+    def write(file):
+        file.write(_header(entries[0][1] if entries else 0))
+        for entry in entries:
+            file.write(_record(entry))
+    storage.replace_atomically(path, write, fsync)
+
+
+def _write_all(fd: int, data: bytearray) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _read(path: Path, durable_commit: int | None, fsync: bool) -> tuple[list, array, int]:
+    """Entries, record offsets and valid size of the journal at `path`.
+
+    A record that is incomplete, fails its CRC, or does not carry the next
+    index ends the valid part. What follows is one of two things:
+
+    - the torn tail of writes a crash interrupted: the file is cut there (and
+      the cut synced), a warning logged. That is the verdict whenever the
+      damaged record's index is past `durable_commit`, the commit index the
+      replica had saved (which it only saves after syncing the entries up to
+      it), or fsync is off (nothing was ever promised to be on disk).
+    - corruption of entries that were durable (a flipped bit on the disk): the
+      damaged record's index is at or below `durable_commit`. Raise JournalCorrupt.
+    """
+    data = path.read_bytes()
+    if not data.startswith(MAGIC) or len(data) < HEADER_SIZE:
+        raise JournalCorrupt(f"{path} is not a Bazar journal (bad header); refusing to start")
+    first_index, crc = HEADER.unpack_from(data, len(MAGIC))
+    if crc != zlib.crc32(MAGIC + struct.pack("<Q", first_index)):
+        raise JournalCorrupt(f"{path}: damaged header; refusing to start")
+    entries, starts, offset = [], array("Q"), HEADER_SIZE
+    expected = first_index or None
+    view = memoryview(data)
+    while offset < len(data):
+        entry = _parse(view, offset, expected)
+        if entry is None:
+            break
+        command, idx, term, end = entry
+        entries.append((command, idx, term))
+        starts.append(offset)
+        expected, offset = idx + 1, end
+    if offset < len(data):
+        damaged = "unknown" if expected is None else expected
+        where = (f"{path}: damaged record at byte {offset} of {len(data)} (entry {damaged}; "
+                 f"entries up to {durable_commit} were committed and synced)")
+        if fsync and durable_commit is not None and expected is not None and expected <= durable_commit:
+            raise JournalCorrupt(where + ": the disk corrupted durable data. Refusing to start: move this "
+                                 "replica's data directory away and start it again to copy the log from its peers")
+        log.warning("%s: a write torn by a crash; cutting %d bytes (entries from %s on), the leader sends "
+                    "them again", where, len(data) - offset, damaged)
+        with open(path, "r+b") as file:
+            file.truncate(offset)
+            if fsync:
+                os.fsync(file.fileno())
+                storage.record_durable(path)
+    return entries, starts, offset
+
+
+def _parse(view: memoryview, offset: int, expected: int | None):
+    """(command, idx, term, end offset) of a sound record at `offset` carrying `expected`; else None."""
+    if offset + RECORD.size > len(view):
+        return None
+    length, crc = RECORD.unpack_from(view, offset)
+    body = offset + RECORD.size
+    if length < ENTRY.size or length > MAX_RECORD or body + length > len(view):
+        return None
+    payload = view[body:body + length]
+    if zlib.crc32(payload) != crc:
+        return None
+    idx, term = ENTRY.unpack_from(payload)
+    if expected is not None and idx != expected:
+        return None
+    return bytes(payload[ENTRY.size:]), idx, term, body + length
+
+
+def _read_state(path: Path) -> dict:
+    """The saved term, vote and commit index ({} for a new replica)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    body = data[len(STATE_MAGIC) + 4:]
+    if (not data.startswith(STATE_MAGIC) or len(data) < len(STATE_MAGIC) + 4
+            or struct.unpack_from("<I", data, len(STATE_MAGIC))[0] != zlib.crc32(body)):
+        # Written atomically and durably, so never torn: damage here is the disk's.
+        raise JournalCorrupt(f"{path}: damaged Raft state (term and vote); refusing to start")
+    return json.loads(body)
+
+
+def _write_state(path: Path, state: dict, fsync: bool) -> None:
+    body = json.dumps(state, sort_keys=True).encode()
+    storage.replace_atomically(path, lambda f: f.write(STATE_MAGIC + struct.pack("<I", zlib.crc32(body)) + body),
+                               fsync)
+
+
+# -- migration, locking ---------------------------------------------------------
+
+def _is_old_format(path: Path) -> bool:
+    try:
+        with open(path, "rb") as file:
+            return file.read(len(OLD_FORMAT_MAGIC)) == OLD_FORMAT_MAGIC
+    except FileNotFoundError:
+        return False
+
+
+def _migrate(path: Path, state_path: Path, fsync: bool) -> None:
+    """Convert PySyncObj's FileJournal files (journal.bin + journal.bin.meta) to Bazar's.
+
+    The state file is written first and the journal's rename is the commit
+    point: a crash before it leaves the old journal, and the next start
+    migrates again; after it, the old meta file is just deleted."""
+    old = FileJournal(str(path))
+    try:
+        entries = [old[i] for i in range(len(old))]
+        state = {"term": old.getCurrentTerm(), "voted_for": old.getVotedForNodeId(),
+                 "commit_index": old.getRaftCommitIndex()}
+    finally:
+        old._destroy()
+    _write_state(state_path, state, fsync)
+    _write_journal(path, entries, fsync)
+    log.warning("migrated %s from PySyncObj's journal format: %d entries, term %d", path, len(entries),
+                state["term"])
+
+
+def _lock(path: Path) -> int:
+    """Hold an exclusive lock on the data directory; wait for a straggling holder to end.
+
+    The lock lives as long as any process holds the descriptor: a forked
+    snapshot writer keeps it until it exits, so its files are never raced."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except OSError as error:
+            if error.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() > deadline:
+                os.close(fd)
+                raise JournalLocked(f"{path}: another process still uses this data directory "
+                                    f"(waited {LOCK_WAIT_SECONDS:.0f} s); is the replica running twice?") from error
+            time.sleep(0.05)
+
+
+# -- installing it in PySyncObj -------------------------------------------------
+
+def create_journal(journalFile=None):
+    """PySyncObj's createJournal, with Bazar's journal for files (memory for non-voting followers)."""
+    if journalFile is None:
+        return MemoryJournal()
+    return DurableJournal(journalFile, fsync=storage.fsync_wanted(journalFile),
+                          snapshot=getattr(journalFile, "snapshot", None))
+
+
+def _sync_before_acknowledging(self, node, reset=False, nextNodeIdx=None, success=False):
+    """A follower's answer to append-entries: entries on disk first, then the acknowledgement."""
+    sync = getattr(self._SyncObj__raftLog, "sync", None)
+    if sync is not None:
+        sync()
+    patching.original(SyncObj, "_SyncObj__sendNextNodeIdx")(
+        self, node, reset=reset, nextNodeIdx=nextNodeIdx, success=success)
+
+
+patching.replace(pysyncobj.syncobj, "createJournal", create_journal,
+                 "9ea9e463ae2a0b8bc28887a9cc9ec1f58b2b789c33a2f88973182d69a47d1169",
+                 "FileJournal never fsyncs, rewrites itself in place when compacting and has no checksums")
+patching.replace(SyncObj, "_SyncObj__sendNextNodeIdx", _sync_before_acknowledging,
+                 "9bc1f8789eedbd78afd699031a9170ba1db3d14ab0016f64f4691adb46c4f9d8",
+                 "a follower acknowledges appended entries before they are on disk")
