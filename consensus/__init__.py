@@ -14,3 +14,4 @@ gets them: replicas, the frontend's follower, tests and tools alike.
 """
 
 from consensus import journal, snapshot  # noqa: F401,E402  durable journal and snapshots
+from consensus import frame_guard as _frame_guard  # noqa: E402,F401  (Raft frame limits)
