@@ -84,6 +84,9 @@ def add_book(body: Any, request_id: str | None = None) -> dict:
 def topic(raw: str) -> str:
     if not raw or len(raw) > MAX_TEXT:
         raise BadRequest(f"topic must be 1-{MAX_TEXT} characters")
+    if "\ufffd" in raw or not raw.isprintable():
+        # U+FFFD is what the URL decoder leaves of bytes that were not UTF-8.
+        raise BadRequest("topic must be printable UTF-8 text")
     return raw
 
 

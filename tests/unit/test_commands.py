@@ -203,7 +203,9 @@ def test_add_book_rejects_bad_bodies(body):
 def test_topic():
     assert commands.topic("distributed systems") == "distributed systems"
     assert commands.topic("x" * MAX_TEXT) == "x" * MAX_TEXT
-    for bad in ("", "x" * (MAX_TEXT + 1)):
+    assert commands.topic("Théorie des systèmes") == "Théorie des systèmes"
+    # "\ufffd" is what URL decoding leaves of bytes that are not UTF-8 (/search/%ff%fe).
+    for bad in ("", "x" * (MAX_TEXT + 1), "\ufffd\ufffd", "a\x00b", "tab\there"):
         with pytest.raises(BadRequest):
             commands.topic(bad)
 
