@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.resources
 import ipaddress
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,27 +37,86 @@ class Address:
 
     @property
     def is_loopback(self) -> bool:
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False
+        return _is_loopback(self.host)
+
+
+WILDCARDS = ("0.0.0.0", "::")
+# Where Docker (and Docker Compose) mount a service's secrets.
+SECRETS_DIR = Path("/run/secrets")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
+class _Listener:
+    """Where a process listens, as opposed to where the others reach it (its advertised
+    addresses), as etcd separates them. A node in a container listens on 0.0.0.0 and is
+    reached as `catalog1:7101`: `listen` is the host it binds, the ports are the advertised ones.
+    Without `listen`, a process binds exactly its advertised host."""
+
+    listen: str | None
+    http: Address
+
+    def bind(self, address: Address) -> Address:
+        """The local address to bind for the advertised `address`."""
+        return Address(self.listen or address.host, address.port)
+
+    @property
+    def source_host(self) -> str | None:
+        """The address outgoing connections leave from, or None to let the kernel choose.
+
+        Only one specific IP address is a source: binding a wildcard would mean nothing,
+        and a hostname may resolve to an address of another family than the peer's (or
+        to no address of this machine). On loopback, each process leaving from its own
+        127.0.0.x is what lets a firewall rule cut exactly one link (chaos/network.py).
+        """
+        host = self.listen or self.http.host
+        return host if _is_ip(host) and host not in WILDCARDS else None
+
+    @property
+    def health_url(self) -> str:
+        """This process's /healthz, as seen from its own machine (or container)."""
+        bound = self.bind(self.http)
+        host = "127.0.0.1" if bound.host in WILDCARDS else bound.host
+        return f"{Address(host, bound.port).url}/healthz"
+
+    def addresses(self) -> list[str]:
+        """Every host this process binds or advertises."""
+        return [self.http.host] + ([self.listen] if self.listen else [])
 
 
 @dataclass(frozen=True)
-class NodeConfig:
+class NodeConfig(_Listener):
     """One replica: a member of the catalog or the order Raft group."""
     id: str
     group: str
     raft: Address
     http: Address
+    listen: str | None = None
+
+    def addresses(self) -> list[str]:
+        return [self.raft.host] + super().addresses()
 
 
 @dataclass(frozen=True)
-class FrontendConfig:
+class FrontendConfig(_Listener):
     id: str
     http: Address
+    listen: str | None = None
 
 
 @dataclass(frozen=True)
@@ -114,14 +174,37 @@ class ClusterConfig:
 
     @property
     def all_loopback(self) -> bool:
-        return all(n.raft.is_loopback for n in self.catalog + self.order)
+        """True when every address any process binds or advertises (Raft and HTTP) is
+        loopback: only then may the cluster run without a secret."""
+        processes = self.catalog + self.order + self.frontends
+        return all(_is_loopback(host) for process in processes for host in process.addresses())
 
     def secret(self) -> str | None:
-        """The cluster secret from the environment, or None when unset."""
-        return os.environ.get(self.secret_env) or None
+        """The cluster secret, or None when none is given. The first of: the environment
+        variable `secret_env` (BAZAR_SECRET); the file named by `<secret_env>_FILE`; the
+        Docker secret /run/secrets/<secret_env in lower case> (/run/secrets/bazar_secret).
+        Files, because `docker inspect` shows a container's environment to anyone who may
+        run it; Docker and Kubernetes mount secrets as files that it does not show."""
+        value = os.environ.get(self.secret_env)
+        if value:
+            return value
+        named = os.environ.get(f"{self.secret_env}_FILE")
+        if named:
+            return _read_secret(Path(named), f"${self.secret_env}_FILE")
+        mounted = SECRETS_DIR / self.secret_env.lower()
+        return _read_secret(mounted, "Docker secret") if mounted.is_file() else None
 
     def admin_token(self) -> str | None:
         return os.environ.get(self.admin_token_env) or None
+
+
+def _read_secret(path: Path, source: str) -> str | None:
+    """A secret file's content without its surrounding whitespace (the final newline an
+    editor adds); None for an empty file."""
+    try:
+        return path.read_text().strip() or None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the cluster secret from {path} ({source}): {exc.strerror}") from None
 
 
 def load(path: str | os.PathLike) -> ClusterConfig:
@@ -178,12 +261,13 @@ def _group(doc: dict, name: str) -> tuple[NodeConfig, ...]:
     for i, entry in enumerate(entries):
         key = f"{name}[{i}]"
         entry = _mapping(entry, key)
-        _reject_unknown(entry, {"id", "raft", "http"}, key + ".")
+        _reject_unknown(entry, {"id", "raft", "http", "listen"}, key + ".")
         nodes.append(NodeConfig(
             id=_identifier(entry.get("id"), key + ".id"),
             group=name,
             raft=_address(entry.get("raft"), key + ".raft"),
             http=_address(entry.get("http"), key + ".http"),
+            listen=_listen(entry, key + ".listen"),
         ))
     return tuple(nodes)
 
@@ -196,9 +280,10 @@ def _frontends(doc: dict) -> tuple[FrontendConfig, ...]:
     for i, entry in enumerate(entries):
         key = f"frontends[{i}]"
         entry = _mapping(entry, key)
-        _reject_unknown(entry, {"id", "http"}, key + ".")
+        _reject_unknown(entry, {"id", "http", "listen"}, key + ".")
         result.append(FrontendConfig(id=_identifier(entry.get("id"), key + ".id"),
-                                     http=_address(entry.get("http"), key + ".http")))
+                                     http=_address(entry.get("http"), key + ".http"),
+                                     listen=_listen(entry, key + ".listen")))
     return tuple(result)
 
 
@@ -293,6 +378,25 @@ def _address(value: Any, key: str) -> Address:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"{key}: expected host:port, got {value!r}")
-    if host == "0.0.0.0" or host == "::":
-        raise ConfigError(f"{key}: bind a specific address, not the wildcard {host}")
-    return Address(host, int(port))
+    if host in WILDCARDS:
+        raise ConfigError(f"{key}: the others must reach this process at a specific address, not the "
+                          f"wildcard {host} (to listen on every interface, add listen: {host!r})")
+    return Address(_host(host, key), int(port))
+
+
+def _listen(entry: dict, key: str) -> str | None:
+    """The optional host a process binds instead of its advertised one (the wildcard included)."""
+    if "listen" not in entry:
+        return None
+    return _host(_string(entry["listen"], key), key)
+
+
+# RFC 1123 host names: dot-separated labels of letters, digits and inner hyphens.
+_HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*")
+
+
+def _host(host: str, key: str) -> str:
+    """An IP address or a host name (a service name such as `catalog1` resolves through DNS)."""
+    if _is_ip(host) or (len(host) <= 253 and _HOSTNAME.fullmatch(host)):
+        return host
+    raise ConfigError(f"{key}: {host!r} is neither an IP address nor a host name")

@@ -1,7 +1,11 @@
-"""The Raft port is a remote-code-execution port unless it is encrypted.
+"""Bazar's ports are for Bazar's own processes, and one secret keeps them so.
 
-PySyncObj unpickles what arrives on it. With a password it uses an encrypted,
-authenticated session, so only holders of the cluster secret can speak.
+The Raft port is a remote-code-execution port unless it is encrypted: PySyncObj
+unpickles what arrives on it. With a password it uses an encrypted, authenticated
+session, so only holders of the cluster secret can speak. The replicas' internal
+HTTP routes (a replica's /purchase, /state) check the same secret. So a cluster
+that anything but this machine can reach, through any Raft or HTTP address it
+advertises or listens on, must have a secret.
 """
 from __future__ import annotations
 
@@ -13,7 +17,9 @@ def raft_password(config: ClusterConfig) -> str | None:
     secret = config.secret()
     if secret is None and not config.all_loopback:
         raise ConfigError(
-            f"refusing to start: some Raft addresses in {config.path} are not loopback, and "
-            f"${config.secret_env} is not set. Anyone who can reach a Raft port without the "
-            f"secret can run code on the node. Set {config.secret_env} to the same secret on every node.")
+            f"refusing to start: some addresses in {config.path} (Raft or HTTP, advertised or "
+            f"listened on) are not loopback, and no cluster secret is given (${config.secret_env} "
+            f"is not set, nor ${config.secret_env}_FILE, nor the Docker secret "
+            f"{config.secret_env.lower()}). Anyone who can reach a Raft port without the secret can "
+            f"run code on the node. Give every process the same secret.")
     return secret

@@ -58,5 +58,9 @@ def syncobj_conf(raft: RaftConfig, data_dir: Path | None, password: str | None,
         autoTickPeriod=0.001 if group_size == 1 else 0.05,
         password=password,
         bindAddress=bind_address,
+        # Peers known by name (catalog1:7101 under Docker or Kubernetes) get a new IP address
+        # when their container is recreated; PySyncObj would keep the old one for 10 minutes.
+        dnsCacheTime=2.0,
+        dnsFailCacheTime=1.0,
         dynamicMembershipChange=False,      # membership is cluster.yaml's, not the log's
     )

@@ -45,6 +45,10 @@ class _SocketsFrom:
         return getattr(_socket, name)
 
 
-def connect_from(host: str) -> None:
-    """Make this process's outgoing Raft connections leave from `host` (one member per process)."""
-    pysyncobj.tcp_connection.socket = _SocketsFrom(host)
+def connect_from(host: str | None) -> None:
+    """Make this process's outgoing Raft connections leave from `host` (one member per process).
+
+    None leaves the choice to the kernel, as for a node that listens on the wildcard or
+    is known by a host name (see `source_host` in cluster/config.py).
+    """
+    pysyncobj.tcp_connection.socket = _socket if host is None else _SocketsFrom(host)

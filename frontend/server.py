@@ -15,7 +15,7 @@ log = logging.getLogger("bazar.frontend")
 def run(config: ClusterConfig, frontend_id: str | None = None) -> None:
     """Serve frontend `frontend_id` (the first in the file by default) until SIGTERM or Ctrl-C."""
     frontend = config.frontend(frontend_id)
-    follower = CatalogFollower(config, source_host=frontend.http.host)
-    app = create_app(Gateway(config, follower, source_host=frontend.http.host), frontend.id)
+    follower = CatalogFollower(config, source_host=frontend.source_host)
+    app = create_app(Gateway(config, follower, source_host=frontend.source_host), frontend.id)
     log.info("%s: storefront and API on %s", frontend.id, frontend.http.url)
-    serve(app, frontend.http, on_stop=follower.close)
+    serve(app, frontend.bind(frontend.http), on_stop=follower.close)

@@ -27,9 +27,9 @@ def build(config: ClusterConfig, node_id: str):
     password = raft_password(config)
     machine = CatalogState() if node.group == "catalog" else OrderState()
     state = ReplicatedState(machine)
-    conf = syncobj_conf(config.raft, config.data_dir / node.id, password, bind_address=str(node.raft),
+    conf = syncobj_conf(config.raft, config.data_dir / node.id, password, bind_address=str(node.bind(node.raft)),
                         group_size=len(config.group(node.group)))
-    connect_from(node.raft.host)
+    connect_from(node.source_host)
     member = RaftMember(str(node.raft), [str(n.raft) for n in config.group(node.group)], state, conf)
     replica = api.Replica(config, node, member)
     app = api.create_app(replica)
@@ -39,7 +39,7 @@ def build(config: ClusterConfig, node_id: str):
         seed_when_leader(replica, read_seed(config.catalog_seed))
     else:
         catalog = GroupClient([n.http.url for n in config.catalog], secret=config.secret(),
-                              source_host=node.http.host, write_attempt_timeout=1.0)
+                              source_host=node.source_host, write_attempt_timeout=1.0)
         coordinator = PurchaseCoordinator(replica, catalog)
         order_api.register(app, replica, coordinator)
         PendingOrderSweeper(coordinator, grace=config.raft.commit_timeout + 1.0).start()
@@ -57,4 +57,4 @@ def run(config: ClusterConfig, node_id: str) -> None:
         replica.member.close()
         log.info("%s stopped", node.id)
 
-    serve(app, node.http, on_stop=stop)
+    serve(app, node.bind(node.http), on_stop=stop)

@@ -143,9 +143,9 @@ MISTAKES = [
     ("port zero", _set(["order", 0, "http"], "127.0.0.1:0"), r"order\[0\]\.http"),
     ("address not a string", _set(["catalog", 0, "http"], 8101), r"catalog\[0\]\.http: expected a non-empty string"),
     ("missing raft address", _delete(["catalog", 2, "raft"]), r"catalog\[2\]\.raft"),
-    ("wildcard IPv4 bind", _set(["catalog", 0, "raft"], "0.0.0.0:7101"), r"catalog\[0\]\.raft: bind a specific address.*0\.0\.0\.0"),
-    ("wildcard IPv6 bind", _set(["order", 1, "http"], ":::8202"), r"order\[1\]\.http: bind a specific address"),
-    ("wildcard frontend bind", _set(["frontends", 0, "http"], "0.0.0.0:8000"), r"frontends\[0\]\.http: bind a specific"),
+    ("wildcard IPv4 bind", _set(["catalog", 0, "raft"], "0.0.0.0:7101"), r"catalog\[0\]\.raft: the others must reach this process at a specific address.*0\.0\.0\.0.*listen"),
+    ("wildcard IPv6 bind", _set(["order", 1, "http"], ":::8202"), r"order\[1\]\.http: the others must reach this process at a specific address"),
+    ("wildcard frontend bind", _set(["frontends", 0, "http"], "0.0.0.0:8000"), r"frontends\[0\]\.http: the others must reach"),
     ("missing id", _delete(["order", 0, "id"]), r"order\[0\]\.id: expected a non-empty string"),
     ("bad id characters", _set(["order", 0, "id"], "order 1"), r"order\[0\]\.id: 'order 1' must be"),
     ("duplicate replica ids", _set(["order", 1, "id"], "catalog1"), r"^catalog1: two processes share this id"),
@@ -255,3 +255,124 @@ def test_without_a_seed_file_the_packaged_books_are_used(tmp_path):
     config = load(write(tmp_path, document()))  # names no catalog_seed, and tmp_path has no node/
     assert config.catalog_seed.name == "books.json" and config.catalog_seed.is_file()
     assert config.catalog_seed.parent.name == "node" and config.catalog_seed.parent != tmp_path / "node"
+
+
+# -- listen and advertised addresses ---------------------------------------------
+
+
+def container_document() -> dict:
+    """Each process in its own container: listens on every interface, reached by service name."""
+    doc = document()
+    for group in ("catalog", "order"):
+        for i, node in enumerate(doc[group], start=1):
+            node.update(raft=f"{group}{i}:7101", http=f"{group}{i}:8101", listen="0.0.0.0")
+    doc["frontends"] = [{"id": "frontend1", "http": "frontend1:8000", "listen": "0.0.0.0"}]
+    return doc
+
+
+def test_service_names_are_advertised_and_the_wildcard_is_listened_on(tmp_path):
+    config = load(write(tmp_path, container_document()))
+    node = config.node("catalog2")
+    assert node.raft == Address("catalog2", 7101) and node.listen == "0.0.0.0"
+    assert node.bind(node.raft) == Address("0.0.0.0", 7101)     # PySyncObj's bindAddress
+    assert node.bind(node.http) == Address("0.0.0.0", 8101)     # waitress
+    assert node.source_host is None  # no wildcard nor host name as a source address
+    assert node.health_url == "http://127.0.0.1:8101/healthz"
+    assert config.frontend().bind(config.frontend().http) == Address("0.0.0.0", 8000)
+
+
+def test_without_listen_a_process_binds_and_leaves_from_its_advertised_address(tmp_path):
+    doc = document(host="10.0.0.7")
+    doc["catalog"][1]["listen"] = "10.0.0.9"
+    config = load(write(tmp_path, doc))
+    first, second = config.catalog[0], config.catalog[1]
+    assert first.bind(first.raft) == first.raft and first.source_host == "10.0.0.7"
+    assert second.bind(second.raft) == Address("10.0.0.9", second.raft.port)
+    assert second.source_host == "10.0.0.9" and second.health_url.startswith("http://10.0.0.9:")
+    assert config.frontend().source_host == "127.0.0.1"
+
+
+def test_a_host_name_is_never_a_source_address(tmp_path):
+    doc = document()
+    doc["catalog"][0].update(raft="localhost:7101", http="localhost:7151")
+    config = load(write(tmp_path, doc))
+    assert config.catalog[0].source_host is None  # "localhost" may well resolve to ::1
+    assert config.catalog[0].bind(config.catalog[0].http) == Address("localhost", 7151)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("raft", "bad_host!:7101", r"catalog\[0\]\.raft: 'bad_host!' is neither an IP address nor a host name"),
+    ("raft", "-lead.example:7101", r"neither an IP address nor a host name"),
+    ("listen", "every interface", r"catalog\[0\]\.listen: 'every interface' is neither"),
+    ("listen", 7, r"catalog\[0\]\.listen: expected a non-empty string"),
+])
+def test_bad_hosts_name_the_key(tmp_path, field, value, message):
+    doc = document()
+    doc["catalog"][0][field] = value
+    with pytest.raises(ConfigError, match=message):
+        load(write(tmp_path, doc))
+
+
+def test_listen_is_a_known_key_of_frontends_too(tmp_path):
+    doc = document()
+    doc["frontends"][0]["listen"] = "::"
+    assert load(write(tmp_path, doc)).frontend().bind(Address("x", 1)) == Address("::", 1)
+
+
+# -- the secret: required off loopback, for any address; from env, file or Docker secret
+
+
+@pytest.mark.parametrize("where", ["replica http", "frontend http", "listen"])
+def test_an_http_or_listen_address_off_loopback_needs_the_secret_too(tmp_path, monkeypatch, where):
+    doc = document()
+    if where == "replica http":
+        doc["order"][1]["http"] = "10.1.2.3:8202"
+    elif where == "frontend http":
+        doc["frontends"][0]["http"] = "192.168.7.7:8000"
+    else:
+        doc["catalog"][0]["listen"] = "0.0.0.0"
+    config = load(write(tmp_path, doc))
+    monkeypatch.delenv("BAZAR_SECRET", raising=False)
+    monkeypatch.delenv("BAZAR_SECRET_FILE", raising=False)
+    assert config.all_loopback is False
+    with pytest.raises(ConfigError, match="not loopback"):
+        raft_password(config)
+
+
+@pytest.fixture
+def no_secret(monkeypatch, tmp_path):
+    """No secret in the environment, and an empty stand-in for /run/secrets."""
+    import cluster.config
+    monkeypatch.delenv("BAZAR_SECRET", raising=False)
+    monkeypatch.delenv("BAZAR_SECRET_FILE", raising=False)
+    secrets = tmp_path / "run-secrets"
+    secrets.mkdir()
+    monkeypatch.setattr(cluster.config, "SECRETS_DIR", secrets)
+    return secrets
+
+
+def test_the_secret_can_come_from_a_file_named_by_the_environment(tmp_path, monkeypatch, no_secret):
+    config = load(write(tmp_path, container_document()))
+    (tmp_path / "secret.txt").write_text("from-a-file\n")
+    monkeypatch.setenv("BAZAR_SECRET_FILE", str(tmp_path / "secret.txt"))
+    assert raft_password(config) == "from-a-file"  # the editor's final newline is not part of it
+    monkeypatch.setenv("BAZAR_SECRET", "from-the-environment")
+    assert raft_password(config) == "from-the-environment"  # the variable itself comes first
+
+
+def test_the_secret_can_come_from_a_docker_secret(tmp_path, no_secret):
+    config = load(write(tmp_path, container_document()))
+    with pytest.raises(ConfigError, match="Docker secret bazar_secret"):
+        raft_password(config)
+    (no_secret / "bazar_secret").write_text("")  # empty (say, /dev/null mounted): no secret
+    with pytest.raises(ConfigError, match="not loopback"):
+        raft_password(config)
+    (no_secret / "bazar_secret").write_text("mounted-by-docker")
+    assert raft_password(config) == "mounted-by-docker"
+
+
+def test_a_named_secret_file_that_cannot_be_read_is_an_error(tmp_path, monkeypatch, no_secret):
+    config = load(write(tmp_path, container_document()))
+    monkeypatch.setenv("BAZAR_SECRET_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match=r"cannot read the cluster secret from .*missing \(\$BAZAR_SECRET_FILE\)"):
+        config.secret()
