@@ -1,5 +1,7 @@
 from setuptools import find_packages, setup
 
+TOOLS = ["matplotlib>=3.7"]  # the chaos timeline and the benchmark CDF plots
+
 setup(
     name="bazar",
     version="0.1.0",
@@ -15,11 +17,13 @@ setup(
         "lru-dict>=1.3",
         "waitress>=3.0",       # a production WSGI server: threads in one process
         "PyYAML>=6.0",         # cluster.yaml
-        "matplotlib>=3.7",     # the chaos timeline and the benchmark CDF plots
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3",
-                 "selenium>=4.20"],  # drives Debian's chromium + chromedriver; downloads nothing
+        # What replicas never need: `bazar chaos` and `bazar bench` draw their plots with it
+        # (imported only when they do), so images and servers stay without it.
+        "tools": TOOLS,
+        "test": TOOLS + ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3",
+                         "selenium>=4.20"],  # drives Debian's chromium + chromedriver; downloads nothing
     },
     entry_points={"console_scripts": ["bazar=cluster.cli:main"]},
 )
