@@ -14,4 +14,5 @@ gets them: replicas, the frontend's follower, tests and tools alike.
 """
 
 from consensus import journal, snapshot  # noqa: F401,E402  durable journal and snapshots
+from consensus import raft_fixes as _raft_fixes  # noqa: F401,E402  Raft's follower rules (see module)
 from consensus import frame_guard as _frame_guard  # noqa: E402,F401  (Raft frame limits)

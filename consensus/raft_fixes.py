@@ -1,0 +1,345 @@
+"""Bazar's corrections to PySyncObj 0.3.17's follower: Raft's AppendEntries and
+InstallSnapshot receiver rules, as Figure 2 and §7 of the Raft paper state them.
+
+What PySyncObj 0.3.17 gets wrong, and what each correction changes
+-------------------------------------------------------------------
+1. Append entries.  Once the entry before the message matched, PySyncObj deleted
+   *everything* after it and appended the message's entries, even when the deleted
+   entries were the very same ones (same index, same term). With Bazar's
+   unbatched appends the leader re-sends from the last acknowledgment it has read,
+   at most 64 KiB at a time; a follower more than 64 KiB ahead of that point cut
+   its log below entries it had already acknowledged, while the leader (which
+   never lowers its match index) still counted them. A leader death then lost
+   committed writes (the named test in tests/sim shows it). Now:
+   - entries already present with the same index and term are skipped (Raft
+     rule 3 deletes only "if an existing entry conflicts with a new one");
+   - the log is truncated only at the first conflict, and never at or below the
+     commit index: a leader asking for that is refused (ERROR in the log, no
+     acknowledgment), because a committed entry can never change;
+   - the commit index advances to min(leaderCommit, index of the last entry the
+     message covers) (rule 5), never to entries the message did not prove match;
+   - the acknowledgment names exactly the last index this message verified.
+   Since the log is cut only above the commit index, and a snapshot is only
+   taken below it, the log can never be left empty (an empty log made every
+   tick raise IndexError in PySyncObj, freezing the replica).
+2. Install snapshot (`__loadDumpFile`).  PySyncObj cleared the journal whenever it
+   loaded a snapshot sent by the leader, and on start whenever the journal did not
+   begin exactly at the snapshot. Now a log that holds the snapshot's last entry
+   (same index and term) keeps every entry after it (Raft §7); a follower that
+   already holds all the snapshot's entries keeps its state as well and only
+   acknowledges. The acknowledgment names the snapshot's last index, not the end
+   of a log the leader has not checked.
+3. A stored commit index beyond the journal's end (the meta file reached the disk,
+   the journal's tail did not) means this replica once counted towards committing
+   entries it no longer holds. PySyncObj clamped it and carried on, voting as if it
+   had never held them. Now the in-memory commit index is clamped, the stored one
+   is kept, and until a leader has given back everything up to it, the replica
+   neither votes nor stands for election (it would let a replica that lacks the
+   committed entries win). If a majority lost committed entries the group stops
+   electing leaders and says so, rather than silently forgetting acknowledged writes.
+
+What stays PySyncObj's: everything a leader or candidate does, big-entry
+transmissions, dynamic-membership rollback, timeout_now and the transfer
+bookkeeping, every other message type (handed to the original function).
+
+How the code is written
+-----------------------
+Each replaced method is installed through `consensus.patching.replace`, which
+refuses any PySyncObj whose source differs from the 0.3.17 code read here. The
+methods are defined in a class named `_SyncObj`: Python mangles `self.__raftLog`
+inside it to `self._SyncObj__raftLog` (leading underscores of the class name are
+dropped), which is PySyncObj's own private attribute, so the code reads like the
+original. Helpers are plain functions of that class, called as `_SyncObj.f(self)`,
+so nothing new is added to PySyncObj's class. Only the abstract Journal API is
+used (add, clear, deleteEntriesFrom/To, indexing, len, setRaftCommitIndex), so
+these rules hold with any journal implementation.
+"""
+from __future__ import annotations
+
+import logging
+import weakref
+
+import pysyncobj.pickle as _pickle
+import pysyncobj.syncobj as _syncobj
+from pysyncobj.syncobj import SyncObj, _RAFT_STATE
+
+from consensus import patching
+
+log = logging.getLogger("bazar.raft")
+
+# Replicas that found their stored commit index beyond their log's end, mapped to that
+# index: they neither vote nor campaign until their verified log reaches it. Kept outside
+# the SyncObj instance, because PySyncObj pickles every attribute added after __init__
+# into its snapshots, and this fact is about the local disk, not the replicated state.
+_CATCHING_UP: "weakref.WeakKeyDictionary[SyncObj, int]" = weakref.WeakKeyDictionary()
+
+_MESSAGE = "_SyncObj__onMessageReceived"
+_LOAD_DUMP = "_SyncObj__loadDumpFile"
+_MAY_CAMPAIGN = "_SyncObj__connectedToAnyone"
+
+# sha256 of each function's 0.3.17 source (consensus.patching.source_digest).
+_DIGESTS = {
+    _MESSAGE: "6bb6b65d08088de70bf0bbb5c140f9ad2c527d49bf51c1489d71eae65b78695c",
+    _LOAD_DUMP: "7f12f481c256d7a495c9b9b1a31e8d2fa4df41b5cbe4056e9a88041f968ea669",
+    _MAY_CAMPAIGN: "9c5806093b827609921d025296f61aa1e915698b084685c0553f67978dcb6053",
+}
+
+
+def missing_committed_up_to(obj: SyncObj) -> int | None:
+    """The stored commit index `obj` lost entries below (it must catch up to it), or None."""
+    return _CATCHING_UP.get(obj)
+
+
+class _SyncObj:
+    """Replacement methods for pysyncobj.SyncObj (named so that `self.__x` is SyncObj's `__x`)."""
+
+    # ----------------------------------------------------------- replaced methods
+
+    def __onMessageReceived(self, node, message):
+        """Every message from a peer. Append entries (and snapshots) follow Raft's receiver
+        rules below; a vote request reaching a replica that lost committed entries is refused;
+        every other message is PySyncObj's original handling."""
+        kind = message['type']
+        if kind == 'append_entries':
+            _SyncObj.on_append_entries(self, node, message)
+            return
+        if kind == 'request_vote' and self.__selfNode is not None:
+            _SyncObj.note_missing_committed(self)
+            if self in _CATCHING_UP:
+                # PySyncObj's own rule refuses a candidate whose last log term is older than
+                # ours, and still adopts a newer term and steps down. Presenting the candidate's
+                # log as older than any log (term -1) keeps that bookkeeping and refuses the vote.
+                log.warning("refusing to vote in term %d: this replica lacks committed entries "
+                            "up to %d", message['term'], _CATCHING_UP[self])
+                message = dict(message, last_log_term=-1)
+        patching.original(SyncObj, _MESSAGE)(self, node, message)
+
+    def __loadDumpFile(self, clearJournal):
+        """Load the snapshot in the dump file: on start (clearJournal False) or when the
+        leader has sent one (clearJournal True). Return its last index, or None if it
+        could not be read (logged; nothing changed).
+
+        Raft §7: if our log holds the snapshot's last entry (same index and term), the
+        entries after it are kept; if it also holds every entry we have not applied yet,
+        a snapshot from the leader changes nothing at all (our state is a prefix of it
+        plus entries we will apply). Otherwise the state is replaced by the snapshot's
+        and the log by the snapshot's last two entries, PySyncObj's convention for a
+        compacted log.
+        """
+        try:
+            data = self.__serializer.deserialize()
+            state, last, beforeLast, cluster = data[0], data[1], data[2], data[3]
+        except Exception:
+            log.exception('failed to load full dump')
+            return None
+        lastIdx = last[1]
+        if clearJournal and _SyncObj.holds(self, last) and \
+                self.__raftLog[0][1] <= self.__raftLastApplied + 1:
+            _SyncObj.snapshot_committed(self, lastIdx)
+            return lastIdx
+        try:
+            if state is not None:
+                if self.__consumers:
+                    selfData, consumersData = state[0], state[1:]
+                else:
+                    selfData, consumersData = state, []
+                for k, v in selfData.items():
+                    self.__dict__[k] = v
+                for i, consumer in enumerate(self.__consumers):
+                    consumer._deserialize(consumersData[i])
+            _SyncObj.rebase_log(self, beforeLast, last)
+            self.__raftLastApplied = lastIdx
+            _SyncObj.snapshot_committed(self, lastIdx)
+            _SyncObj.note_missing_committed(self)
+            _SyncObj.store_commit_index(self)
+            if self.__conf.dynamicMembershipChange:
+                self.__updateClusterConfiguration([n for n in cluster if n != self.__selfNode])
+            self.__onSetCodeVersion(0)
+        except Exception:
+            log.exception('failed to load full dump')
+            return None
+        return lastIdx
+
+    def __connectedToAnyone(self):
+        """PySyncObj asks this only when its election timer has fired, to decide whether to
+        start an election. A replica that lacks committed entries must not: it could win."""
+        _SyncObj.note_missing_committed(self)
+        if self in _CATCHING_UP:
+            return False
+        return patching.original(SyncObj, _MAY_CAMPAIGN)(self)
+
+    # ------------------------------------------------------------------ helpers
+
+    def on_append_entries(self, node, message):
+        """A leader's append entries (entries, a heartbeat, or a snapshot chunk)."""
+        if message['term'] < self.__raftCurrentTerm:
+            return  # Raft rule 1: a stale leader is ignored (PySyncObj sends no reply)
+        # A leader of this term or a newer one: follow it, exactly as PySyncObj does.
+        if message['term'] > self.__raftCurrentTerm:
+            self.__transferInProgress = False  # a newer leader supersedes a pending transfer
+        if not self.__transferInProgress:
+            # While a transfer is pending, the outgoing leader's heartbeats must not
+            # postpone the forced election.
+            self.__raftElectionDeadline = _syncobj.monotonicTime() + self.__generateRaftTimeout()
+        if self.__raftLeader != node:
+            self.__onLeaderChanged()
+        self.__raftLeader = node
+        if message['term'] > self.__raftCurrentTerm:
+            self.__setCurrentTerm(message['term'], None)
+        self.__setState(_RAFT_STATE.FOLLOWER)
+        self.__leaderCommitIndex = leaderCommit = message['commit_index']
+
+        if 'prevLogIdx' in message:
+            entries = _SyncObj.reassemble(self, node, message)
+            if entries is None:
+                return  # a chunk of a big entry; acknowledged without success
+            _SyncObj.append(self, node, message['prevLogIdx'], message['prevLogTerm'],
+                            entries, leaderCommit)
+        elif message.get('serialized') is not None:
+            if self.__serializer.setTransmissionData(message['serialized']):
+                lastIdx = self.__loadDumpFile(clearJournal=True)
+                if lastIdx is not None:
+                    self.__sendNextNodeIdx(node, nextNodeIdx=lastIdx + 1, success=True)
+        _SyncObj.store_commit_index(self)
+
+    def reassemble(self, node, message):
+        """The entries a message carries, or None while a big entry arrives in chunks
+        (PySyncObj's 'transmission' protocol, unchanged: each chunk is acknowledged
+        without success, the last one yields the entry)."""
+        transmission = message.get('transmission')
+        if transmission is None:
+            return message.get('entries', [])
+        if transmission == 'start':
+            self.__recvTransmission = message['data']
+        elif transmission == 'process':
+            self.__recvTransmission += message['data']
+        elif transmission == 'finish':
+            self.__recvTransmission += message['data']
+            entry = _pickle.loads(self.__recvTransmission)
+            self.__recvTransmission = ''
+            return [entry]
+        else:
+            raise Exception('Wrong transmission type')
+        self.__sendNextNodeIdx(node, success=False, reset=False)
+        return None
+
+    def append(self, node, prevIdx, prevTerm, entries, leaderCommit):
+        """Raft's AppendEntries receiver, rules 2 to 5, for entries prevIdx+1, prevIdx+2, ..."""
+        # Rule 2: reply false unless our log holds prevIdx with term prevTerm. The reply
+        # tells the leader where to resume: after our last entry, or at the mismatch.
+        prev = self.__getEntries(prevIdx, 1)
+        if not prev:
+            self.__sendNextNodeIdx(node, success=False, reset=True)
+            return
+        if prev[0][2] != prevTerm:
+            self.__sendNextNodeIdx(node, nextNodeIdx=prevIdx, success=False, reset=True)
+            return
+        # Rule 3: skip the entries we already hold (same index and term); at the first
+        # conflicting one, delete it and everything after it, unless it is committed.
+        end = self.__getCurrentLogIndex()
+        new = []
+        for position, entry in enumerate(entries):
+            idx, term = entry[1], entry[2]
+            if idx > end:
+                new = entries[position:]
+                break
+            if self.__getEntries(idx, 1)[0][2] == term:
+                continue
+            if idx <= max(self.__raftCommitIndex, self.__raftLastApplied):
+                log.error('refusing append entries from %s: entry %d (term %d) would replace a '
+                          'committed entry (term %d); not acknowledged', node, idx, term,
+                          self.__getEntries(idx, 1)[0][2])
+                return
+            _SyncObj.truncate_from(self, idx)
+            new = entries[position:]
+            break
+        # Rule 4: append the entries not already in the log.
+        for entry in new:
+            self.__raftLog.add(*entry)
+        if self.__conf.dynamicMembershipChange:
+            for entry in new:
+                request = self.__parseChangeClusterRequest(entry[0])
+                if request is not None:
+                    self.__doChangeCluster(request)
+        # Rule 5, and the acknowledgment: only what this message proved matches the leader.
+        lastCovered = entries[-1][1] if entries else prevIdx
+        if min(leaderCommit, lastCovered) > self.__raftCommitIndex:
+            self.__raftCommitIndex = min(leaderCommit, lastCovered)
+        _SyncObj.verified(self, lastCovered)
+        self.__sendNextNodeIdx(node, nextNodeIdx=lastCovered + 1, success=True)
+
+    def truncate_from(self, idx):
+        """Delete entry idx and every later one (idx is above the commit index, so the log
+        keeps at least its first entry), undoing membership changes they made."""
+        if self.__conf.dynamicMembershipChange:
+            for entry in reversed(self.__getEntries(idx)):
+                request = self.__parseChangeClusterRequest(entry[0])
+                if request is not None:
+                    self.__doChangeCluster(request, reverse=True)
+        self.__deleteEntriesFrom(idx)
+
+    def holds(self, entry):
+        """Whether our log has an entry with this entry's index and term."""
+        ours = self.__getEntries(entry[1], 1)
+        return bool(ours) and ours[0][2] == entry[2]
+
+    def rebase_log(self, beforeLast, last):
+        """Make the log start with the snapshot's last two entries, keeping the entries
+        after `last` if our log holds `last` (Raft §7), dropping the rest otherwise."""
+        log_ = self.__raftLog
+        if _SyncObj.holds(self, last) and _SyncObj.holds(self, beforeLast):
+            first = beforeLast[1] - log_[0][1]
+            if first > 0:
+                log_.deleteEntriesTo(first)
+            return
+        suffix = list(self.__getEntries(last[1] + 1)) if _SyncObj.holds(self, last) else []
+        log_.clear()
+        for entry in [beforeLast, last] + suffix:
+            log_.add(*entry)
+
+    def snapshot_committed(self, lastIdx):
+        """A snapshot holds only applied, hence committed, entries: our log holds them now."""
+        if lastIdx > self.__raftCommitIndex:
+            self.__raftCommitIndex = lastIdx
+        _SyncObj.verified(self, lastIdx)
+
+    def verified(self, idx):
+        """Entries up to idx are now known to match the leader's log: a catch-up to the
+        stored commit index ends once idx reaches it."""
+        target = _CATCHING_UP.get(self)
+        if target is not None and idx >= target:
+            del _CATCHING_UP[self]
+            log.warning('caught up to the stored commit index %d: voting again', target)
+
+    def note_missing_committed(self):
+        """If the commit index lies beyond the log's end, this replica lost entries it once
+        counted as committed: remember the index (it must catch up to it before voting) and
+        clamp the in-memory commit index to what the log holds. Idempotent."""
+        end = self.__getCurrentLogIndex()
+        if self.__raftCommitIndex <= end:
+            return
+        lost = self.__raftCommitIndex
+        _CATCHING_UP[self] = max(_CATCHING_UP.get(self, 0), lost)
+        log.error('the stored commit index %d is beyond the journal end %d: committed entries '
+                  'were lost from disk. This replica will neither vote nor stand for election '
+                  'until a leader has sent them again', lost, end)
+        self.__raftCommitIndex = end
+
+    def store_commit_index(self):
+        """Persist the commit index, but never below an index we still have to catch up to
+        (so a restart before catching up remembers the loss)."""
+        self.__raftLog.setRaftCommitIndex(max(self.__raftCommitIndex, _CATCHING_UP.get(self, 0)))
+
+
+_WHY = {
+    _MESSAGE: "a follower deleted entries it already held (same index and term) and acknowledged "
+              "ones it then lost; it could also cut below its commit index",
+    _LOAD_DUMP: "installing a snapshot discarded the whole journal, including matching entries "
+                "after the snapshot (Raft §7 keeps them)",
+    _MAY_CAMPAIGN: "a replica whose journal lost committed entries could stand for election",
+}
+
+REPLACED = tuple(_WHY)  # the SyncObj methods this module replaces
+
+for _name, _why in _WHY.items():
+    patching.replace(SyncObj, _name, _SyncObj.__dict__[_name], _DIGESTS[_name], _why)
