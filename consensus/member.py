@@ -1,12 +1,26 @@
-"""One process's membership in a Raft group."""
+"""One process's membership in a Raft group.
+
+Besides submitting commands, a member answers two questions for readers:
+
+- `read_index()`: the log index a linearizable read must reflect, confirmed by
+  a heartbeat round (Raft's read index, see `consensus.reads`); nothing is
+  appended to the log.
+- `in_touch(max_lag)`: whether this member's applied state is at most `max_lag`
+  seconds behind its leader's, for reads served from local state.
+
+PySyncObj keeps what both need in private attributes; this module is the one
+place that reads them, and only on PySyncObj's own tick thread.
+"""
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Any
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf
 
+from consensus.reads import NOT_LEADER, LeaderView, ReadIndex
 from consensus.state import ReplicatedState
 from consensus.transport import WatchedTransport
 
@@ -25,6 +39,65 @@ class CommitError(Exception):
         self.definite = definite
 
 
+class ReadRefused(Exception):
+    """This member cannot serve a linearizable read now (not the leader, or it could not
+    confirm its leadership in time). Ask the leader; retrying later is always safe."""
+
+
+_LEADER = 2  # pysyncobj.syncobj._RAFT_STATE.LEADER
+PROBE_KEY = "bazar_probe"  # on append_entries: (sender's nonce, its newest probe round)
+ECHO_KEY = "bazar_echo"    # on next_node_idx: the newest probe received from that leader
+
+
+class ProbingTransport(WatchedTransport):
+    """Stamps heartbeats with probe rounds and echoes them back (see `consensus.reads`).
+
+    Leader side: every append_entries carries (nonce, round); `echoes[node]` is the
+    newest round of *this process* (same nonce) that `node` has echoed. The nonce is
+    random per process, so a restarted leader never counts echoes of its previous
+    life. Follower side: every next_node_idx carries the newest probe received from
+    the node it is sent to. A reply is sent while handling a message, after every
+    earlier message on the link, so an echo of round r proves the reply was sent
+    after the leader opened round r. Peers without these keys (another version)
+    are simply never counted: reads fail closed.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.nonce = int.from_bytes(os.urandom(8), "big")
+        self.probe_round = 0
+        self.echoes: dict[Any, int] = {}
+        self._probes_from: dict[Any, tuple[int, int]] = {}
+        super().__init__(*args, **kwargs)
+
+    def send(self, node, message) -> bool:
+        if isinstance(message, dict):
+            kind = message.get("type")
+            if kind == "append_entries":
+                message = {**message, PROBE_KEY: (self.nonce, self.probe_round)}
+            elif kind == "next_node_idx" and node in self._probes_from:
+                message = {**message, ECHO_KEY: self._probes_from[node]}
+        return super().send(node, message)
+
+    def _onMessageReceived(self, node, message) -> None:
+        if isinstance(message, dict):
+            probe = message.get(PROBE_KEY)
+            if probe is not None:
+                self._probes_from[node] = probe  # before PySyncObj handles it and replies
+            echo = message.get(ECHO_KEY)
+            if echo is not None and message.get("type") == "next_node_idx" and echo[0] == self.nonce:
+                self.echoes[node] = max(self.echoes.get(node, 0), echo[1])
+        super()._onMessageReceived(node, message)
+
+
+class _PendingRead:
+    """One caller waiting for a read index: set once, from the tick thread."""
+    __slots__ = ("done", "outcome")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.outcome: int | str | None = None
+
+
 class RaftMember:
     """A voting member (self_address set) or a non-voting follower (self_address None)."""
 
@@ -32,8 +105,15 @@ class RaftMember:
                  conf: SyncObjConf) -> None:
         self.state = state
         self.peers = [p for p in peers if p != self_address]
+        self._reads = ReadIndex()
+        self._reads_lock = threading.Lock()
+        self._in_touch_at: float | None = None
         self.syncobj = SyncObj(self_address, self.peers, conf=conf, consumers=[state],
-                               transportClass=WatchedTransport)
+                               transportClass=ProbingTransport)
+        self._transport: ProbingTransport = self.syncobj._SyncObj__transport
+        self._wake = getattr(self.syncobj, "_SyncObj__pipeNotifier", None)
+        state.add_listener(self)
+        self.syncobj.addOnTickCallback(self._on_tick)
 
     def submit(self, command: dict, timeout: float) -> Any:
         """Commit `command` and return what the state machine's apply returned.
@@ -73,14 +153,101 @@ class RaftMember:
         """Block until this member has applied `index`; False on timeout."""
         return self.state.wait_for(index, timeout)
 
+    # -- reads ------------------------------------------------------------------
+
+    def read_index(self, timeout: float) -> int:
+        """Wait until this member's state may serve a linearizable read; return the read
+        index: this leader's commit index, confirmed by a majority's answer to a
+        heartbeat sent after it was taken, and already applied here.
+
+        Appends nothing to the log. Raises ReadRefused when this member is not the
+        leader, loses leadership meanwhile, or cannot confirm within `timeout` (cut
+        off from the majority, or a new leader whose first entry has not committed).
+        """
+        pending = _PendingRead()
+        with self._reads_lock:
+            self._reads.add(pending)
+        if self._wake is not None:
+            self._wake.notify()  # the tick thread may be asleep in poll for a heartbeat period
+        if not pending.done.wait(timeout):
+            with self._reads_lock:
+                self._reads.drop(pending)
+            if pending.outcome is None:
+                raise ReadRefused("could not confirm leadership with a majority in time")
+        if not isinstance(pending.outcome, int):
+            raise ReadRefused(pending.outcome or NOT_LEADER)
+        return pending.outcome
+
+    def in_touch(self, max_lag: float) -> bool:
+        """True if this member has applied everything its leader had committed at most
+        `max_lag` seconds ago, as far as it can know.
+
+        A follower counts from the last message of a leader whose announced commit
+        index it has applied; a leader from the last time a majority of the group
+        answered it, once an entry of its own term is applied (before that it may not
+        have applied what the previous leader committed). Re-evaluated on every tick;
+        False until first in touch and after the state is replaced by a snapshot.
+        """
+        since = self._in_touch_at
+        return since is not None and time.monotonic() - since <= max_lag
+
     def seconds_since_leader(self) -> float | None:
         """How long since this member last heard from its leader (None: no leader known)."""
         leader = self.leader
         if leader is None:
             return None
-        transport = self.syncobj._SyncObj__transport
-        heard = transport.last_heard.get(leader)
+        heard = self._transport.last_heard.get(leader)
         return None if heard is None else time.monotonic() - heard
+
+    # -- PySyncObj's tick thread ------------------------------------------------
+
+    def _on_tick(self) -> None:
+        sync = self.syncobj
+        leading = sync._SyncObj__raftState == _LEADER
+        others = sync._SyncObj__otherNodes
+        noop = sync._SyncObj__noopIDx
+        view = LeaderView(
+            leader=leading, term=sync.raftCurrentTerm, commit_index=sync.raftCommitIndex,
+            applied_index=sync.raftLastApplied,
+            term_committed=leading and noop is not None and sync.raftCommitIndex >= noop,
+            echoes=tuple(self._transport.echoes.get(node, 0) for node in others))
+        with self._reads_lock:
+            if self._reads.pending:
+                finished, opened = self._reads.step(view)
+            else:
+                finished, opened = [], False
+        if opened:
+            self._transport.probe_round = self._reads.round
+            sync._SyncObj__sendAppendEntries()  # the round's heartbeat, now
+        for pending, outcome in finished:
+            pending.outcome = outcome
+            pending.done.set()
+        self._note_in_touch(sync, leading, noop, others)
+
+    def _note_in_touch(self, sync, leading: bool, noop, others) -> None:
+        applied = sync.raftLastApplied
+        if leading:
+            if noop is None or applied < noop or applied < sync.raftCommitIndex:
+                return
+            answered = sorted((sync._SyncObj__lastResponseTime.get(node, 0.0) for node in others),
+                              reverse=True)
+            needed = (len(others) + 1) // 2
+            self._in_touch_at = answered[needed - 1] if needed else time.monotonic()
+            return
+        leader = sync._SyncObj__raftLeader
+        announced = sync._SyncObj__leaderCommitIndex
+        if leader is None or announced is None or applied < announced:
+            return
+        heard = self._transport.last_heard.get(getattr(leader, "address", str(leader)))
+        if heard is not None:
+            self._in_touch_at = heard
+
+    # ApplyListener (tick thread): a snapshot replaced the state, so it was not in touch.
+    def on_applied(self, index: int, command: dict, result: Any) -> None:
+        pass
+
+    def on_reset(self, index: int) -> None:
+        self._in_touch_at = None
 
     @property
     def leader_commit_index(self) -> int | None:

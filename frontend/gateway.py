@@ -4,7 +4,8 @@ Reads are answered at the consistency the client asks for:
 - `cached` (default): from the LRU if the key is there and the follower is caught
   up; otherwise from a replica that has applied at least the key's fence.
 - `local`: skip the cache; a replica, at least as new as the key's fence.
-- `strong`: through the catalog log (linearizable).
+- `strong`: by the catalog leader at a confirmed read index (linearizable; the
+  order reads are always this strong). Nothing is appended to the log.
 Writes go to the leader of the right group; afterwards the keys they changed
 are fenced here at the write's index (read-your-writes through this frontend).
 Answers are plain dicts; failures are ApiErrors with the status to send.
@@ -56,11 +57,14 @@ class Gateway:
         return self._checked(self.catalog.read, "/topics", prefer_leader=not self.follower.caught_up())["topics"]
 
     def orders_list(self, raw_limit: str | None) -> dict:
+        """The newest orders as the order leader sees them (every acknowledged purchase)."""
         limit = commands.limit(raw_limit)
-        return self._checked(self.orders.read, f"/orders?limit={limit}", prefer_leader=True)
+        return self._checked(self.orders.read, f"/orders?limit={limit}&consistency=strong",
+                             prefer_leader=True)
 
     def order(self, order_id: str) -> dict:
-        return self._checked(self.orders.read, f"/orders/{quote(order_id, safe='')}", prefer_leader=True)
+        return self._checked(self.orders.read, f"/orders/{quote(order_id, safe='')}?consistency=strong",
+                             prefer_leader=True)
 
     # -- writes ---------------------------------------------------------------
 
@@ -114,7 +118,9 @@ class Gateway:
         if consistency not in CONSISTENCY_LEVELS:
             raise ApiError(400, "consistency must be one of cached, local, strong")
         if consistency == "strong":
-            body, _ = self._catalog_get(f"{path}?consistency=strong", attempt_timeout=CATALOG_ATTEMPT_TIMEOUT)
+            # Only the leader serves these (others answer 503 naming it): ask it first.
+            body, _ = self._catalog_get(f"{path}?consistency=strong", attempt_timeout=CATALOG_ATTEMPT_TIMEOUT,
+                                        prefer_leader=True)
             return body
         if consistency == "cached":
             hit = self.cache.get(key)

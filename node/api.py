@@ -9,12 +9,16 @@ import os
 from flask import Flask, g, jsonify, request
 
 from cluster.config import ClusterConfig, NodeConfig
-from consensus.member import CommitError, RaftMember
+from consensus.member import CommitError, RaftMember, ReadRefused
 from web import errors
 from web.client import INDEX_HEADER, LEADER_HEADER
 from web.errors import ApiError
 
 RETRY_AFTER_SECONDS = "1"
+# A majority answers a heartbeat within milliseconds; a leader that cannot confirm its
+# leadership in this time is cut off or deposed, and the client should ask another
+# replica (the frontend gives one replica 0.8-1 s per read attempt).
+READ_CONFIRM_SECONDS = 0.5
 
 
 class Replica:
@@ -27,6 +31,9 @@ class Replica:
         self.http_by_raft = {str(n.raft): n.http.url for n in config.group(node.group)}
         self.secret = config.secret()
         self.admin_token = config.admin_token()
+        # How far behind its leader this replica's state may be for local reads (and for
+        # naming that leader to clients): the same bound the frontend's cache lives by.
+        self.max_lag = config.cache.max_follower_lag
         self.serving = lambda: True  # replaced by groups with start-up work (the catalog's seed)
 
     @property
@@ -34,6 +41,10 @@ class Replica:
         return self.member.state
 
     def leader_url(self) -> str | None:
+        """The leader's HTTP address, while this replica is in touch with it; else None,
+        so clients forget a leader this replica can no longer vouch for."""
+        if not self.member.in_touch(self.max_lag):
+            return None
         return self.http_by_raft.get(self.member.leader or "")
 
     def commit(self, command: dict) -> dict:
@@ -49,12 +60,35 @@ class Replica:
     def read_local(self, query, *args):
         """Run `query` on this replica's applied state: (result, index).
 
-        Refused (503) until the replica has caught up after starting: while it replays
-        its journal it passes through old states that must never be served.
+        Checked on every read: refused (503 + Retry-After) while the replica replays its
+        journal after a start (it passes through old states), and whenever its state may
+        be more than `max_lag` seconds behind its leader's (it lost touch, or has not
+        applied what the leader announced); served again once it has caught up.
         """
-        if not self.member.has_caught_up:
-            raise ApiError(503, "this replica is still catching up", {"Retry-After": RETRY_AFTER_SECONDS})
+        if not self.member.has_caught_up or not self.member.in_touch(self.max_lag):
+            raise ApiError(503, f"this replica is not in touch with its leader (or still catching "
+                                f"up), so its state may be more than {self.max_lag:g} s old",
+                           {"Retry-After": RETRY_AFTER_SECONDS})
         return self.state.read(query, *args)
+
+    def read_strong(self, query, *args):
+        """Run `query` on a state that includes every write acknowledged before this call
+        (linearizable): (result, index). Appends nothing to the log.
+
+        Only the leader can serve it (Raft's read index, `RaftMember.read_index`): a
+        follower, a deposed leader or one cut off from the majority answers 503 with
+        Retry-After and, when it knows one, the leader in `X-Bazar-Leader`.
+        """
+        try:
+            self.member.read_index(READ_CONFIRM_SECONDS)
+        except ReadRefused as exc:
+            raise ApiError(503, f"this replica cannot serve a strong read: {exc}; ask the leader",
+                           {"Retry-After": RETRY_AFTER_SECONDS}) from None
+        return self.state.read(query, *args)
+
+    def read(self, query, *args, strong: bool = False):
+        """`read_strong` or `read_local`, as the request asked."""
+        return self.read_strong(query, *args) if strong else self.read_local(query, *args)
 
     def require_admin(self) -> None:
         """Admin writes need `Authorization: Bearer <token>` when a token is configured."""
@@ -72,6 +106,14 @@ class Replica:
         supplied = request.headers.get("X-Bazar-Secret", "")
         if not hmac.compare_digest(supplied.encode(), self.secret.encode()):
             raise ApiError(403, "this route is for Bazar's own processes")
+
+
+def strong_requested() -> bool:
+    """The request's `?consistency=local|strong` (default local) as a flag; 400 otherwise."""
+    consistency = request.args.get("consistency", "local")
+    if consistency not in ("local", "strong"):
+        raise ApiError(400, "consistency must be local or strong on a replica")
+    return consistency == "strong"
 
 
 def create_app(replica: Replica) -> Flask:

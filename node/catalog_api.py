@@ -1,16 +1,18 @@
 """HTTP routes of a catalog replica.
 
 Reads are answered from this replica's applied state (`consistency=local`,
-the default) or through the log (`consistency=strong`, linearizable). Every
-answer carries `X-Bazar-Index`, the log index it reflects, which the
-frontend's cache uses to refuse stale fills.
+the default; refused while the replica is out of touch with its leader) or,
+on the leader only, at a read index confirmed by a heartbeat round
+(`consistency=strong`, linearizable, nothing appended to the log; see
+`Replica.read_strong`). Every answer carries `X-Bazar-Index`, the log index
+it reflects, which the frontend's cache uses to refuse stale fills.
 """
 from __future__ import annotations
 
 from flask import Flask, jsonify, request
 
 from node import commands
-from node.api import Replica
+from node.api import Replica, strong_requested
 from web.client import INDEX_HEADER
 from web.errors import ApiError, json_body, json_object
 
@@ -21,12 +23,9 @@ def register(app: Flask, replica: Replica) -> None:
     @app.get("/books/<raw_id>")
     def info(raw_id: str):
         book_id = commands.book_id(raw_id)
+        strong = strong_requested()
         _wait_for_min_index(replica)
-        if _strong():
-            result = replica.commit({"op": "read", "id": book_id})
-            book, index = result.get("book"), replica.state.applied_index
-        else:
-            book, index = replica.read_local(lambda m: m.book(book_id))
+        book, index = replica.read(lambda m: m.book(book_id), strong=strong)
         if book is None:
             raise ApiError(404, f"no book with id {book_id}")
         return _with_index(jsonify(book), index)
@@ -34,12 +33,9 @@ def register(app: Flask, replica: Replica) -> None:
     @app.get("/search/<path:raw_topic>")
     def search(raw_topic: str):
         topic = commands.topic(raw_topic)
+        strong = strong_requested()
         _wait_for_min_index(replica)
-        if _strong():
-            items = replica.commit({"op": "read", "topic": topic})["items"]
-            index = replica.state.applied_index
-        else:
-            items, index = replica.read_local(lambda m: m.search(topic))
+        items, index = replica.read(lambda m: m.search(topic), strong=strong)
         return _with_index(jsonify(topic=topic, items=items), index)
 
     @app.get("/books")
@@ -110,13 +106,6 @@ def _refuse_conflict(result: dict) -> dict:
         raise ApiError(422, "this Idempotency-Key (or order id) was already used for another "
                             "book or operation")
     return result
-
-
-def _strong() -> bool:
-    consistency = request.args.get("consistency", "local")
-    if consistency not in ("local", "strong"):
-        raise ApiError(400, "consistency must be local or strong on a replica")
-    return consistency == "strong"
 
 
 def _with_index(response, index: int):

@@ -1,10 +1,13 @@
-"""HTTP routes of an order replica: purchases (coordinated here) and the order record."""
+"""HTTP routes of an order replica: purchases (coordinated here) and the order record.
+
+Order reads take `?consistency=local|strong` like catalog reads; the frontend asks
+for `strong` (the leader's view, including every acknowledged purchase)."""
 from __future__ import annotations
 
 from flask import Flask, jsonify, request
 
 from node import commands
-from node.api import Replica
+from node.api import Replica, strong_requested
 from node.purchase import PurchaseCoordinator
 from web.errors import ApiError, json_object
 
@@ -25,12 +28,12 @@ def register(app: Flask, replica: Replica, coordinator: PurchaseCoordinator) -> 
         status = request.args.get("status")
         if status not in (None, "pending", "completed", "failed"):
             raise ApiError(400, "status must be pending, completed or failed")
-        listing, index = replica.read_local(lambda m: m.newest(limit, status))
+        listing, index = replica.read(lambda m: m.newest(limit, status), strong=strong_requested())
         return jsonify(orders=listing, applied_index=index)
 
     @app.get("/orders/<order_id>")
     def order(order_id: str):
-        found, _ = replica.read_local(lambda m: m.order(order_id))
+        found, _ = replica.read(lambda m: m.order(order_id), strong=strong_requested())
         if found is None:
             raise ApiError(404, "no order with that id")
         return jsonify(found)

@@ -1,12 +1,21 @@
 """Talk to the replicas of one group over HTTP: writes to the leader, reads spread out.
 
 Replicas answer every request with `X-Bazar-Leader` (the HTTP address of the
-leader they follow), so after one call a client sends writes straight to the
-leader instead of paying an extra hop through a follower. A replica that does
-not answer is skipped for a short back-off, then tried again.
+leader they follow) while they are in touch with that leader, so after one call
+a client sends writes straight to the leader instead of paying an extra hop
+through a follower. The client believes the latest answer only: it forgets the
+leader it knew when a reply names none (the replica lost touch), when a replica
+answers 503 (it cannot serve: never taken as the leader, even by its own word),
+and when the leader cannot be reached. A replica that does not answer is
+skipped for a short back-off, then tried again.
 
-Every write Bazar sends is idempotent (it carries an order or request id), so
-a write is retried on another replica after a connection error.
+Failover contract: every write Bazar sends is idempotent (a purchase carries its
+order id, an admin write its request id, a stock take its order id), so a write
+that failed to connect, timed out or was answered 503 is sent to the next
+replica; applying it twice changes nothing. Reads go to the next replica on the
+same failures. A 503 that names a leader sends the call there next. When every
+replica answered 503 in one pass, that 503 is returned (the caller passes its
+Retry-After on); when none answered, `Unavailable` is raised at the deadline.
 
 This is on every request's path, so it speaks urllib3 directly: a keep-alive
 pool per replica, no per-request proxy, cookie or netrc machinery.
@@ -67,8 +76,9 @@ class GroupClient:
 
     def write(self, method: str, path: str, body: Any = None, timeout: float | None = None,
               headers: dict | None = None) -> Reply:
-        """Send an idempotent write, leader first; retry other replicas on connection errors."""
-        return self._call(method, path, body, timeout, headers, order=self._leader_first(),
+        """Send an idempotent write, leader first; fail over to the other replicas on a
+        connection failure, a timeout or a 503 (see the module's failover contract)."""
+        return self._call(method, path, body, timeout, headers, leader_first=True,
                           attempt_timeout=self.write_attempt_timeout)
 
     def read(self, path: str, timeout: float | None = None, headers: dict | None = None,
@@ -76,26 +86,28 @@ class GroupClient:
         """GET from the next healthy replica, falling over to the others.
 
         A replica that does not answer within `attempt_timeout` (READ_ATTEMPT_SECONDS
-        by default), or answers 503 (behind, or no quorum for a strong read), is
-        skipped for this call. With `prefer_leader`, the leader is asked first: it has
-        applied every write acknowledged so far.
+        by default), or answers 503 (out of touch with its leader, or not the leader
+        for a strong read), is skipped for this call. With `prefer_leader`, the leader
+        is asked first: only it serves strong reads.
         """
-        order = self._leader_first() if prefer_leader else self._round_robin()
-        return self._call("GET", path, None, timeout, headers, order=order,
-                          attempt_timeout=attempt_timeout or READ_ATTEMPT_SECONDS, skip_unavailable=True)
+        return self._call("GET", path, None, timeout, headers, leader_first=prefer_leader,
+                          attempt_timeout=attempt_timeout or READ_ATTEMPT_SECONDS)
 
     # -- internals ------------------------------------------------------------
 
-    def _call(self, method, path, body, timeout, headers, order, attempt_timeout=None,
-              skip_unavailable=False) -> Reply:
+    def _call(self, method, path, body, timeout, headers, leader_first: bool,
+              attempt_timeout: float | None = None) -> Reply:
         deadline = time.monotonic() + (timeout or self.timeout)
-        last: Exception | Reply | None = None
+        last: Exception | None = None
         payload = None if body is None else json.dumps(body).encode()
         all_headers = {**self._headers, **(headers or {})}
         if payload is not None:
             all_headers["Content-Type"] = "application/json"
         while time.monotonic() < deadline:
-            for url in order:
+            unavailable: Reply | None = None
+            queue = self._leader_first() if leader_first else self._round_robin()
+            while queue:
+                url = queue.pop(0)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
@@ -110,15 +122,17 @@ class GroupClient:
                     last = exc
                     self._mark_down(url, BACKOFF_SECONDS)
                     continue
-                self._learn_leader(reply)
-                if skip_unavailable and reply.status_code == 503:
-                    last = reply
-                    continue
-                return reply
-            if isinstance(last, Reply):
-                return last  # every replica answered, none could serve: pass the 503 on
+                named = self._learn_leader(url, reply)
+                if reply.status_code != 503:
+                    return reply
+                unavailable = reply
+                if named in queue:  # it cannot serve, but knows who can: ask that one next
+                    queue.remove(named)
+                    queue.insert(0, named)
+            if unavailable is not None:
+                return unavailable  # every replica that answered could not serve: pass the 503 on
             time.sleep(0.05)
-            order = self._leader_first()
+            leader_first = True
         raise Unavailable(f"no replica answered: {last}")
 
     def _send(self, method: str, url: str, payload: bytes | None, headers: dict, timeout: float) -> Reply:
@@ -134,10 +148,14 @@ class GroupClient:
         if self.leader == url:
             self.leader = None
 
-    def _learn_leader(self, reply: Reply) -> None:
-        leader = reply.headers.get(LEADER_HEADER)
-        if leader in self.urls:
-            self.leader = leader
+    def _learn_leader(self, url: str, reply: Reply) -> str | None:
+        """Believe the leader `url`'s reply names, or forget the leader if it names none
+        (or names itself while answering 503). Returns the leader now believed."""
+        named = reply.headers.get(LEADER_HEADER)
+        if named not in self.urls or (reply.status_code == 503 and named == url):
+            named = None
+        self.leader = named
+        return named
 
     def _leader_first(self) -> list[str]:
         healthy = [u for u in self.urls if self._healthy(u)] or list(self.urls)

@@ -1,0 +1,156 @@
+"""The group client's leader bookkeeping and failover, against fake replicas on loopback.
+
+Each fake replica answers every request with a scripted status and leader header,
+and counts what it was sent, so the tests see exactly which replica a call reached.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from web.client import LEADER_HEADER, GroupClient, Unavailable
+
+
+class FakeReplica:
+    """One HTTP server whose answer (status, leader header) the test sets."""
+
+    def __init__(self) -> None:
+        self.status = 200
+        self.leader: str | None = None  # the X-Bazar-Leader value to send, None for none
+        self.hits: list[tuple[str, str]] = []
+        replica = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                replica.hits.append((self.command, self.path))
+                body = json.dumps({"served_by": replica.url}).encode()
+                self.send_response(replica.status)
+                if replica.leader:
+                    self.send_header(LEADER_HEADER, replica.leader)
+                if replica.status == 503:
+                    self.send_header("Retry-After", "1")
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = _answer
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        """Close the listening socket: connections are refused from now on."""
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def replicas():
+    started = [FakeReplica() for _ in range(3)]
+    yield started
+    for replica in started:
+        if replica.server.socket.fileno() != -1:
+            replica.stop()
+
+
+def lead(replicas: list[FakeReplica], leader: FakeReplica) -> None:
+    for replica in replicas:
+        replica.leader = leader.url
+
+
+def client_for(replicas: list[FakeReplica]) -> GroupClient:
+    return GroupClient([r.url for r in replicas], timeout=3.0, write_attempt_timeout=1.0)
+
+
+def served_by(reply) -> str:
+    return reply.json()["served_by"]
+
+
+def test_writes_go_to_the_leader_a_reply_names(replicas):
+    a, b, c = replicas
+    lead(replicas, b)
+    client = client_for(replicas)
+    client.write("POST", "/purchase", {"order_id": "x"})
+    assert client.leader == b.url
+    assert served_by(client.write("POST", "/purchase", {"order_id": "y"})) == b.url
+
+
+def test_a_reply_without_a_leader_header_forgets_the_leader(replicas):
+    a, b, c = replicas
+    lead(replicas, a)
+    client = client_for(replicas)
+    client.write("POST", "/w", {})
+    assert client.leader == a.url
+    a.leader = None  # a lost touch with its leader and says so by naming none
+    client.write("POST", "/w", {})
+    assert client.leader is None
+
+
+def test_a_503_from_the_leader_forgets_it_and_fails_the_write_over(replicas):
+    a, b, c = replicas
+    lead(replicas, a)
+    client = client_for(replicas)
+    client.write("POST", "/w", {})
+    a.status = 503  # deposed, or cannot commit: it still names itself
+    b.leader = c.leader = b.url  # the others have elected b
+    reply = client.write("POST", "/purchase", {"order_id": "o1"})
+    assert reply.status_code == 200
+    assert served_by(reply) == b.url
+    assert client.leader == b.url
+    assert [path for _, path in a.hits].count("/purchase") == 1  # tried once, then left
+
+
+def test_a_write_fails_over_when_the_leader_is_dead(replicas):
+    a, b, c = replicas
+    lead(replicas, a)
+    client = client_for(replicas)
+    client.write("POST", "/w", {})
+    a.stop()
+    b.leader = c.leader = c.url
+    reply = client.write("POST", "/purchase", {"order_id": "o2"})
+    assert reply.status_code == 200
+    assert served_by(reply) in (b.url, c.url)
+    assert client.leader == c.url
+
+
+def test_a_503_naming_the_leader_sends_the_read_there_next(replicas):
+    a, b, c = replicas
+    client = client_for(replicas)
+    for replica in (a, b):
+        replica.status = 503  # followers cannot serve a strong read
+    lead(replicas, c)
+    reply = client.read("/orders?consistency=strong", prefer_leader=True)
+    assert served_by(reply) == c.url
+    assert len(b.hits) == 0  # a pointed at c, so b was never asked
+    assert client.leader == c.url
+
+
+def test_when_every_replica_answers_503_the_503_is_passed_on(replicas):
+    client = client_for(replicas)
+    for replica in replicas:
+        replica.status = 503
+    reply = client.write("POST", "/w", {})
+    assert reply.status_code == 503
+    assert reply.headers["Retry-After"] == "1"
+    assert all(len(r.hits) == 1 for r in replicas)
+    assert client.leader is None
+
+
+def test_no_replica_reachable_raises_unavailable(replicas):
+    for replica in replicas:
+        replica.stop()
+    client = GroupClient([r.url for r in replicas], timeout=0.5)
+    with pytest.raises(Unavailable):
+        client.read("/books/1")
+    assert client.leader is None
