@@ -20,6 +20,11 @@ each under a burst of writes (the workload's `write_load` clients):
 * ``kill-compacting``: SIGKILL a replica while its forked snapshot writer is
   alive, and restart it at once, while the orphaned writer may still finish;
 * ``restart-group-loop``: SIGKILL a whole group, restart it, again and again.
+
+And ``power-cut``: every process SIGKILLed and every replica's files cut back to
+what had been made durable (fsynced) when the power went, torn writes
+included; it needs the storage test mode (consensus/storage.py), which the
+runner switches on for it.
 """
 from __future__ import annotations
 
@@ -33,11 +38,12 @@ from dataclasses import asdict, dataclass, field
 
 from chaos.network import Firewall
 from cluster.local import LocalCluster
+from consensus.storage import POWER_CUT_ENV, power_cut
 
 log = logging.getLogger("bazar.chaos.nemesis")
 
 FAULT_KINDS = ("kill", "pause", "partition-leader", "partition-halves", "restart-all",
-               "pause-follower", "follower-swap", "kill-compacting", "restart-group-loop")
+               "pause-follower", "follower-swap", "kill-compacting", "restart-group-loop", "power-cut")
 NEEDS_FIREWALL = {"partition-leader", "partition-halves"}
 UNDER_WRITE_LOAD = {"pause-follower", "follower-swap", "kill-compacting", "restart-group-loop"}
 # A log compaction every few hundred entries (and every second or two), so that
@@ -53,6 +59,7 @@ SWAP_QUIESCE = 0.05          # seconds for acknowledgments already on the wire t
 COMMIT_WAIT = 10.0           # seconds for the leader to commit with the resumed follower's ack
 ELECTION_BOUND = 10.0        # seconds for the survivors to elect a leader (normally well under one)
 ORPHAN_GRACE = 5.0           # seconds an orphaned snapshot writer may take to finish
+TORN_BYTES = (0, 100, 4096)  # how much of a write in flight a power cut may leave on disk
 
 
 @dataclass
@@ -188,6 +195,18 @@ class Nemesis:
             rounds = restart_group_loop(self.cluster, fault.group, deadline, random.Random(fault.choice), self._stop)
             window.detail = f"{rounds} round(s) of SIGKILL and restart of every {fault.group} replica"
             return members
+        if fault.kind == "power-cut":
+            root = self.cluster.env.get(POWER_CUT_ENV)
+            if not root:
+                raise RuntimeError(f"power cuts need the storage test mode (${POWER_CUT_ENV})")
+            for name in self.cluster.names:
+                self.cluster.kill(name)
+                self._stopped.add(name)
+            torn = random.Random(fault.choice).choice(TORN_BYTES)
+            lost = power_cut(root, [self.cluster.config.data_dir / name for name in self._replicas()], torn)
+            window.detail = (f"{sum(lost.values())} bytes that were not yet durable lost from "
+                             f"{sum(1 for n in lost.values() if n)} file(s), writes torn after {torn} bytes")
+            return list(self.cluster.names)
         if fault.kind == "kill":
             target = self._pick(fault)
             self.cluster.kill(target)

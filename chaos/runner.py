@@ -23,6 +23,7 @@ from chaos.nemesis import COMPACTION_FORCED, FAULT_KINDS, NEEDS_FIREWALL, Nemesi
 from chaos.network import Firewall, unavailable_reason
 from chaos.workload import Recorder, Workload
 from cluster.local import LocalCluster, write_config
+from consensus.storage import POWER_CUT_ENV
 
 log = logging.getLogger("bazar.chaos")
 
@@ -54,10 +55,13 @@ def run(options: ChaosOptions) -> int:
     if options.target is not None and kinds:
         raise ValueError("a running cluster is not ours to kill, pause or cut: use --faults none with --target")
     workdir = Path(tempfile.mkdtemp(prefix="bazar-chaos-"))
-    # kill-compacting needs compactions to kill: force one every few hundred entries.
-    sections = {"raft": COMPACTION_FORCED} if "kill-compacting" in kinds else {}
+    # kill-compacting needs compactions to kill: force one every few hundred entries (that also
+    # keeps journals short, which the power-cut test mode copies whole at every fsync).
+    sections = {"raft": COMPACTION_FORCED} if {"kill-compacting", "power-cut"} & set(kinds) else {}
     config_path = options.target or write_config(workdir, distinct_hosts=True, **sections)
-    cluster = LocalCluster(config_path, log_dir=options.out / "logs")
+    # power-cut needs the storage test mode: every replica keeps a copy of what it made durable.
+    env = {POWER_CUT_ENV: str(workdir / "durable")} if "power-cut" in kinds else None
+    cluster = LocalCluster(config_path, log_dir=options.out / "logs", env=env)
     firewall = Firewall() if NEEDS_FIREWALL & set(kinds) else None
     previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:

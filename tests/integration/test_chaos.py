@@ -3,8 +3,9 @@
 Every fault kind includes the ones aimed at log-safety windows (a follower
 paused under write load, the follower swap that kills the leader at its first
 commit with the resumed follower's acknowledgment, SIGKILL during a log
-compaction, a whole group SIGKILLed in a loop); their windows report what they
-saw, and the test checks they really struck.
+compaction, a whole group SIGKILLed in a loop, a power cut that keeps only what
+was fsynced); their windows report what they saw, and the test checks they
+really struck.
 """
 from __future__ import annotations
 
@@ -22,9 +23,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_the_schedule_is_reproducible_and_covers_every_fault_kind():
-    first = plan(list(FAULT_KINDS), 90, seed=11)
-    assert first == plan(list(FAULT_KINDS), 90, seed=11)
-    assert first != plan(list(FAULT_KINDS), 90, seed=12)
+    first = plan(list(FAULT_KINDS), 95, seed=11)
+    assert first == plan(list(FAULT_KINDS), 95, seed=11)
+    assert first != plan(list(FAULT_KINDS), 95, seed=12)
     assert {f.kind for f in first} == set(FAULT_KINDS)
     assert all(a.start + a.length < b.start for a, b in zip(first, first[1:]))
     swaps = [f for f in first if f.kind == "follower-swap"]
@@ -34,7 +35,7 @@ def test_the_schedule_is_reproducible_and_covers_every_fault_kind():
 def test_a_short_chaos_run_with_every_fault_kind_checks_clean(tmp_path):
     out = tmp_path / "chaos"
     result = subprocess.run(
-        [sys.executable, "-m", "cluster.cli", "chaos", "--duration", "90", "--clients", "6",
+        [sys.executable, "-m", "cluster.cli", "chaos", "--duration", "95", "--clients", "6",
          "--seed", "11", "--out", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     summary = result.stdout
@@ -53,6 +54,7 @@ def test_a_short_chaos_run_with_every_fault_kind_checks_clean(tmp_path):
     assert "SIGKILLed" in windows["follower-swap"]["detail"] and "elected in" in windows["follower-swap"]["detail"]
     assert "killed while its snapshot writer" in windows["kill-compacting"]["detail"]
     assert re.match(r"[1-9]\d* round\(s\) of SIGKILL", windows["restart-group-loop"]["detail"])
+    assert "not yet durable lost" in windows["power-cut"]["detail"]
     assert (out / "timeline.png").stat().st_size > 10_000
     assert "PASS" in summary
 
