@@ -16,9 +16,11 @@ each under a burst of writes (the workload's `write_load` clients):
   resumed, the other paused), and the leader SIGKILLed as soon as it commits
   an entry with the resumed follower's acknowledgment. A follower that cuts
   entries it already acknowledged while catching up (PySyncObj 0.3.17 does,
-  on an overlapping append) is then the only holder of that commit;
+  on an overlapping append; consensus/raft_fixes.py corrects it) would be the
+  only holder of that commit;
 * ``kill-compacting``: SIGKILL a replica while its forked snapshot writer is
-  alive, and restart it at once, while the orphaned writer may still finish;
+  alive, and restart it at once, while a writer that outlived its parent
+  (PySyncObj's did) could still be finishing;
 * ``restart-group-loop``: SIGKILL a whole group, restart it, again and again.
 
 And ``power-cut``: every process SIGKILLed and every replica's files cut back to
