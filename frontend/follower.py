@@ -12,7 +12,6 @@ the follower is too far behind for the cache to be trusted.
 from __future__ import annotations
 
 import logging
-import time
 
 from cluster.config import ClusterConfig
 from consensus.member import RaftMember
@@ -42,7 +41,6 @@ class CatalogFollower:
         self.cache = FencedCache(cache_capacity or config.cache.capacity, usable=self.caught_up)
         self.state = ReplicatedState(CatalogState())
         self.state.add_listener(self)
-        self._caught_up_at: float | None = None
         self._was_usable = False
         self._leader: str | None = None
         conf = syncobj_conf(config.raft, data_dir=None, password=raft_password(config))
@@ -64,29 +62,21 @@ class CatalogFollower:
 
     def on_reset(self, index: int) -> None:
         log.info("catalog state replaced by a snapshot at index %d: cache flushed", index)
-        self.cache.flush(index)
-        self._caught_up_at = None
+        self.cache.flush(index)  # the member also stops counting itself in touch
 
     # -- freshness ------------------------------------------------------------
 
     def caught_up(self) -> bool:
-        """True while the follower hears from the leader and has applied what it announced,
-        both within `max_follower_lag` seconds; the cache is bypassed otherwise.
+        """True while the follower has applied what the leader had committed at most
+        `max_follower_lag` seconds ago (`RaftMember.in_touch`, the rule replicas use for
+        local reads); the cache is bypassed otherwise.
 
         The cache is also flushed when this changes to False and when the leader changes.
         """
-        silence = self.member.seconds_since_leader()
-        if silence is None or silence > self.max_lag:
-            return False
-        return self._caught_up_at is not None and time.monotonic() - self._caught_up_at <= self.max_lag
+        return self.member.in_touch(self.max_lag)
 
     def _watch(self) -> None:
-        """Each tick: note when we were last caught up, and flush when we stop being usable."""
-        commit = self.member.leader_commit_index
-        # Raft's own applied index: it also counts entries (a new leader's no-op) that
-        # never reach the state machine, so it can equal the leader's commit index.
-        if commit is not None and self.member.syncobj.raftLastApplied >= commit:
-            self._caught_up_at = time.monotonic()
+        """Each tick (after the member's own): flush when we stop being usable."""
         usable = self.caught_up()
         if self._was_usable and not usable:
             log.warning("lost touch with the catalog leader for over %.1f s: cache flushed and "
