@@ -11,7 +11,8 @@ LAB = {"lookup_without_cache": 6.80, "cache_miss": 6.36, "buy_replicated": 33.98
 # Goals to compare against, never assertions.
 TARGETS = {"cached_vs_floor": 1.15, "cache_miss_p50_ms": 2.5, "purchase_p50_ms": 6.0,
            "purchase_p99_ms": 20.0, "replication_overhead": 1.3, "hot_item_rps": 300.0,
-           "failover_s": 0.5, "replica_rss_mb": 60.0, "recovery_s": 5.0, "recovery_purchases": 100_000}
+           "failover_s": 0.5, "replica_rss_mb": 60.0, "recovery_s": 5.0, "recovery_purchases": 100_000,
+           "fsync_cost": 1.15}
 
 CDF_ORDER = ["floor", "info_cached", "info_local", "info_strong", "search", "purchase_1x1",
              "purchase_3x3", "purchase_spread", "purchase_hot"]
@@ -73,6 +74,9 @@ def evaluate(results: dict) -> list[dict]:
     overhead = _ratio(p50, _lat(results, "purchase_1x1", "p50_ms"))
     add("replication_overhead", f"purchase p50 3+3 / 1+1 <= {t['replication_overhead']}x", overhead,
         None if overhead is None else overhead <= t["replication_overhead"], "x")
+    fsync_cost = _ratio(_lat(results, "purchase_fsync_on", "p50_ms"), _lat(results, "purchase_fsync_off", "p50_ms"))
+    add("fsync_cost", f"purchase p50 fsync on / off <= {t['fsync_cost']}x", fsync_cost,
+        None if fsync_cost is None else fsync_cost <= t["fsync_cost"], "x")
     hot = results["operations"].get("purchase_hot", {})
     hot_rps = _thr(results, "purchase_hot")
     checks = [hot.get("oversold_check", {}), hot.get("sellout_check", {})]
@@ -179,6 +183,9 @@ def rows(results: dict) -> list[list[str]]:
                       f"{_x(_ratio(t['value'], LAB['replication_overhead']))} report", t["goal"],
                       _met(t) + (" (vacuous: 1+1 is slower than 3+3, see note)"
                                  if t["value"] is not None and t["value"] < 1 else "")])
+    t = targets.get("fsync_cost")
+    op_row("purchase_fsync_off", "-", "")
+    op_row("purchase_fsync_on", "-", f"{_x(t and t['value'])} fsync off (side by side)", t and t["goal"], _met(t))
     t = targets.get("hot_item")
     hot = ops.get("purchase_hot", {})
     over = hot.get("oversold_check", {})

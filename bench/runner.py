@@ -6,7 +6,9 @@ Phases, each on its own processes so they never compete for the two cores:
               alternating blocks with cached info; info (local, strong), search, purchase,
               hot-item and spread purchases, memory; then catalog and order leader failover
 2. 1+1+1      purchase without replication (the 3+3 / 1+1 ratio is replication's cost)
-3. recovery   a 1-node catalog restarted on a journal of many purchases
+3. fsync      two 3+3+1 clusters side by side, raft.fsync on and off, purchases sampled in
+              alternating blocks (the on / off ratio is durability's cost)
+4. recovery   a 1-node catalog restarted on a journal of many purchases
 
 Every process is a child of this one (LocalCluster) and every temporary directory is
 removed in `finally` blocks, also when a phase fails.
@@ -120,6 +122,7 @@ def run(settings: Settings) -> dict:
         bench = _Bench(settings, pool, workdir, results)
         bench.replicated()
         bench.unreplicated()
+        bench.durability()
         bench.recovery()
     except BaseException:
         if settings.keep_logs_on_failure:
@@ -197,7 +200,7 @@ class _Bench:
     # -- phase 1: the replicated cluster, and the floor ---------------------------
 
     def replicated(self) -> None:
-        progress("phase 1/3: 3 catalog + 3 order replicas + 1 frontend, and the floor "
+        progress("phase 1/4: 3 catalog + 3 order replicas + 1 frontend, and the floor "
                  "(hello-world Flask on waitress) beside them")
         cluster = self.cluster("c33", catalog=3, order=3, frontends=1)
         floor = Floor()
@@ -300,7 +303,7 @@ class _Bench:
     # -- phase 2: without replication --------------------------------------------
 
     def unreplicated(self) -> None:
-        progress("phase 2/3: 1 catalog + 1 order replica + 1 frontend (no replication)")
+        progress("phase 2/4: 1 catalog + 1 order replica + 1 frontend (no replication)")
         cluster = self.cluster("c11", catalog=1, order=1, frontends=1)
         try:
             cluster.start(timeout=60)
@@ -313,11 +316,38 @@ class _Bench:
         finally:
             cluster.stop()
 
-    # -- phase 3: restart recovery ------------------------------------------------
+    # -- phase 3: the cost of fsync -----------------------------------------------
+
+    def durability(self) -> None:
+        """Purchase latency with every write fsynced before it is acknowledged (raft.fsync,
+        the default) and without, on two identical 3+3 clusters sampled in alternating blocks."""
+        progress("phase 3/4: purchases on two 3+3 clusters side by side, raft.fsync on and off")
+        clusters = {fsync: self.cluster(f"fsync-{'on' if fsync else 'off'}", catalog=3, order=3, frontends=1,
+                                        raft={"fsync": fsync})
+                    for fsync in (True, False)}
+        try:
+            for cluster in clusters.values():
+                cluster.start(timeout=60)
+            sides = []
+            for fsync, cluster in clusters.items():
+                url = cluster.frontend_url
+                put(url, PURCHASE_BOOK, {"stock": BIG_STOCK})
+                prefix = f"bench-{self.run_id}-fsync-{fsync}"
+                pids = {name: cluster.pid(name) for name in cluster.names}
+                sides.append((url, lambda i, p=prefix: ("POST", f"/purchase/{PURCHASE_BOOK}", None,
+                                                        {"Idempotency-Key": f"{p}-{i}"}), pids))
+            on, off = measure.interleaved(sides[0], sides[1], self.s.samples)
+            self.record("purchase_fsync_on", "purchase, 3+3, raft.fsync on (default)", on, None)
+            self.record("purchase_fsync_off", "purchase, 3+3, raft.fsync off", off, None)
+        finally:
+            for cluster in clusters.values():
+                cluster.stop()
+
+    # -- phase 4: restart recovery ------------------------------------------------
 
     def recovery(self) -> None:
         count = self.s.journal_purchases
-        progress(f"phase 3/3: restart of a 1-node catalog whose journal holds {count:,} purchases")
+        progress(f"phase 4/4: restart of a 1-node catalog whose journal holds {count:,} purchases")
         one = dict(catalog=1, order=1, frontends=1)
         # "journal": log compaction off, so the restart replays every purchase from the journal
         # (the worst case, and the target). "compacted": the default settings, where PySyncObj

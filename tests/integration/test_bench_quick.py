@@ -74,4 +74,6 @@ def test_failover_recovery_and_memory_were_measured(quick_run):
     assert results["recovery"]["journal"]["ready_s"] > 0
     assert results["recovery"]["journal"]["purchases"] == 5_000
     assert all(mb and mb > 0 for name, mb in results["rss_mb"].items()), results["rss_mb"]
-    assert {t["key"] for t in results["targets"]} >= {"cached_vs_floor", "hot_item", "recovery"}
+    assert {t["key"] for t in results["targets"]} >= {"cached_vs_floor", "hot_item", "recovery", "fsync_cost"}
+    for key in ("purchase_fsync_on", "purchase_fsync_off"):   # durability's cost, side by side
+        assert results["operations"][key]["latency"]["p50_ms"] > 0, key
