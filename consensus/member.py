@@ -9,7 +9,8 @@ Besides submitting commands, a member answers two questions for readers:
   seconds behind its leader's, for reads served from local state.
 
 PySyncObj keeps what both need in private attributes; this module is the one
-place that reads them, and only on PySyncObj's own tick thread.
+place that reads them. Both answers are computed on PySyncObj's own tick thread
+(`_on_tick`), where its state is consistent; other threads only wait for them.
 """
 from __future__ import annotations
 
@@ -58,8 +59,10 @@ class ProbingTransport(WatchedTransport):
     life. Follower side: every next_node_idx carries the newest probe received from
     the node it is sent to. A reply is sent while handling a message, after every
     earlier message on the link, so an echo of round r proves the reply was sent
-    after the leader opened round r. Peers without these keys (another version)
-    are simply never counted: reads fail closed.
+    after the leader opened round r. Only next_node_idx counts: PySyncObj sends it
+    only in answer to an append_entries whose term it accepted, so it also proves
+    the follower had not moved past that leader's term. Peers without these keys
+    (another version) are simply never counted: reads fail closed.
     """
 
     def __init__(self, *args, **kwargs) -> None:
