@@ -169,4 +169,10 @@ def power_cut(root: str | os.PathLike, data_dirs: list[Path], torn_bytes: int = 
                 keep = data[:len(durable) + min(torn_bytes, (len(data) - len(durable)) // 2)]
             current.write_bytes(keep)
             lost[str(current)] = len(data) - len(keep)
+        # Durable files whose removal (or rename away) never became durable come back.
+        resolved = Path(directory).resolve()
+        for shadow in sorted((root / resolved.relative_to(resolved.anchor)).glob("*")):
+            target = resolved / shadow.name
+            if shadow.is_file() and TEMPORARY_MARK not in shadow.name and not target.exists():
+                target.write_bytes(shadow.read_bytes())
     return lost
