@@ -156,7 +156,10 @@ class DurableJournal(Journal):
             del self._pending[cut - self._written:]
         else:
             self._pending.clear()
-            os.ftruncate(self._fd, cut)
+            try:
+                os.ftruncate(self._fd, cut)
+            except OSError as error:
+                storage.fatal_io_error(f"truncating {self.path}", error)
             self._written = cut
             self._dirty = True
         del self._entries[entryFrom:]
@@ -170,12 +173,16 @@ class DurableJournal(Journal):
         self._rewrite([])
 
     def _rewrite(self, entries: list) -> None:
+        try:
+            _write_journal(self.path, entries, self.fsync)   # the old file stays whole until the rename
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        except OSError as error:
+            storage.fatal_io_error(f"rewriting {self.path}", error)
         os.close(self._fd)
-        _write_journal(self.path, entries, self.fsync)
+        self._fd = fd
         self._entries, self._starts, self._written = _layout(entries)
         self._pending.clear()
         self._dirty = False
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
 
     # -- durability ---------------------------------------------------------
 

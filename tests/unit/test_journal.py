@@ -292,3 +292,17 @@ def test_pysyncobj_builds_bazars_journal_from_the_configured_path(tmp_path):
     assert isinstance(journal, DurableJournal) and journal.fsync is False
     journal._destroy()
     assert type(pysyncobj.syncobj.createJournal(None)).__name__ == "MemoryJournal"
+
+
+def test_raft_fsync_is_on_by_default_and_reaches_the_journal_and_snapshot_names(tmp_path):
+    from cluster.config import ConfigError, RaftConfig, _raft
+    from consensus.settings import syncobj_conf
+
+    assert RaftConfig().fsync is True and _raft({}).fsync is True
+    assert _raft({"fsync": False}).fsync is False
+    with pytest.raises(ConfigError, match="raft.fsync: expected true or false"):
+        _raft({"fsync": "no"})
+    conf = syncobj_conf(_raft({"fsync": False}), tmp_path / "n1", None)
+    assert conf.journalFile.fsync is False and conf.fullDumpFile.fsync is False
+    assert conf.journalFile.snapshot == conf.fullDumpFile == str(tmp_path / "n1" / "snapshot.bin")
+    assert syncobj_conf(RaftConfig(), tmp_path / "n2", None).journalFile.fsync is True
