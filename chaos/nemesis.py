@@ -297,7 +297,8 @@ def swap_followers_and_kill_leader(cluster: LocalCluster, group: str, pause_seco
     it), so the survivors alone decide what survives.
     """
     stop = stop or threading.Event()
-    leader = cluster.leader(group)
+    # Right after another fault (a power cut, say) the group may still be electing.
+    leader = wait_for_leader(cluster, group, ELECTION_BOUND)
     if leader is None:
         raise RuntimeError(f"the {group} group has no leader")
     followers = sorted(n.id for n in cluster.config.group(group)
