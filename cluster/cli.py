@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     frontend = commands.add_parser("frontend", help="run one frontend (the first listed by default)")
     frontend.add_argument("id", nargs="?")
     commands.add_parser("status", help="print every replica's role, term and indexes")
+    health = commands.add_parser("health", help="exit 0 if a process of the cluster answers here "
+                                                "(a container's HEALTHCHECK)")
+    health.add_argument("id", nargs="?", help="the process to ask (default: any in the file)")
     _add_extensions(commands)
 
     # Accept --config after the subcommand too (`bazar node catalog1 --config x.yaml`).
@@ -106,7 +109,27 @@ def _status(config, args) -> int:
     return 0 if ready(groups) else 1
 
 
-COMMANDS = {"up": _up, "node": _node, "frontend": _frontend, "status": _status}
+def _health(config, args) -> int:
+    """Exit 0 if process `id` answers GET /healthz on this machine; without an id, if any
+    process of the file does. In a container with a network of its own, the only process
+    that can answer is the container's own, so the image's HEALTHCHECK needs no id."""
+    import requests
+
+    processes = config.catalog + config.order + config.frontends
+    if args.id is not None:
+        processes = [p for p in processes if p.id == args.id]
+        if not processes:
+            raise ConfigError(f"no process named {args.id!r} in {config.path}")
+    for process in processes:
+        try:
+            if requests.get(process.health_url, timeout=2).status_code == 200:
+                return 0
+        except requests.RequestException:
+            continue
+    return 1
+
+
+COMMANDS = {"up": _up, "node": _node, "frontend": _frontend, "status": _status, "health": _health}
 
 
 def _add_extensions(commands) -> None:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import requests
 import yaml
@@ -37,14 +38,18 @@ class LocalCluster:
 
     Processes must be started from a thread that outlives them: Linux sends the
     parent-death signal when the *thread* that forked a child exits.
+
+    `launcher(name)`, if given, is put before each process's command: a program that
+    sets up where it runs and then executes it, such as `ip netns exec <namespace>`.
     """
 
     def __init__(self, config_path: str | os.PathLike, log_dir: str | os.PathLike | None = None,
-                 env: dict | None = None) -> None:
+                 env: dict | None = None, launcher: Callable[[str], list[str]] | None = None) -> None:
         self.config_path = Path(config_path).resolve()
         self.config: ClusterConfig = load(self.config_path)
         self.log_dir = Path(log_dir) if log_dir else None
         self.env = {**os.environ, **(env or {})}
+        self.launcher = launcher or (lambda name: [])
         self.processes: dict[str, subprocess.Popen] = {}
         self.paused: set[str] = set()
 
@@ -109,7 +114,8 @@ class LocalCluster:
         if old is not None and old.poll() is None:
             raise RuntimeError(f"{name} is already running (pid {old.pid})")
         kind = "frontend" if name in {f.id for f in self.config.frontends} else "node"
-        command = [sys.executable, "-m", "cluster.cli", kind, name, "--config", str(self.config_path)]
+        command = self.launcher(name) + [sys.executable, "-m", "cluster.cli", kind, name,
+                                         "--config", str(self.config_path)]
         output = None
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
