@@ -115,9 +115,8 @@ class DurableJournal(Journal):
             if start:
                 log.warning("finished a log compaction interrupted by a crash: kept %d journal entries "
                             "after snapshot index %d", len(entries) - start - 2, entries[start + 1][1])
-                entries = entries[start:]
-                _write_journal(self.path, entries, self.fsync)
-                entries, starts, size = _read(self.path, None, self.fsync)
+                _write_journal(self.path, entries[start:], self.fsync)
+                entries, starts, size = _layout(entries[start:])
         self._entries: list = entries
         self._starts = starts               # byte offset of each entry's record
         self._written = size                # bytes handed to the kernel
