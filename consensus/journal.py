@@ -123,13 +123,10 @@ class DurableJournal(Journal):
         self._pending = bytearray()         # records appended since, not yet written
         self._dirty = False                 # written or truncated since the last fsync
         self._state_dirty = False
+        # A saved commit index past the journal's end (a tail lost with fsync off) is returned
+        # as it is: it tells the Raft layer that this replica lost committed entries
+        # (consensus/raft_fixes.py keeps such a replica from voting until it has them again).
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-        last = self._entries[-1][1] if self._entries else 0
-        commit = self._state.get("commit_index", 1)
-        if self._entries and commit > last:
-            log.warning("commit index %d is past the journal's last entry %d (a tail was cut): "
-                        "restarting from %d", commit, last, last)
-            self._state["commit_index"] = last
 
     # -- entries ------------------------------------------------------------
 
