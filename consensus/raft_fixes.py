@@ -76,12 +76,14 @@ _CATCHING_UP: "weakref.WeakKeyDictionary[SyncObj, int]" = weakref.WeakKeyDiction
 _MESSAGE = "_SyncObj__onMessageReceived"
 _LOAD_DUMP = "_SyncObj__loadDumpFile"
 _MAY_CAMPAIGN = "_SyncObj__connectedToAnyone"
+_APPLY = "_SyncObj__applyLogEntries"
 
 # sha256 of each function's 0.3.17 source (consensus.patching.source_digest).
 _DIGESTS = {
     _MESSAGE: "6bb6b65d08088de70bf0bbb5c140f9ad2c527d49bf51c1489d71eae65b78695c",
     _LOAD_DUMP: "7f12f481c256d7a495c9b9b1a31e8d2fa4df41b5cbe4056e9a88041f968ea669",
     _MAY_CAMPAIGN: "9c5806093b827609921d025296f61aa1e915698b084685c0553f67978dcb6053",
+    _APPLY: "9f16906d64eb43652a9ff1c4d7ba2f45ca42fc4e687f24c3194996791ef1dc96",
 }
 
 
@@ -167,6 +169,12 @@ class _SyncObj:
         if self in _CATCHING_UP:
             return False
         return patching.original(SyncObj, _MAY_CAMPAIGN)(self)
+
+    def __applyLogEntries(self):
+        """Every tick, before applying up to the commit index: make sure the log backs it
+        (after a restart the stored index may lie beyond a journal that lost its tail)."""
+        _SyncObj.note_missing_committed(self)
+        return patching.original(SyncObj, _APPLY)(self)
 
     # ------------------------------------------------------------------ helpers
 
@@ -337,6 +345,7 @@ _WHY = {
     _LOAD_DUMP: "installing a snapshot discarded the whole journal, including matching entries "
                 "after the snapshot (Raft §7 keeps them)",
     _MAY_CAMPAIGN: "a replica whose journal lost committed entries could stand for election",
+    _APPLY: "a commit index beyond the journal's end was kept (or clamped) without a word",
 }
 
 REPLACED = tuple(_WHY)  # the SyncObj methods this module replaces

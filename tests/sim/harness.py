@@ -167,6 +167,10 @@ class SimNetwork:
             _InFlight(src, dst, self.life[src], self.life[dst], pickle.dumps(message)))
         return True
 
+    def inject(self, src: str, dst: str, message: dict) -> None:
+        """Queue a message the test wrote, as if `src` had sent it (src and dst connected)."""
+        assert self.send(src, dst, message), f"{src} and {dst} are not connected"
+
     def links(self) -> list[tuple[str, str]]:
         """Links with messages waiting, in a stable order."""
         return sorted(link for link, queue in self.queues.items() if queue)
@@ -299,6 +303,8 @@ class World:
     def observe(self, sim: "Simulation") -> None:
         """Record and check, for every live replica, after a step."""
         for name, replica in sim.replicas.items():
+            if not replica.ticked:
+                continue  # just (re)started: its state counts once it has run
             obj = replica.obj
             log = entries(obj)
             if not log:
@@ -313,7 +319,7 @@ class World:
             first, last = log[0][1], log[-1][1]
             if obj.raftCommitIndex > last:
                 self.fail(f"{name}'s commit index {obj.raftCommitIndex} is beyond its log's end {last}")
-            for index in range(max(first, replica.checked_commit + 1), obj.raftCommitIndex + 1):
+            for index in range(max(first, replica.checked_commit + 1), min(obj.raftCommitIndex, last) + 1):
                 command, _, entry_term = log[index - first]
                 seen = self.committed.setdefault(index, (entry_term, command, term))
                 if seen[:2] != (entry_term, command):
@@ -381,6 +387,7 @@ class Replica:
     obj: SyncObj
     recorder: Recorder
     checked_commit: int = 0
+    ticked: bool = False
 
 
 class Simulation:
@@ -391,7 +398,7 @@ class Simulation:
     """
 
     def __init__(self, size: int = 3, seed: int = 0, compaction_entries: int = 1_000_000,
-                 payload: int = 0) -> None:
+                 payload: int = 0, journal=None) -> None:
         self.names = [f"n{i + 1}" for i in range(size)]
         self.clock = VirtualClock()
         self.random = random.Random(seed)
@@ -403,12 +410,16 @@ class Simulation:
         self.crashed: set[str] = set()
         self.commands = 0
         self.root = Path(tempfile.mkdtemp(prefix="bazar-sim-", dir=_fast_tmp()))
+        self._journal = journal        # another createJournal for PySyncObj (None: Bazar's)
         self._saved: list = []
 
     def __enter__(self) -> "Simulation":
         # The simulation's clock and randomness, and no wake-up pipe (nobody sleeps on it).
-        for name, value in (("monotonicTime", self.clock), ("random", self.random),
-                            ("PIPE_NOTIFIER_ENABLED", False)):
+        swaps = [("monotonicTime", self.clock), ("random", self.random),
+                 ("PIPE_NOTIFIER_ENABLED", False)]
+        if self._journal is not None:
+            swaps.append(("createJournal", self._journal))
+        for name, value in swaps:
             self._saved.append((name, getattr(syncobj_module, name)))
             setattr(syncobj_module, name, value)
         for name in self.names:
@@ -458,7 +469,9 @@ class Simulation:
     # -- driving
 
     def tick(self, name: str) -> None:
-        self.replicas[name].obj._onTick(0)
+        replica = self.replicas[name]
+        replica.obj._onTick(0)
+        replica.ticked = True
 
     def tick_all(self) -> None:
         for name in sorted(self.replicas):
@@ -499,6 +512,37 @@ class Simulation:
         self.clock.advance(seconds)
         self.tick_all()
         self.deliver_all()
+        self.observe()
+
+    def chaotic_step(self, rng: random.Random, load: float = 0.5) -> None:
+        """One round of adversarial operation, every choice drawn from `rng`: some time passes,
+        clients write at a replica (with probability `load`), replicas tick in any order (some
+        not at all), and some messages arrive, in order, overtaking others, twice, late (from
+        cut connections) or never."""
+        self.clock.advance(rng.choice((0.001, 0.01, 0.03, 0.06, 0.15, 0.3)))
+        names = sorted(self.replicas)
+        if rng.random() < load:
+            self.write(rng.choice(names), rng.randint(1, 6))
+        rng.shuffle(names)
+        for name in names:
+            if rng.random() < 0.9:
+                self.tick(name)
+        network = self.network
+        for _ in range(rng.randint(0, 2 * network.in_flight() + 2)):
+            links = network.links()
+            choice = rng.random()
+            if network.stragglers and (choice < 0.08 or not links):
+                network.deliver_straggler(rng.randrange(len(network.stragglers)))
+            elif not links:
+                break
+            elif choice < 0.16:
+                network.deliver(rng.choice(links), position=rng.randint(1, 8))   # overtakes
+            elif choice < 0.20:
+                network.deliver(rng.choice(links), duplicate=True)
+            elif choice < 0.23:
+                network.drop(rng.choice(links))
+            else:
+                network.deliver(rng.choice(links))
         self.observe()
 
     def observe(self) -> None:
