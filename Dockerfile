@@ -1,25 +1,42 @@
-# One image for every Bazar process; the command picks the role:
+# One image for every Bazar process; the command picks the role. docker-compose.yml runs
+# a 3+3+1 cluster from it; on one machine of several:
 #   docker build -t bazar .
-#   docker run --network host -v $PWD/cluster.yaml:/bazar/cluster.yaml bazar node catalog1
-#   docker run --network host ... bazar frontend
-#   docker run --network host bazar up            (a whole local cluster in one container)
-# Raft addresses off loopback need the cluster secret: -e BAZAR_SECRET=...
-FROM python:3.11-slim
+#   docker run -d --network host -v $PWD/cluster.yaml:/etc/bazar/cluster.yaml:ro \
+#     -v bazar-catalog1:/var/lib/bazar -e BAZAR_SECRET_FILE=/etc/bazar/secret ... bazar node catalog1
+# Without a registry, build on a base made from Debian's archive (deploy/base-image.sh):
+#   docker build --network host --build-arg BASE_IMAGE=bazar-base:bookworm -t bazar .
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
 
-WORKDIR /bazar
-COPY setup.py cluster.yaml ./
-COPY consensus consensus
-COPY cluster cluster
-COPY node node
-COPY frontend frontend
-COPY web web
-COPY chaos chaos
-COPY bench bench
-RUN pip install --no-cache-dir . && useradd --system --home /bazar bazar && mkdir -p var && chown bazar var
+# tini is PID 1: it hands SIGTERM and SIGINT on to Bazar and reaps orphans. The kernel gives
+# PID 1 no default signal actions, so without it a signal Bazar did not handle would be lost.
+RUN command -v tini >/dev/null || { apt-get update && apt-get install -y --no-install-recommends tini \
+      && rm -rf /var/lib/apt/lists/*; }
+RUN useradd --system --user-group --uid 10001 --home-dir /var/lib/bazar --create-home bazar
+
+# A venv of its own: the same steps then work on python:3.11-slim and on Debian's python3,
+# whose system packages pip refuses to change (PEP 668).
+ENV VIRTUAL_ENV=/opt/bazar PATH=/opt/bazar/bin:$PATH PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python3 -m venv "$VIRTUAL_ENV"
+
+WORKDIR /src
+# The dependencies, in a layer that is rebuilt only when setup.py changes: install the
+# project as setup.py alone describes it (no code yet), keep what it requires, drop it.
+COPY setup.py ./
+RUN pip install . && pip uninstall --yes bazar
+# Then the code (.dockerignore keeps out what is not shipped), without the tools extra.
+COPY . .
+RUN pip install --no-deps . && bazar --help >/dev/null
+
+# The compose topology is the default cluster file; mount another over it elsewhere.
+COPY deploy/cluster.compose.yaml /etc/bazar/cluster.yaml
+ENV BAZAR_CONFIG=/etc/bazar/cluster.yaml
 USER bazar
-
-# Data (journal + snapshot per replica) lives under var/ by default: mount a volume there.
-VOLUME ["/bazar/var"]
+WORKDIR /var/lib/bazar
+# Each replica's journal and snapshot live under /var/lib/bazar/<node id>: mount a volume.
+VOLUME ["/var/lib/bazar"]
 EXPOSE 8000
-ENTRYPOINT ["bazar", "--config", "/bazar/cluster.yaml"]
-CMD ["up"]
+HEALTHCHECK --interval=5s --timeout=3s --start-period=30s --retries=3 CMD ["bazar", "health"]
+ENTRYPOINT ["tini", "--", "bazar"]
+CMD ["--help"]

@@ -42,8 +42,10 @@ case "$command" in
     exec "$VENV/bin/bazar" up "$@"
     ;;
   test)
-    # chromium + chromedriver: storefront tests in a real browser; iptables + iproute2: chaos partitions.
-    apt_install chromium chromium-driver iptables iproute2
+    # chromium + chromedriver: storefront tests in a real browser; iptables + iproute2: chaos
+    # partitions and the multi-host test's network namespaces; docker.io + docker-compose +
+    # debootstrap: the container test (a Debian base image made here, no registry needed).
+    apt_install chromium chromium-driver iptables iproute2 docker.io docker-compose debootstrap
     ensure_python_env
     exec "$VENV/bin/python" -m pytest "$@"
     ;;
