@@ -68,3 +68,20 @@ def test_a_replica_killed_at_a_compaction_crash_point_keeps_every_acknowledged_o
     present = _completed_orders(url)
     missing = [order for order in acknowledged if order not in present]
     assert not missing, f"{len(acknowledged) - len(missing)} of {len(acknowledged)} acknowledged orders present"
+
+
+def test_a_replica_whose_disk_corrupted_its_journal_refuses_to_start_and_says_why(make_cluster):
+    cluster = make_cluster(catalog=1, order=1)
+    for n in range(20):
+        _buy(cluster.frontend_url, n)
+    cluster.stop()                       # every entry committed, and the commit index saved
+    journal = cluster.config.data_dir / "order1" / "journal.bin"
+    data = bytearray(journal.read_bytes())
+    data[len(data) // 2] ^= 0x01         # one flipped bit among durable, committed entries
+    journal.write_bytes(bytes(data))
+
+    process = cluster.start_process("order1")
+    assert process.wait(timeout=60) != 0
+    log = (cluster.log_dir / "order1.log").read_text()
+    assert "JournalCorrupt" in log and "damaged record at byte" in log and "Refusing to start" in log
+    assert journal.read_bytes() == bytes(data)   # nothing was cut: the operator decides
