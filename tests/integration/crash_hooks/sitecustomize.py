@@ -55,25 +55,23 @@ if _POINT and os.environ.get("BAZAR_CRASH_NODE") in sys.argv:
 
     def _hold_until_restarted(journal: str) -> None:
         parent, deadline = os.getppid(), time.monotonic() + _HOLD
-        restarted = None
         while time.monotonic() < deadline:
-            if os.getppid() != parent:
-                restarted = restarted or _restarted_replica()
-                if restarted and _holds(restarted, journal):
-                    return
+            if os.getppid() != parent and any(_holds(pid, journal) for pid in _replicas()):
+                return
             time.sleep(0.001)
 
-    def _restarted_replica() -> str | None:
-        """The pid of another process running this replica (a new one: ours is dead)."""
+    def _replicas() -> list[str]:
+        """Other processes running a replica of this name (on this machine, any cluster's)."""
+        found = []
         for pid in os.listdir("/proc"):
             if pid.isdigit() and int(pid) != os.getpid():
                 try:
                     with open(f"/proc/{pid}/cmdline", "rb") as file:
                         if os.environ["BAZAR_CRASH_NODE"].encode() in file.read().split(b"\0"):
-                            return pid
+                            found.append(pid)
                 except OSError:
                     continue
-        return None
+        return found
 
     def _holds(pid: str, path: str) -> bool:
         try:
