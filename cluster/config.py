@@ -127,8 +127,8 @@ class RaftConfig:
     commit_timeout: float = 3.0
     compaction_entries: int = 5000
     compaction_period: float = 60.0
-    # fsync before acknowledging (entries, term and vote, snapshots). Off: a power cut of a
-    # majority can lose acknowledged writes; a crash of the processes still loses nothing.
+    # fsync before acknowledging (entries, term and vote, snapshots). Off: a power cut can
+    # lose acknowledged writes; a crash of the processes still loses nothing.
     fsync: bool = True
 
 
