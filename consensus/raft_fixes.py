@@ -38,7 +38,12 @@ What PySyncObj 0.3.17 gets wrong, and what each correction changes
    committed entries win). If a majority lost committed entries the group stops
    electing leaders and says so, rather than silently forgetting acknowledged writes.
 
-What stays PySyncObj's: everything a leader or candidate does, big-entry
+4. Votes.  A candidate counted vote messages, not voters: one vote delivered twice
+   (the simulation's network duplicates messages; TCP never does) made a leader
+   of a candidate with a minority, beside the real one. Now a second vote from
+   the same replica in the same term is ignored.
+
+What stays PySyncObj's: everything else a leader or candidate does, big-entry
 transmissions, dynamic-membership rollback, timeout_now and the transfer
 bookkeeping, every other message type (handed to the original function).
 
@@ -73,6 +78,9 @@ log = logging.getLogger("bazar.raft")
 # into its snapshots, and this fact is about the local disk, not the replicated state.
 _CATCHING_UP: "weakref.WeakKeyDictionary[SyncObj, int]" = weakref.WeakKeyDictionary()
 
+# Who granted this replica a vote, in which term (PySyncObj keeps only a count).
+_VOTERS: "weakref.WeakKeyDictionary[SyncObj, tuple[int, set]]" = weakref.WeakKeyDictionary()
+
 _MESSAGE = "_SyncObj__onMessageReceived"
 _LOAD_DUMP = "_SyncObj__loadDumpFile"
 _MAY_CAMPAIGN = "_SyncObj__connectedToAnyone"
@@ -105,6 +113,8 @@ class _SyncObj:
         if kind == 'append_entries':
             _SyncObj.on_append_entries(self, node, message)
             return
+        if kind == 'response_vote' and not _SyncObj.first_vote_from(self, node, message['term']):
+            return  # a duplicate: Raft counts votes from distinct servers, PySyncObj counted messages
         if kind == 'request_vote' and self.__selfNode is not None:
             _SyncObj.note_missing_committed(self)
             if self in _CATCHING_UP:
@@ -177,6 +187,17 @@ class _SyncObj:
         return patching.original(SyncObj, _APPLY)(self)
 
     # ------------------------------------------------------------------ helpers
+
+    def first_vote_from(self, node, term):
+        """Whether this is the first vote `node` grants us in `term` (remembered per term)."""
+        votedTerm, voters = _VOTERS.get(self, (None, set()))
+        if votedTerm != term:
+            voters = set()
+        if node in voters:
+            return False
+        voters.add(node)
+        _VOTERS[self] = (term, voters)
+        return True
 
     def on_append_entries(self, node, message):
         """A leader's append entries (entries, a heartbeat, or a snapshot chunk)."""
@@ -341,7 +362,8 @@ class _SyncObj:
 
 _WHY = {
     _MESSAGE: "a follower deleted entries it already held (same index and term) and acknowledged "
-              "ones it then lost; it could also cut below its commit index",
+              "ones it then lost; it could also cut below its commit index; a candidate counted "
+              "a duplicated vote twice",
     _LOAD_DUMP: "installing a snapshot discarded the whole journal, including matching entries "
                 "after the snapshot (Raft §7 keeps them)",
     _MAY_CAMPAIGN: "a replica whose journal lost committed entries could stand for election",
