@@ -16,27 +16,29 @@ RUN useradd --system --user-group --uid 10001 --home-dir /var/lib/bazar --create
 
 # A venv of its own: the same steps then work on python:3.11-slim and on Debian's python3,
 # whose system packages pip refuses to change (PEP 668).
-ENV VIRTUAL_ENV=/opt/bazar PATH=/opt/bazar/bin:$PATH PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# PATH is spelled out: an imported base image (deploy/base-image.sh) defines none.
+ENV VIRTUAL_ENV=/opt/bazar PATH=/opt/bazar/bin:/usr/local/bin:/usr/bin:/bin PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 BAZAR_CONFIG=/etc/bazar/cluster.yaml
 RUN python3 -m venv "$VIRTUAL_ENV"
 
-WORKDIR /src
 # The dependencies, in a layer that is rebuilt only when setup.py changes: install the
 # project as setup.py alone describes it (no code yet), keep what it requires, drop it.
-COPY setup.py ./
-RUN pip install . && pip uninstall --yes bazar
-# Then the code (.dockerignore keeps out what is not shipped), without the tools extra.
-COPY . .
-RUN pip install --no-deps . && bazar --help >/dev/null
+COPY setup.py /src/
+RUN pip install /src && pip uninstall --yes bazar
 
-# The compose topology is the default cluster file; mount another over it elsewhere.
-COPY deploy/cluster.compose.yaml /etc/bazar/cluster.yaml
-ENV BAZAR_CONFIG=/etc/bazar/cluster.yaml
-USER bazar
+# How the image runs, declared before the code so that a code change rebuilds only the
+# last two layers. Each replica's journal and snapshot live in /var/lib/bazar/<node id>.
 WORKDIR /var/lib/bazar
-# Each replica's journal and snapshot live under /var/lib/bazar/<node id>: mount a volume.
 VOLUME ["/var/lib/bazar"]
 EXPOSE 8000
 HEALTHCHECK --interval=5s --timeout=3s --start-period=30s --retries=3 CMD ["bazar", "health"]
 ENTRYPOINT ["tini", "--", "bazar"]
 CMD ["--help"]
+
+# The code (.dockerignore keeps out what is not shipped), without the tools extra; the
+# compose topology becomes the default cluster file (mount another over it elsewhere).
+COPY . /src
+RUN pip install --no-deps /src \
+    && install -D --mode 644 /src/deploy/cluster.compose.yaml /etc/bazar/cluster.yaml \
+    && bazar --help >/dev/null
+USER bazar

@@ -18,10 +18,13 @@ if docker image inspect "$tag" >/dev/null 2>&1; then
 fi
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
+chmod 755 "$root"  # it becomes the image's /: mktemp's 700 would lock out every user but root
 debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates,tini \
   bookworm "$root" "$mirror" >&2
 cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
 rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
 tar -C "$root" --numeric-owner -c . |
-  docker import --change 'ENV LANG=C.UTF-8' --change 'CMD ["/bin/bash"]' - "$tag" >&2
+  docker import --change 'ENV LANG=C.UTF-8' \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'CMD ["/bin/bash"]' - "$tag" >&2
 echo "base-image.sh: built $tag" >&2
