@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from tests.sim.harness import Simulation
 
 EXAMPLES = int(os.environ.get("BAZAR_SIM_EXAMPLES", "0")) or None
-CI_EXAMPLES = 1000
+CI_EXAMPLES = 3000
 
 step = st.one_of(
     st.tuples(st.just("run"), st.integers(0, 2 ** 32 - 1), st.integers(1, 25)),
