@@ -416,6 +416,7 @@ class Simulation:
         self.commands = 0
         self.root = Path(tempfile.mkdtemp(prefix="bazar-sim-", dir=_fast_tmp()))
         self._journal = journal        # another createJournal for PySyncObj (None: Bazar's)
+        self.uses_bazar_journal = journal is None
         self._saved: list = []
 
     def __enter__(self) -> "Simulation":
