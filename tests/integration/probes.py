@@ -38,7 +38,7 @@ def wait_converged(cluster: LocalCluster, group: str, timeout: float = 15.0) -> 
 
 
 def stock(cluster: LocalCluster, book_id: int) -> int:
-    """A book's stock, read through the log (linearizable)."""
+    """A book's stock, read linearizably (a strong read, confirmed by a read index)."""
     url = f"{cluster.frontend_url}/info/{book_id}?consistency=strong"
     return requests.get(url, timeout=10).json()["stock"]
 
