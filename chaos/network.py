@@ -67,19 +67,42 @@ class Firewall:
         self.cuts.clear()
 
     def close(self) -> None:
-        """Remove every cut and the chain itself; safe to call twice."""
+        """Remove every cut and the chain itself; safe to call twice.
+
+        The chain is checked to be gone afterwards, and the teardown repeated if not: a rule
+        change that lands between the flush and the chain's removal makes `-X` fail.
+        """
         if not self._open:
             return
-        _iptables("-F", CHAIN, check=False)
-        while _iptables("-D", "OUTPUT", "-j", CHAIN, check=False) == 0:
-            pass
-        _iptables("-X", CHAIN, check=False)
+        for _ in range(5):
+            _iptables("-F", CHAIN, check=False)
+            while _iptables("-D", "OUTPUT", "-j", CHAIN, check=False) == 0:
+                pass
+            _iptables("-X", CHAIN, check=False)
+            if _iptables("-n", "-L", CHAIN, check=False) != 0:
+                break
+        else:
+            log.error("could not remove iptables chain %s; remove it by hand (iptables -F/-X %s)", CHAIN, CHAIN)
         self._open = False
         self.cuts.clear()
 
 
 def _iptables(*args: str, check: bool = True) -> int:
-    result = subprocess.run(["iptables", "-w", *args], capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise RuntimeError(f"iptables {' '.join(args)}: {result.stderr.strip()}")
-    return result.returncode
+    """Run one iptables command to its end, even through Ctrl-C.
+
+    subprocess.run kills its child on KeyboardInterrupt and returns without waiting; with
+    iptables-nft the kernel can still apply that child's change afterwards, after close()
+    has flushed the chain, which then survives the run with a rule in it. So an interrupt
+    waits for the command (in a session of its own, a terminal's Ctrl-C does not reach it)
+    and is raised once the change has landed or failed.
+    """
+    process = subprocess.Popen(["iptables", "-w", *args], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, stderr = process.communicate()
+    except KeyboardInterrupt:
+        process.communicate()
+        raise
+    if check and process.returncode != 0:
+        raise RuntimeError(f"iptables {' '.join(args)}: {stderr.strip()}")
+    return process.returncode

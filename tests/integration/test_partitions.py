@@ -5,13 +5,19 @@ as root. Without them the tests fail with the reason, never skip silently.
 """
 from __future__ import annotations
 
+import os
+import shutil
+import signal
 import socket
+import subprocess
+import textwrap
+import threading
 import time
 
 import pytest
 import requests
 
-from chaos.network import Firewall, unavailable_reason
+from chaos.network import CHAIN, Firewall, unavailable_reason
 from tests.integration.probes import buy_until_done, wait_converged
 
 
@@ -83,3 +89,44 @@ def test_a_leader_cut_off_from_the_majority_is_replaced_and_rejoins(make_cluster
         firewall.heal()
     states = wait_converged(cluster, "catalog", timeout=20)
     assert old in states and "during-partition" in states[old]["state"]["purchases"]
+
+
+def test_ctrl_c_in_the_middle_of_a_cut_leaves_no_rule_behind(tmp_path, monkeypatch):
+    """A rule change interrupted by Ctrl-C must not land after close() has flushed the chain.
+
+    iptables-nft hands its change to the kernel, which may finish it after the process was
+    killed; the stand-in below makes that window wide and certain: an `-A` completes in a
+    detached process 0.4 s after it starts, and a flush lingers 0.5 s after flushing. The
+    suite's Ctrl-C test once found the chain left behind with one rule in it this way.
+    """
+    real = shutil.which("iptables")
+    assert real and unavailable_reason() is None
+    stand_in = tmp_path / "bin" / "iptables"
+    stand_in.parent.mkdir()
+    stand_in.write_text(textwrap.dedent(f"""\
+        #!/bin/sh
+        case "$2" in
+          -A) setsid sh -c 'sleep 0.4; exec {real} "$@"' sh "$@" & wait $!; exit $? ;;
+          -F) {real} "$@"; status=$?; sleep 0.5; exit $status ;;
+        esac
+        exec {real} "$@"
+        """))
+    stand_in.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{stand_in.parent}:{os.environ['PATH']}")
+    wall = Firewall()
+    wall.open()
+    interrupt = threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT))
+    try:
+        interrupt.start()
+        with pytest.raises(KeyboardInterrupt):
+            wall.cut(["127.0.0.2"], ["127.0.0.3"])
+    finally:
+        interrupt.cancel()
+        wall.close()
+        time.sleep(1.0)  # anything still in flight has landed by now
+        rules = subprocess.run([real, "-w", "-S"], capture_output=True, text=True).stdout
+        if CHAIN in rules:  # leave the machine clean even when the test fails
+            subprocess.run([real, "-w", "-F", CHAIN])
+            subprocess.run([real, "-w", "-D", "OUTPUT", "-j", CHAIN])
+            subprocess.run([real, "-w", "-X", CHAIN])
+    assert CHAIN not in rules
