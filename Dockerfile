@@ -2,7 +2,9 @@
 # a 3+3+1 cluster from it; on one machine of several:
 #   docker build -t bazar .
 #   docker run -d --network host -v $PWD/cluster.yaml:/etc/bazar/cluster.yaml:ro \
-#     -v bazar-catalog1:/var/lib/bazar -e BAZAR_SECRET_FILE=/etc/bazar/secret ... bazar node catalog1
+#     -v bazar-catalog1:/var/lib/bazar -v $PWD/secret:/etc/bazar/secret:ro \
+#     -e BAZAR_SECRET_FILE=/etc/bazar/secret ... bazar node catalog1
+# Bazar runs as uid 10001 (below): a mounted secret file must be readable by that uid.
 # Without a registry, build on a base made from Debian's archive (deploy/base-image.sh):
 #   docker build --network host --build-arg BASE_IMAGE=bazar-base:bookworm -t bazar .
 ARG BASE_IMAGE=python:3.11-slim
