@@ -60,9 +60,10 @@ def test_the_writer_dies_with_its_replica(tmp_path):
     pid_read, pid_write = os.pipe()
     replica = os.fork()
     if replica == 0:  # the replica: starts a writer, then is SIGKILLed
-        writer = os.fork()
+        me = os.getpid()  # taken before the fork, as the real writer's parent does: the child's
+        writer = os.fork()  # own getppid() is already the reaper's if the replica died first
         if writer == 0:
-            snapshot.die_with_parent(os.getppid())
+            snapshot.die_with_parent(me)
             time.sleep(60)
             os._exit(0)
         os.write(pid_write, str(writer).encode())
