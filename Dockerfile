@@ -33,7 +33,7 @@ RUN pip install /src && pip uninstall --yes bazar
 WORKDIR /var/lib/bazar
 VOLUME ["/var/lib/bazar"]
 EXPOSE 8000
-HEALTHCHECK --interval=5s --timeout=3s --start-period=30s --retries=3 CMD ["bazar", "health"]
+HEALTHCHECK --interval=5s --timeout=10s --start-period=30s --retries=3 CMD ["bazar", "health"]
 ENTRYPOINT ["tini", "--", "bazar"]
 CMD ["--help"]
 
