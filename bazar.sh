@@ -31,7 +31,20 @@ apt_install() {  # apt_install PACKAGE... : install Debian packages that are mis
   fi
   echo "bazar.sh: installing ${missing[*]}" >&2
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  # Without starting services: on a machine with systemd, docker.io's would start dockerd with
+  # its defaults at once (docker.service, or docker.socket on the first `docker` command), and
+  # those set iptables' FORWARD policy to DROP and load br_netfilter, which the chaos and
+  # multi-host tests must not meet; the container test starts a dockerd of its own, without
+  # iptables. A policy-rc.d that exits 101 tells Debian's maintainer scripts not to start
+  # anything (one that is there already is kept). They are still enabled for the next boot.
+  local policy=/usr/sbin/policy-rc.d status=0
+  if [ -e "$policy" ]; then policy=; else
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod 755 "$policy"
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null || status=$?
+  if [ -n "$policy" ]; then rm -f "$policy"; trap - EXIT; fi
+  return "$status"
 }
 
 command=${1:-}

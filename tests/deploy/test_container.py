@@ -114,7 +114,17 @@ def ensure_tools() -> list[str]:
     if missing:
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         run(["apt-get", "update", "-qq"], env=env, timeout=600)
-        run(["apt-get", "install", "-y", "-qq", *missing], env=env, timeout=900)
+        # As bazar.sh does: no service started (docker.io's dockerd would set up iptables).
+        policy = Path("/usr/sbin/policy-rc.d")
+        created = not policy.exists()
+        if created:
+            policy.write_text("#!/bin/sh\nexit 101\n")
+            policy.chmod(0o755)
+        try:
+            run(["apt-get", "install", "-y", "-qq", *missing], env=env, timeout=900)
+        finally:
+            if created:
+                policy.unlink()
     compose = compose_command()
     assert compose is not None, "neither `docker compose` nor docker-compose after installing docker-compose"
     return compose
