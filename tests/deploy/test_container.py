@@ -108,7 +108,7 @@ def compose_command() -> list[str] | None:
 def ensure_tools() -> list[str]:
     """Install what is missing (as `./bazar.sh test` does); return the compose command."""
     packages = {"dockerd": "docker.io", "docker": "docker.io", "debootstrap": "debootstrap",
-                "iptables": "iptables", "ip": "iproute2"}
+                "iptables": "iptables"}
     missing = sorted({package for tool, package in packages.items() if shutil.which(tool) is None})
     if shutil.which("docker-compose") is None and (shutil.which("docker") is None or compose_command() is None):
         missing.append("docker-compose")
@@ -133,9 +133,13 @@ def ensure_tools() -> list[str]:
 
 def host_network() -> dict:
     """What Docker must not change on this machine. Rules of the chain BAZAR-CHAOS are left
-    out: a chaos run elsewhere on the machine may add and remove its own rules meanwhile."""
+    out: a chaos run elsewhere on the machine may add and remove its own rules meanwhile.
+    A tool that is not installed yet gives None (ensure_tools may install it), not compared."""
     state: dict = {}
     for tool, table in (("iptables", "filter"), ("iptables", "nat"), ("ip6tables", "filter")):
+        if shutil.which(tool) is None:
+            state[f"{tool} -t {table} -S"] = None
+            continue
         result = subprocess.run([tool, "-t", table, "-S"], capture_output=True, text=True)
         lines = result.stdout.splitlines() if result.returncode == 0 else [f"failed: {result.stderr.strip()}"]
         state[f"{tool} -t {table} -S"] = [line for line in lines if "BAZAR-CHAOS" not in line]
@@ -143,8 +147,7 @@ def host_network() -> dict:
     state["br_netfilter loaded"] = Path("/sys/module/br_netfilter").exists()
     bridge = Path("/proc/sys/net/bridge")
     state["net.bridge.*"] = {p.name: p.read_text().strip() for p in sorted(bridge.iterdir())} if bridge.is_dir() else None
-    links = run(["ip", "-o", "link", "show"], timeout=30).stdout.splitlines()
-    names = [line.split(":")[1].strip().split("@")[0] for line in links]
+    names = os.listdir("/sys/class/net")  # this network namespace's links
     state["docker-like links"] = sorted(n for n in names if n == "docker0" or n.startswith(("br-", "veth")))
     return state
 
@@ -335,7 +338,7 @@ def docker(steps):
                 problems = stop_dockerd(daemon)
         after = host_network()
         changed = {key: {"before": before[key], "after": after[key]}
-                   for key in before if before[key] != after[key]}
+                   for key in before if before[key] is not None and before[key] != after[key]}
         assert not changed, f"Docker changed this machine's network: {json.dumps(changed, indent=1)}"
         assert not problems, "cleanup: " + "; ".join(problems)
         if daemon is not None and daemon.started_here:
