@@ -10,7 +10,7 @@ from frontend import pages
 from frontend.gateway import Gateway
 from web import errors
 from web.auth import require_bearer
-from web.errors import ApiError, json_body
+from web.errors import ApiError, json_body, unavailable
 
 
 def create_app(gateway: Gateway, frontend_id: str = "frontend") -> Flask:
@@ -88,10 +88,10 @@ def create_app(gateway: Gateway, frontend_id: str = "frontend") -> Flask:
     def readyz():
         groups = cluster_status.collect(gateway.config)
         if not cluster_status.ready(groups):
-            raise ApiError(503, "a group has no leader with quorum", {"Retry-After": "1"})
+            raise unavailable("a group has no leader with quorum")
         if not gateway.follower.caught_up():
-            raise ApiError(503, "this frontend has not caught up with the catalog log yet "
-                                "(its cache is bypassed)", {"Retry-After": "1"})
+            raise unavailable("this frontend has not caught up with the catalog log yet "
+                              "(its cache is bypassed)")
         return jsonify(status="ready")
 
     return app

@@ -17,10 +17,9 @@ from urllib.parse import quote
 from cluster.config import ClusterConfig
 from frontend.follower import CatalogFollower, info_key, search_key
 from node import commands
-from web.client import INDEX_HEADER, GroupClient, Reply, Unavailable
-from web.errors import ApiError
-
-RETRY_AFTER = {"Retry-After": "1"}
+from web.client import GroupClient, Reply, Unavailable
+from web.errors import ApiError, unavailable
+from web.protocol import INDEX_HEADER, RETRY_AFTER_HEADER
 CONSISTENCY_LEVELS = ("cached", "local", "strong")
 CATALOG_ATTEMPT_TIMEOUT = 1.0  # seconds one catalog replica may take before the next is tried
 OWN_WRITE_WAIT = 1.0  # seconds a write's answer may wait for this frontend's follower to apply it
@@ -157,8 +156,8 @@ def purchase_answer(order: dict) -> dict:
         if order.get("error") == "conflict":
             raise ApiError(422, "this Idempotency-Key was already used to buy another book")
         raise ApiError(409, f"book {order['id']} is out of stock")
-    raise ApiError(503, "the purchase is recorded but not yet decided; retry with the same "
-                        "Idempotency-Key to learn its outcome", RETRY_AFTER)
+    raise unavailable("the purchase is recorded but not yet decided; retry with the same "
+                      "Idempotency-Key to learn its outcome")
 
 
 def _auth(authorization: str | None) -> dict:
@@ -170,7 +169,7 @@ def _answer(call, *args, **kwargs) -> tuple[dict, int]:
     try:
         response = call(*args, **kwargs)
     except Unavailable:
-        raise ApiError(503, "no replica of the group is reachable", RETRY_AFTER) from None
+        raise unavailable("no replica of the group is reachable") from None
     return _json_or_error(response), int(response.headers.get(INDEX_HEADER, 0))
 
 
@@ -180,6 +179,7 @@ def _json_or_error(response: Reply) -> dict:
     except ValueError:
         raise ApiError(502, "a replica sent an unreadable answer") from None
     if response.status_code >= 400:
-        headers = {"Retry-After": response.headers["Retry-After"]} if "Retry-After" in response.headers else {}
+        headers = ({RETRY_AFTER_HEADER: response.headers[RETRY_AFTER_HEADER]}
+                   if RETRY_AFTER_HEADER in response.headers else {})
         raise ApiError(response.status_code, body.get("error", "error"), headers)
     return body

@@ -11,10 +11,8 @@ from flask import Flask, g, jsonify, request
 from cluster.config import ClusterConfig, NodeConfig
 from consensus.member import CommitError, RaftMember, ReadRefused
 from web import errors
-from web.client import INDEX_HEADER, LEADER_HEADER
-from web.errors import ApiError
-
-RETRY_AFTER_SECONDS = "1"
+from web.errors import ApiError, unavailable
+from web.protocol import INDEX_HEADER, LEADER_HEADER, SECRET_HEADER
 # A majority answers a heartbeat within milliseconds; a leader that cannot confirm its
 # leadership in this time is cut off or deposed, and the client should ask another
 # replica (the frontend gives one replica 0.8-1 s per read attempt).
@@ -55,7 +53,7 @@ class Replica:
             message = ("the cluster could not commit the write (no quorum or no leader); "
                        "it was not applied" if exc.definite else
                        "the cluster did not confirm the write in time; it may still be applied")
-            raise ApiError(503, message, {"Retry-After": RETRY_AFTER_SECONDS}) from None
+            raise unavailable(message) from None
 
     def read_local(self, query, *args):
         """Run `query` on this replica's applied state: (result, index).
@@ -66,9 +64,8 @@ class Replica:
         applied what the leader announced); served again once it has caught up.
         """
         if not self.member.has_caught_up or not self.member.in_touch(self.max_lag):
-            raise ApiError(503, f"this replica is not in touch with its leader (or still catching "
-                                f"up), so its state may be more than {self.max_lag:g} s old",
-                           {"Retry-After": RETRY_AFTER_SECONDS})
+            raise unavailable(f"this replica is not in touch with its leader (or still catching "
+                              f"up), so its state may be more than {self.max_lag:g} s old")
         return self.state.read(query, *args)
 
     def read_strong(self, query, *args):
@@ -82,8 +79,7 @@ class Replica:
         try:
             self.member.read_index(READ_CONFIRM_SECONDS)
         except ReadRefused as exc:
-            raise ApiError(503, f"this replica cannot serve a strong read: {exc}; ask the leader",
-                           {"Retry-After": RETRY_AFTER_SECONDS}) from None
+            raise unavailable(f"this replica cannot serve a strong read: {exc}; ask the leader") from None
         return self.state.read(query, *args)
 
     def read(self, query, *args, strong: bool = False):
@@ -103,7 +99,7 @@ class Replica:
         """Routes for other Bazar processes only need the cluster secret when one is set."""
         if self.secret is None:
             return
-        supplied = request.headers.get("X-Bazar-Secret", "")
+        supplied = request.headers.get(SECRET_HEADER, "")
         if not hmac.compare_digest(supplied.encode(), self.secret.encode()):
             raise ApiError(403, "this route is for Bazar's own processes")
 

@@ -13,8 +13,8 @@ from flask import Flask, jsonify, request
 
 from node import commands
 from node.api import Replica, strong_requested
-from web.client import INDEX_HEADER
-from web.errors import ApiError, json_body, json_object
+from web.errors import ApiError, json_body, json_object, unavailable
+from web.protocol import INDEX_HEADER
 
 MIN_INDEX_WAIT = 0.3  # seconds a read may wait for this replica to catch up
 
@@ -96,7 +96,7 @@ def _wait_for_min_index(replica: Replica) -> None:
     if not raw.isascii() or not raw.isdigit():
         raise ApiError(400, "min_index must be a non-negative integer")
     if not replica.member.wait_applied(int(raw), MIN_INDEX_WAIT):
-        raise ApiError(503, f"this replica has not applied entry {raw} yet", {"Retry-After": "1"})
+        raise unavailable(f"this replica has not applied entry {raw} yet")
 
 
 def _refuse_conflict(result: dict) -> dict:

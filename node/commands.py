@@ -11,15 +11,13 @@ import re
 import uuid
 from typing import Any
 
+from web.errors import BadRequest
+
 MAX_BOOK_ID = 2 ** 31 - 1
 MAX_PRICE = 1e9
 MAX_STOCK = 10 ** 9
 MAX_TEXT = 200
 ORDER_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # used with fullmatch
-
-
-class BadRequest(ValueError):
-    """Client input that can never succeed; answered 400 with this message."""
 
 
 def book_id(raw: Any) -> int:

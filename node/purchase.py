@@ -18,8 +18,9 @@ import time
 
 from node.api import Replica
 from node.orders import PENDING
-from web.client import INDEX_HEADER, GroupClient, Unavailable
+from web.client import GroupClient, Unavailable
 from web.errors import ApiError
+from web.protocol import INDEX_HEADER
 
 log = logging.getLogger("bazar.purchase")
 

@@ -31,8 +31,8 @@ from typing import Any
 import urllib3
 from urllib3.exceptions import HTTPError, TimeoutError as Urllib3Timeout
 
-LEADER_HEADER = "X-Bazar-Leader"
-INDEX_HEADER = "X-Bazar-Index"
+from web.protocol import LEADER_HEADER, secret_headers
+
 BACKOFF_SECONDS = 1.0        # a replica that refused a connection is skipped this long
 SLOW_BACKOFF_SECONDS = 3.0   # one that timed out (paused, overloaded) this long
 READ_ATTEMPT_SECONDS = 0.8   # a paused replica must not hold a read for long
@@ -68,7 +68,7 @@ class GroupClient:
         self.leader: str | None = None
         self._down_until: dict[str, float] = {}
         self._turn = itertools.cycle(range(len(self.urls)))
-        self._headers = {"X-Bazar-Secret": secret} if secret else {}
+        self._headers = secret_headers(secret)
         pool_options = {"source_address": (source_host, 0)} if source_host else {}
         self._pool = urllib3.PoolManager(maxsize=POOL_SIZE, block=False, retries=False, **pool_options)
 

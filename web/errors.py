@@ -7,7 +7,7 @@ import logging
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
-from node.commands import BadRequest
+from web.protocol import retry_after
 
 log = logging.getLogger("bazar.http")
 
@@ -20,6 +20,10 @@ MAX_JSON_DEPTH = 16
 MAX_NUMBER_CHARS = 24
 
 
+class BadRequest(ValueError):
+    """Client input that can never succeed; answered 400 with this message."""
+
+
 class ApiError(Exception):
     """An error answered as JSON `{"error": message}` with `status` (and extra headers)."""
 
@@ -28,6 +32,11 @@ class ApiError(Exception):
         self.status = status
         self.message = message
         self.headers = headers or {}
+
+
+def unavailable(message: str) -> ApiError:
+    """A 503 that a retry can cure, with Retry-After (see web/protocol.py)."""
+    return ApiError(503, message, retry_after())
 
 
 def error_response(status: int, message: str, headers: dict | None = None):
