@@ -499,20 +499,13 @@ def wait_caught_up(cluster: LocalCluster, name: str, timeout: float = 60.0) -> N
     while time.monotonic() < deadline:
         leader = cluster.leader(node.group)
         if leader and leader != name and target is None:
-            target = _status(cluster.config.node(leader).http.url).get("commit_index")
-        mine = _status(node.http.url)
+            target = (cluster.status(leader) or {}).get("commit_index")
+        mine = cluster.status(name) or {}
         if target is not None and mine.get("leader") and mine.get("applied_index", 0) >= target:
             cluster.wait_ready(max(1.0, deadline - time.monotonic()))
             return
         time.sleep(0.05)
     raise TimeoutError(f"{name} did not catch up within {timeout:.0f} s")
-
-
-def _status(url: str) -> dict:
-    try:
-        return requests.get(url + "/status", timeout=0.5).json()
-    except (requests.RequestException, ValueError):
-        return {}
 
 
 # -- restart recovery --------------------------------------------------------------

@@ -144,7 +144,7 @@ def final_state(cluster: LocalCluster, initial: dict) -> dict:
         "initial": initial,
         "catalog": {name: {"books": {k: {"stock": b["stock"], "price": b["price"]}
                                      for k, b in s["state"]["books"].items()},
-                           "applied_orders": {oid: bool(p[1]) for oid, p in s["state"]["purchases"].items()},
+                           "applied_orders": {oid: p["took_stock"] for oid, p in s["state"]["purchases"].items()},
                            "digest": s["digest"]} for name, s in catalog.items()},
         "order": {name: {"orders": {oid: {"book_id": o["id"], "status": o["status"]}
                                     for oid, o in s["state"]["orders"].items()},
@@ -155,15 +155,7 @@ def final_state(cluster: LocalCluster, initial: dict) -> dict:
 
 
 def _states(cluster: LocalCluster, group: str) -> dict:
-    states = {}
-    secret = cluster.config.secret()
-    for node in cluster.config.group(group):
-        try:
-            states[node.id] = requests.get(node.http.url + "/state", timeout=5,
-                                           headers={"X-Bazar-Secret": secret} if secret else {}).json()
-        except (requests.RequestException, ValueError):
-            continue
-    return states
+    return cluster.admin.states(group)
 
 
 def _write_outputs(options, recorder, windows, final, report, unavailable, converge_seconds, schedule) -> None:

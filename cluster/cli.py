@@ -102,9 +102,9 @@ def _frontend(config, args) -> int:
 
 
 def _status(config, args) -> int:
-    from cluster.status import collect, format_table, ready
+    from web.admin import Admin, format_table, ready
 
-    groups = collect(config)
+    groups = Admin(config).collect()
     print(format_table(groups))
     return 0 if ready(groups) else 1
 

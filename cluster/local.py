@@ -22,6 +22,7 @@ import requests
 import yaml
 
 from cluster.config import ClusterConfig, load
+from web.admin import Admin
 
 PR_SET_PDEATHSIG = 1
 STOP_GRACE_SECONDS = 5.0
@@ -52,6 +53,8 @@ class LocalCluster:
         self.launcher = launcher or (lambda name: [])
         self.processes: dict[str, subprocess.Popen] = {}
         self.paused: set[str] = set()
+        # Sees the replicas as Bazar's own processes do (with the secret they were given).
+        self.admin = Admin(self.config, secret=self.env.get(self.config.secret_env))
 
     # -- whole cluster ------------------------------------------------------
 
@@ -174,21 +177,13 @@ class LocalCluster:
 
     def leader(self, group: str) -> str | None:
         """The id of the replica of `group` that says it leads, if exactly one does."""
-        leaders = []
-        for node in self.config.group(group):
-            if node.id in self.paused or (node.id in self.processes and not self.is_running(node.id)):
-                continue
-            status = self.status(node.id)
-            if status is not None and status.get("role") == "leader":
-                leaders.append((status["term"], node.id))
-        return max(leaders)[1] if leaders else None
+        return self.admin.leader(group, among=[
+            n.id for n in self.config.group(group)
+            if n.id not in self.paused and (n.id not in self.processes or self.is_running(n.id))])
 
     def status(self, name: str, timeout: float = 0.5) -> dict | None:
         """Replica `name`'s GET /status (role, term, commit and applied index), or None if it does not answer."""
-        try:
-            return requests.get(self.config.node(name).http.url + "/status", timeout=timeout).json()
-        except (requests.RequestException, ValueError):
-            return None
+        return self.admin.status(name, timeout)
 
     def _raise_if_exited(self) -> None:
         for name, proc in self.processes.items():

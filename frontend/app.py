@@ -5,16 +5,17 @@ import os
 
 from flask import Flask, jsonify, request
 
-from cluster import status as cluster_status
 from frontend import pages
 from frontend.gateway import Gateway
 from web import errors
+from web.admin import Admin, ready
 from web.auth import require_bearer
 from web.errors import ApiError, json_body, unavailable
 
 
 def create_app(gateway: Gateway, frontend_id: str = "frontend") -> Flask:
     app = Flask("bazar.frontend")
+    admin = Admin(gateway.config)
     errors.install(app)
     pages.install_error_pages(app)
     pages.install_security_headers(app)
@@ -73,8 +74,8 @@ def create_app(gateway: Gateway, frontend_id: str = "frontend") -> Flask:
         return jsonify(cluster_view())
 
     def cluster_view() -> dict:
-        groups = cluster_status.collect(gateway.config)
-        return {"groups": groups, "ready": cluster_status.ready(groups),
+        groups = admin.collect()
+        return {"groups": groups, "ready": ready(groups),
                 "frontend": {"id": frontend_id, "follower": gateway.follower.status()},
                 "cache": gateway.cache.snapshot_stats()}
 
@@ -86,8 +87,7 @@ def create_app(gateway: Gateway, frontend_id: str = "frontend") -> Flask:
 
     @app.get("/readyz")
     def readyz():
-        groups = cluster_status.collect(gateway.config)
-        if not cluster_status.ready(groups):
+        if not ready(admin.collect()):
             raise unavailable("a group has no leader with quorum")
         if not gateway.follower.caught_up():
             raise unavailable("this frontend has not caught up with the catalog log yet "

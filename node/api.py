@@ -137,11 +137,11 @@ def create_app(replica: Replica) -> Flask:
 
     @app.get("/state")
     def state():
-        """The whole replicated state and its digest, for consistency checks."""
+        """The whole replicated state (the machine's `view`) and the digest of its snapshot,
+        for consistency checks: replicas with equal digests hold equal states."""
         replica.require_peer()
-        snapshot, index = replica.state.read(lambda m: m.snapshot())
-        return jsonify(id=replica.node.id, applied_index=index, digest=digest(snapshot),
-                       state=to_json(snapshot))
+        (snapshot, view), index = replica.state.read(lambda m: (m.snapshot(), m.view()))
+        return jsonify(id=replica.node.id, applied_index=index, digest=digest(snapshot), state=view)
 
     return app
 

@@ -136,6 +136,18 @@ class CatalogState:
             return {"ok": False, "error": "out_of_stock", "id": book_id}
         return {"ok": True, "id": book_id, "title": self.books[book_id]["title"], "price": price}
 
+    def view(self) -> dict:
+        """The whole state as JSON with named fields, for GET /state (chaos and the tests
+        read it); unlike `snapshot`, its shape is a contract, not a storage format."""
+        return {
+            "books": {str(i): dict(b) for i, b in self.books.items()},
+            "next_id": self.next_id,
+            "seeded": self.seeded,
+            "purchases": {order_id: {"book_id": book_id, "took_stock": took, "price": price}
+                          for order_id, (book_id, took, price) in self.purchases.items()},
+            "requests": {request_id: dict(r) for request_id, r in self.requests.items()},
+        }
+
     # -- snapshots ----------------------------------------------------------
 
     def snapshot(self) -> dict:

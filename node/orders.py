@@ -84,6 +84,10 @@ class OrderState:
     def pending(self) -> list[dict]:
         return [dict(self.orders[order_id]) for order_id in self.pending_ids]
 
+    def view(self) -> dict:
+        """The whole state as JSON with named fields, for GET /state."""
+        return {"orders": {order_id: dict(o) for order_id, o in self.orders.items()}}
+
     # -- snapshots ----------------------------------------------------------
 
     def snapshot(self) -> dict:

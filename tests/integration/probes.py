@@ -11,12 +11,11 @@ from cluster.local import LocalCluster
 def replica_states(cluster: LocalCluster, group: str) -> dict[str, dict]:
     """GET /state from every running replica of `group`, by node id (with the cluster's
     secret, if it has one: the route is for Bazar's own processes)."""
-    secret = cluster.env.get(cluster.config.secret_env)
-    headers = {"X-Bazar-Secret": secret} if secret else {}
-    states = {}
-    for node in cluster.config.group(group):
-        if cluster.is_running(node.id) and node.id not in cluster.paused:
-            states[node.id] = requests.get(node.http.url + "/state", headers=headers, timeout=2).json()
+    running = [n.id for n in cluster.config.group(group)
+               if cluster.is_running(n.id) and n.id not in cluster.paused]
+    states = cluster.admin.states(group, running, timeout=2)
+    if len(states) < len(running):
+        raise requests.ConnectionError(f"not every running {group} replica answered /state")
     return states
 
 

@@ -465,3 +465,16 @@ def test_copies_taken_equal_successful_distinct_orders_with_no_admin_writes():
         ok_orders = {o for o, r in outcomes.items() if r["ok"] and r["id"] == book}
         assert taken == len(ok_orders)
     assert state.book(1)["stock"] == 0 and state.book(3)["stock"] == 3
+
+
+def test_the_state_view_names_every_field_and_is_plain_json():
+    import json
+    state = seeded()
+    buy(state, 1, "o-1")
+    state.apply({**commands.update_book(1, {"stock": 0}), "request_id": "r-1"})
+    buy(state, 1, "o-2")
+    view = state.view()
+    assert json.loads(json.dumps(view)) == view
+    assert view["purchases"]["o-1"] == {"book_id": 1, "took_stock": True, "price": state.books[1]["price"]}
+    assert view["purchases"]["o-2"]["took_stock"] is False
+    assert view["books"]["1"]["stock"] == 0 and view["requests"]["r-1"]["op"] == "update_book"
