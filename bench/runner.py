@@ -594,9 +594,9 @@ def build_journal(config_path: str, node_id: str, purchases: int, window: int = 
     last_done = [time.monotonic()]
     longest_gap = [0.0]
 
-    def on_result(result, error) -> None:
-        if error != 0 or not result.get("ok"):  # FAIL_REASON.SUCCESS == 0
-            failures.append((error, result))
+    def on_result(result, ok: bool) -> None:
+        if not ok or not result.get("ok"):
+            failures.append(result)
         now = time.monotonic()  # gaps between applied purchases show stalls of the tick thread
         longest_gap[0] = max(longest_gap[0], now - last_done[0])
         last_done[0] = now
@@ -610,7 +610,7 @@ def build_journal(config_path: str, node_id: str, purchases: int, window: int = 
     last_done[0] = started
     for i in range(purchases):
         slots.acquire()
-        state.apply(commands.purchase(book, f"journal-{i:07d}"), callback=on_result)
+        member.submit_nowait(commands.purchase(book, f"journal-{i:07d}"), on_result)
     if not finished.wait(600):
         raise TimeoutError("the purchases were not all applied")
     if failures:
@@ -619,7 +619,7 @@ def build_journal(config_path: str, node_id: str, purchases: int, window: int = 
     final_stock = state.read(lambda m: m.book(book)["stock"])[0]
     applied = state.applied_index
     time.sleep(1.2)  # PySyncObj stores the commit index once a second
-    member.syncobj.destroy_synchronous()
+    member.close()
     return {"book": book, "final_stock": final_stock, "applied_index": applied,
             "purchases_per_s": purchases / elapsed if purchases and elapsed > 0 else None,
             "longest_stall_s": longest_gap[0]}

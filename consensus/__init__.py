@@ -4,6 +4,8 @@
   and tells listeners what was applied.
 - `member.RaftMember` is one process's membership in a group: submit a command,
   wait for an index, report status.
+- `join(config, group, machine, node_id)` builds a started member from
+  `cluster.yaml`: the one way anything outside this package gets one.
 - `settings.syncobj_conf` turns `cluster.yaml`'s raft section into PySyncObj's
   configuration, with the reasons for each choice.
 
@@ -16,3 +18,10 @@ gets them: replicas, the frontend's follower, tests and tools alike.
 from consensus import journal, snapshot  # noqa: F401,E402  durable journal and snapshots
 from consensus import raft_fixes as _raft_fixes  # noqa: F401,E402  Raft's follower rules (see module)
 from consensus import frame_guard as _frame_guard  # noqa: E402,F401  (Raft frame limits)
+
+# The public face: everything outside consensus/ uses these, never pysyncobj.
+from consensus.group import join  # noqa: E402
+from consensus.member import CommitError, RaftMember, ReadRefused  # noqa: E402
+from consensus.state import ApplyListener  # noqa: E402
+
+__all__ = ["join", "RaftMember", "CommitError", "ReadRefused", "ApplyListener"]

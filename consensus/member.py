@@ -152,6 +152,18 @@ class RaftMember:
             return None, None
         return outcome[0]
 
+    def submit_nowait(self, command: dict, on_done) -> None:
+        """Propose `command` and return at once; `on_done(result, ok)` is called on the
+        tick thread when it is applied (ok True) or refused (ok False, result None).
+        One attempt, no retry: for loaders that keep many commands in flight."""
+        self.state.apply(command, callback=lambda result, error: on_done(result, error == FAIL_REASON.SUCCESS))
+
+    def on_tick(self, callback) -> None:
+        """Call `callback()` on the tick thread after every tick (after this member's own
+        bookkeeping, so `in_touch` and `leader` are current). It must not block, and it
+        must never wait for a commit: the tick thread is what would commit it."""
+        self.syncobj.addOnTickCallback(callback)
+
     def wait_applied(self, index: int, timeout: float) -> bool:
         """Block until this member has applied `index`; False on timeout."""
         return self.state.wait_for(index, timeout)

@@ -13,12 +13,8 @@ from __future__ import annotations
 
 import logging
 
+import consensus
 from cluster.config import ClusterConfig
-from consensus.member import RaftMember
-from consensus.security import raft_password
-from consensus.settings import syncobj_conf
-from consensus.state import ReplicatedState
-from consensus.transport import connect_from
 from frontend.cache import FencedCache
 from node.catalog import CatalogState, affected_books
 
@@ -39,14 +35,12 @@ class CatalogFollower:
     def __init__(self, config: ClusterConfig, source_host: str, cache_capacity: int | None = None) -> None:
         self.max_lag = config.cache.max_follower_lag
         self.cache = FencedCache(cache_capacity or config.cache.capacity, usable=self.caught_up)
-        self.state = ReplicatedState(CatalogState())
-        self.state.add_listener(self)
         self._was_usable = False
         self._leader: str | None = None
-        conf = syncobj_conf(config.raft, data_dir=None, password=raft_password(config))
-        connect_from(source_host)
-        self.member = RaftMember(None, [str(n.raft) for n in config.catalog], self.state, conf)
-        self.member.syncobj.addOnTickCallback(self._watch)
+        self.member = consensus.join(config, "catalog", CatalogState(), source_host=source_host,
+                                     listeners=[self])
+        self.state = self.member.state
+        self.member.on_tick(self._watch)
 
     # -- ApplyListener: runs on PySyncObj's tick thread ------------------------
 

@@ -9,7 +9,7 @@ import os
 from flask import Flask, g, jsonify, request
 
 from cluster.config import ClusterConfig, NodeConfig
-from consensus.member import CommitError, RaftMember, ReadRefused
+from consensus import CommitError, RaftMember, ReadRefused
 from web import errors
 from web.errors import ApiError, unavailable
 from web.protocol import INDEX_HEADER, LEADER_HEADER, SECRET_HEADER

@@ -3,12 +3,8 @@ from __future__ import annotations
 
 import logging
 
+import consensus
 from cluster.config import ClusterConfig
-from consensus.member import RaftMember
-from consensus.security import raft_password
-from consensus.settings import syncobj_conf
-from consensus.state import ReplicatedState
-from consensus.transport import connect_from
 from node import api, catalog_api, order_api
 from node.catalog import CatalogState
 from node.orders import OrderState
@@ -24,13 +20,8 @@ log = logging.getLogger("bazar.node")
 def build(config: ClusterConfig, node_id: str):
     """The Flask app and background tasks of replica `node_id`, its Raft member started."""
     node = config.node(node_id)
-    password = raft_password(config)
     machine = CatalogState() if node.group == "catalog" else OrderState()
-    state = ReplicatedState(machine)
-    conf = syncobj_conf(config.raft, config.data_dir / node.id, password, bind_address=str(node.bind(node.raft)),
-                        group_size=len(config.group(node.group)))
-    connect_from(node.source_host)
-    member = RaftMember(str(node.raft), [str(n.raft) for n in config.group(node.group)], state, conf)
+    member = consensus.join(config, node.group, machine, node_id=node.id)
     replica = api.Replica(config, node, member)
     app = api.create_app(replica)
     if node.group == "catalog":

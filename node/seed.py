@@ -6,7 +6,7 @@ import logging
 import threading
 from pathlib import Path
 
-from consensus.member import CommitError
+from consensus import CommitError
 from node.api import Replica
 from node.commands import BadRequest, add_book
 
