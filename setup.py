@@ -7,7 +7,8 @@ setup(
     version="0.1.0",
     description="A replicated online bookstore: catalog and order Raft groups behind a caching frontend.",
     python_requires=">=3.11",
-    packages=find_packages(include=["node", "frontend", "consensus", "cluster", "web", "chaos", "bench"]),
+    packages=find_packages(include=[f"{top}{sub}" for top in ("node", "frontend", "consensus", "cluster", "web",
+                                                                "chaos", "bench") for sub in ("", ".*")]),
     package_data={"node": ["books.json"], "frontend": ["templates/*.html", "static/*"]},
     install_requires=[
         "pysyncobj==0.3.17",   # pinned exactly: consensus/ corrects its private functions (consensus/patching.py)

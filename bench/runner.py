@@ -570,7 +570,7 @@ def build_journal(config_path: str, node_id: str, purchases: int, window: int = 
     journal is exactly what a running replica would have written.
     """
     from cluster.config import load
-    from node import commands
+    from node.catalog import commands
     from node.replica import build
 
     config = load(config_path)
@@ -582,7 +582,7 @@ def build_journal(config_path: str, node_id: str, purchases: int, window: int = 
             raise TimeoutError("the catalog was not seeded")
         time.sleep(0.02)
     book = 1
-    member.submit({**commands.update_book(book, {"stock": purchases + 1000}), "request_id": "bench-stock"}, 10)
+    member.submit(commands.to_wire(commands.update_book(book, {"stock": purchases + 1000}, "bench-stock")), 10)
     slots = threading.Semaphore(window)
     lock = threading.Lock()
     failures: list = []
@@ -610,7 +610,7 @@ def build_journal(config_path: str, node_id: str, purchases: int, window: int = 
     last_done[0] = started
     for i in range(purchases):
         slots.acquire()
-        member.submit_nowait(commands.purchase(book, f"journal-{i:07d}"), on_result)
+        member.submit_nowait(commands.to_wire(commands.purchase(book, f"journal-{i:07d}")), on_result)
     if not finished.wait(600):
         raise TimeoutError("the purchases were not all applied")
     if failures:

@@ -153,7 +153,9 @@ class ClusterConfig:
     extra: dict = field(default_factory=dict)
 
     def group(self, name: str) -> tuple[NodeConfig, ...]:
-        """The replicas of group `name` ("catalog" or "order")."""
+        """The replicas of group `name` ("catalog" or "order"); KeyError for any other name."""
+        if name not in GROUPS:
+            raise KeyError(f"no group {name!r}: the groups are {', '.join(GROUPS)}")
         return self.catalog if name == "catalog" else self.order
 
     def node(self, node_id: str) -> NodeConfig:

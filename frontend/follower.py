@@ -16,17 +16,10 @@ import logging
 import consensus
 from cluster.config import ClusterConfig
 from frontend.cache import FencedCache
-from node.catalog import CatalogState, affected_books
+from node.catalog import CatalogState, keys_changed
+from node.catalog.commands import ALL
 
 log = logging.getLogger("bazar.follower")
-
-
-def info_key(book_id: int) -> tuple:
-    return ("info", book_id)
-
-
-def search_key(topic: str) -> tuple:
-    return ("search", topic.casefold())
 
 
 class CatalogFollower:
@@ -45,14 +38,12 @@ class CatalogFollower:
     # -- ApplyListener: runs on PySyncObj's tick thread ------------------------
 
     def on_applied(self, index: int, command: dict, result) -> None:
-        books = affected_books(command, result)
-        if books is None:  # the seed: anything may have changed
+        keys = keys_changed(command, result)
+        if keys is ALL:  # the seed: anything may have changed
             self.cache.flush(index)
             return
-        for book_id in books:
-            self.cache.invalidate(info_key(book_id), index)
-        if command.get("op") == "add_book" and "book" in result:
-            self.cache.invalidate(search_key(result["book"]["topic"]), index)
+        for key in keys:
+            self.cache.invalidate(key, index)
 
     def on_reset(self, index: int) -> None:
         log.info("catalog state replaced by a snapshot at index %d: cache flushed", index)

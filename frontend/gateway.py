@@ -15,8 +15,10 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from cluster.config import ClusterConfig
-from frontend.follower import CatalogFollower, info_key, search_key
-from node import commands
+from frontend.follower import CatalogFollower
+from node.catalog import commands, keys_changed
+from node.catalog.commands import info_key, search_key
+from web import params
 from web.client import GroupClient, Reply, Unavailable
 from web.errors import ApiError, unavailable
 from web.protocol import INDEX_HEADER, RETRY_AFTER_HEADER
@@ -48,7 +50,7 @@ class Gateway:
         return self._catalog_read(info_key(book_id), f"/books/{book_id}", consistency)
 
     def search(self, raw_topic: str, consistency: str = "cached") -> dict:
-        topic = commands.topic(raw_topic)
+        topic = params.topic(raw_topic)
         body = self._catalog_read(search_key(topic), f"/search/{quote(topic, safe='')}", consistency)
         return {"topic": topic, "items": body["items"]}
 
@@ -57,7 +59,7 @@ class Gateway:
 
     def orders_list(self, raw_limit: str | None) -> dict:
         """The newest orders as the order leader sees them (every acknowledged purchase)."""
-        limit = commands.limit(raw_limit)
+        limit = params.limit(raw_limit)
         return self._checked(self.orders.read, f"/orders?limit={limit}&consistency=strong",
                              prefer_leader=True)
 
@@ -70,11 +72,12 @@ class Gateway:
     def purchase(self, raw_id: str, idempotency_key: str | None) -> dict:
         """Buy one copy; the same Idempotency-Key always yields the same single order."""
         command = commands.purchase(raw_id, idempotency_key or "")
-        book_id, order_id = command["id"], command["order_id"]
-        self._require_book(book_id)
-        order = self._checked(self.orders.write, "POST", "/purchase", {"id": book_id, "order_id": order_id})
+        self._require_book(command.id)
+        order = self._checked(self.orders.write, "POST", "/purchase", {"id": command.id, "order_id": command.order_id})
         if order.get("catalog_index"):
-            self._see_own_write(book_id, order["catalog_index"])
+            # The catalog's result, as the order recorded it: a copy taken changed the book.
+            taken = {"ok": order.get("status") == "completed", "id": command.id}
+            self._see_own_write(command, taken, order["catalog_index"])
         return purchase_answer(order)
 
     def _require_book(self, book_id: int) -> None:
@@ -90,24 +93,24 @@ class Gateway:
     def update_book(self, raw_id: str, body, authorization: str | None,
                     idempotency_key: str | None = None) -> dict:
         command = commands.update_book(raw_id, body, idempotency_key)
-        payload = {k: v for k, v in command.items() if k not in ("op", "id")}
-        book, index = self._catalog_write("PUT", f"/books/{command['id']}", payload, authorization)
-        self._see_own_write(book["id"], index)
+        payload = {k: v for k, v in commands.to_wire(command).items() if k not in ("op", "id")}
+        book, index = self._catalog_write("PUT", f"/books/{command.id}", payload, authorization)
+        self._see_own_write(command, {"ok": True, "book": book}, index)
         return book
 
     def add_book(self, body, authorization: str | None, idempotency_key: str | None = None) -> dict:
         command = commands.add_book(body, idempotency_key)
-        payload = {k: v for k, v in command.items() if k != "op"}
+        payload = {k: v for k, v in commands.to_wire(command).items() if k != "op"}
         book, index = self._catalog_write("POST", "/books", payload, authorization)
-        self._see_own_write(book["id"], index, topic=book["topic"])
+        self._see_own_write(command, {"ok": True, "book": book}, index)
         return book
 
-    def _see_own_write(self, book_id: int, index: int, topic: str | None = None) -> None:
-        """Read-your-writes: fence the keys a write changed at its index, then give the
-        follower a moment to apply it so the next read here can be a cache hit again."""
-        self.cache.invalidate(info_key(book_id), index)
-        if topic is not None:
-            self.cache.invalidate(search_key(topic), index)
+    def _see_own_write(self, command: commands.Command, result: dict, index: int) -> None:
+        """Read-your-writes: fence the keys the write changed (the same table the follower
+        invalidates from) at its index, then give the follower a moment to apply it so the
+        next read here can be a cache hit again."""
+        for key in keys_changed(commands.to_wire(command), result) or ():
+            self.cache.invalidate(key, index)
         self.follower.wait_applied(index, OWN_WRITE_WAIT)
 
     # -- plumbing -------------------------------------------------------------

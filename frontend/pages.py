@@ -23,7 +23,7 @@ from flask import Blueprint, Flask, g, jsonify, redirect, render_template, reque
 from werkzeug.exceptions import HTTPException
 
 from frontend.gateway import Gateway
-from node.commands import BadRequest
+from web.errors import BadRequest
 from web.errors import ApiError
 
 FORM_MIMETYPE = "application/x-www-form-urlencoded"

@@ -10,6 +10,7 @@ from flask import Flask, g, jsonify, request
 
 from cluster.config import ClusterConfig, NodeConfig
 from consensus import CommitError, RaftMember, ReadRefused
+from node.commands import to_wire
 from web import errors
 from web.errors import ApiError, unavailable
 from web.protocol import INDEX_HEADER, LEADER_HEADER, SECRET_HEADER
@@ -22,7 +23,7 @@ READ_CONFIRM_SECONDS = 0.5
 class Replica:
     """What a replica's routes need: who it is, its Raft member, and the cluster."""
 
-    def __init__(self, config: ClusterConfig, node: NodeConfig, member: RaftMember) -> None:
+    def __init__(self, config: ClusterConfig, node: NodeConfig, member: RaftMember, service) -> None:
         self.config = config
         self.node = node
         self.member = member
@@ -32,7 +33,11 @@ class Replica:
         # How far behind its leader this replica's state may be for local reads (and for
         # naming that leader to clients): the same bound the frontend's cache lives by.
         self.max_lag = config.cache.max_follower_lag
-        self.serving = lambda: True  # replaced by groups with start-up work (the catalog's seed)
+        self.service = service  # the group's behaviour (node/catalog/service.py, node/orders/service.py)
+
+    def serving(self) -> bool:
+        """True once the group's start-up work is done (the catalog's seed)."""
+        return self.service.serving(self)
 
     @property
     def state(self):
@@ -45,10 +50,10 @@ class Replica:
             return None
         return self.http_by_raft.get(self.member.leader or "")
 
-    def commit(self, command: dict) -> dict:
-        """Commit a command; a failure to commit is answered 503 with Retry-After."""
+    def commit(self, command) -> dict:
+        """Commit a typed command; a failure to commit is answered 503 with Retry-After."""
         try:
-            return self.member.submit(command, self.config.raft.commit_timeout)
+            return self.member.submit(to_wire(command), self.config.raft.commit_timeout)
         except CommitError as exc:
             message = ("the cluster could not commit the write (no quorum or no leader); "
                        "it was not applied" if exc.definite else

@@ -1,12 +1,15 @@
-"""Build log commands from client input, refusing anything malformed.
+"""What both groups' command vocabularies share: field validation and result shapes.
 
-Every write a client can ask for is checked here once, before it reaches a log:
-the frontend uses these to answer 400 without a hop, and the replicas use them
-again because their HTTP port is reachable too. A command that leaves this
-module is well-typed, so `apply` never has to guess.
+Every write a client can ask for is checked once, before it reaches a log: the
+frontend uses the builders in `node/catalog/commands.py` to answer 400 without a
+hop, and the replicas use them again because their HTTP port is reachable too.
+A command that leaves a builder is well-typed, so `apply` never has to guess.
+
+Results have one shape in both groups: `ok(...)` or `failure(code, ...)`.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 import uuid
 from typing import Any
@@ -18,6 +21,36 @@ MAX_PRICE = 1e9
 MAX_STOCK = 10 ** 9
 MAX_TEXT = 200
 ORDER_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # used with fullmatch
+
+
+class Malformed(ValueError):
+    """A log entry that holds no command of its group; every replica answers it the same way."""
+
+
+def to_wire(command: Any) -> dict:
+    """The dict a typed command is in the log and on the wire: `op`, then every field set."""
+    return {"op": command.OP, **{k: v for k, v in dataclasses.asdict(command).items() if v is not None}}
+
+
+def decode(wire: Any, by_op: dict[str, type]) -> Any:
+    """The typed command a wire dict holds, by its `op` in `by_op`; Malformed otherwise."""
+    cls = by_op.get(wire.get("op")) if isinstance(wire, dict) else None
+    if cls is None:
+        raise Malformed("unknown command")
+    try:
+        return cls(**{k: v for k, v in wire.items() if k != "op"})
+    except TypeError:
+        raise Malformed("malformed command") from None
+
+
+def ok(**payload: Any) -> dict:
+    """The result of a command that did what it was asked."""
+    return {"ok": True, **payload}
+
+
+def failure(error: str, **details: Any) -> dict:
+    """The result of a command that changed nothing: an error code and what it is about."""
+    return {"ok": False, "error": error, **details}
 
 
 def book_id(raw: Any) -> int:
@@ -44,59 +77,17 @@ def order_id(raw: str | None) -> str:
     return raw
 
 
-def purchase(book: Any, order: str) -> dict:
-    return {"op": "purchase", "id": book_id(book), "order_id": order_id(order)}
-
-
-def update_book(book: Any, body: Any, request_id: str | None = None) -> dict:
-    """PUT /books/<id>: any of price (>= 0), stock (int >= 0), restock (int > 0)."""
-    body = _object(body, allowed={"price", "stock", "restock", "request_id"})
-    fields = {k: v for k, v in body.items() if k != "request_id"}
-    if not fields:
-        raise BadRequest("give at least one of price, stock, restock")
-    command = {"op": "update_book", "id": book_id(book),
-               "request_id": _request_id(body.get("request_id", request_id))}
-    if "price" in fields:
-        command["price"] = _price(fields["price"])
-    if "stock" in fields:
-        command["stock"] = _count(fields["stock"], "stock", minimum=0)
-    if "restock" in fields:
-        command["restock"] = _count(fields["restock"], "restock", minimum=1)
-    return command
-
-
-def add_book(body: Any, request_id: str | None = None) -> dict:
-    """POST /books: title, topic, price, stock, all required."""
-    body = _object(body, allowed={"title", "topic", "price", "stock", "request_id"})
-    missing = [k for k in ("title", "topic", "price", "stock") if k not in body]
-    if missing:
-        raise BadRequest("missing field(s): " + ", ".join(missing))
-    return {"op": "add_book",
-            "request_id": _request_id(body.get("request_id", request_id)),
-            "title": _text(body["title"], "title"),
-            "topic": _text(body["topic"], "topic"),
-            "price": _price(body["price"]),
-            "stock": _count(body["stock"], "stock", minimum=0)}
-
-
-def topic(raw: str) -> str:
-    if not raw or len(raw) > MAX_TEXT:
-        raise BadRequest(f"topic must be 1-{MAX_TEXT} characters")
-    if "\ufffd" in raw or not raw.isprintable():
-        # U+FFFD is what the URL decoder leaves of bytes that were not UTF-8.
-        raise BadRequest("topic must be printable UTF-8 text")
+def request_id(raw: Any) -> str:
+    """An admin write's Idempotency-Key (or request_id), else a fresh one."""
+    if raw is None:
+        return uuid.uuid4().hex
+    if not isinstance(raw, str) or not ORDER_ID.fullmatch(raw):
+        raise BadRequest("request_id must be 1-128 characters of letters, digits and ._:-")
     return raw
 
 
-def limit(raw: str | None, default: int = 50, maximum: int = 1000) -> int:
-    if raw is None:
-        return default
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 9 or not 0 < int(raw) <= maximum:
-        raise BadRequest(f"limit must be an integer from 1 to {maximum}")
-    return int(raw)
-
-
-def _object(body: Any, allowed: set[str]) -> dict:
+def fields_of(body: Any, allowed: set[str]) -> dict:
+    """A JSON body that is an object naming only `allowed` fields."""
     if not isinstance(body, dict):
         raise BadRequest("body must be a JSON object")
     unknown = sorted(set(body) - allowed)
@@ -105,15 +96,7 @@ def _object(body: Any, allowed: set[str]) -> dict:
     return body
 
 
-def _request_id(raw: Any) -> str:
-    if raw is None:
-        return uuid.uuid4().hex
-    if not isinstance(raw, str) or not ORDER_ID.fullmatch(raw):
-        raise BadRequest("request_id must be 1-128 characters of letters, digits and ._:-")
-    return raw
-
-
-def _price(raw: Any) -> float:
+def price(raw: Any) -> float:
     if isinstance(raw, bool) or not isinstance(raw, (int, float)):
         raise BadRequest("price must be a number >= 0")
     if not 0 <= raw <= MAX_PRICE:  # also refuses NaN, infinities and huge integers
@@ -121,13 +104,13 @@ def _price(raw: Any) -> float:
     return round(float(raw), 2)
 
 
-def _count(raw: Any, name: str, minimum: int) -> int:
+def stock_count(raw: Any, name: str, minimum: int) -> int:
     if isinstance(raw, bool) or not isinstance(raw, int) or not minimum <= raw <= MAX_STOCK:
         raise BadRequest(f"{name} must be an integer from {minimum} to {MAX_STOCK}")
     return raw
 
 
-def _text(raw: Any, name: str) -> str:
+def text(raw: Any, name: str) -> str:
     if not isinstance(raw, str) or not raw.strip() or len(raw) > MAX_TEXT:
         raise BadRequest(f"{name} must be a non-empty string of at most {MAX_TEXT} characters")
     return raw.strip()

@@ -1,39 +1,33 @@
-"""Run one replica: its Raft member and its HTTP API, in one process."""
+"""Run one replica: its Raft member and its HTTP API, in one process.
+
+The composition root: the group's service (node/catalog/service.py or
+node/orders/service.py) says what the replica is; this module puts it together.
+"""
 from __future__ import annotations
 
 import logging
 
 import consensus
 from cluster.config import ClusterConfig
-from node import api, catalog_api, order_api
-from node.catalog import CatalogState
-from node.orders import OrderState
-from node.purchase import PurchaseCoordinator
-from node.recovery import PendingOrderSweeper
-from node.seed import read_seed, seed_when_leader
-from web.client import GroupClient
+from node import api
+from node.catalog.service import CatalogService
+from node.orders.service import OrderService
 from web.server import serve
 
 log = logging.getLogger("bazar.node")
 
+SERVICES = {CatalogService.group: CatalogService, OrderService.group: OrderService}
+
 
 def build(config: ClusterConfig, node_id: str):
-    """The Flask app and background tasks of replica `node_id`, its Raft member started."""
+    """The Flask app of replica `node_id` and the replica, its member and background tasks started."""
     node = config.node(node_id)
-    machine = CatalogState() if node.group == "catalog" else OrderState()
-    member = consensus.join(config, node.group, machine, node_id=node.id)
-    replica = api.Replica(config, node, member)
+    service = SERVICES[node.group](config)
+    member = consensus.join(config, node.group, service.machine(), node_id=node.id)
+    replica = api.Replica(config, node, member, service)
     app = api.create_app(replica)
-    if node.group == "catalog":
-        catalog_api.register(app, replica)
-        replica.serving = lambda: replica.state.read(lambda m: m.seeded)[0]
-        seed_when_leader(replica, read_seed(config.catalog_seed))
-    else:
-        catalog = GroupClient([n.http.url for n in config.catalog], secret=config.secret(),
-                              source_host=node.source_host, write_attempt_timeout=1.0)
-        coordinator = PurchaseCoordinator(replica, catalog)
-        order_api.register(app, replica, coordinator)
-        PendingOrderSweeper(coordinator, grace=config.raft.commit_timeout + 1.0).start()
+    service.register(app, replica)
+    service.start(replica)
     return app, replica
 
 

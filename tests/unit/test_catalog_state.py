@@ -8,8 +8,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from node import commands
-from node.catalog import CatalogState, affected_books
+from node.catalog import CatalogState, commands, keys_changed
+from node.catalog.commands import info_key, search_key, to_wire
 
 BOOKS = [
     {"title": "How to get a good grade in 677 in 20 minutes a day", "topic": "distributed systems",
@@ -22,7 +22,7 @@ BOOKS = [
 
 def seeded() -> CatalogState:
     state = CatalogState()
-    assert state.apply({"op": "seed", "books": copy.deepcopy(BOOKS)}) == {"seeded": True}
+    assert state.apply({"op": "seed", "books": copy.deepcopy(BOOKS)}) == {"ok": True, "seeded": True}
     return state
 
 
@@ -47,7 +47,7 @@ def test_second_seed_is_a_no_op():
     buy(state, 1, "o1")
     before = state.snapshot()
     assert state.apply({"op": "seed", "books": [{"title": "X", "topic": "y", "price": 1.0, "stock": 9}]}) \
-        == {"seeded": False}
+        == {"ok": True, "seeded": False}
     assert state.snapshot() == before
     assert state.book(4) is None
     assert state.book(1)["stock"] == 1
@@ -72,7 +72,7 @@ def test_add_book_takes_next_id():
     state = seeded()
     result = state.apply(commands.add_book({"title": " New ", "topic": "t", "price": 3, "stock": 4},
                                            "add-1"))
-    assert result == {"book": {"id": 4, "title": "New", "topic": "t", "price": 3.0, "stock": 4}}
+    assert result == {"ok": True, "book": {"id": 4, "title": "New", "topic": "t", "price": 3.0, "stock": 4}}
     assert state.book(4) == result["book"]
     assert state.next_id == 5
 
@@ -107,7 +107,7 @@ def test_stock_then_restock_in_one_command():
 def test_update_unknown_book():
     state = seeded()
     before = state.snapshot()["books"]
-    assert state.apply(commands.update_book(42, {"stock": 3}, "req-x")) == {"error": "not_found"}
+    assert state.apply(commands.update_book(42, {"stock": 3}, "req-x")) == {"ok": False, "error": "not_found"}
     assert state.snapshot()["books"] == before
 
 
@@ -170,7 +170,7 @@ def test_admin_replay_returns_first_result_and_does_not_restock_twice():
     command = commands.update_book(1, {"restock": 4}, "restock-1")
     first = state.apply(command)
     assert first["book"]["stock"] == 6
-    again = state.apply(dict(command))
+    again = state.apply(to_wire(command))  # the retry, as the log holds it
     assert again == first
     assert state.book(1)["stock"] == 6
 
@@ -198,9 +198,9 @@ def test_admin_request_id_reused_for_another_book_or_operation_is_a_conflict():
     state = seeded()
     first = state.apply(commands.update_book(1, {"restock": 4}, "admin-1"))
     before = state.snapshot()
-    assert state.apply(commands.update_book(2, {"restock": 4}, "admin-1")) == {"error": "conflict"}
+    assert state.apply(commands.update_book(2, {"restock": 4}, "admin-1")) == {"ok": False, "error": "conflict"}
     assert state.apply(commands.add_book({"title": "T", "topic": "x", "price": 1, "stock": 1},
-                                         "admin-1")) == {"error": "conflict"}
+                                         "admin-1")) == {"ok": False, "error": "conflict"}
     assert state.snapshot() == before
     assert state.apply(commands.update_book(1, {"restock": 4}, "admin-1")) == first
 
@@ -224,7 +224,7 @@ def test_requests_remembered_by_an_older_snapshot_still_replay():
 def test_unknown_op(command):
     state = seeded()
     before = state.snapshot()
-    assert state.apply(command) == {"error": "unknown command"}
+    assert state.apply(command) == {"ok": False, "error": "unknown command"}
     assert state.snapshot() == before
 
 
@@ -284,41 +284,41 @@ def test_restore_is_independent_of_the_snapshot_object():
     assert state.book(1)["stock"] == 2
 
 
-# -- affected_books ------------------------------------------------------------
+# -- keys_changed: the one invalidation table ----------------------------------
 
 
-def test_affected_books():
+def test_keys_changed_names_exactly_the_reads_a_command_changed():
     state = seeded()
     seed = {"op": "seed", "books": BOOKS}
-    assert affected_books(seed, {"seeded": True}) is None
-    assert affected_books(seed, state.apply(seed)) == []
+    assert keys_changed(seed, {"ok": True, "seeded": True}) is None  # anything may have changed
+    assert keys_changed(seed, state.apply(seed)) == []
 
     ok = {"op": "purchase", "id": 1, "order_id": "o"}
-    assert affected_books(ok, state.apply(ok)) == [1]
+    assert keys_changed(ok, state.apply(ok)) == [info_key(1)]
     refused = {"op": "purchase", "id": 2, "order_id": "o2"}
-    assert affected_books(refused, state.apply(refused)) == []
+    assert keys_changed(refused, state.apply(refused)) == []
     missing = {"op": "purchase", "id": 9, "order_id": "o3"}
-    assert affected_books(missing, state.apply(missing)) == []
+    assert keys_changed(missing, state.apply(missing)) == []
 
-    update = commands.update_book(3, {"price": 4})
-    assert affected_books(update, state.apply(update)) == [3]
-    update_missing = commands.update_book(30, {"price": 4})
-    assert affected_books(update_missing, state.apply(update_missing)) == []
-    add = commands.add_book({"title": "a", "topic": "b", "price": 1, "stock": 1})
-    assert affected_books(add, state.apply(add)) == [4]
+    update = to_wire(commands.update_book(3, {"price": 4}))
+    assert keys_changed(update, state.apply(update)) == [info_key(3)]
+    update_missing = to_wire(commands.update_book(30, {"price": 4}))
+    assert keys_changed(update_missing, state.apply(update_missing)) == []
+    add = to_wire(commands.add_book({"title": "a", "topic": "Bee", "price": 1, "stock": 1}))
+    assert keys_changed(add, state.apply(add)) == [info_key(4), search_key("bee")]
 
     read = {"op": "read", "id": 1}
-    assert affected_books(read, state.apply(read)) == []
-    assert affected_books({"op": "nope"}, {"error": "unknown command"}) == []
+    assert keys_changed(read, state.apply(read)) == []
+    assert keys_changed({"op": "nope"}, {"ok": False, "error": "unknown command"}) == []
 
 
 def test_read_through_log_changes_nothing():
     state = seeded()
     before = state.snapshot()
-    assert state.apply({"op": "read", "id": 2}) == {"book": state.book(2)}
-    assert state.apply({"op": "read", "id": 20}) == {"error": "not_found"}
+    assert state.apply({"op": "read", "id": 2}) == {"ok": True, "book": state.book(2)}
+    assert state.apply({"op": "read", "id": 20}) == {"ok": False, "error": "not_found"}
     assert state.apply({"op": "read", "topic": "UNDERGRADUATE school"}) == {
-        "items": [{"id": 3, "title": BOOKS[2]["title"]}]}
+        "ok": True, "items": [{"id": 3, "title": BOOKS[2]["title"]}]}
     assert state.snapshot() == before
 
 
@@ -380,7 +380,7 @@ class CatalogMachine(RuleBasedStateMachine):
             self.stock[book] += amount
             assert result["book"]["stock"] == self.stock[book]
         else:
-            assert result == {"error": "not_found"}
+            assert result == {"ok": False, "error": "not_found"}
 
     @rule(book=BOOK_IDS, stock=st.integers(0, 3))
     def set_stock(self, book, stock):
@@ -391,7 +391,7 @@ class CatalogMachine(RuleBasedStateMachine):
             self.stock[book] = stock
             assert result["book"]["stock"] == stock
         else:
-            assert result == {"error": "not_found"}
+            assert result == {"ok": False, "error": "not_found"}
 
     @rule(book=BOOK_IDS, price=st.sampled_from([0, 1, 9.99, 12.5]))
     def set_price(self, book, price):
@@ -402,14 +402,14 @@ class CatalogMachine(RuleBasedStateMachine):
             self.price[book] = float(price)
             assert result["book"]["price"] == float(price)
         else:
-            assert result == {"error": "not_found"}
+            assert result == {"ok": False, "error": "not_found"}
 
     @precondition(lambda self: self.admin)
     @rule(data=st.data())
     def retry_admin_write(self, data):
         command = data.draw(st.sampled_from(self.admin))
         before = self.state.snapshot()
-        first = before["requests"][command["request_id"]]["result"]
+        first = before["requests"][command.request_id]["result"]
         assert self._apply(copy.deepcopy(command)) == first
         assert self.state.snapshot() == before
 
@@ -471,7 +471,7 @@ def test_the_state_view_names_every_field_and_is_plain_json():
     import json
     state = seeded()
     buy(state, 1, "o-1")
-    state.apply({**commands.update_book(1, {"stock": 0}), "request_id": "r-1"})
+    state.apply(commands.update_book(1, {"stock": 0}, "r-1"))
     buy(state, 1, "o-2")
     view = state.view()
     assert json.loads(json.dumps(view)) == view

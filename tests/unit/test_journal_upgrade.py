@@ -18,7 +18,7 @@ def test_a_data_dir_written_by_pysyncobjs_journal_opens_with_every_entry_and_the
     # Before the upgrade: PySyncObj's own FileJournal writes journal.bin and journal.bin.meta.
     monkeypatch.setattr(pysyncobj.syncobj, "createJournal", patching.original(pysyncobj.syncobj, "createJournal"))
     old, old_state, _ = _member(address, data_dir, members)
-    assert old.submit({"op": "seed", "books": copy.deepcopy(BOOKS)}, timeout=15) == {"seeded": True}
+    assert old.submit({"op": "seed", "books": copy.deepcopy(BOOKS)}, timeout=15) == {"ok": True, "seeded": True}
     assert old.submit({"op": "purchase", "id": 1, "order_id": "o1"}, timeout=5)["ok"] is True
     before, last_index = old_state.read(lambda m: m.snapshot())
     term = old.status()["term"]

@@ -27,7 +27,7 @@ def finish(state: OrderState, order: str, outcome: dict) -> dict:
 def test_begin_creates_pending_order():
     state = OrderState()
     result = begin(state, "a", 3, at=12.5)
-    assert result == {"order": {"order_id": "a", "id": 3, "status": PENDING, "title": None,
+    assert result == {"ok": True, "order": {"order_id": "a", "id": 3, "status": PENDING, "title": None,
                                 "price": None, "error": None, "catalog_index": None,
                                 "created_at": 12.5, "seq": 1}}
     assert state.order("a") == result["order"]
@@ -110,15 +110,15 @@ def test_finish_unknown_order():
     state = OrderState()
     begin(state, "a")
     before = state.snapshot()
-    assert finish(state, "zzz", OK) == {"error": "not_found"}
+    assert finish(state, "zzz", OK) == {"ok": False, "error": "not_found"}
     assert state.snapshot() == before
     assert state.order("zzz") is None
 
 
 def test_unknown_op():
     state = OrderState()
-    assert state.apply({"op": "purchase", "order_id": "a"}) == {"error": "unknown command"}
-    assert state.apply({}) == {"error": "unknown command"}
+    assert state.apply({"op": "purchase", "order_id": "a"}) == {"ok": False, "error": "unknown command"}
+    assert state.apply({}) == {"ok": False, "error": "unknown command"}
     assert state.orders == {}
 
 
@@ -230,7 +230,7 @@ def test_any_interleaving_leaves_each_order_once_with_one_final_status(log, cut)
             assert result["order"]["id"] == book[order_id]
         else:
             if order_id not in book:
-                assert result == {"error": "not_found"}
+                assert result == {"ok": False, "error": "not_found"}
                 continue
             status = COMPLETED if command["outcome"]["ok"] else FAILED
             final.setdefault(order_id, status)

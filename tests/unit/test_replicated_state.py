@@ -65,8 +65,8 @@ def test_apply_returns_machine_result_and_tells_listeners_in_order():
                 {"op": "nonsense"}]
     results = [apply_like_pysyncobj(state, c) for c in commands]
 
-    assert results == [{"seeded": True}, {"ok": True, "id": 1, "title": "A", "price": 10.0},
-                       {"ok": False, "error": "out_of_stock", "id": 1}, {"error": "unknown command"}]
+    assert results == [{"ok": True, "seeded": True}, {"ok": True, "id": 1, "title": "A", "price": 10.0},
+                       {"ok": False, "error": "out_of_stock", "id": 1}, {"ok": False, "error": "unknown command"}]
     assert first.applied == [(5, commands[0], results[0]), (6, commands[1], results[1]),
                              (7, commands[2], results[2]), (8, commands[3], results[3])]
     assert second.applied == first.applied
@@ -223,7 +223,7 @@ def test_single_node_member_commits_and_recovers_from_journal(tmp_path, members)
     data_dir = tmp_path / "catalog1"
     member, state, listener = _member(address, data_dir, members)
 
-    assert member.submit({"op": "seed", "books": copy.deepcopy(BOOKS)}, timeout=15) == {"seeded": True}
+    assert member.submit({"op": "seed", "books": copy.deepcopy(BOOKS)}, timeout=15) == {"ok": True, "seeded": True}
     assert member.is_leader and member.leader == address
     assert member.submit({"op": "purchase", "id": 1, "order_id": "o1"}, timeout=5) == \
         {"ok": True, "id": 1, "title": "A", "price": 10.0}
@@ -253,7 +253,7 @@ def test_single_node_member_commits_and_recovers_from_journal(tmp_path, members)
     assert member2.submit({"op": "purchase", "id": 1, "order_id": "o1"}, timeout=15) == \
         {"ok": True, "id": 1, "title": "A", "price": 10.0}
     assert member2.submit({"op": "update_book", "id": 2, "restock": 4, "request_id": "r1"}, timeout=5)["book"]["stock"] == 7
-    assert member2.submit({"op": "seed", "books": BOOKS}, timeout=5) == {"seeded": False}
+    assert member2.submit({"op": "seed", "books": BOOKS}, timeout=5) == {"ok": True, "seeded": False}
     assert state2.machine.book(2)["stock"] == 7
     assert state2.applied_index > last_index
 

@@ -8,20 +8,21 @@ from pathlib import Path
 
 from consensus import CommitError
 from node.api import Replica
-from node.commands import BadRequest, add_book
+from node.catalog import commands
+from web.errors import BadRequest
 
 log = logging.getLogger("bazar.seed")
 
 
-def read_seed(path: Path) -> list[dict]:
-    """The books in a seed file, validated like POST /books bodies."""
-    books = json.loads(path.read_text())
-    if not isinstance(books, list):
-        raise BadRequest(f"{path}: expected a JSON list of books")
-    return [{k: v for k, v in add_book(b).items() if k not in ("op", "request_id")} for b in books]
+def read_seed(path: Path) -> commands.Seed:
+    """The seed command for a seed file's books, each validated like a POST /books body."""
+    try:
+        return commands.seed(json.loads(path.read_text()))
+    except BadRequest as exc:
+        raise BadRequest(f"{path}: {exc}") from None
 
 
-def seed_when_leader(replica: Replica, books: list[dict]) -> threading.Thread:
+def seed_when_leader(replica: Replica, seed: commands.Seed) -> threading.Thread:
     """Until the group is seeded, have its leader commit the seed (a no-op if already seeded)."""
     def run() -> None:
         while True:
@@ -30,8 +31,8 @@ def seed_when_leader(replica: Replica, books: list[dict]) -> threading.Thread:
                 return
             if replica.member.is_leader:
                 try:
-                    if replica.member.submit({"op": "seed", "books": books}, 2.0).get("seeded"):
-                        log.info("seeded the catalog with %d books", len(books))
+                    if replica.member.submit(commands.to_wire(seed), 2.0).get("seeded"):
+                        log.info("seeded the catalog with %d books", len(seed.books))
                 except CommitError:
                     pass
             threading.Event().wait(0.1)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from flask import Flask, jsonify, request
 
-from node import commands
 from node.api import Replica, strong_requested
+from node.catalog import commands
+from web import params
 from web.errors import ApiError, json_body, json_object, unavailable
 from web.protocol import INDEX_HEADER
 
@@ -32,7 +33,7 @@ def register(app: Flask, replica: Replica) -> None:
 
     @app.get("/search/<path:raw_topic>")
     def search(raw_topic: str):
-        topic = commands.topic(raw_topic)
+        topic = params.topic(raw_topic)
         strong = strong_requested()
         _wait_for_min_index(replica)
         items, index = replica.read(lambda m: m.search(topic), strong=strong)
@@ -62,7 +63,7 @@ def register(app: Flask, replica: Replica) -> None:
                                        request.headers.get("Idempotency-Key"))
         result = _refuse_conflict(replica.commit(command))
         if "book" not in result:
-            raise ApiError(404, f"no book with id {command['id']}")
+            raise ApiError(404, f"no book with id {command.id}")
         return _with_index(jsonify(result["book"]), replica.state.applied_index)
 
     @app.post("/purchase")
@@ -90,13 +91,9 @@ def _wait_for_min_index(replica: Replica) -> None:
     The frontend asks for the index of the last change it knows of, so a lagging
     replica never hands it an answer older than a write it has already seen.
     """
-    raw = request.args.get("min_index")
-    if raw is None:
-        return
-    if not raw.isascii() or not raw.isdigit():
-        raise ApiError(400, "min_index must be a non-negative integer")
-    if not replica.member.wait_applied(int(raw), MIN_INDEX_WAIT):
-        raise unavailable(f"this replica has not applied entry {raw} yet")
+    index = params.min_index(request.args.get("min_index"))
+    if index is not None and not replica.member.wait_applied(index, MIN_INDEX_WAIT):
+        raise unavailable(f"this replica has not applied entry {index} yet")
 
 
 def _refuse_conflict(result: dict) -> dict:

@@ -17,7 +17,8 @@ import logging
 import time
 
 from node.api import Replica
-from node.orders import PENDING
+from node.orders import commands
+from node.orders.state import PENDING
 from web.client import GroupClient, Unavailable
 from web.errors import ApiError
 from web.protocol import INDEX_HEADER
@@ -34,8 +35,7 @@ class PurchaseCoordinator:
 
     def purchase(self, book_id: int, order_id: str) -> dict:
         """Buy one copy of `book_id` as order `order_id`; return the order, decided or pending."""
-        begun = self.replica.commit({"op": "begin", "order_id": order_id, "id": book_id,
-                                     "created_at": round(time.time(), 3)})
+        begun = self.replica.commit(commands.begin(book_id, order_id, time.time()))
         if begun.get("error") == "conflict":
             raise ApiError(422, "this Idempotency-Key was already used to buy another book")
         order = begun["order"]
@@ -50,8 +50,7 @@ class PurchaseCoordinator:
         if taken is None:
             return order
         outcome, catalog_index = taken
-        finished = self.replica.commit({"op": "finish", "order_id": order["order_id"],
-                                        "outcome": outcome, "catalog_index": catalog_index})
+        finished = self.replica.commit(commands.finish(order["order_id"], outcome, catalog_index))
         return finished["order"]
 
     def _take_stock(self, order: dict) -> tuple[dict, int] | None:

@@ -7,13 +7,16 @@ A purchase spans two Raft groups, so an order moves through two states:
 
 Because the order is recorded as pending *before* stock is taken, no stock is
 ever taken without an order; a pending order whose coordinator died is finished
-later by the order group's leader (see node/recovery.py). Both commands are
+later by the order group's leader (see node/orders/recovery.py). Both commands are
 idempotent per order id, so retries never record an order twice.
 """
 from __future__ import annotations
 
 import copy
 from typing import Any
+
+from node.commands import failure, ok
+from node.orders import commands
 
 PENDING, COMPLETED, FAILED = "pending", "completed", "failed"
 
@@ -25,43 +28,47 @@ class OrderState:
         self.orders: dict[str, dict[str, Any]] = {}  # insertion order == log order
         self.pending_ids: set[str] = set()  # derived from orders; kept so recovery need not scan
 
-    def apply(self, command: dict) -> dict:
-        """Apply one committed command; return the order it touched."""
-        op = command.get("op")
-        if op == "begin":
-            return self._begin(command)
-        if op == "finish":
-            return self._finish(command)
-        return {"error": "unknown command"}
+    def apply(self, wire: dict | commands.Command) -> dict:
+        """Apply one committed command (as it is in the log, or typed); return the order it touched."""
+        try:
+            command = wire if isinstance(wire, commands.TYPES) else commands.from_wire(wire)
+            return self._HANDLERS[type(command)](self, command)
+        except commands.Malformed as exc:
+            return failure(str(exc))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return failure("malformed command")
 
-    def _begin(self, command: dict) -> dict:
-        order = self.orders.get(command["order_id"])
+    def _begin(self, command: commands.Begin) -> dict:
+        order = self.orders.get(command.order_id)
         if order is not None:
-            if order["id"] != command["id"]:
+            if order["id"] != command.id:
                 # The same idempotency key reused for another book: refuse, change nothing.
-                return {"error": "conflict", "order": dict(order)}
-            return {"order": dict(order)}
-        order = {"order_id": command["order_id"], "id": command["id"], "status": PENDING,
+                return failure("conflict", order=dict(order))
+            return ok(order=dict(order))
+        order = {"order_id": command.order_id, "id": command.id, "status": PENDING,
                  "title": None, "price": None, "error": None, "catalog_index": None,
-                 "created_at": command["created_at"], "seq": len(self.orders) + 1}
+                 "created_at": command.created_at, "seq": len(self.orders) + 1}
         self.orders[order["order_id"]] = order
         self.pending_ids.add(order["order_id"])
-        return {"order": dict(order)}
+        return ok(order=dict(order))
 
-    def _finish(self, command: dict) -> dict:
-        order = self.orders.get(command["order_id"])
+    def _finish(self, command: commands.Finish) -> dict:
+        order = self.orders.get(command.order_id)
         if order is None:
-            return {"error": "not_found"}
+            return failure("not_found")
         if order["status"] == PENDING:  # the first outcome wins; later ones are retries
-            outcome = command["outcome"]
+            outcome = command.outcome
             # Where the catalog applied it: lets any frontend wait for it (read-your-writes).
-            order["catalog_index"] = command.get("catalog_index")
+            order["catalog_index"] = command.catalog_index
             if outcome.get("ok"):
                 order.update(status=COMPLETED, title=outcome["title"], price=outcome["price"])
             else:
                 order.update(status=FAILED, error=outcome.get("error", "failed"))
             self.pending_ids.discard(order["order_id"])
-        return {"order": dict(order)}
+        return ok(order=dict(order))
+
+    # The one dispatch table.
+    _HANDLERS = {commands.Begin: _begin, commands.Finish: _finish}
 
     # -- queries ------------------------------------------------------------
 

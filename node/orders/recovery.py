@@ -9,7 +9,7 @@ import logging
 import threading
 import time
 
-from node.purchase import PurchaseCoordinator
+from node.orders.purchase import PurchaseCoordinator
 
 log = logging.getLogger("bazar.recovery")
 

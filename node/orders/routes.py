@@ -8,7 +8,8 @@ from flask import Flask, jsonify, request
 
 from node import commands
 from node.api import Replica, strong_requested
-from node.purchase import PurchaseCoordinator
+from node.orders.purchase import PurchaseCoordinator
+from web import params
 from web.errors import ApiError, json_object
 
 
@@ -24,7 +25,7 @@ def register(app: Flask, replica: Replica, coordinator: PurchaseCoordinator) -> 
 
     @app.get("/orders")
     def orders():
-        limit = commands.limit(request.args.get("limit"))
+        limit = params.limit(request.args.get("limit"))
         status = request.args.get("status")
         if status not in (None, "pending", "completed", "failed"):
             raise ApiError(400, "status must be pending, completed or failed")

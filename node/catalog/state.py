@@ -13,6 +13,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from node.catalog import commands
+from node.commands import failure, ok
+
 
 class CatalogState:
     """Books by id, plus the outcome of every purchase and admin request applied."""
@@ -29,86 +32,93 @@ class CatalogState:
 
     # -- commands -----------------------------------------------------------
 
-    def apply(self, command: dict) -> dict:
-        """Apply one committed command; return its result (never raises on bad data)."""
-        handler = getattr(self, "_apply_" + str(command.get("op")), None)
-        if handler is None:
-            return {"error": "unknown command"}
-        request_id = command.get("request_id")
+    def apply(self, wire: dict | commands.Command) -> dict:
+        """Apply one committed command (as it is in the log, or typed); return its result.
+
+        Never raises on bad data: validation happens before commands reach the log, and
+        if a malformed one ever does, every replica answers it the same way instead of
+        stalling the log.
+        """
+        try:
+            command = wire if isinstance(wire, commands.TYPES) else commands.from_wire(wire)
+        except commands.Malformed as exc:
+            return failure(str(exc))
+        request_id = getattr(command, "request_id", None)
         if request_id is not None and request_id in self.requests:
             return self._replay(request_id, command)
         try:
-            result = handler(command)
+            result = self._HANDLERS[type(command)](self, command)
         except (KeyError, TypeError, ValueError):
-            # Validation happens before commands reach the log; if a malformed one ever
-            # does, every replica answers it the same way instead of stalling the log.
-            return {"error": "malformed command"}
+            return failure("malformed command")
         if request_id is not None:
-            self.requests[request_id] = {"op": command["op"], "id": command.get("id"), "result": result}
+            self.requests[request_id] = {"op": command.OP, "id": getattr(command, "id", None), "result": result}
         return result
 
-    def _replay(self, request_id: str, command: dict) -> dict:
+    def _replay(self, request_id: str, command: commands.Command) -> dict:
         """The first result of an admin write retried with the same request id.
 
         A request id names one operation on one book: the same id sent with another
         operation or for another book is a client's mistake (or someone guessing ids),
-        answered {"error": "conflict"} with nothing changed, never with the first
-        write's result, which would be an answer about a different book.
+        answered with a conflict and nothing changed, never with the first write's
+        result, which would be an answer about a different book.
         """
         first = self.requests[request_id]
-        if first["op"] is not None and (first["op"], first["id"]) != (command["op"], command.get("id")):
-            return {"error": "conflict"}
+        if first["op"] is not None and (first["op"], first["id"]) != (command.OP, getattr(command, "id", None)):
+            return failure("conflict")
         return first["result"]
 
-    def _apply_seed(self, command: dict) -> dict:
+    def _seed(self, command: commands.Seed) -> dict:
         """Load the initial catalog once, on a fresh group; later seeds are no-ops."""
         if self.seeded:
-            return {"seeded": False}
-        for book in command["books"]:
-            self._add(book)
+            return ok(seeded=False)
+        for book in command.books:
+            self._add(book["title"], book["topic"], book["price"], book["stock"])
         self.seeded = True
-        return {"seeded": True}
+        return ok(seeded=True)
 
-    def _apply_add_book(self, command: dict) -> dict:
-        book = self._add(command)
-        return {"book": dict(book)}
+    def _add_book(self, command: commands.AddBook) -> dict:
+        book = self._add(command.title, command.topic, command.price, command.stock)
+        return ok(book=dict(book))
 
-    def _apply_update_book(self, command: dict) -> dict:
-        book = self.books.get(command["id"])
+    def _update_book(self, command: commands.UpdateBook) -> dict:
+        book = self.books.get(command.id)
         if book is None:
-            return {"error": "not_found"}
-        if "price" in command:
-            book["price"] = command["price"]
-        if "stock" in command:
-            book["stock"] = command["stock"]
-        if "restock" in command:
-            book["stock"] += command["restock"]
-        return {"book": dict(book)}
+            return failure("not_found")
+        if command.price is not None:
+            book["price"] = command.price
+        if command.stock is not None:
+            book["stock"] = command.stock
+        if command.restock is not None:
+            book["stock"] += command.restock
+        return ok(book=dict(book))
 
-    def _apply_purchase(self, command: dict) -> dict:
-        order_id = command["order_id"]
+    def _purchase(self, command: commands.Purchase) -> dict:
+        order_id = command.order_id
         if order_id in self.purchases:
-            if self.purchases[order_id][0] != command["id"]:
+            if self.purchases[order_id][0] != command.id:
                 # The order id was first used for another book: its outcome says nothing
                 # about this one, and taking stock again would break exactly-once.
-                return {"ok": False, "error": "conflict", "id": command["id"]}
+                return failure("conflict", id=command.id)
             return self._purchase_outcome(order_id)
-        book = self.books.get(command["id"])
+        book = self.books.get(command.id)
         if book is None:
-            return {"ok": False, "error": "not_found", "id": command["id"]}
+            return failure("not_found", id=command.id)
         took = book["stock"] > 0
         if took:
             book["stock"] -= 1
         self.purchases[order_id] = (book["id"], took, book["price"])
         return self._purchase_outcome(order_id)
 
-    def _apply_read(self, command: dict) -> dict:
-        """A read that went through the log (before reads used a read index): kept so that
-        journals holding such entries still replay; changes nothing."""
-        if "topic" in command:
-            return {"items": self.search(command["topic"])}
-        book = self.book(command["id"])
-        return {"book": book} if book else {"error": "not_found"}
+    def _read(self, command: commands.Read) -> dict:
+        """A logged read of an old journal (see commands.Read): answered, changes nothing."""
+        if command.topic is not None:
+            return ok(items=self.search(command.topic))
+        book = self.book(command.id)
+        return ok(book=book) if book else failure("not_found")
+
+    # The one dispatch table: a command's type picks its handler.
+    _HANDLERS = {commands.Seed: _seed, commands.AddBook: _add_book, commands.UpdateBook: _update_book,
+                 commands.Purchase: _purchase, commands.Read: _read}
 
     # -- queries ------------------------------------------------------------
 
@@ -133,8 +143,8 @@ class CatalogState:
     def _purchase_outcome(self, order_id: str) -> dict:
         book_id, took, price = self.purchases[order_id]
         if not took:
-            return {"ok": False, "error": "out_of_stock", "id": book_id}
-        return {"ok": True, "id": book_id, "title": self.books[book_id]["title"], "price": price}
+            return failure("out_of_stock", id=book_id)
+        return ok(id=book_id, title=self.books[book_id]["title"], price=price)
 
     def view(self) -> dict:
         """The whole state as JSON with named fields, for GET /state (chaos and the tests
@@ -168,9 +178,8 @@ class CatalogState:
         self.purchases = dict(snapshot["purchases"])
         self.requests = {key: _remembered(value) for key, value in snapshot["requests"].items()}
 
-    def _add(self, fields: dict) -> dict:
-        book = {"id": self.next_id, "title": fields["title"], "topic": fields["topic"],
-                "price": fields["price"], "stock": fields["stock"]}
+    def _add(self, title: str, topic: str, price: float, stock: int) -> dict:
+        book = {"id": self.next_id, "title": title, "topic": topic, "price": price, "stock": stock}
         self.books[book["id"]] = book
         self.next_id += 1
         return book
@@ -182,18 +191,3 @@ def _remembered(value: dict) -> dict:
     if "result" in value and "op" in value:
         return value
     return {"op": None, "id": None, "result": value}
-
-
-def affected_books(command: dict, result: dict) -> list[int] | None:
-    """Ids of the books whose info a command changed, given its applied result.
-
-    None means "possibly every book" (the initial seed).
-    """
-    op = command.get("op")
-    if op == "seed":
-        return None if result.get("seeded") else []
-    if op == "purchase" and result.get("ok"):
-        return [result["id"]]
-    if op in ("update_book", "add_book") and "book" in result:
-        return [result["book"]["id"]]
-    return []

@@ -1,0 +1,48 @@
+"""The order group's command vocabulary: the two steps an order goes through, once.
+
+Like the catalog's (node/catalog/commands.py): frozen dataclasses, plain dicts on
+the wire and in journals (`to_wire`, `from_wire`), results of one shape
+(`{"ok": True, "order": ...}` or `{"ok": False, "error": ...}`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Union
+
+from node.commands import Malformed, decode, to_wire  # noqa: F401
+
+
+@dataclass(frozen=True)
+class Begin:
+    """Record order `order_id` for book `id` as pending (a retry changes nothing)."""
+    OP: ClassVar[str] = "begin"
+    order_id: str
+    id: int
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Finish:
+    """Record the catalog's outcome of a pending order; the first outcome wins."""
+    OP: ClassVar[str] = "finish"
+    order_id: str
+    outcome: dict
+    catalog_index: int | None = None  # where the catalog applied it (read-your-writes)
+
+
+Command = Union[Begin, Finish]
+TYPES = (Begin, Finish)
+BY_OP: dict[str, type] = {c.OP: c for c in TYPES}
+
+
+def from_wire(wire: dict) -> Command:
+    """The order command a log entry holds; Malformed if it holds none."""
+    return decode(wire, BY_OP)
+
+
+def begin(book: int, order: str, created_at: float) -> Begin:
+    return Begin(order_id=order, id=book, created_at=round(created_at, 3))
+
+
+def finish(order: str, outcome: dict, catalog_index: int | None) -> Finish:
+    return Finish(order_id=order, outcome=outcome, catalog_index=catalog_index)

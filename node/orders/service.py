@@ -1,0 +1,37 @@
+"""How an order replica is put together: its state machine, the purchase coordinator,
+its routes and the sweeper that finishes orders whose coordinator died."""
+from __future__ import annotations
+
+from flask import Flask
+
+from cluster.config import ClusterConfig
+from node.api import Replica
+from node.orders import routes
+from node.orders.purchase import PurchaseCoordinator
+from node.orders.recovery import PendingOrderSweeper
+from node.orders.state import OrderState
+from web.client import GroupClient
+
+
+class OrderService:
+    group = "order"
+
+    def __init__(self, config: ClusterConfig) -> None:
+        self.config = config
+        self.coordinator: PurchaseCoordinator | None = None
+
+    def machine(self) -> OrderState:
+        return OrderState()
+
+    def register(self, app: Flask, replica: Replica) -> None:
+        node = replica.node
+        catalog = GroupClient([n.http.url for n in self.config.catalog], secret=self.config.secret(),
+                              source_host=node.source_host, write_attempt_timeout=1.0)
+        self.coordinator = PurchaseCoordinator(replica, catalog)
+        routes.register(app, replica, self.coordinator)
+
+    def start(self, replica: Replica) -> None:
+        PendingOrderSweeper(self.coordinator, grace=self.config.raft.commit_timeout + 1.0).start()
+
+    def serving(self, replica: Replica) -> bool:
+        return True  # nothing to do at start-up
