@@ -1,5 +1,11 @@
 from setuptools import find_packages, setup
 
+# One installed name: each top-level folder of the repository is installed as bazar.<folder>
+# (node/ is bazar.node), so that nothing generic (web, node, cluster...) lands in site-packages.
+FOLDERS = ("node", "frontend", "consensus", "cluster", "web", "chaos", "bench")
+PACKAGES = ["bazar"] + [f"bazar.{name}" for name in find_packages(
+    include=[f"{folder}{sub}" for folder in FOLDERS for sub in ("", ".*")])]
+
 TOOLS = ["matplotlib>=3.7"]  # the chaos timeline and the benchmark CDF plots
 
 setup(
@@ -7,9 +13,9 @@ setup(
     version="0.1.0",
     description="A replicated online bookstore: catalog and order Raft groups behind a caching frontend.",
     python_requires=">=3.11",
-    packages=find_packages(include=[f"{top}{sub}" for top in ("node", "frontend", "consensus", "cluster", "web",
-                                                                "chaos", "bench") for sub in ("", ".*")]),
-    package_data={"node": ["books.json"], "frontend": ["templates/*.html", "static/*"]},
+    packages=PACKAGES,
+    package_dir={"bazar": "bazar", **{f"bazar.{folder}": folder for folder in FOLDERS}},
+    package_data={"bazar.node": ["books.json"], "bazar.frontend": ["templates/*.html", "static/*"]},
     install_requires=[
         "pysyncobj==0.3.17",   # pinned exactly: consensus/ corrects its private functions (consensus/patching.py)
         "cryptography>=41",    # PySyncObj's encrypted sessions (the cluster secret)
@@ -26,5 +32,5 @@ setup(
         "test": TOOLS + ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3",
                          "selenium>=4.20"],  # drives Debian's chromium + chromedriver; downloads nothing
     },
-    entry_points={"console_scripts": ["bazar=cluster.cli:main"]},
+    entry_points={"console_scripts": ["bazar=bazar.cli:main"]},
 )

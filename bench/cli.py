@@ -1,4 +1,4 @@
-"""`bazar bench`: registered into the `bazar` command by cluster/cli.py."""
+"""`bazar bench`: registered into the `bazar` command by bazar/cli.py."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,7 +17,7 @@ def register(subparsers) -> dict:
 
 
 def _bench(config, args) -> int:
-    from bench import report, runner
+    from bazar.bench import report, runner
 
     settings = runner.Settings.make(args.quick, args.out)
     results = runner.run(settings)

@@ -4,7 +4,7 @@ Same WSGI server, same `web.server.serve` (16 threads, same options), same JSON 
 machinery, no work at all. No Bazar route can answer faster than this on this machine,
 so "cached info p50 / floor p50" tells how much the cache path itself costs.
 
-Run as a child process: `python -m bench.floor PORT`.
+Run as a child process: `python -m bazar.bench.floor PORT`.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import requests
 
-from cluster.local import _die_with_parent, free_ports
+from bazar.cluster.local import _die_with_parent, free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def create_app():
     from flask import Flask, jsonify
 
-    from web import errors
+    from bazar.web import errors
 
     app = Flask("bazar.floor")
     errors.install(app)  # the frontend's error handlers and JSON settings, for a like-for-like app
@@ -46,7 +46,7 @@ class Floor:
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 20.0) -> "Floor":
-        self.proc = subprocess.Popen([sys.executable, "-m", "bench.floor", self.host, str(self.port)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "bazar.bench.floor", self.host, str(self.port)],
                                      cwd=str(ROOT), preexec_fn=_die_with_parent,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
@@ -82,8 +82,8 @@ class Floor:
 
 
 def main(argv: list[str]) -> None:
-    from cluster.config import Address
-    from web.server import serve
+    from bazar.cluster.config import Address
+    from bazar.web.server import serve
 
     host, port = argv
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

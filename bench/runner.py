@@ -13,7 +13,7 @@ Phases, each on its own processes so they never compete for the two cores:
 Every process is a child of this one (LocalCluster) and every temporary directory is
 removed in `finally` blocks, also when a phase fails.
 
-`python -m bench.runner build-journal CONFIG NODE COUNT` is the helper that writes a
+`python -m bazar.bench.runner build-journal CONFIG NODE COUNT` is the helper that writes a
 replica's journal offline (phase 4): it runs the replica's own Raft member and state
 machine in-process, without HTTP, and submits the purchases straight to the log.
 """
@@ -36,10 +36,10 @@ from pathlib import Path
 
 import requests
 
-from bench import measure
-from bench.floor import Floor
-from bench.load import ClientPool, ClientTask
-from cluster.local import LocalCluster, write_config
+from bazar.bench import measure
+from bazar.bench.floor import Floor
+from bazar.bench.load import ClientPool, ClientTask
+from bazar.cluster.local import LocalCluster, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 BIG_STOCK = 1_000_000
@@ -553,9 +553,9 @@ def restart_recovery(cluster: LocalCluster, purchases: int) -> dict:
 
 def build_journal_subprocess(config_path: Path, node_id: str, purchases: int) -> dict:
     """Run `build-journal` in a child process (its Raft threads die with it); its JSON answer."""
-    from cluster.local import _die_with_parent
+    from bazar.cluster.local import _die_with_parent
 
-    done = subprocess.run([sys.executable, "-m", "bench.runner", "build-journal", str(config_path), node_id,
+    done = subprocess.run([sys.executable, "-m", "bazar.bench.runner", "build-journal", str(config_path), node_id,
                            str(purchases)], cwd=str(ROOT), capture_output=True, text=True, timeout=900,
                           preexec_fn=_die_with_parent)
     if done.returncode != 0:
@@ -569,9 +569,9 @@ def build_journal(config_path: str, node_id: str, purchases: int, window: int = 
     Uses the replica's own `build` (same Raft settings, journal path and state machine), so the
     journal is exactly what a running replica would have written.
     """
-    from cluster.config import load
-    from node.catalog import commands
-    from node.replica import build
+    from bazar.cluster.config import load
+    from bazar.node.catalog import commands
+    from bazar.node.replica import build
 
     config = load(config_path)
     _, replica = build(config, node_id)
@@ -631,7 +631,7 @@ def _main(argv: list[str]) -> int:
         logging.basicConfig(level=logging.WARNING)
         print(json.dumps(build_journal(argv[1], argv[2], int(argv[3]))), flush=True)
         return 0
-    print("usage: python -m bench.runner build-journal CONFIG NODE COUNT", file=sys.stderr)
+    print("usage: python -m bazar.bench.runner build-journal CONFIG NODE COUNT", file=sys.stderr)
     return 2
 
 

@@ -27,9 +27,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from chaos import linearizability
-from chaos.history import Operation
-from chaos.linearizability import DEFAULT_MAX_STATES, State
+from bazar.chaos import linearizability
+from bazar.chaos.history import Operation
+from bazar.chaos.linearizability import DEFAULT_MAX_STATES, State
 
 MAX_EXAMPLES = 10
 

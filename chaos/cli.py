@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from chaos.nemesis import FAULT_KINDS
+from bazar.chaos.nemesis import FAULT_KINDS
 
 
 def register(commands) -> dict:
@@ -26,7 +26,7 @@ def register(commands) -> dict:
 
 
 def _chaos(config, args) -> int:
-    from chaos.runner import ChaosOptions, run
+    from bazar.chaos.runner import ChaosOptions, run
 
     faults = () if args.faults == "none" else tuple(f.strip() for f in args.faults.split(",") if f.strip())
     unknown = [f for f in faults if f not in FAULT_KINDS]

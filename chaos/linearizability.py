@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from chaos.history import Operation
+from bazar.chaos.history import Operation
 
 DEFAULT_MAX_STATES = 200_000
 WINDOW_SIZE = 10

@@ -38,9 +38,9 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 
-from chaos.network import Firewall
-from cluster.local import LocalCluster
-from consensus.storage import POWER_CUT_ENV, power_cut
+from bazar.chaos.network import Firewall
+from bazar.cluster.local import LocalCluster
+from bazar.consensus.storage import POWER_CUT_ENV, power_cut
 
 log = logging.getLogger("bazar.chaos.nemesis")
 

@@ -5,7 +5,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from chaos.history import Operation
+from bazar.chaos.history import Operation
 
 COLOURS = {"ok": "#2e7d32", "fail": "#c62828", "unknown": "#f9a825"}
 MAX_LABELLED_FAULTS = 20

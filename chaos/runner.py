@@ -17,13 +17,13 @@ from pathlib import Path
 
 import requests
 
-from chaos import checker, plot
-from chaos.history import save_history
-from chaos.nemesis import COMPACTION_FORCED, FAULT_KINDS, NEEDS_FIREWALL, Nemesis, plan
-from chaos.network import Firewall, unavailable_reason
-from chaos.workload import Recorder, Workload
-from cluster.local import LocalCluster, write_config
-from consensus.storage import POWER_CUT_ENV
+from bazar.chaos import checker, plot
+from bazar.chaos.history import save_history
+from bazar.chaos.nemesis import COMPACTION_FORCED, FAULT_KINDS, NEEDS_FIREWALL, Nemesis, plan
+from bazar.chaos.network import Firewall, unavailable_reason
+from bazar.chaos.workload import Recorder, Workload
+from bazar.cluster.local import LocalCluster, write_config
+from bazar.consensus.storage import POWER_CUT_ENV
 
 log = logging.getLogger("bazar.chaos")
 

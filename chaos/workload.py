@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 import requests
 
-from chaos.history import Operation
+from bazar.chaos.history import Operation
 
 ATTEMPT_TIMEOUT = 5.0    # one HTTP attempt (the cluster answers 503 after its 3 s commit timeout)
 OPERATION_DEADLINE = 12.0  # a careful client gives up (outcome unknown) after this long

@@ -250,7 +250,7 @@ def parse(raw: Any, path: Path) -> ClusterConfig:
 def packaged_seed() -> Path:
     """The seven books shipped inside the `node` package: the default seed, so that an
     installed Bazar runs from any folder with a cluster file that names no seed."""
-    return Path(str(importlib.resources.files("node").joinpath("books.json")))
+    return Path(str(importlib.resources.files("bazar.node").joinpath("books.json")))
 
 
 def _group(doc: dict, name: str) -> tuple[NodeConfig, ...]:

@@ -21,8 +21,8 @@ from typing import Callable
 import requests
 import yaml
 
-from cluster.config import ClusterConfig, load
-from web.admin import Admin
+from bazar.cluster.config import ClusterConfig, load
+from bazar.web.admin import Admin
 
 PR_SET_PDEATHSIG = 1
 STOP_GRACE_SECONDS = 5.0
@@ -117,7 +117,7 @@ class LocalCluster:
         if old is not None and old.poll() is None:
             raise RuntimeError(f"{name} is already running (pid {old.pid})")
         kind = "frontend" if name in {f.id for f in self.config.frontends} else "node"
-        command = self.launcher(name) + [sys.executable, "-m", "cluster.cli", kind, name,
+        command = self.launcher(name) + [sys.executable, "-m", "bazar", kind, name,
                                          "--config", str(self.config_path)]
         output = None
         if self.log_dir is not None:

@@ -15,13 +15,13 @@ not the pinned one), so everything that builds a member through `consensus`
 gets them: replicas, the frontend's follower, tests and tools alike.
 """
 
-from consensus import journal, snapshot  # noqa: F401,E402  durable journal and snapshots
-from consensus import raft_fixes as _raft_fixes  # noqa: F401,E402  Raft's follower rules (see module)
-from consensus import frame_guard as _frame_guard  # noqa: E402,F401  (Raft frame limits)
+from bazar.consensus import journal, snapshot  # noqa: F401,E402  durable journal and snapshots
+from bazar.consensus import raft_fixes as _raft_fixes  # noqa: F401,E402  Raft's follower rules (see module)
+from bazar.consensus import frame_guard as _frame_guard  # noqa: E402,F401  (Raft frame limits)
 
 # The public face: everything outside consensus/ uses these, never pysyncobj.
-from consensus.group import join  # noqa: E402
-from consensus.member import CommitError, RaftMember, ReadRefused  # noqa: E402
-from consensus.state import ApplyListener  # noqa: E402
+from bazar.consensus.group import join  # noqa: E402
+from bazar.consensus.member import CommitError, RaftMember, ReadRefused  # noqa: E402
+from bazar.consensus.state import ApplyListener  # noqa: E402
 
 __all__ = ["join", "RaftMember", "CommitError", "ReadRefused", "ApplyListener"]

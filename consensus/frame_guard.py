@@ -29,7 +29,7 @@ import struct
 
 from pysyncobj.tcp_connection import TcpConnection
 
-from consensus.patching import original, replace
+from bazar.consensus.patching import original, replace
 
 log = logging.getLogger("bazar.raft.frames")
 

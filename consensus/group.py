@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from cluster.config import ClusterConfig
-from consensus.member import RaftMember
-from consensus.security import raft_password
-from consensus.settings import syncobj_conf
-from consensus.state import ApplyListener, ReplicatedState
-from consensus.transport import connect_from
+from bazar.cluster.config import ClusterConfig
+from bazar.consensus.member import RaftMember
+from bazar.consensus.security import raft_password
+from bazar.consensus.settings import syncobj_conf
+from bazar.consensus.state import ApplyListener, ReplicatedState
+from bazar.consensus.transport import connect_from
 
 
 def join(config: ClusterConfig, group: str, machine, node_id: str | None = None,

@@ -55,7 +55,7 @@ import pysyncobj.syncobj
 from pysyncobj.journal import FileJournal, Journal, MemoryJournal
 from pysyncobj.syncobj import SyncObj
 
-from consensus import journal_repair, patching, storage
+from bazar.consensus import journal_repair, patching, storage
 
 log = logging.getLogger("bazar.journal")
 

@@ -21,9 +21,9 @@ from typing import Any
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf
 
-from consensus.reads import NOT_LEADER, LeaderView, ReadIndex
-from consensus.state import ReplicatedState
-from consensus.transport import WatchedTransport
+from bazar.consensus.reads import NOT_LEADER, LeaderView, ReadIndex
+from bazar.consensus.state import ReplicatedState
+from bazar.consensus.transport import WatchedTransport
 
 _REASONS = {value: name.lower() for name, value in vars(FAIL_REASON).items() if name.isupper()}
 # After these failures the command may still be in some leader's log and commit.

@@ -68,7 +68,7 @@ import pysyncobj.pickle as _pickle
 import pysyncobj.syncobj as _syncobj
 from pysyncobj.syncobj import SyncObj, _RAFT_STATE
 
-from consensus import patching
+from bazar.consensus import patching
 
 log = logging.getLogger("bazar.raft")
 

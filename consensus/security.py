@@ -9,7 +9,7 @@ advertises or listens on, must have a secret.
 """
 from __future__ import annotations
 
-from cluster.config import ClusterConfig, ConfigError
+from bazar.cluster.config import ClusterConfig, ConfigError
 
 
 def raft_password(config: ClusterConfig) -> str | None:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from pysyncobj import SyncObjConf
 
-from cluster.config import RaftConfig
-from consensus.storage import StoragePath
+from bazar.cluster.config import RaftConfig
+from bazar.consensus.storage import StoragePath
 
 # Follower-to-follower links carry no traffic between elections. PySyncObj drops a
 # link that has been silent for connectionTimeout, and the first election after a

@@ -37,7 +37,7 @@ import stat
 import pysyncobj.pickle as pysyncobj_pickle
 from pysyncobj.serializer import Serializer
 
-from consensus import patching, storage
+from bazar.consensus import patching, storage
 
 log = logging.getLogger("bazar.snapshot")
 

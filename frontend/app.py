@@ -5,12 +5,12 @@ import os
 
 from flask import Flask, jsonify, request
 
-from frontend import pages
-from frontend.gateway import Gateway
-from web import errors
-from web.admin import Admin, ready
-from web.auth import require_bearer
-from web.errors import ApiError, json_body, unavailable
+from bazar.frontend import pages
+from bazar.frontend.gateway import Gateway
+from bazar.web import errors
+from bazar.web.admin import Admin, ready
+from bazar.web.auth import require_bearer
+from bazar.web.errors import ApiError, json_body, unavailable
 
 
 def create_app(gateway: Gateway, frontend_id: str = "frontend") -> Flask:

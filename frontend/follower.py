@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import logging
 
-import consensus
-from cluster.config import ClusterConfig
-from frontend.cache import FencedCache
-from node.catalog import CatalogState, keys_changed
-from node.catalog.commands import ALL
+from bazar import consensus
+from bazar.cluster.config import ClusterConfig
+from bazar.frontend.cache import FencedCache
+from bazar.node.catalog import CatalogState, keys_changed
+from bazar.node.catalog.commands import ALL
 
 log = logging.getLogger("bazar.follower")
 

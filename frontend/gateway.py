@@ -14,14 +14,14 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from cluster.config import ClusterConfig
-from frontend.follower import CatalogFollower
-from node.catalog import commands, keys_changed
-from node.catalog.commands import info_key, search_key
-from web import params
-from web.client import GroupClient, Reply, Unavailable
-from web.errors import ApiError, unavailable
-from web.protocol import INDEX_HEADER, RETRY_AFTER_HEADER
+from bazar.cluster.config import ClusterConfig
+from bazar.frontend.follower import CatalogFollower
+from bazar.node.catalog import commands, keys_changed
+from bazar.node.catalog.commands import info_key, search_key
+from bazar.web import params
+from bazar.web.client import GroupClient, Reply, Unavailable
+from bazar.web.errors import ApiError, unavailable
+from bazar.web.protocol import INDEX_HEADER, RETRY_AFTER_HEADER
 CONSISTENCY_LEVELS = ("cached", "local", "strong")
 CATALOG_ATTEMPT_TIMEOUT = 1.0  # seconds one catalog replica may take before the next is tried
 OWN_WRITE_WAIT = 1.0  # seconds a write's answer may wait for this frontend's follower to apply it

@@ -22,9 +22,9 @@ from urllib.parse import quote
 from flask import Blueprint, Flask, g, jsonify, redirect, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from frontend.gateway import Gateway
-from web.errors import BadRequest
-from web.errors import ApiError
+from bazar.frontend.gateway import Gateway
+from bazar.web.errors import BadRequest
+from bazar.web.errors import ApiError
 
 FORM_MIMETYPE = "application/x-www-form-urlencoded"
 IDEMPOTENCY_FIELD = "idempotency_key"

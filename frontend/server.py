@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import logging
 
-from cluster.config import ClusterConfig
-from frontend.app import create_app
-from frontend.follower import CatalogFollower
-from frontend.gateway import Gateway
-from web.server import serve
+from bazar.cluster.config import ClusterConfig
+from bazar.frontend.app import create_app
+from bazar.frontend.follower import CatalogFollower
+from bazar.frontend.gateway import Gateway
+from bazar.web.server import serve
 
 log = logging.getLogger("bazar.frontend")
 

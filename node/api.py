@@ -8,12 +8,12 @@ import os
 
 from flask import Flask, g, jsonify, request
 
-from cluster.config import ClusterConfig, NodeConfig
-from consensus import CommitError, RaftMember, ReadRefused
-from node.commands import to_wire
-from web import errors
-from web.errors import ApiError, unavailable
-from web.protocol import INDEX_HEADER, LEADER_HEADER, SECRET_HEADER
+from bazar.cluster.config import ClusterConfig, NodeConfig
+from bazar.consensus import CommitError, RaftMember, ReadRefused
+from bazar.node.commands import to_wire
+from bazar.web import errors
+from bazar.web.errors import ApiError, unavailable
+from bazar.web.protocol import INDEX_HEADER, LEADER_HEADER, SECRET_HEADER
 # A majority answers a heartbeat within milliseconds; a leader that cannot confirm its
 # leadership in this time is cut off or deposed, and the client should ask another
 # replica (the frontend gives one replica 0.8-1 s per read attempt).

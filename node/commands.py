@@ -14,7 +14,7 @@ import re
 import uuid
 from typing import Any
 
-from web.errors import BadRequest
+from bazar.web.errors import BadRequest
 
 MAX_BOOK_ID = 2 ** 31 - 1
 MAX_PRICE = 1e9

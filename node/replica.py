@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import logging
 
-import consensus
-from cluster.config import ClusterConfig
-from node import api
-from node.catalog.service import CatalogService
-from node.orders.service import OrderService
-from web.server import serve
+from bazar import consensus
+from bazar.cluster.config import ClusterConfig
+from bazar.node import api
+from bazar.node.catalog.service import CatalogService
+from bazar.node.orders.service import OrderService
+from bazar.web.server import serve
 
 log = logging.getLogger("bazar.node")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.local import LocalCluster, write_config
+from bazar.cluster.local import LocalCluster, write_config
 
 
 @pytest.fixture

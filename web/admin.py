@@ -19,8 +19,8 @@ from typing import Iterable
 
 import requests
 
-from cluster.config import GROUPS, ClusterConfig, NodeConfig
-from web.protocol import secret_headers
+from bazar.cluster.config import GROUPS, ClusterConfig, NodeConfig
+from bazar.web.protocol import secret_headers
 
 STATUS_TIMEOUT = 0.5  # a replica that takes longer is paused, cut off or overloaded
 STATE_TIMEOUT = 5.0   # a whole state can be large

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hmac
 
-from web.errors import ApiError
+from bazar.web.errors import ApiError
 
 
 def require_bearer(authorization: str | None, token: str | None) -> None:

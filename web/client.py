@@ -31,7 +31,7 @@ from typing import Any
 import urllib3
 from urllib3.exceptions import HTTPError, TimeoutError as Urllib3Timeout
 
-from web.protocol import LEADER_HEADER, secret_headers
+from bazar.web.protocol import LEADER_HEADER, secret_headers
 
 BACKOFF_SECONDS = 1.0        # a replica that refused a connection is skipped this long
 SLOW_BACKOFF_SECONDS = 3.0   # one that timed out (paused, overloaded) this long

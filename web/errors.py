@@ -7,7 +7,7 @@ import logging
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
-from web.protocol import retry_after
+from bazar.web.protocol import retry_after
 
 log = logging.getLogger("bazar.http")
 

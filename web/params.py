@@ -4,7 +4,7 @@ Each returns the parsed value or raises BadRequest (answered 400, nothing change
 """
 from __future__ import annotations
 
-from web.errors import BadRequest
+from bazar.web.errors import BadRequest
 
 MAX_TOPIC = 200
 

@@ -8,7 +8,7 @@ from typing import Callable
 
 from waitress.server import create_server
 
-from cluster.config import Address
+from bazar.cluster.config import Address
 
 HTTP_THREADS = 16
 

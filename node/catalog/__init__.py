@@ -6,5 +6,5 @@
 - `seed.py`: the one-time initial catalog;
 - `service.py`: how a catalog replica is put together (`CatalogService`).
 """
-from node.catalog.commands import keys_changed  # noqa: F401
-from node.catalog.state import CatalogState  # noqa: F401
+from bazar.node.catalog.commands import keys_changed  # noqa: F401
+from bazar.node.catalog.state import CatalogState  # noqa: F401

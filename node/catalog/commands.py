@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Union
 
-from node.commands import (BadRequest, Malformed, book_id, decode, fields_of, order_id, price,  # noqa: F401
+from bazar.node.commands import (BadRequest, Malformed, book_id, decode, fields_of, order_id, price,  # noqa: F401
                            request_id, stock_count, text, to_wire)
 
 

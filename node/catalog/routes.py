@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from flask import Flask, jsonify, request
 
-from node.api import Replica, strong_requested
-from node.catalog import commands
-from web import params
-from web.errors import ApiError, json_body, json_object, unavailable
-from web.protocol import INDEX_HEADER
+from bazar.node.api import Replica, strong_requested
+from bazar.node.catalog import commands
+from bazar.web import params
+from bazar.web.errors import ApiError, json_body, json_object, unavailable
+from bazar.web.protocol import INDEX_HEADER
 
 MIN_INDEX_WAIT = 0.3  # seconds a read may wait for this replica to catch up
 

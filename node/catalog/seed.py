@@ -6,10 +6,10 @@ import logging
 import threading
 from pathlib import Path
 
-from consensus import CommitError
-from node.api import Replica
-from node.catalog import commands
-from web.errors import BadRequest
+from bazar.consensus import CommitError
+from bazar.node.api import Replica
+from bazar.node.catalog import commands
+from bazar.web.errors import BadRequest
 
 log = logging.getLogger("bazar.seed")
 

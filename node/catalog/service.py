@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from flask import Flask
 
-from cluster.config import ClusterConfig
-from node.api import Replica
-from node.catalog import routes
-from node.catalog.seed import read_seed, seed_when_leader
-from node.catalog.state import CatalogState
+from bazar.cluster.config import ClusterConfig
+from bazar.node.api import Replica
+from bazar.node.catalog import routes
+from bazar.node.catalog.seed import read_seed, seed_when_leader
+from bazar.node.catalog.state import CatalogState
 
 
 class CatalogService:

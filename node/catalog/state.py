@@ -13,8 +13,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from node.catalog import commands
-from node.commands import failure, ok
+from bazar.node.catalog import commands
+from bazar.node.commands import failure, ok
 
 
 class CatalogState:

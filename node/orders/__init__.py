@@ -7,4 +7,4 @@
 - `routes.py`: an order replica's HTTP routes;
 - `service.py`: how an order replica is put together (`OrderService`).
 """
-from node.orders.state import COMPLETED, FAILED, PENDING, OrderState  # noqa: F401
+from bazar.node.orders.state import COMPLETED, FAILED, PENDING, OrderState  # noqa: F401

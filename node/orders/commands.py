@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Union
 
-from node.commands import Malformed, decode, to_wire  # noqa: F401
+from bazar.node.commands import Malformed, decode, to_wire  # noqa: F401
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,12 @@ from __future__ import annotations
 import logging
 import time
 
-from node.api import Replica
-from node.orders import commands
-from node.orders.state import PENDING
-from web.client import GroupClient, Unavailable
-from web.errors import ApiError
-from web.protocol import INDEX_HEADER
+from bazar.node.api import Replica
+from bazar.node.orders import commands
+from bazar.node.orders.state import PENDING
+from bazar.web.client import GroupClient, Unavailable
+from bazar.web.errors import ApiError
+from bazar.web.protocol import INDEX_HEADER
 
 log = logging.getLogger("bazar.purchase")
 

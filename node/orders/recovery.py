@@ -9,7 +9,7 @@ import logging
 import threading
 import time
 
-from node.orders.purchase import PurchaseCoordinator
+from bazar.node.orders.purchase import PurchaseCoordinator
 
 log = logging.getLogger("bazar.recovery")
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from flask import Flask, jsonify, request
 
-from node import commands
-from node.api import Replica, strong_requested
-from node.orders.purchase import PurchaseCoordinator
-from web import params
-from web.errors import ApiError, json_object
+from bazar.node import commands
+from bazar.node.api import Replica, strong_requested
+from bazar.node.orders.purchase import PurchaseCoordinator
+from bazar.web import params
+from bazar.web.errors import ApiError, json_object
 
 
 def register(app: Flask, replica: Replica, coordinator: PurchaseCoordinator) -> None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from flask import Flask
 
-from cluster.config import ClusterConfig
-from node.api import Replica
-from node.orders import routes
-from node.orders.purchase import PurchaseCoordinator
-from node.orders.recovery import PendingOrderSweeper
-from node.orders.state import OrderState
-from web.client import GroupClient
+from bazar.cluster.config import ClusterConfig
+from bazar.node.api import Replica
+from bazar.node.orders import routes
+from bazar.node.orders.purchase import PurchaseCoordinator
+from bazar.node.orders.recovery import PendingOrderSweeper
+from bazar.node.orders.state import OrderState
+from bazar.web.client import GroupClient
 
 
 class OrderService:

@@ -15,8 +15,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from node.commands import failure, ok
-from node.orders import commands
+from bazar.node.commands import failure, ok
+from bazar.node.orders import commands
 
 PENDING, COMPLETED, FAILED = "pending", "completed", "failed"
 

@@ -13,7 +13,7 @@ import requests
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
-from frontend.pages import wants_html
+from bazar.frontend.pages import wants_html
 
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"  # Chromium's
 TOPICS = ["distributed systems", "undergraduate school"]

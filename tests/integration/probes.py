@@ -5,7 +5,7 @@ import time
 
 import requests
 
-from cluster.local import LocalCluster
+from bazar.cluster.local import LocalCluster
 
 
 def replica_states(cluster: LocalCluster, group: str) -> dict[str, dict]:

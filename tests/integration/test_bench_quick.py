@@ -21,9 +21,9 @@ OPERATIONS = ["floor", "info_cached", "info_local", "info_strong", "search", "pu
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    # `python -m cluster.cli` is exactly what the `bazar` console script runs; calling it this
+    # `python -m bazar` is exactly what the `bazar` console script runs; calling it this
     # way does not depend on PATH or on when the package was last installed.
-    done = subprocess.run([sys.executable, "-m", "cluster.cli", "bench", "--quick", "--out", str(out)],
+    done = subprocess.run([sys.executable, "-m", "bazar", "bench", "--quick", "--out", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=170)
     assert done.returncode == 0, f"bazar bench failed ({done.returncode}):\n{done.stderr[-4000:]}"
     return out, done

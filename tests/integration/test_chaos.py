@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from chaos.nemesis import FAULT_KINDS, FAULT_LENGTHS, plan
+from bazar.chaos.nemesis import FAULT_KINDS, FAULT_LENGTHS, plan
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -35,7 +35,7 @@ def test_the_schedule_is_reproducible_and_covers_every_fault_kind():
 def test_a_short_chaos_run_with_every_fault_kind_checks_clean(tmp_path):
     out = tmp_path / "chaos"
     result = subprocess.run(
-        [sys.executable, "-m", "cluster.cli", "chaos", "--duration", "95", "--clients", "6",
+        [sys.executable, "-m", "bazar", "chaos", "--duration", "95", "--clients", "6",
          "--seed", "11", "--out", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     summary = result.stdout
@@ -63,7 +63,7 @@ def test_chaos_can_check_a_cluster_that_is_already_running(make_cluster, tmp_pat
     cluster = make_cluster(catalog=3, order=3)
     out = tmp_path / "target"
     result = subprocess.run(
-        [sys.executable, "-m", "cluster.cli", "--config", str(cluster.config_path), "chaos", "--target",
+        [sys.executable, "-m", "bazar", "--config", str(cluster.config_path), "chaos", "--target",
          "--faults", "none", "--duration", "8", "--clients", "3", "--out", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
@@ -80,7 +80,7 @@ def _chaos_rules() -> str:
 
 def test_ctrl_c_mid_fault_restores_the_network_and_stops_every_process(tmp_path):
     chaos = subprocess.Popen(
-        [sys.executable, "-m", "cluster.cli", "chaos", "--duration", "60", "--faults", "partition-halves",
+        [sys.executable, "-m", "bazar", "chaos", "--duration", "60", "--faults", "partition-halves",
          "--seed", "5", "--out", str(tmp_path / "interrupted")],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -19,7 +19,7 @@ JSON = {"Content-Type": "application/json"}
 def cluster(tmp_path_factory):
     from pathlib import Path
 
-    from cluster.local import LocalCluster, write_config
+    from bazar.cluster.local import LocalCluster, write_config
     directory = tmp_path_factory.mktemp("hostile")
     local = LocalCluster(write_config(directory, catalog=1, order=1), log_dir=Path(directory) / "logs",
                          env={"BAZAR_ADMIN_TOKEN": ADMIN_TOKEN})

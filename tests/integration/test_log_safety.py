@@ -21,10 +21,10 @@ from __future__ import annotations
 import threading
 import time
 
-from chaos import checker
-from chaos.nemesis import SwapOutcome, swap_followers_and_kill_leader
-from chaos.runner import final_state, prepare_items
-from chaos.workload import Recorder, Workload
+from bazar.chaos import checker
+from bazar.chaos.nemesis import SwapOutcome, swap_followers_and_kill_leader
+from bazar.chaos.runner import final_state, prepare_items
+from bazar.chaos.workload import Recorder, Workload
 
 TRIALS = 8
 PAUSE_SECONDS = 6.0     # a follower paused this long under restock load falls far more than 64 KiB behind

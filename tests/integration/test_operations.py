@@ -10,7 +10,7 @@ from pathlib import Path
 
 import requests
 
-from cluster.local import write_config
+from bazar.cluster.local import write_config
 from tests.integration.probes import buy_until_done
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,7 +30,7 @@ def _children(pid: int) -> set[int]:
 
 def test_bazar_up_prints_the_url_and_sigterm_stops_every_process(tmp_path):
     config = write_config(tmp_path, catalog=3, order=3, frontends=1)
-    up = subprocess.Popen([sys.executable, "-m", "cluster.cli", "--config", str(config), "up"],
+    up = subprocess.Popen([sys.executable, "-m", "bazar", "--config", str(config), "up"],
                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         deadline = time.monotonic() + 60
@@ -43,7 +43,7 @@ def test_bazar_up_prints_the_url_and_sigterm_stops_every_process(tmp_path):
         children = _children(up.pid)
         assert len(children) == 7
 
-        status = subprocess.run([sys.executable, "-m", "cluster.cli", "--config", str(config), "status"],
+        status = subprocess.run([sys.executable, "-m", "bazar", "--config", str(config), "status"],
                                 cwd=REPO, capture_output=True, text=True, timeout=30)
         assert status.returncode == 0
         assert status.stdout.count("leader") >= 4 and "quorum: yes" in status.stdout
@@ -92,7 +92,7 @@ def test_with_one_catalog_replica_up_reads_are_right_or_refused(make_cluster):
 def test_a_bad_cluster_file_is_refused_with_the_key_named(tmp_path):
     bad = tmp_path / "cluster.yaml"
     bad.write_text("catalog:\n  - {id: c1, raft: '127.0.0.1', http: '127.0.0.1:9'}\norder: []\nfrontends: []\n")
-    done = subprocess.run([sys.executable, "-m", "cluster.cli", "--config", str(bad), "status"],
+    done = subprocess.run([sys.executable, "-m", "bazar", "--config", str(bad), "status"],
                           cwd=REPO, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
     assert "catalog[0].raft" in done.stderr and "Traceback" not in done.stderr

@@ -17,7 +17,7 @@ import time
 import pytest
 import requests
 
-from chaos.network import CHAIN, Firewall, unavailable_reason
+from bazar.chaos.network import CHAIN, Firewall, unavailable_reason
 from tests.integration.probes import buy_until_done, wait_converged
 
 

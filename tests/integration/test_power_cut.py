@@ -22,7 +22,7 @@ import time
 
 import requests
 
-from consensus.storage import POWER_CUT_ENV, power_cut
+from bazar.consensus.storage import POWER_CUT_ENV, power_cut
 
 PURCHASES = 80          # acknowledged before the cut
 CLIENTS = 4

@@ -17,7 +17,7 @@ import time
 
 import requests
 
-from cluster.local import LocalCluster
+from bazar.cluster.local import LocalCluster
 from tests.integration.probes import buy_until_done
 
 PARTITION_SECRET = "the-other-side-of-the-partition"

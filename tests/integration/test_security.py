@@ -14,7 +14,7 @@ from pathlib import Path
 import requests
 import yaml
 
-from cluster.local import write_config
+from bazar.cluster.local import write_config
 
 
 class _CreateFile:
@@ -67,7 +67,7 @@ def test_a_node_off_loopback_refuses_to_start_without_the_secret(tmp_path):
     doc["catalog"][0]["raft"] = "192.0.2.10:7101"  # TEST-NET-1: never contacted, we refuse first
     path.write_text(yaml.safe_dump(doc))
     env = {k: v for k, v in os.environ.items() if k != "BAZAR_SECRET"}
-    result = subprocess.run([sys.executable, "-m", "cluster.cli", "node", "catalog1", "--config", str(path)],
+    result = subprocess.run([sys.executable, "-m", "bazar", "node", "catalog1", "--config", str(path)],
                             env=env, capture_output=True, text=True, timeout=30,
                             cwd=Path(__file__).resolve().parents[2])
     assert result.returncode != 0

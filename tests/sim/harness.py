@@ -41,15 +41,15 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import consensus  # noqa: F401  installs Bazar's corrections to PySyncObj
+from bazar import consensus  # noqa: F401  installs Bazar's corrections to PySyncObj
 import pysyncobj.syncobj as syncobj_module
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConsumer, replicated
 from pysyncobj.node import Node
 from pysyncobj.transport import Transport
 
-from cluster.config import RaftConfig
-from consensus import patching, raft_fixes
-from consensus.settings import syncobj_conf
+from bazar.cluster.config import RaftConfig
+from bazar.consensus import patching, raft_fixes
+from bazar.consensus.settings import syncobj_conf
 
 
 class SafetyViolation(AssertionError):

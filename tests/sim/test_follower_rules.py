@@ -8,9 +8,9 @@ import logging
 import pysyncobj.syncobj as syncobj_module
 import pytest
 
-from consensus import patching
-from consensus.journal import DurableJournal
-from consensus.raft_fixes import missing_committed_up_to
+from bazar.consensus import patching
+from bazar.consensus.journal import DurableJournal
+from bazar.consensus.raft_fixes import missing_committed_up_to
 from tests.sim.harness import Simulation, entries, original_follower
 
 PYSYNCOBJ_JOURNAL = patching.original(syncobj_module, "createJournal")

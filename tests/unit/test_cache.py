@@ -11,7 +11,7 @@ import hypothesis.strategies as st
 from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from frontend.cache import FencedCache
+from bazar.frontend.cache import FencedCache
 
 KEYS = ["a", "b", "c"]
 

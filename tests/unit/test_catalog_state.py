@@ -8,8 +8,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from node.catalog import CatalogState, commands, keys_changed
-from node.catalog.commands import info_key, search_key, to_wire
+from bazar.node.catalog import CatalogState, commands, keys_changed
+from bazar.node.catalog.commands import info_key, search_key, to_wire
 
 BOOKS = [
     {"title": "How to get a good grade in 677 in 20 minutes a day", "topic": "distributed systems",

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from hypothesis import HealthCheck, Phase, assume, given, note, settings
 from hypothesis import strategies as st
 
-from chaos.checker import check
-from chaos.history import Operation
+from bazar.chaos.checker import check
+from bazar.chaos.history import Operation
 
 CHECKS = ["acknowledged_purchases", "stock_conservation", "exactly_once", "replicas_converged",
           "linearizable", "cached_reads_bounded", "availability"]

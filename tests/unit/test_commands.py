@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 
 from types import SimpleNamespace
 
-from node import commands as shared
-from node.catalog import CatalogState
-from node.catalog import commands as catalog
-from node.commands import MAX_BOOK_ID, MAX_PRICE, MAX_STOCK, MAX_TEXT, BadRequest
-from web import params
+from bazar.node import commands as shared
+from bazar.node.catalog import CatalogState
+from bazar.node.catalog import commands as catalog
+from bazar.node.commands import MAX_BOOK_ID, MAX_PRICE, MAX_STOCK, MAX_TEXT, BadRequest
+from bazar.web import params
 
 # The builders' commands as they go into the log (wire dicts): that is the format journals
 # hold, so it is what these tests pin down; topic and limit are HTTP parameters.

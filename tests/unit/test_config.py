@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cluster.config import Address, ConfigError, RaftConfig, load
-from consensus.security import raft_password
+from bazar.cluster.config import Address, ConfigError, RaftConfig, load
+from bazar.consensus.security import raft_password
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -342,12 +342,12 @@ def test_an_http_or_listen_address_off_loopback_needs_the_secret_too(tmp_path, m
 @pytest.fixture
 def no_secret(monkeypatch, tmp_path):
     """No secret in the environment, and an empty stand-in for /run/secrets."""
-    import cluster.config
+    from bazar.cluster import config as cluster_config
     monkeypatch.delenv("BAZAR_SECRET", raising=False)
     monkeypatch.delenv("BAZAR_SECRET_FILE", raising=False)
     secrets = tmp_path / "run-secrets"
     secrets.mkdir()
-    monkeypatch.setattr(cluster.config, "SECRETS_DIR", secrets)
+    monkeypatch.setattr(cluster_config, "SECRETS_DIR", secrets)
     return secrets
 
 

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from web.client import LEADER_HEADER, GroupClient, Unavailable
+from bazar.web.client import LEADER_HEADER, GroupClient, Unavailable
 
 
 class FakeReplica:

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from chaos.history import Operation, is_out_of_stock, load_history, parse_history, save_history
+from bazar.chaos.history import Operation, is_out_of_stock, load_history, parse_history, save_history
 
 
 def purchase(op_id=1, outcome="ok", result=None, end=2.0, **extra):

@@ -6,10 +6,10 @@ import os
 import pytest
 from pysyncobj.journal import FileJournal
 
-import consensus  # noqa: F401  installs the journal in PySyncObj
-from consensus import journal as journal_module
-from consensus.journal import DurableJournal, JournalCorrupt, JournalLocked
-from consensus.storage import StoragePath
+from bazar import consensus  # noqa: F401  installs the journal in PySyncObj
+from bazar.consensus import journal as journal_module
+from bazar.consensus.journal import DurableJournal, JournalCorrupt, JournalLocked
+from bazar.consensus.storage import StoragePath
 
 
 def _entry(index: int, term: int = 2) -> tuple[bytes, int, int]:
@@ -295,8 +295,8 @@ def test_pysyncobj_builds_bazars_journal_from_the_configured_path(tmp_path):
 
 
 def test_raft_fsync_is_on_by_default_and_reaches_the_journal_and_snapshot_names(tmp_path):
-    from cluster.config import ConfigError, RaftConfig, _raft
-    from consensus.settings import syncobj_conf
+    from bazar.cluster.config import ConfigError, RaftConfig, _raft
+    from bazar.consensus.settings import syncobj_conf
 
     assert RaftConfig().fsync is True and _raft({}).fsync is True
     assert _raft({"fsync": False}).fsync is False

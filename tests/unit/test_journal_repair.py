@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from pysyncobj.serializer import Serializer
 
-import consensus  # noqa: F401  installs the journal and snapshot writer in PySyncObj
-from consensus.journal import DurableJournal
-from consensus.journal_repair import compaction_start
+from bazar import consensus  # noqa: F401  installs the journal and snapshot writer in PySyncObj
+from bazar.consensus.journal import DurableJournal
+from bazar.consensus.journal_repair import compaction_start
 
 
 def _entry(index: int) -> tuple[bytes, int, int]:

@@ -9,10 +9,10 @@ import time
 from pysyncobj.serializer import Serializer
 from pysyncobj.syncobj import SyncObj
 
-import consensus  # noqa: F401  installs the corrections
-from consensus import journal as journal_module
-from consensus import snapshot
-from consensus.storage import StoragePath
+from bazar import consensus  # noqa: F401  installs the corrections
+from bazar.consensus import journal as journal_module
+from bazar.consensus import snapshot
+from bazar.consensus.storage import StoragePath
 
 
 def _alive(pid: int) -> bool:

@@ -3,8 +3,8 @@ import random
 
 import pytest
 
-from chaos.history import Operation
-from chaos.linearizability import (
+from bazar.chaos.history import Operation
+from bazar.chaos.linearizability import (
     OUT_OF_STOCK, PURCHASE, READ, RESTOCK, SET_PRICE, Seen, State, Step, apply, check_history, check_steps,
     to_steps,
 )

@@ -10,12 +10,12 @@ import time
 
 import pytest
 
-from cluster.config import RaftConfig
-from cluster.local import free_ports
-from consensus.member import RaftMember, ReadRefused
-from consensus.settings import syncobj_conf
-from consensus.state import ReplicatedState
-from node.catalog import CatalogState
+from bazar.cluster.config import RaftConfig
+from bazar.cluster.local import free_ports
+from bazar.consensus.member import RaftMember, ReadRefused
+from bazar.consensus.settings import syncobj_conf
+from bazar.consensus.state import ReplicatedState
+from bazar.node.catalog import CatalogState
 
 BOOK = {"title": "A", "topic": "t", "price": 10.0, "stock": 5}
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.orders import COMPLETED, FAILED, PENDING, OrderState
+from bazar.node.orders import COMPLETED, FAILED, PENDING, OrderState
 
 OK = {"ok": True, "id": 1, "title": "RPCs for Noobs", "price": 20.5}
 OUT = {"ok": False, "error": "out_of_stock", "id": 1}

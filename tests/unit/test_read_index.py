@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from hypothesis import given, strategies as st
 
-from consensus.reads import NOT_LEADER, LeaderView, ReadIndex
+from bazar.consensus.reads import NOT_LEADER, LeaderView, ReadIndex
 
 
 def view(leader=True, term=3, commit=10, committed=True, echoes=(0, 0), applied=None) -> LeaderView:

@@ -7,13 +7,13 @@ import threading
 
 import pytest
 
-from cluster.config import RaftConfig
-from cluster.local import free_ports
-from consensus.member import CommitError, RaftMember
-from consensus.settings import syncobj_conf
-from consensus.state import ReplicatedState
-from node.catalog import CatalogState
-from node.orders import OrderState
+from bazar.cluster.config import RaftConfig
+from bazar.cluster.local import free_ports
+from bazar.consensus.member import CommitError, RaftMember
+from bazar.consensus.settings import syncobj_conf
+from bazar.consensus.state import ReplicatedState
+from bazar.node.catalog import CatalogState
+from bazar.node.orders import OrderState
 
 BOOKS = [{"title": "A", "topic": "t", "price": 10.0, "stock": 1},
          {"title": "B", "topic": "t", "price": 2.5, "stock": 3}]
@@ -145,7 +145,7 @@ def test_a_snapshot_of_the_old_format_still_loads():
 
 
 def test_a_snapshot_from_a_newer_format_is_refused_with_a_clear_message():
-    from consensus.state import SnapshotFormatError
+    from bazar.consensus.state import SnapshotFormatError
     state = offline_state()
     with pytest.raises(SnapshotFormatError, match="newer than this Bazar reads"):
         state._deserialize({"format": 99, "index": 1, "state": {}})

@@ -9,18 +9,18 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("cluster", "consensus", "web", "node", "frontend", "chaos", "bench")
+PACKAGES = ("bazar", "cluster", "consensus", "web", "node", "frontend", "chaos", "bench")
 
 # Bottom to top; a module may import its own layer and the ones below it. The command
-# line (cluster.cli) and the tools' command definitions sit on top of everything.
+# line (bazar.cli) and the tools' command definitions sit on top of everything.
 LAYERS = [
-    ["cluster.config"],
-    ["consensus", "web"],
-    ["node"],
-    ["frontend"],
-    ["cluster.local"],
-    ["chaos", "bench"],
-    ["cluster.cli", "chaos.cli", "bench.cli"],
+    ["bazar", "bazar.cluster", "bazar.cluster.config"],
+    ["bazar.consensus", "bazar.web"],
+    ["bazar.node"],
+    ["bazar.frontend"],
+    ["bazar.cluster.local"],
+    ["bazar.chaos", "bazar.bench"],
+    ["bazar.cli", "bazar.__main__", "bazar.chaos.cli", "bazar.bench.cli"],
 ]
 
 
@@ -31,6 +31,8 @@ def modules() -> dict[str, Path]:
             parts = list(path.relative_to(ROOT).with_suffix("").parts)
             if parts[-1] == "__init__":
                 parts.pop()
+            if parts[0] != "bazar":  # each folder installs as bazar.<folder> (setup.py)
+                parts.insert(0, "bazar")
             found[".".join(parts)] = path
     return found
 
@@ -66,7 +68,7 @@ def own_imports() -> dict[str, set[str]]:
 def test_pysyncobj_is_used_only_inside_consensus():
     leaks = []
     for name, path in modules().items():
-        if name.startswith("consensus"):
+        if name.startswith("bazar.consensus"):
             continue
         text = path.read_text()
         if any(i.split(".")[0] == "pysyncobj" for i in imports(path)):
@@ -106,6 +108,14 @@ def cycles_in(graph: dict[str, set[str]]) -> list[str]:
     return cycles
 
 
+def test_every_import_names_the_one_installed_package():
+    """`import node` would load a second copy of a module that is also bazar.node (and
+    install Bazar's PySyncObj corrections twice): only `bazar.*` names are Bazar's."""
+    bare = [f"{name} imports {target}" for name, path in modules().items() for target in imports(path)
+            if target.split(".")[0] in PACKAGES[1:]]
+    assert bare == []
+
+
 def test_imports_only_run_down_the_layers():
     assert upward(own_imports()) == []
 
@@ -116,8 +126,9 @@ def test_no_import_cycles():
 
 def test_the_checks_report_what_they_are_for():
     """What this module found before the shape work: web.errors imported node.commands."""
-    assert upward({"web.errors": {"node.commands"}, "node.api": {"web.errors"}}) == [
-        "web.errors (layer 1) imports node.commands (layer 2)"]
-    assert cycles_in({"node.api": {"web.errors"}, "web.errors": {"node.api"}}) == [
-        "node.api -> web.errors -> node.api"]
-    assert cycles_in({"node.catalog": {"node.catalog.state"}, "node.catalog.state": {"node.catalog"}}) == []
+    assert upward({"bazar.web.errors": {"bazar.node.commands"}, "bazar.node.api": {"bazar.web.errors"}}) == [
+        "bazar.web.errors (layer 1) imports bazar.node.commands (layer 2)"]
+    assert cycles_in({"bazar.node.api": {"bazar.web.errors"}, "bazar.web.errors": {"bazar.node.api"}}) == [
+        "bazar.node.api -> bazar.web.errors -> bazar.node.api"]
+    assert cycles_in({"bazar.node.catalog": {"bazar.node.catalog.state"},
+                      "bazar.node.catalog.state": {"bazar.node.catalog"}}) == []

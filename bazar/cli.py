@@ -8,7 +8,7 @@ import signal
 import sys
 import time
 
-from cluster.config import ConfigError, load
+from bazar.cluster.config import ConfigError, load
 
 DEFAULT_CONFIG = os.environ.get("BAZAR_CONFIG", "cluster.yaml")
 
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _up(config, args) -> int:
-    from cluster.local import LocalCluster
+    from bazar.cluster.local import LocalCluster
 
     cluster = LocalCluster(config.path)
     stopping = False
@@ -88,21 +88,21 @@ def _up(config, args) -> int:
 
 
 def _node(config, args) -> int:
-    from node.replica import run
+    from bazar.node.replica import run
 
     run(config, args.id)
     return 0
 
 
 def _frontend(config, args) -> int:
-    from frontend.server import run
+    from bazar.frontend.server import run
 
     run(config, args.id)
     return 0
 
 
 def _status(config, args) -> int:
-    from web.admin import Admin, format_table, ready
+    from bazar.web.admin import Admin, format_table, ready
 
     groups = Admin(config).collect()
     print(format_table(groups))
@@ -134,11 +134,11 @@ COMMANDS = {"up": _up, "node": _node, "frontend": _frontend, "status": _status, 
 
 def _add_extensions(commands) -> None:
     """Commands that live in their own packages register here."""
-    for module_name in ("chaos.cli", "bench.cli"):
+    for module_name in ("bazar.chaos.cli", "bazar.bench.cli"):
         try:
             module = __import__(module_name, fromlist=["register"])
         except ModuleNotFoundError as exc:
-            if exc.name not in (module_name, module_name.split(".")[0]):
+            if exc.name not in (module_name, module_name.rpartition(".")[0]):
                 raise
             continue
         COMMANDS.update(module.register(commands))
