@@ -1,3 +1,5 @@
+import os
+
 from setuptools import find_packages, setup
 
 # One installed name: each top-level folder of the repository is installed as bazar.<folder>
@@ -5,6 +7,8 @@ from setuptools import find_packages, setup
 FOLDERS = ("node", "frontend", "consensus", "cluster", "web", "chaos", "bench")
 PACKAGES = ["bazar"] + [f"bazar.{name}" for name in find_packages(
     include=[f"{folder}{sub}" for folder in FOLDERS for sub in ("", ".*")])]
+if not os.path.isdir("bazar"):  # setup.py alone (the Dockerfile's dependency layer): dependencies only
+    PACKAGES = []
 
 TOOLS = ["matplotlib>=3.7"]  # the chaos timeline and the benchmark CDF plots
 

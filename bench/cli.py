@@ -18,8 +18,9 @@ def register(subparsers) -> dict:
 
 def _bench(config, args) -> int:
     from bazar.bench import report, runner
+    from bazar.bench.settings import Settings
 
-    settings = runner.Settings.make(args.quick, args.out)
+    settings = Settings.make(args.quick, args.out)
     results = runner.run(settings)
     paths = report.write(results, Path(args.out))
     print(report.table_markdown(results))

@@ -4,18 +4,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-# The lab report's figures (ms) that Bazar is compared against.
-LAB = {"lookup_without_cache": 6.80, "cache_miss": 6.36, "buy_replicated": 33.98,
-       "buy_unreplicated": 19.63, "replication_overhead": 1.73}
+from bazar.bench.schema import CDF_ORDER
+from bazar.bench.settings import GOALS, LAB as DEFAULT_LAB
 
-# Goals to compare against, never assertions.
-TARGETS = {"cached_vs_floor": 1.15, "cache_miss_p50_ms": 2.5, "purchase_p50_ms": 6.0,
-           "purchase_p99_ms": 20.0, "replication_overhead": 1.3, "hot_item_rps": 300.0,
-           "failover_s": 0.5, "replica_rss_mb": 60.0, "recovery_s": 5.0, "recovery_purchases": 100_000,
-           "fsync_cost": 1.15}
 
-CDF_ORDER = ["floor", "info_cached", "info_local", "info_strong", "search", "purchase_1x1",
-             "purchase_3x3", "purchase_spread", "purchase_hot"]
+def goals(results: dict) -> dict:
+    """The goals the run was made with (bench/settings.py's, for results that predate them)."""
+    return results.get("settings", {}).get("goals") or GOALS
+
+
+def lab(results: dict) -> dict:
+    return results.get("settings", {}).get("lab") or DEFAULT_LAB
+
+
+def clients(results: dict) -> int:
+    return results.get("settings", {}).get("clients", 16)
 
 
 def write(results: dict, out: Path) -> dict[str, Path]:
@@ -53,7 +56,7 @@ def replica_rss(results: dict) -> dict[str, float]:
 
 def evaluate(results: dict) -> list[dict]:
     """Every target with the measured value and whether it is met (None when not measured)."""
-    t = TARGETS
+    t = goals(results)
     targets = []
 
     def add(key, goal, value, ok, unit=""):
@@ -82,7 +85,7 @@ def evaluate(results: dict) -> list[dict]:
     checks = [hot.get("oversold_check", {}), hot.get("sellout_check", {})]
     oversold = sum(c.get("oversold", 0) + c.get("stock_taken_without_success", 0) for c in checks)
     consistent = all(c.get("consistent", False) for c in checks)
-    add("hot_item", f"hot item >= {t['hot_item_rps']:.0f} purchases/s with 16 clients, zero oversold",
+    add("hot_item", f"hot item >= {t['hot_item_rps']:.0f} purchases/s with {clients(results)} clients, zero oversold",
         hot_rps, None if hot_rps is None else hot_rps >= t["hot_item_rps"] and oversold == 0 and consistent,
         "/s")
     for group in ("catalog", "order"):
@@ -137,6 +140,7 @@ def rows(results: dict) -> list[list[str]]:
     ops = results["operations"]
     targets = {t["key"]: t for t in results.get("targets") or evaluate(results)}
     floor_p50 = _lat(results, "floor", "p50_ms")
+    LAB = lab(results)
     table = []
 
     def op_row(key, lab_cell, ratio_cell, goal="", met=""):
@@ -224,12 +228,14 @@ def rows(results: dict) -> list[list[str]]:
     return table
 
 
-HEADER = ["operation", "lab report figure", "Bazar p50", "p99", "mean", "throughput (16 clients)",
-          "ratio vs floor or vs report", "target", "met"]
+def header(results: dict) -> list[str]:
+    return ["operation", "lab report figure", "Bazar p50", "p99", "mean",
+            f"throughput ({clients(results)} clients)", "ratio vs floor or vs report", "target", "met"]
 
 
 def table_markdown(results: dict) -> str:
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "|".join(["---"] * len(HEADER)) + "|"]
+    head = header(results)
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
     for row in rows(results):
         lines.append("| " + " | ".join(str(c).replace("|", "/") for c in row) + " |")
     return "\n".join(lines)
@@ -280,7 +286,7 @@ def markdown(results: dict) -> str:
                    "sequential run, divided by its requests (10 ms clock ticks, so coarse for short runs). "
                    "Unlike latency it barely depends on other load on the machine; with 2 cores, "
                    "2000 ms / (CPU per request) bounds the throughput. Load generator CPU is the share of "
-                   "all cores the 16 client processes used during the throughput run.")
+                   f"all cores the {clients(results)} client processes used during the throughput run.")
     parts += details + [""]
     hot = ops.get("purchase_hot", {})
     for name in ("oversold_check", "sellout_check"):
@@ -368,6 +374,7 @@ def plot_cdf(results: dict, path: Path) -> None:
     ax.set_ylabel("fraction of requests")
     ax.set_ylim(0, 1.01)
     ax.grid(True, which="both", alpha=0.3)
+    LAB = lab(results)
     for key, style in (("buy_replicated", ":"), ("cache_miss", ":")):
         ax.axvline(LAB[key], color="grey", linestyle=style, linewidth=1)
         ax.text(LAB[key], 0.35, f" lab report: {key.replace('_', ' ')} {LAB[key]} ms", rotation=90,

@@ -10,7 +10,7 @@ from bazar.frontend.gateway import Gateway
 from bazar.web import errors
 from bazar.web.admin import Admin, ready
 from bazar.web.auth import require_bearer
-from bazar.web.errors import ApiError, json_body, unavailable
+from bazar.web.errors import json_body, unavailable
 
 
 def create_app(gateway: Gateway, frontend_id: str = "frontend") -> Flask:

@@ -6,7 +6,7 @@ import hmac
 import json
 import os
 
-from flask import Flask, g, jsonify, request
+from flask import Flask, jsonify, request
 
 from bazar.cluster.config import ClusterConfig, NodeConfig
 from bazar.consensus import CommitError, RaftMember, ReadRefused

@@ -1,0 +1,116 @@
+"""Small looks and pokes at a running bench cluster: stock, books, cache counters, memory,
+the disk's own fsync time, and waiting until a cluster or a replica has settled."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import requests
+
+from bazar.bench import measure
+from bazar.cluster.local import LocalCluster
+
+BIG_STOCK = 1_000_000
+SPREAD_TOPIC = "bench spread"
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident set size of `pid` in MB (VmRSS from /proc/<pid>/status)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
+def fsync_latency(directory: Path, count: int = 200) -> dict:
+    """p50 and p99 of fsync after appending a 200-byte record to a file in `directory`."""
+    path = directory / "fsync-probe"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    times = []
+    try:
+        for _ in range(count):
+            os.write(fd, b"x" * 200)
+            started = time.perf_counter()
+            os.fsync(fd)
+            times.append((time.perf_counter() - started) * 1000)
+    finally:
+        os.close(fd)
+        path.unlink()
+    return {"p50_ms": measure.percentile(times, 50), "p99_ms": measure.percentile(times, 99)}
+
+
+def put(url: str, book: int, body: dict) -> dict:
+    response = requests.put(f"{url}/books/{book}", json=body, timeout=10)
+    response.raise_for_status()
+    return response.json()
+
+
+def stock(url: str, book: int) -> int:
+    """The book's stock, read linearizably (a strong read, confirmed by a read index)."""
+    response = requests.get(f"{url}/info/{book}?consistency=strong", timeout=10)
+    response.raise_for_status()
+    return response.json()["stock"]
+
+
+def prepare_books(url: str, count: int) -> list[int]:
+    """Add `count` books with a large stock, one per client of the spread run; their ids."""
+    ids = []
+    for i in range(count):
+        response = requests.post(f"{url}/books", json={"title": f"Bench book {i + 1}", "topic": SPREAD_TOPIC,
+                                                       "price": 1.0, "stock": BIG_STOCK}, timeout=10)
+        response.raise_for_status()
+        ids.append(response.json()["id"])
+    return ids
+
+
+def cache_stats(url: str) -> dict | None:
+    """The frontend cache's counters from GET /cluster, when the frontend has a cache."""
+    try:
+        return requests.get(url + "/cluster", timeout=5).json().get("cache")
+    except (requests.RequestException, ValueError):
+        return None
+
+
+def oversold_check(initial: int, final: int, load: dict) -> dict:
+    """Stock must fall by exactly the number of successful purchases, and never below zero."""
+    successes = load["ok_total"]
+    ambiguous = sum(n for status, n in load["statuses"].items() if status not in ("200", "409"))
+    return {"initial_stock": initial, "final_stock": final, "successes": successes,
+            "ambiguous": ambiguous,
+            "consistent": final == initial - successes,
+            "oversold": max(0, successes - initial) + max(0, -final),
+            "stock_taken_without_success": max(0, (initial - final) - successes)}
+
+
+def wait_settled(cluster: LocalCluster, timeout: float = 60.0) -> None:
+    """Every process up, the frontend ready, and each group led by a replica all others follow."""
+    cluster.wait_ready(timeout)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(cluster.leader(g) for g in ("catalog", "order")):
+            time.sleep(0.3)
+            return
+        time.sleep(0.05)
+    raise TimeoutError("the cluster did not settle")
+
+
+def wait_caught_up(cluster: LocalCluster, name: str, timeout: float = 60.0) -> None:
+    """Until replica `name` follows a leader and has applied what that leader had committed."""
+    node = cluster.config.node(name)
+    deadline = time.monotonic() + timeout
+    target = None
+    while time.monotonic() < deadline:
+        leader = cluster.leader(node.group)
+        if leader and leader != name and target is None:
+            target = (cluster.status(leader) or {}).get("commit_index")
+        mine = cluster.status(name) or {}
+        if target is not None and mine.get("leader") and mine.get("applied_index", 0) >= target:
+            cluster.wait_ready(max(1.0, deadline - time.monotonic()))
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"{name} did not catch up within {timeout:.0f} s")
