@@ -3,6 +3,8 @@ the disk's own fsync time, and waiting until a cluster or a replica has settled.
 from __future__ import annotations
 
 import os
+import statistics
+import threading
 import time
 from pathlib import Path
 
@@ -27,9 +29,9 @@ def rss_mb(pid: int) -> float | None:
     return None
 
 
-def fsync_latency(directory: Path, count: int = 200) -> dict:
+def fsync_latency(directory: Path, count: int = 200, name: str = "fsync-probe") -> dict:
     """p50 and p99 of fsync after appending a 200-byte record to a file in `directory`."""
-    path = directory / "fsync-probe"
+    path = directory / name
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     times = []
     try:
@@ -42,6 +44,20 @@ def fsync_latency(directory: Path, count: int = 200) -> dict:
         os.close(fd)
         path.unlink()
     return {"p50_ms": measure.percentile(times, 50), "p99_ms": measure.percentile(times, 99)}
+
+
+def concurrent_fsync_latency(directory: Path, writers: int, count: int = 200) -> float:
+    """The median of the writers' p50 fsync time when `writers` threads each append to and
+    fsync a file of their own in `directory` at once, as the replicas of a group sharing one
+    disk do (fsync releases the GIL). On one filesystem they wait for one another."""
+    results: list[float] = []
+    threads = [threading.Thread(target=lambda i=i: results.append(
+        fsync_latency(directory, count, name=f"fsync-probe-{i}")["p50_ms"])) for i in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return statistics.median(results)
 
 
 def put(url: str, book: int, body: dict) -> dict:

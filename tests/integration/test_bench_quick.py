@@ -77,3 +77,5 @@ def test_failover_recovery_and_memory_were_measured(quick_run):
     assert {t["key"] for t in results["targets"]} >= {"cached_vs_floor", "hot_item", "recovery", "fsync_cost"}
     for key in ("purchase_fsync_on", "purchase_fsync_off"):   # durability's cost, side by side
         assert results["operations"][key]["latency"]["p50_ms"] > 0, key
+    fsyncs = results["operations"]["purchase_fsync_on"]["disk_fsync_ms"]  # the disk's own fsync time beside it
+    assert fsyncs["before"]["p50_ms"] > 0 and fsyncs["three_at_once_p50_ms"] > 0
