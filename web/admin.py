@@ -14,10 +14,12 @@ What it reads:
 """
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable
 
-import requests
+import urllib3
+from urllib3.exceptions import HTTPError
 
 from bazar.cluster.config import GROUPS, ClusterConfig, NodeConfig
 from bazar.web.protocol import secret_headers
@@ -33,8 +35,9 @@ class Admin:
     def __init__(self, config: ClusterConfig, secret: str | None = None) -> None:
         self.config = config
         self._headers = secret_headers(secret if secret is not None else config.secret())
-        self._session = requests.Session()
-        self._session.trust_env = False  # replicas are reached directly, never through a proxy
+        # Thread-safe (the frontend's request threads share one Admin, and collect() asks every
+        # replica at once), keep-alive, and never through a proxy: replicas are reached directly.
+        self._pool = urllib3.PoolManager(maxsize=4, block=False, retries=False)
 
     def status(self, node: str | NodeConfig, timeout: float = STATUS_TIMEOUT) -> dict | None:
         """The replica's GET /status, or None if it does not answer in time."""
@@ -96,11 +99,12 @@ class Admin:
     def _get(self, node: str | NodeConfig, path: str, timeout: float) -> dict | None:
         url = (self.config.node(node) if isinstance(node, str) else node).http.url + path
         try:
-            response = self._session.get(url, timeout=timeout, headers=self._headers)
-            if response.status_code != 200:
+            response = self._pool.request("GET", url, headers=self._headers, redirect=False,
+                                          timeout=urllib3.Timeout(total=timeout))
+            if response.status != 200:
                 return None
-            return response.json()
-        except (requests.RequestException, ValueError):
+            return json.loads(response.data)
+        except (HTTPError, ValueError):
             return None
 
 
