@@ -55,7 +55,10 @@ class Gateway:
         return {"topic": topic, "items": body["items"]}
 
     def topics(self) -> list[str]:
-        return self._checked(self.catalog.read, "/topics", prefer_leader=not self.follower.caught_up())["topics"]
+        """Every topic, from a replica that has applied at least what this frontend's follower
+        has (any added book may add a topic, so the whole state is the fence)."""
+        return self._checked(self.catalog.read, f"/topics?min_index={self.follower.state.applied_index}",
+                             prefer_leader=not self.follower.caught_up())["topics"]
 
     def orders_list(self, raw_limit: str | None) -> dict:
         """The newest orders as the order leader sees them (every acknowledged purchase)."""

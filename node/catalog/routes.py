@@ -46,6 +46,7 @@ def register(app: Flask, replica: Replica) -> None:
 
     @app.get("/topics")
     def topics():
+        _wait_for_min_index(replica)
         listing, index = replica.read_local(lambda m: m.topics())
         return _with_index(jsonify(topics=listing), index)
 

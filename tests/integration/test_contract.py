@@ -174,3 +174,14 @@ def test_admin_writes_with_the_same_idempotency_key_apply_once(shared_cluster):
     assert first.status_code == again.status_code == 200
     assert first.json()["stock"] == again.json()["stock"] == before + 5
     assert requests.get(f"{url}/info/7?consistency=strong").json()["stock"] == before + 5
+
+
+def test_a_replica_lists_topics_only_once_it_has_applied_the_index_asked_for(shared_cluster):
+    """The frontend asks for /topics at its follower's applied index: a replica that has not
+    applied that far must refuse (503), never list the topics of an older state. Without
+    this, a replica one entry behind listed no topics at all right after the seed (the home
+    page showed none)."""
+    replica = shared_cluster.config.catalog[0].http.url
+    assert requests.get(f"{replica}/topics?min_index=0", timeout=10).status_code == 200
+    refused = requests.get(f"{replica}/topics?min_index={10 ** 12}", timeout=10)
+    assert refused.status_code == 503 and "Retry-After" in refused.headers
