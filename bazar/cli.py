@@ -57,6 +57,9 @@ def _up(config, args) -> int:
     from bazar.cluster.local import LocalCluster
 
     cluster = LocalCluster(config.path)
+    if cluster.secret_generated:
+        print(f"bazar: no cluster secret given (${config.secret_env}); generated one in "
+              f"{config.generated_secret_file} (owner-only)", flush=True)
     stopping = False
 
     def stop(*_):
@@ -90,6 +93,7 @@ def _up(config, args) -> int:
 def _node(config, args) -> int:
     from bazar.node.replica import run
 
+    os.umask(0o077)  # journals, snapshots and their temporary files: readable by the owner only
     run(config, args.id)
     return 0
 

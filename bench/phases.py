@@ -330,6 +330,7 @@ def restart_recovery(cluster: LocalCluster, purchases: int) -> dict:
         first_answer = None
         book_url = f"{node.http.url}/books/{built['book']}"
         session = requests.Session()
+        session.auth = cluster.peer_auth
         while True:
             elapsed = time.perf_counter() - started
             if elapsed > 300:

@@ -115,7 +115,7 @@ def prepare_items(cluster: LocalCluster, items: tuple[int, ...]) -> dict:
                                 headers={"Authorization": f"Bearer {token}"} if token else {})
         response.raise_for_status()
     leader = cluster.config.node(cluster.leader("catalog"))
-    books = requests.get(f"{leader.http.url}/books", timeout=10).json()["books"]
+    books = requests.get(f"{leader.http.url}/books", timeout=10, auth=cluster.peer_auth).json()["books"]
     return {str(b["id"]): {"stock": b["stock"], "price": b["price"], "title": b["title"]} for b in books}
 
 

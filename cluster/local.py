@@ -23,6 +23,7 @@ import yaml
 
 from bazar.cluster.config import ClusterConfig, load
 from bazar.web.admin import Admin
+from bazar.web.signing import PeerAuth
 
 PR_SET_PDEATHSIG = 1
 STOP_GRACE_SECONDS = 5.0
@@ -45,7 +46,8 @@ class LocalCluster:
     """
 
     def __init__(self, config_path: str | os.PathLike, log_dir: str | os.PathLike | None = None,
-                 env: dict | None = None, launcher: Callable[[str], list[str]] | None = None) -> None:
+                 env: dict | None = None, launcher: Callable[[str], list[str]] | None = None,
+                 generate_secret: bool = True) -> None:
         self.config_path = Path(config_path).resolve()
         self.config: ClusterConfig = load(self.config_path)
         self.log_dir = Path(log_dir) if log_dir else None
@@ -53,8 +55,16 @@ class LocalCluster:
         self.launcher = launcher or (lambda name: [])
         self.processes: dict[str, subprocess.Popen] = {}
         self.paused: set[str] = set()
-        # Sees the replicas as Bazar's own processes do (with the secret they were given).
-        self.admin = Admin(self.config, secret=self.env.get(self.config.secret_env))
+        # Always a secret: with none given, one is made and kept in the data directory, where
+        # every process of this cluster (and `bazar status`) finds it (ClusterConfig.secret).
+        # Only a test of what an open cluster allows passes generate_secret=False.
+        given = self.config.secret(self.env)
+        self.secret_generated = given is None and generate_secret
+        self.secret = self.config.ensure_secret(self.env) if self.secret_generated else given
+        # Sees the replicas as Bazar's own processes do (it signs with the same secret).
+        self.admin = Admin(self.config, secret=self.secret)
+        # For `requests` calls straight to a replica: `requests.get(url, auth=cluster.peer_auth)`.
+        self.peer_auth = PeerAuth(self.secret)
 
     # -- whole cluster ------------------------------------------------------
 

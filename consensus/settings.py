@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pysyncobj import SyncObjConf
 
-from bazar.cluster.config import RaftConfig
+from bazar.cluster.config import RaftConfig, private_directory
 from bazar.consensus.storage import StoragePath
 
 # Follower-to-follower links carry no traffic between elections. PySyncObj drops a
@@ -31,7 +31,7 @@ def syncobj_conf(raft: RaftConfig, data_dir: Path | None, password: str | None,
     """PySyncObj settings for one member; data_dir None means a non-voting follower."""
     journal = dump = None
     if data_dir is not None:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        private_directory(data_dir)  # journals hold every order: 0700, files 0600 (umask)
         # Both files, always: a journal without a dump file loses everything
         # before the last log compaction when the process restarts. The names carry
         # the fsync choice to Bazar's journal and snapshot writer (consensus/journal.py,

@@ -51,23 +51,20 @@ def create_app(gateway: Gateway, frontend_id: str = "frontend") -> Flask:
     def order(order_id: str):
         return jsonify(gateway.order(order_id))
 
-    def admin_authorization() -> str | None:
-        """The request's Authorization header, once it has passed the admin check."""
-        authorization = request.headers.get("Authorization")
-        require_bearer(authorization, gateway.config.admin_token())
-        return authorization
+    def require_admin() -> None:
+        """Checked before the body is read (no parse for an anonymous caller)."""
+        require_bearer(request.headers.get("Authorization"), gateway.config.admin_token())
 
     @app.put("/books/<raw_id>")
     def update_book(raw_id: str):
-        authorization = admin_authorization()
-        return jsonify(gateway.update_book(raw_id, json_body(request), authorization,
+        require_admin()
+        return jsonify(gateway.update_book(raw_id, json_body(request),
                                            request.headers.get("Idempotency-Key")))
 
     @app.post("/books")
     def add_book():
-        authorization = admin_authorization()
-        return jsonify(gateway.add_book(json_body(request), authorization,
-                                        request.headers.get("Idempotency-Key"))), 201
+        require_admin()
+        return jsonify(gateway.add_book(json_body(request), request.headers.get("Idempotency-Key"))), 201
 
     @app.get("/cluster")
     def cluster():

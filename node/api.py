@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
-import os
 
 from flask import Flask, jsonify, request
 
@@ -13,7 +11,12 @@ from bazar.consensus import CommitError, RaftMember, ReadRefused
 from bazar.node.commands import to_wire
 from bazar.web import errors
 from bazar.web.errors import ApiError, unavailable
-from bazar.web.protocol import INDEX_HEADER, LEADER_HEADER, SECRET_HEADER
+from bazar.web.protocol import INDEX_HEADER, LEADER_HEADER
+from bazar.web.signing import Refused, Verifier, signing_key
+
+# The only routes open to anyone: liveness (for a container's HEALTHCHECK, which holds no
+# secret) and metrics (for a Prometheus that holds none). They show nothing private.
+PUBLIC_ROUTES = frozenset({"/healthz", "/metrics"})
 # A majority answers a heartbeat within milliseconds; a leader that cannot confirm its
 # leadership in this time is cut off or deposed, and the client should ask another
 # replica (the frontend gives one replica 0.8-1 s per read attempt).
@@ -28,8 +31,10 @@ class Replica:
         self.node = node
         self.member = member
         self.http_by_raft = {str(n.raft): n.http.url for n in config.group(node.group)}
-        self.secret = config.secret()
-        self.admin_token = config.admin_token()
+        secret = config.secret()
+        # Every other route is for Bazar's own processes, which sign their requests
+        # (web/signing.py). No secret at all is allowed only on loopback (consensus.security).
+        self.verifier = Verifier(signing_key(secret)) if secret else None
         # How far behind its leader this replica's state may be for local reads (and for
         # naming that leader to clients): the same bound the frontend's cache lives by.
         self.max_lag = config.cache.max_follower_lag
@@ -91,22 +96,20 @@ class Replica:
         """`read_strong` or `read_local`, as the request asked."""
         return self.read_strong(query, *args) if strong else self.read_local(query, *args)
 
-    def require_admin(self) -> None:
-        """Admin writes need `Authorization: Bearer <token>` when a token is configured."""
-        if self.admin_token is None:
-            return
-        supplied = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(supplied.encode(), f"Bearer {self.admin_token}".encode()):
-            raise ApiError(401, "admin token required (Authorization: Bearer ...)",
-                           {"WWW-Authenticate": "Bearer"})
-
     def require_peer(self) -> None:
-        """Routes for other Bazar processes only need the cluster secret when one is set."""
-        if self.secret is None:
+        """Refuse (403) a request that a holder of the cluster secret did not sign."""
+        if self.verifier is None:
             return
-        supplied = request.headers.get(SECRET_HEADER, "")
-        if not hmac.compare_digest(supplied.encode(), self.secret.encode()):
-            raise ApiError(403, "this route is for Bazar's own processes")
+        try:
+            self.verifier.verify(request.method, request.path + _query(), request.headers,
+                                 request.get_data(cache=True))
+        except Refused as exc:
+            raise ApiError(403, str(exc)) from None
+
+
+def _query() -> str:
+    query = request.query_string.decode("latin-1")
+    return f"?{query}" if query else ""
 
 
 def strong_requested() -> bool:
@@ -122,6 +125,11 @@ def create_app(replica: Replica) -> Flask:
     app = Flask(f"bazar.{replica.node.id}")
     errors.install(app)
 
+    @app.before_request
+    def _only_bazar():
+        if request.path not in PUBLIC_ROUTES:
+            replica.require_peer()
+
     @app.after_request
     def _raft_headers(response):
         leader = replica.leader_url()
@@ -132,7 +140,7 @@ def create_app(replica: Replica) -> Flask:
 
     @app.get("/healthz")
     def healthz():
-        return jsonify(status="ok", id=replica.node.id, pid=os.getpid())
+        return jsonify(status="ok", id=replica.node.id)
 
     @app.get("/status")
     def status():
@@ -144,7 +152,6 @@ def create_app(replica: Replica) -> Flask:
     def state():
         """The whole replicated state (the machine's `view`) and the digest of its snapshot,
         for consistency checks: replicas with equal digests hold equal states."""
-        replica.require_peer()
         (snapshot, view), index = replica.state.read(lambda m: (m.snapshot(), m.view()))
         return jsonify(id=replica.node.id, applied_index=index, digest=digest(snapshot), state=view)
 

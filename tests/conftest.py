@@ -19,11 +19,13 @@ def make_cluster():
     started: list[LocalCluster] = []
     directories: list[str] = []
 
-    def make(start: bool = True, env: dict | None = None, **kwargs) -> LocalCluster:
+    def make(start: bool = True, env: dict | None = None, generate_secret: bool = True,
+             **kwargs) -> LocalCluster:
         directory = tempfile.mkdtemp(prefix="bazar-test-")
         directories.append(directory)
         path = write_config(directory, **kwargs)
-        cluster = LocalCluster(path, log_dir=Path(directory) / "logs", env=env)
+        cluster = LocalCluster(path, log_dir=Path(directory) / "logs", env=env,
+                               generate_secret=generate_secret)
         started.append(cluster)
         if start:
             cluster.start(timeout=60)

@@ -2,8 +2,8 @@
 
 One client for everything that watches replicas: `bazar status`, the frontend's
 /cluster and /readyz, the local cluster runner, chaos, bench and the tests. It
-talks to replicas directly (never through a frontend), sends the cluster secret
-where a route needs it, and never raises for a replica that does not answer: a
+talks to replicas directly (never through a frontend), signs its requests
+(web/signing.py), and never raises for a replica that does not answer: a
 replica that is down, paused or cut off is simply reported as unreachable (None).
 
 What it reads:
@@ -22,7 +22,7 @@ import urllib3
 from urllib3.exceptions import HTTPError
 
 from bazar.cluster.config import GROUPS, ClusterConfig, NodeConfig
-from bazar.web.protocol import secret_headers
+from bazar.web.signing import Signer
 
 STATUS_TIMEOUT = 0.5  # a replica that takes longer is paused, cut off or overloaded
 STATE_TIMEOUT = 5.0   # a whole state can be large
@@ -34,7 +34,7 @@ class Admin:
 
     def __init__(self, config: ClusterConfig, secret: str | None = None) -> None:
         self.config = config
-        self._headers = secret_headers(secret if secret is not None else config.secret())
+        self.signer = Signer(secret if secret is not None else config.secret())
         # Thread-safe (the frontend's request threads share one Admin, and collect() asks every
         # replica at once), keep-alive, and never through a proxy: replicas are reached directly.
         self._pool = urllib3.PoolManager(maxsize=4, block=False, retries=False)
@@ -99,7 +99,7 @@ class Admin:
     def _get(self, node: str | NodeConfig, path: str, timeout: float) -> dict | None:
         url = (self.config.node(node) if isinstance(node, str) else node).http.url + path
         try:
-            response = self._pool.request("GET", url, headers=self._headers, redirect=False,
+            response = self._pool.request("GET", url, headers=self.signer.headers("GET", url), redirect=False,
                                           timeout=urllib3.Timeout(total=timeout))
             if response.status != 200:
                 return None

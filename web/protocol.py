@@ -3,8 +3,9 @@
 - `X-Bazar-Leader`: on every replica answer, the HTTP address of the leader the replica
   follows, sent only while it is in touch with that leader (web/client.py believes it).
 - `X-Bazar-Index`: the log index an answer reflects (the frontend's cache fences on it).
-- `X-Bazar-Secret`: the cluster secret, on requests to routes meant for Bazar's own
-  processes (a replica's /purchase, /state).
+- `X-Bazar-Date`, `X-Bazar-Nonce`, `X-Bazar-Signature`: on every request one Bazar
+  process sends a replica, signed with a key derived from the cluster secret; the
+  secret itself never travels (web/signing.py).
 - `Retry-After`: on every 503 that a retry can cure (no quorum, an election, a replica
   out of touch or catching up). Bazar always says one second: elections take a few
   hundred milliseconds here, and a client that waits longer only adds latency.
@@ -13,7 +14,9 @@ from __future__ import annotations
 
 LEADER_HEADER = "X-Bazar-Leader"
 INDEX_HEADER = "X-Bazar-Index"
-SECRET_HEADER = "X-Bazar-Secret"
+DATE_HEADER = "X-Bazar-Date"
+NONCE_HEADER = "X-Bazar-Nonce"
+SIGNATURE_HEADER = "X-Bazar-Signature"
 RETRY_AFTER_HEADER = "Retry-After"
 RETRY_AFTER_SECONDS = 1
 
@@ -21,8 +24,3 @@ RETRY_AFTER_SECONDS = 1
 def retry_after() -> dict[str, str]:
     """The headers of a 503 that a retry can cure."""
     return {RETRY_AFTER_HEADER: str(RETRY_AFTER_SECONDS)}
-
-
-def secret_headers(secret: str | None) -> dict[str, str]:
-    """The headers that carry the cluster secret (none when the cluster has no secret)."""
-    return {SECRET_HEADER: secret} if secret else {}

@@ -182,6 +182,7 @@ def test_a_replica_lists_topics_only_once_it_has_applied_the_index_asked_for(sha
     this, a replica one entry behind listed no topics at all right after the seed (the home
     page showed none)."""
     replica = shared_cluster.config.catalog[0].http.url
-    assert requests.get(f"{replica}/topics?min_index=0", timeout=10).status_code == 200
-    refused = requests.get(f"{replica}/topics?min_index={10 ** 12}", timeout=10)
+    assert requests.get(f"{replica}/topics?min_index=0", timeout=10, auth=shared_cluster.peer_auth).status_code == 200
+    refused = requests.get(f"{replica}/topics?min_index={10 ** 12}", timeout=10,
+                           auth=shared_cluster.peer_auth)
     assert refused.status_code == 503 and "Retry-After" in refused.headers

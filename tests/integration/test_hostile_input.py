@@ -34,12 +34,17 @@ def _catalog_url(cluster) -> str:
     return cluster.config.catalog[0].http.url
 
 
+def _where(cluster, where: str):
+    """The URL to attack and how to sign: a replica is attacked as its own peers reach it."""
+    return (cluster.frontend_url, None) if where == "frontend" else (_catalog_url(cluster), cluster.peer_auth)
+
+
 def _book(cluster, book_id: int = 1) -> dict:
     return requests.get(f"{cluster.frontend_url}/info/{book_id}?consistency=strong", timeout=10).json()
 
 
 def _book_count(cluster) -> int:
-    return len(requests.get(f"{_catalog_url(cluster)}/books", timeout=10).json()["books"])
+    return len(requests.get(f"{_catalog_url(cluster)}/books", timeout=10, auth=cluster.peer_auth).json()["books"])
 
 
 def _assert_json_error(response: requests.Response, status: int) -> None:
@@ -51,18 +56,18 @@ def _assert_json_error(response: requests.Response, status: int) -> None:
 @pytest.mark.parametrize("where", ["frontend", "replica"])
 def test_a_cross_site_form_body_cannot_add_a_book(cluster, where):
     """A form on another site can post text/plain or form bodies, never application/json."""
-    url = cluster.frontend_url if where == "frontend" else _catalog_url(cluster)
+    url, auth = _where(cluster, where)
     before = _book_count(cluster)
     body = '{"title": "Forged", "topic": "x", "price": 1, "stock": 1}'
     for content_type in ("text/plain", "application/x-www-form-urlencoded", None):
         headers = {**ADMIN, **({"Content-Type": content_type} if content_type else {})}
-        _assert_json_error(requests.post(f"{url}/books", data=body, headers=headers, timeout=10), 415)
+        _assert_json_error(requests.post(f"{url}/books", data=body, headers=headers, timeout=10, auth=auth), 415)
     assert _book_count(cluster) == before
 
 
 @pytest.mark.parametrize("where", ["frontend", "replica"])
 def test_deep_nesting_and_huge_numbers_are_400_not_500(cluster, where):
-    url = cluster.frontend_url if where == "frontend" else _catalog_url(cluster)
+    url, auth = _where(cluster, where)
     before = _book(cluster)
     bodies = ["[" * 30000 + "]" * 30000,
               '{"stock": ' + "[" * 40 + "1" + "]" * 40 + "}",
@@ -72,7 +77,8 @@ def test_deep_nesting_and_huge_numbers_are_400_not_500(cluster, where):
               '{"stock": 1',                       # truncated
               b'{"title": "\xff\xfe"}']           # not UTF-8
     for body in bodies:
-        response = requests.put(f"{url}/books/1", data=body, headers={**ADMIN, **JSON}, timeout=10)
+        response = requests.put(f"{url}/books/1", data=body, headers={**ADMIN, **JSON}, timeout=10,
+                                auth=auth)
         _assert_json_error(response, 400)
     assert _book(cluster) == before
 
@@ -131,13 +137,15 @@ def test_an_order_id_first_used_at_the_catalog_for_another_book_completes_nothin
     """Someone who reaches a catalog replica uses order id K for book 2 first; a buyer's
     purchase of book 1 with Idempotency-Key K must not come back completed with book 2."""
     key = "first-used-for-book-2"
-    direct = requests.post(f"{_catalog_url(cluster)}/purchase", json={"id": 2, "order_id": key}, timeout=10)
+    direct = requests.post(f"{_catalog_url(cluster)}/purchase", json={"id": 2, "order_id": key}, timeout=10,
+                           auth=cluster.peer_auth)
     assert direct.status_code == 200
     before = _book(cluster, 1)["stock"]
     response = requests.post(f"{cluster.frontend_url}/purchase/1", headers={"Idempotency-Key": key}, timeout=10)
     _assert_json_error(response, 422)
     assert _book(cluster, 1)["stock"] == before
-    again = requests.post(f"{_catalog_url(cluster)}/purchase", json={"id": 1, "order_id": key}, timeout=10)
+    again = requests.post(f"{_catalog_url(cluster)}/purchase", json={"id": 1, "order_id": key}, timeout=10,
+                          auth=cluster.peer_auth)
     _assert_json_error(again, 422)
 
 

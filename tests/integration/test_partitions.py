@@ -78,7 +78,8 @@ def test_a_leader_cut_off_from_the_majority_is_replaced_and_rejoins(make_cluster
         assert response.status_code == 200, response.text
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
-            status = requests.get(cluster.config.node(old).http.url + "/status", timeout=2).json()
+            status = requests.get(cluster.config.node(old).http.url + "/status", timeout=2,
+                                      auth=cluster.peer_auth).json()
             if status["role"] != "leader":
                 break
             time.sleep(0.1)

@@ -132,7 +132,8 @@ def test_an_order_left_pending_by_a_dead_catalog_is_finished_without_the_client(
     # The frontend checks the book exists first; go straight to an order replica instead,
     # as a frontend that had already checked would.
     order_url = cluster.config.order[0].http.url
-    response = requests.post(f"{order_url}/purchase", json={"id": 6, "order_id": "orphan-1"}, timeout=30)
+    response = requests.post(f"{order_url}/purchase", json={"id": 6, "order_id": "orphan-1"}, timeout=30,
+                             auth=cluster.peer_auth)
     assert response.status_code in (200, 503)
     if response.status_code == 200:
         assert response.json()["status"] == "pending"

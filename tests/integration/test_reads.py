@@ -18,13 +18,15 @@ import time
 import requests
 
 from bazar.cluster.local import LocalCluster
+from bazar.web.signing import PeerAuth
 from tests.integration.probes import buy_until_done
 
 PARTITION_SECRET = "the-other-side-of-the-partition"
 
 
 def status(cluster: LocalCluster, name: str) -> dict:
-    return requests.get(cluster.config.node(name).http.url + "/status", timeout=2).json()
+    return requests.get(cluster.config.node(name).http.url + "/status", timeout=2,
+                        auth=cluster.peer_auth).json()
 
 
 def wait_for_leader_among(cluster: LocalCluster, names: list[str], timeout: float = 20.0) -> str:
@@ -52,9 +54,13 @@ def test_a_deposed_order_leader_never_hides_acknowledged_orders(make_cluster):
     old_leader = cluster.leader("order")
     others = [n.id for n in cluster.config.order if n.id != old_leader]
 
-    # Cut the old leader off: its peers come back speaking a Raft password it lacks.
+    # Cut the old leader off: its peers come back speaking a Raft password it lacks, and
+    # so do the catalog and the frontend, which then find the old leader refusing their
+    # signatures.
+    old_side = cluster.peer_auth
     cluster.env = {**cluster.env, "BAZAR_SECRET": PARTITION_SECRET}
-    for name in others:
+    cluster.peer_auth = PeerAuth(PARTITION_SECRET)
+    for name in others + [n.id for n in cluster.config.catalog] + [f.id for f in cluster.config.frontends]:
         cluster.kill(name)
         cluster.start_process(name)
     new_leader = wait_for_leader_among(cluster, others)
@@ -63,8 +69,8 @@ def test_a_deposed_order_leader_never_hides_acknowledged_orders(make_cluster):
     for i in range(3):
         order_id = f"after-the-split-{i}"
         response = requests.post(cluster.config.node(new_leader).http.url + "/purchase",
-                                 json={"id": 2, "order_id": order_id},
-                                 headers={"X-Bazar-Secret": PARTITION_SECRET}, timeout=10)
+                                 json={"id": 2, "order_id": order_id}, auth=cluster.peer_auth,
+                                 timeout=10)
         assert response.status_code == 200 and response.json()["status"] == "completed", response.text
         acknowledged.add(order_id)
     assert cluster.is_running(old_leader)
@@ -89,8 +95,8 @@ def test_a_deposed_order_leader_never_hides_acknowledged_orders(make_cluster):
 
     # The cut-off replica itself refuses both kinds of read instead of serving its old state.
     old = cluster.config.node(old_leader).http.url
-    assert requests.get(f"{old}/orders?consistency=strong", timeout=5).status_code == 503
-    refused = requests.get(f"{old}/orders", timeout=5)
+    assert requests.get(f"{old}/orders?consistency=strong", timeout=5, auth=old_side).status_code == 503
+    refused = requests.get(f"{old}/orders", timeout=5, auth=old_side)
     assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
     assert "X-Bazar-Leader" not in refused.headers
 
@@ -100,7 +106,7 @@ def test_a_cut_off_follower_refuses_local_reads_until_it_catches_up(make_cluster
     leader = cluster.leader("catalog")
     follower = next(n for n in cluster.config.catalog if n.id != leader)
     book = follower.http.url + "/books/1"
-    assert requests.get(book, timeout=2).status_code == 200
+    assert requests.get(book, timeout=2, auth=cluster.peer_auth).status_code == 200
     lag_bound = cluster.config.cache.max_follower_lag
 
     silenced = [n.id for n in cluster.config.catalog if n.id != follower.id]
@@ -108,22 +114,23 @@ def test_a_cut_off_follower_refuses_local_reads_until_it_catches_up(make_cluster
         cluster.pause(name)
     cut_at = time.monotonic()
     try:
-        answer = requests.get(book, timeout=2)
+        answer = requests.get(book, timeout=2, auth=cluster.peer_auth)
         while answer.status_code == 200 and time.monotonic() - cut_at < lag_bound + 3:
             time.sleep(0.1)
-            answer = requests.get(book, timeout=2)
+            answer = requests.get(book, timeout=2, auth=cluster.peer_auth)
         assert answer.status_code == 503, "a cut-off follower kept serving local reads"
         assert answer.headers["Retry-After"] == "1"
         assert "error" in answer.json()
         # Checked on every read, so it stays refused while the follower is cut off.
         for path in ("/books/1", "/search/distributed%20systems", "/books", "/topics"):
-            assert requests.get(follower.http.url + path, timeout=2).status_code == 503, path
+            answer = requests.get(follower.http.url + path, timeout=2, auth=cluster.peer_auth)
+            assert answer.status_code == 503, path
     finally:
         for name in silenced:
             cluster.resume(name)
 
     deadline = time.monotonic() + 20
-    while requests.get(book, timeout=2).status_code != 200:
+    while requests.get(book, timeout=2, auth=cluster.peer_auth).status_code != 200:
         assert time.monotonic() < deadline, "the follower never served local reads again"
         time.sleep(0.1)
 
@@ -147,6 +154,7 @@ def test_strong_reads_do_not_grow_the_log(make_cluster):
     assert requests.get(f"{url}/info/3?consistency=strong", timeout=10).json()["stock"] == 4242
     # Followers do not serve strong reads; they name the leader so clients can go there.
     follower = next(n for n in cluster.config.catalog if n.id != leader)
-    refused = requests.get(follower.http.url + "/books/3?consistency=strong", timeout=5)
+    refused = requests.get(follower.http.url + "/books/3?consistency=strong", timeout=5,
+                           auth=cluster.peer_auth)
     assert refused.status_code == 503
     assert refused.headers["X-Bazar-Leader"] == cluster.config.node(leader).http.url

@@ -55,7 +55,7 @@ def test_raft_port_runs_no_code_for_strangers_when_a_secret_is_set(make_cluster,
 
     # Control: the same probe does run code on a loopback cluster without a secret,
     # which is why a secret is mandatory as soon as any Raft address leaves loopback.
-    open_cluster = make_cluster(catalog=1, order=1)
+    open_cluster = make_cluster(catalog=1, order=1, generate_secret=False)
     marker = tmp_path / "pwned-open"
     _send_raw_raft_message(str(open_cluster.config.catalog[0].raft), _CreateFile(str(marker)))
     assert _wait_for(marker, 3.0)

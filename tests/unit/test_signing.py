@@ -1,0 +1,75 @@
+"""Signed requests between Bazar's processes (web/signing.py): what passes, what is refused."""
+from __future__ import annotations
+
+import pytest
+import requests
+
+from bazar.web.signing import PeerAuth, Refused, Signer, Verifier, sign, signed_target, signing_key
+
+SECRET = "a cluster secret"
+NOW = 1_800_000_000.0
+
+
+def _verifier() -> Verifier:
+    return Verifier(signing_key(SECRET))
+
+
+def _signed(method="POST", target="/purchase", body=b'{"id": 1}', headers=None, now=NOW, secret=SECRET):
+    return sign(signing_key(secret), method, target, body, headers, now=now)
+
+
+def test_a_signed_request_passes_once():
+    verifier = _verifier()
+    headers = _signed()
+    verifier.verify("POST", "/purchase", headers, b'{"id": 1}', now=NOW + 1)
+    with pytest.raises(Refused, match="replay"):
+        verifier.verify("POST", "/purchase", headers, b'{"id": 1}', now=NOW + 2)
+
+
+@pytest.mark.parametrize("method, target, body, extra", [
+    ("PUT", "/purchase", b'{"id": 1}', {}),                      # another method
+    ("POST", "/purchase?x=1", b'{"id": 1}', {}),                 # another target
+    ("POST", "/purchase", b'{"id": 2}', {}),                     # another body
+    ("POST", "/purchase", b'{"id": 1}', {"Idempotency-Key": "k"}),  # a key added on the way
+])
+def test_anything_changed_on_the_way_is_refused(method, target, body, extra):
+    headers = {**_signed(), **extra}
+    with pytest.raises(Refused, match="signature is wrong"):
+        _verifier().verify(method, target, headers, body, now=NOW)
+
+
+def test_another_secret_or_no_signature_is_refused():
+    with pytest.raises(Refused, match="signature is wrong"):
+        _verifier().verify("POST", "/purchase", _signed(secret="another"), b'{"id": 1}', now=NOW)
+    with pytest.raises(Refused, match="not signed"):
+        _verifier().verify("POST", "/purchase", {}, b'{"id": 1}', now=NOW)
+
+
+@pytest.mark.parametrize("offset", [-31, 31, 3600])
+def test_a_request_signed_outside_the_window_is_refused(offset):
+    with pytest.raises(Refused, match="clock"):
+        _verifier().verify("POST", "/purchase", _signed(now=NOW), b'{"id": 1}', now=NOW + offset)
+
+
+def test_neither_the_secret_nor_the_key_is_in_what_is_sent():
+    headers = _signed()
+    sent = "".join(f"{k}:{v}" for k, v in headers.items())
+    assert SECRET not in sent
+    assert signing_key(SECRET).hex() not in sent
+    assert signing_key(SECRET) != SECRET.encode()
+
+
+def test_the_signed_target_is_the_decoded_path_with_the_raw_query():
+    assert signed_target("http://h:1/orders/a%20b?consistency=strong&x=%20") == \
+        "/orders/a b?consistency=strong&x=%20"
+    assert signed_target("/books") == "/books"
+
+
+def test_a_cluster_without_a_secret_signs_nothing():
+    assert Signer(None).headers("GET", "http://h/status") == {}
+
+
+def test_requests_signed_by_peer_auth_verify_as_the_server_sees_them():
+    prepared = requests.Request("PUT", "http://127.0.0.1:1/books/3?x=1", json={"stock": 2},
+                                headers={"Idempotency-Key": "k1"}, auth=PeerAuth(SECRET)).prepare()
+    _verifier().verify("PUT", "/books/3?x=1", prepared.headers, prepared.body)

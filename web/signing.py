@@ -1,0 +1,145 @@
+"""Requests between Bazar's own processes, signed so that the secret never travels.
+
+Every request a Bazar process sends to a replica carries three headers:
+
+- `X-Bazar-Date`: the sender's clock, in whole seconds since the epoch;
+- `X-Bazar-Nonce`: 128 random bits, never used twice;
+- `X-Bazar-Signature`: HMAC-SHA256, under the *signing key*, of the method, the
+  path with its query, the date, the nonce, the Idempotency-Key header and the
+  SHA-256 of the body, one per line.
+
+The signing key is derived from the cluster secret (HMAC of a fixed label under
+the secret), so it differs from the Raft password, and neither the secret nor
+the key is ever sent: an eavesdropper learns only signatures, which are useless
+for any other request. A replica (`Verifier`) accepts a request only if
+
+1. the signature matches what it computes itself (compared in constant time), so
+   the sender knew the key and changed nothing that is signed;
+2. the date is within `WINDOW_SECONDS` of its own clock, so a recorded request
+   cannot be played back later;
+3. the nonce has not been seen within that window, so it cannot be played back
+   at once either.
+
+How it fails: a sender whose clock is off by more than the window is refused
+(403, the message says by how much: the hosts need NTP); a replica that restarts
+forgets the nonces it saw, so a request recorded in the last `WINDOW_SECONDS`
+could be replayed to it once. Every internal write is idempotent (see
+web/client.py), so such a replay repeats what was already done and changes
+nothing. What is *not* protected is the confidentiality of bodies and answers:
+HTTP between processes is plain, so run it on a private network, or put TLS in
+between (README, "Security model").
+
+This module is pure (no Flask, no network): `sign` for senders, `Verifier` for
+receivers, `PeerAuth` for senders that use `requests`.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from typing import Mapping
+from urllib.parse import unquote, urlsplit
+
+from lru import LRU
+
+from bazar.web.protocol import DATE_HEADER, NONCE_HEADER, SIGNATURE_HEADER
+
+WINDOW_SECONDS = 30
+# Nonces remembered per replica: more than a replica serves in a window on this kind of
+# machine. If it ever fills, the oldest go first: those are the nearest to leaving the window.
+MAX_NONCES = 500_000
+_LABEL = b"bazar http request signing v1"
+
+
+def signing_key(secret: str) -> bytes:
+    """The key requests are signed with, derived from (and not revealing) the secret."""
+    return hmac.new(secret.encode(), _LABEL, hashlib.sha256).digest()
+
+
+def _message(method: str, target: str, date: str, nonce: str, idempotency_key: str,
+             body: bytes) -> bytes:
+    return "\n".join([method.upper(), target, date, nonce, idempotency_key,
+                      hashlib.sha256(body).hexdigest()]).encode()
+
+
+def signed_target(url_or_path: str) -> str:
+    """What is signed of a URL: its path, percent-decoded (as the receiver's framework
+    gives it), and its query as sent."""
+    parts = urlsplit(url_or_path)
+    return unquote(parts.path) + (f"?{parts.query}" if parts.query else "")
+
+
+def sign(key: bytes, method: str, target: str, body: bytes | None = None,
+         headers: Mapping[str, str] | None = None, now: float | None = None) -> dict[str, str]:
+    """The headers that sign a request for `target` (see `signed_target`)."""
+    date = str(int(time.time() if now is None else now))
+    nonce = secrets.token_hex(16)
+    idempotency_key = (headers or {}).get("Idempotency-Key", "")
+    mac = hmac.new(key, _message(method, target, date, nonce, idempotency_key, body or b""),
+                   hashlib.sha256).hexdigest()
+    return {DATE_HEADER: date, NONCE_HEADER: nonce, SIGNATURE_HEADER: mac}
+
+
+class Refused(Exception):
+    """A request that is not signed by a holder of the key; the message says why."""
+
+
+class Verifier:
+    """Checks the signed requests one replica receives. Thread-safe."""
+
+    def __init__(self, key: bytes, window: float = WINDOW_SECONDS, max_nonces: int = MAX_NONCES) -> None:
+        self._key = key
+        self._window = window
+        self._seen = LRU(max_nonces)  # nonce -> the date it came with
+        self._lock = threading.Lock()
+
+    def verify(self, method: str, target: str, headers: Mapping[str, str], body: bytes,
+               now: float | None = None) -> None:
+        """Return if the request is signed, fresh and new; raise `Refused` otherwise."""
+        date, nonce, mac = (headers.get(DATE_HEADER), headers.get(NONCE_HEADER),
+                            headers.get(SIGNATURE_HEADER))
+        if not (date and nonce and mac):
+            raise Refused("this route is for Bazar's own processes: the request is not signed")
+        expected = hmac.new(self._key, _message(method, target, date, nonce,
+                                                headers.get("Idempotency-Key", ""), body),
+                            hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected.encode(), mac.encode()):
+            raise Refused("the request's signature is wrong (another cluster secret, or the "
+                          "request was changed on the way)")
+        now = time.time() if now is None else now
+        skew = now - int(date)  # a valid signature: `date` is digits we signed ourselves
+        if abs(skew) > self._window:
+            raise Refused(f"the request was signed {skew:+.0f} s from this replica's clock, more "
+                          f"than the {self._window:g} s allowed: a replay, or clocks apart (use NTP)")
+        with self._lock:
+            if nonce in self._seen:
+                raise Refused("the request was already received once (a replay)")
+            self._seen[nonce] = date
+
+
+class Signer:
+    """Signs the requests one process sends; signs nothing when the cluster has no secret
+    (a loopback-only cluster started by hand, where replicas check nothing either)."""
+
+    def __init__(self, secret: str | None) -> None:
+        self._key = signing_key(secret) if secret else None
+
+    def headers(self, method: str, url: str, body: bytes | None = None,
+                headers: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The signature headers for a request to `url` (a full URL or a path)."""
+        if self._key is None:
+            return {}
+        return sign(self._key, method, signed_target(url), body, headers)
+
+
+class PeerAuth(Signer):
+    """A `requests` auth hook that signs each request: `requests.get(url, auth=PeerAuth(s))`."""
+
+    def __call__(self, prepared):
+        body = prepared.body or b""
+        if isinstance(body, str):
+            body = body.encode()
+        prepared.headers.update(self.headers(prepared.method, prepared.url, body, prepared.headers))
+        return prepared
