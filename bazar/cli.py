@@ -29,16 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     health.add_argument("id", nargs="?", help="the process to ask (default: any in the file)")
     _add_extensions(commands)
 
-    # Accept --config after the subcommand too (`bazar node catalog1 --config x.yaml`).
-    args, rest = parser.parse_known_args(argv)
-    if rest:
-        late = argparse.ArgumentParser(add_help=False)
-        late.add_argument("--config")
-        extra, unknown = late.parse_known_args(rest)
-        if unknown:
-            parser.error("unrecognized arguments: " + " ".join(unknown))
-        if extra.config:
-            args.config = extra.config
+    # Accept --config after the subcommand too (`bazar node catalog1 --config x.yaml`): each
+    # subcommand knows it, and leaves the main parser's value alone when it is not given.
+    for subcommand in commands.choices.values():
+        subcommand.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
 
     _setup_logging(getattr(args, "id", None) or args.command)
     handler = COMMANDS[args.command]

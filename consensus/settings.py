@@ -31,7 +31,10 @@ def syncobj_conf(raft: RaftConfig, data_dir: Path | None, password: str | None,
     """PySyncObj settings for one member; data_dir None means a non-voting follower."""
     journal = dump = None
     if data_dir is not None:
-        private_directory(data_dir)  # journals hold every order: 0700, files 0600 (umask)
+        # Journals hold every order: the data directory and each member's are 0700, and the
+        # files 0600 (the node process's umask).
+        private_directory(data_dir.parent)
+        private_directory(data_dir)
         # Both files, always: a journal without a dump file loses everything
         # before the last log compaction when the process restarts. The names carry
         # the fsync choice to Bazar's journal and snapshot writer (consensus/journal.py,

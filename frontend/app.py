@@ -1,16 +1,17 @@
 """The frontend's public HTTP API (JSON), as a Flask app over a Gateway."""
 from __future__ import annotations
 
-import os
-
 from flask import Flask, jsonify, request
 
 from bazar.frontend import pages
 from bazar.frontend.gateway import Gateway
 from bazar.web import errors
 from bazar.web.admin import Admin, ready
-from bazar.web.auth import require_bearer
+from bazar.web.auth import is_admin as holds_admin_token, require_bearer
 from bazar.web.errors import json_body, unavailable
+
+
+PRIVATE_NODE_FIELDS = frozenset({"http", "raft"})
 
 
 def create_app(gateway: Gateway, frontend_id: str = "frontend") -> Flask:
@@ -43,8 +44,15 @@ def create_app(gateway: Gateway, frontend_id: str = "frontend") -> Flask:
             return pages.render_purchase(gateway, raw_id, pages.submitted_key(request))
         return jsonify(gateway.purchase(raw_id, request.headers.get("Idempotency-Key")))
 
+    def is_admin() -> bool:
+        return holds_admin_token(request.headers.get("Authorization"), gateway.config.admin_token())
+
     @app.get("/orders")
     def orders():
+        """The newest orders, for the admin only: their ids are the buyers' Idempotency-Keys,
+        and one who read a key could use it first and block that buyer's purchase. One
+        order, by its id, stays public: whoever knows the id chose it."""
+        require_bearer(request.headers.get("Authorization"), gateway.config.admin_token())
         return jsonify(gateway.orders_list(request.args.get("limit")))
 
     @app.get("/orders/<order_id>")
@@ -68,10 +76,17 @@ def create_app(gateway: Gateway, frontend_id: str = "frontend") -> Flask:
 
     @app.get("/cluster")
     def cluster():
-        return jsonify(cluster_view())
+        return jsonify(cluster_view(private=is_admin()))
 
-    def cluster_view() -> dict:
+    def cluster_view(private: bool = False) -> dict:
+        """Roles, terms and indexes for all; where each process listens (Raft and HTTP) only
+        for the admin: an address is the first thing an attack on a Raft port needs. (The
+        dashboard, a page without a token, shows the public view.)"""
         groups = admin.collect()
+        if not private:
+            for group in groups.values():
+                group["nodes"] = [{k: v for k, v in n.items() if k not in PRIVATE_NODE_FIELDS}
+                                  for n in group["nodes"]]
         return {"groups": groups, "ready": ready(groups),
                 "frontend": {"id": frontend_id, "follower": gateway.follower.status()},
                 "cache": gateway.cache.snapshot_stats()}
@@ -80,7 +95,7 @@ def create_app(gateway: Gateway, frontend_id: str = "frontend") -> Flask:
 
     @app.get("/healthz")
     def healthz():
-        return jsonify(status="ok", pid=os.getpid())
+        return jsonify(status="ok")
 
     @app.get("/readyz")
     def readyz():

@@ -1,22 +1,71 @@
-"""Serve a WSGI app with waitress: one process, threads, so Raft and HTTP share a state."""
+"""Serve a WSGI app with waitress: one process, threads, so Raft and HTTP share a state.
+
+Waitress reads every request in full on its event loop before a thread gets it,
+so its own limits are the first line against hostile clients:
+
+- a body over `MAX_BODY_BYTES` (the JSON limit, web/errors.py) is refused with 413
+  as soon as its Content-Length says so (or when a chunked body passes it), never
+  buffered to a temporary file (waitress's default allows 1 GiB);
+- headers over `MAX_HEADER_BYTES` are refused with 431;
+- up to `CONNECTION_LIMIT` connections are held, so 150 slowloris connections that
+  trickle headers do not shut out fresh clients (waitress's default is 100), and
+  one idle for `IDLE_SECONDS` is closed;
+- waitress's own error answers (400, 413, 431, ...) are JSON `{"error": ...}` like
+  Bazar's, instead of its plain text.
+
+How it fails: a client that sends a byte every few seconds on each of
+`CONNECTION_LIMIT` connections still ties them all up; waitress has no deadline
+for a whole request. For public traffic put a reverse proxy with such deadlines
+in front (README, "Security model").
+"""
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sys
 from typing import Callable
 
+from waitress.channel import HTTPChannel
 from waitress.server import create_server
+from waitress.task import ErrorTask
 
 from bazar.cluster.config import Address
+from bazar.web.errors import MAX_BODY_BYTES
 
 HTTP_THREADS = 16
+MAX_HEADER_BYTES = 32 * 1024
+CONNECTION_LIMIT = 1000   # fds: each process raises its soft limit if it must (see serve)
+IDLE_SECONDS = 15
+
+
+class JsonErrorTask(ErrorTask):
+    """Waitress's answer to a request it could not parse or accept, as JSON."""
+
+    def execute(self):
+        error = self.request.error
+        body = json.dumps({"error": f"{error.reason}: {error.body}"}).encode()
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers.append(("Content-Type", "application/json"))
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class Channel(HTTPChannel):
+    error_task_class = JsonErrorTask
 
 
 def serve(app, address: Address, on_stop: Callable[[], None] = lambda: None) -> None:
     """Serve `app` on exactly `address` until SIGTERM or Ctrl-C, then call `on_stop`."""
+    _allow_descriptors(CONNECTION_LIMIT + 256)
     server = create_server(app, host=address.host, port=address.port, threads=HTTP_THREADS,
-                           ident="bazar", channel_timeout=30, clear_untrusted_proxy_headers=True)
+                           ident="bazar", clear_untrusted_proxy_headers=True,
+                           max_request_body_size=MAX_BODY_BYTES,
+                           max_request_header_size=MAX_HEADER_BYTES,
+                           connection_limit=CONNECTION_LIMIT, channel_timeout=IDLE_SECONDS,
+                           cleanup_interval=5, asyncore_use_poll=True)
+    server.channel_class = Channel
     logging.getLogger("bazar").info("serving HTTP on %s", address.url)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
@@ -26,3 +75,13 @@ def serve(app, address: Address, on_stop: Callable[[], None] = lambda: None) -> 
     finally:
         server.close()
         on_stop()
+
+
+def _allow_descriptors(wanted: int) -> None:
+    """Raise this process's soft limit on open files to `wanted` if the hard limit allows."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))

@@ -1,0 +1,318 @@
+"""Zero trust between Bazar's processes, against real ones: what an eavesdropper on the
+wire and a stranger who reaches a replica or a Raft port can and cannot do.
+
+The eavesdropper: one order replica listens on 127.0.0.2 while the others reach it at
+127.0.0.1, where a recording TCP relay passes every byte on (both its Raft and its HTTP
+port). Everything the cluster sends that replica is then in the recording.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import signal
+import socket
+import stat
+import struct
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from bazar.cluster.local import LocalCluster, write_config
+from bazar.web.signing import PeerAuth
+
+SECRET = "zero-trust-cluster-secret-7f3a"
+ADMIN_TOKEN = "zero-trust-admin-token-91c2"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+REPO = Path(__file__).resolve().parents[2]
+
+
+class RecordingRelay:
+    """Listens on `front` and relays every connection to `back`, keeping every byte."""
+
+    def __init__(self, front: tuple[str, int], back: tuple[str, int]) -> None:
+        self.back = back
+        self.chunks: list[bytes] = []
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(front)
+        self._sockets: list[socket.socket] = [self._listener]
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def recorded(self) -> bytes:
+        with self._lock:
+            return b"".join(self.chunks)
+
+    def close(self) -> None:
+        self._closed = True
+        for sock in self._sockets:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+                upstream = socket.create_connection(self.back, timeout=5)
+            except OSError:
+                continue
+            upstream.settimeout(None)
+            self._sockets += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                with self._lock:
+                    self.chunks.append(data)
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+@pytest.fixture(scope="module")
+def watched(tmp_path_factory):
+    """A 1+3+1 cluster with a secret and an admin token, order1 behind recording relays."""
+    directory = tmp_path_factory.mktemp("zero-trust")
+    path = write_config(directory, catalog=1, order=3)
+    doc = yaml.safe_load(path.read_text())
+    doc["order"][0]["listen"] = "127.0.0.2"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    cluster = LocalCluster(path, log_dir=directory / "logs",
+                           env={"BAZAR_SECRET": SECRET, "BAZAR_ADMIN_TOKEN": ADMIN_TOKEN})
+    order1 = cluster.config.order[0]
+    relays = [RecordingRelay(("127.0.0.1", a.port), ("127.0.0.2", a.port)) for a in (order1.raft, order1.http)]
+    try:
+        cluster.start(timeout=60)
+        yield cluster, relays
+    finally:
+        cluster.stop()
+        for relay in relays:
+            relay.close()
+
+
+def _buy_through(cluster: LocalCluster, count: int, prefix: str) -> None:
+    for i in range(count):
+        response = requests.post(f"{cluster.frontend_url}/purchase/{1 + i % 7}",
+                                 headers={"Idempotency-Key": f"{prefix}-{i}"}, timeout=30)
+        assert response.status_code in (200, 409), response.text
+
+
+def test_the_secret_and_the_admin_token_never_cross_the_wire(watched):
+    cluster, relays = watched
+    _buy_through(cluster, 30, "watched")
+    restock = requests.put(f"{cluster.frontend_url}/books/2", json={"restock": 1}, headers=ADMIN, timeout=30)
+    assert restock.status_code == 200, restock.text
+    requests.get(f"{cluster.frontend_url}/orders?limit=5", headers=ADMIN, timeout=30).raise_for_status()
+    raft_bytes, http_bytes = (relay.recorded() for relay in relays)
+    # The relays did see the cluster talk to order1 (else this test proves nothing).
+    assert len(raft_bytes) > 1000
+    assert b"/purchase" in http_bytes or b"/orders" in http_bytes, http_bytes[:300]
+    for recorded in (raft_bytes, http_bytes):
+        assert SECRET.encode() not in recorded
+        assert ADMIN_TOKEN.encode() not in recorded
+
+
+def _recorded_requests(http_bytes: bytes) -> list[bytes]:
+    """Whole requests (head and body) found in a relay's recording."""
+    found = []
+    for match in re.finditer(rb"(POST|GET) /[^ ]* HTTP/1\.1\r\n.*?\r\n\r\n", http_bytes, re.S):
+        head = match.group(0)
+        length = re.search(rb"(?i)content-length: *(\d+)", head)
+        body = http_bytes[match.end():match.end() + int(length.group(1))] if length else b""
+        found.append(head + body)
+    return found
+
+
+def _send_raw(address: tuple[str, int], data: bytes) -> tuple[int, bytes]:
+    with socket.create_connection(address, timeout=10) as conn:
+        conn.sendall(data)
+        conn.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    return int(answer.split(b" ", 2)[1]), answer
+
+
+def test_a_recorded_internal_request_played_back_is_refused(watched):
+    cluster, relays = watched
+    _buy_through(cluster, 5, "replayed")
+    # The frontend asks every replica's /status (readiness), and sends purchases to the
+    # order leader, which order1 may or may not be: replay whatever passed.
+    recorded = _recorded_requests(relays[1].recorded())
+    assert recorded, "no request passed the relay"
+    before = cluster.admin.state(cluster.config.order[0].id)["digest"]
+    order1 = cluster.config.order[0]
+    for request in recorded[-3:] + [r for r in recorded if r.startswith(b"POST")][-3:]:
+        status, answer = _send_raw(("127.0.0.2", order1.http.port), request)
+        assert status == 403, answer[:300]
+        assert b"replay" in answer or b"clock" in answer
+        # Changed on the way (another path): the signature no longer matches.
+        forged = request.replace(b" /status ", b" /state ").replace(b'"id":', b'"id": 3, "x":')
+        status, answer = _send_raw(("127.0.0.2", order1.http.port), forged)
+        assert status == 403, answer[:300]
+    assert cluster.admin.state(order1.id)["digest"] == before
+
+
+INTERNAL = [("catalog", "GET", "/status", None), ("catalog", "GET", "/state", None),
+            ("catalog", "GET", "/books", None), ("catalog", "GET", "/books/1", None),
+            ("catalog", "GET", "/topics", None), ("catalog", "GET", "/search/distributed%20systems", None),
+            ("catalog", "GET", "/purchases/k1", None),
+            ("catalog", "POST", "/purchase", {"id": 1, "order_id": "stranger-1"}),
+            ("catalog", "PUT", "/books/1", {"stock": 0}),
+            ("catalog", "POST", "/books", {"title": "Forged", "topic": "x", "price": 1, "stock": 1}),
+            ("order", "GET", "/status", None), ("order", "GET", "/state", None),
+            ("order", "GET", "/orders", None), ("order", "GET", "/orders/k1", None),
+            ("order", "POST", "/purchase", {"id": 1, "order_id": "stranger-2"})]
+
+
+@pytest.mark.parametrize("group, method, path, body", INTERNAL, ids=[f"{g}{m}{p}" for g, m, p, _ in INTERNAL])
+def test_a_replica_refuses_every_request_its_peers_did_not_sign(watched, group, method, path, body):
+    cluster, _ = watched
+    node = cluster.config.group(group)[-1]
+    digest = cluster.admin.state(node.id)["digest"]
+    for how in ({}, {"auth": PeerAuth("another cluster's secret")},
+                {"headers": {"X-Bazar-Secret": SECRET}}):  # the old way: the secret in clear
+        response = requests.request(method, node.http.url + path, json=body, timeout=10, **how)
+        assert response.status_code == 403, (how, response.status_code, response.text[:200])
+        assert response.headers["Content-Type"].startswith("application/json")
+        assert "error" in response.json()
+    assert cluster.admin.state(node.id)["digest"] == digest
+    # Its peers' signed requests do pass.
+    if method == "GET":
+        signed = requests.get(node.http.url + path, timeout=10, auth=cluster.peer_auth)
+        assert signed.status_code in (200, 404), signed.text[:200]
+
+
+def test_liveness_and_the_public_cluster_view_show_no_pid_and_no_address(watched):
+    cluster, _ = watched
+    for url in [n.http.url for n in cluster.config.catalog + cluster.config.order] + [cluster.frontend_url]:
+        health = requests.get(url + "/healthz", timeout=10)
+        assert health.status_code == 200 and "pid" not in health.json()
+    public = requests.get(cluster.frontend_url + "/cluster", timeout=10)
+    text = public.text
+    assert public.status_code == 200 and public.json()["ready"] is True
+    for node in cluster.config.catalog + cluster.config.order:
+        assert f":{node.raft.port}" not in text and f":{node.http.port}" not in text
+    private = requests.get(cluster.frontend_url + "/cluster", headers=ADMIN, timeout=10).text
+    assert f":{cluster.config.catalog[0].raft.port}" in private
+
+
+def test_listing_orders_and_their_keys_needs_the_admin_token(watched):
+    cluster, _ = watched
+    _buy_through(cluster, 1, "listed")
+    anonymous = requests.get(cluster.frontend_url + "/orders", timeout=10)
+    assert anonymous.status_code == 401 and "error" in anonymous.json()
+    listing = requests.get(cluster.frontend_url + "/orders", headers=ADMIN, timeout=10)
+    assert "listed-0" in {o["order_id"] for o in listing.json()["orders"]}
+    # One order, by the id its buyer chose, stays public.
+    assert requests.get(cluster.frontend_url + "/orders/listed-0", timeout=10).json()["status"] == "completed"
+
+
+def test_replica_data_is_readable_by_its_owner_only(watched):
+    cluster, _ = watched
+    data = cluster.config.data_dir
+    for directory in [data] + [data / n.id for n in cluster.config.catalog + cluster.config.order]:
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
+    files = [p for p in data.rglob("*") if p.is_file()]
+    assert any(p.name.startswith("journal") for p in files)
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, f"{path} is {oct(path.stat().st_mode)}"
+
+
+def test_orders_for_unknown_books_are_never_recorded(watched):
+    cluster, _ = watched
+    for raw in ("999", "0", "-1", str(10 ** 30), "abc", "1.5"):
+        response = requests.post(f"{cluster.frontend_url}/purchase/{raw}",
+                                 headers={"Idempotency-Key": f"unknown-{abs(hash(raw))}"}, timeout=10)
+        assert response.status_code in (400, 404) and "error" in response.json(), (raw, response.text)
+    leader = cluster.admin.leader("order")
+    recorded = cluster.admin.state(leader)["state"]["orders"]
+    assert not [k for k in recorded if k.startswith("unknown-")]
+
+
+# -- the default `bazar up`: never without a secret ------------------------------------
+
+class _CreateFile:
+    """A pickle that creates a file when loaded: proof that code ran on the node."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_bazar_up_without_a_secret_makes_one_and_runs_no_strangers_pickle(tmp_path):
+    path = write_config(tmp_path, catalog=1, order=1)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BAZAR_SECRET")}
+    proc = subprocess.Popen([sys.executable, "-m", "bazar", "--config", str(path), "up"], cwd=REPO,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if "ready" in line or proc.poll() is not None:
+                break
+        output = "".join(lines)
+        assert "generated one" in output, output
+        secret_file = tmp_path / "data" / "secret"
+        assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+        assert stat.S_IMODE(secret_file.parent.stat().st_mode) == 0o700
+        config = yaml.safe_load(path.read_text())
+        marker = tmp_path / "pwned"
+        for node in config["catalog"] + config["order"]:
+            host, port = node["raft"].rsplit(":", 1)
+            data = zlib.compress(pickle.dumps(_CreateFile(str(marker))))
+            with socket.create_connection((host, int(port)), timeout=5) as conn:
+                conn.sendall(struct.pack("i", len(data)) + data)
+                time.sleep(0.5)
+        time.sleep(1)
+        assert not marker.exists(), "an unauthenticated pickle ran under the default bazar up"
+        # `bazar status` on this machine finds the generated secret and sees every replica.
+        status = subprocess.run([sys.executable, "-m", "bazar", "--config", str(path), "status"], cwd=REPO,
+                                env=env, capture_output=True, text=True, timeout=60)
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert "DOWN" not in status.stdout
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.mark.parametrize("where", ["catalog-http", "frontend-http"])
+def test_a_process_with_a_public_http_address_refuses_to_start_without_a_secret(tmp_path, where):
+    path = write_config(tmp_path, catalog=1, order=1)
+    doc = yaml.safe_load(path.read_text())
+    entry = doc["catalog"][0] if where == "catalog-http" else doc["frontends"][0]
+    entry["http"] = "192.0.2.10:8101"  # TEST-NET-1: never contacted, we refuse first
+    path.write_text(yaml.safe_dump(doc))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BAZAR_SECRET")}
+    command = ["node", "catalog1"] if where == "catalog-http" else ["frontend"]
+    result = subprocess.run([sys.executable, "-m", "bazar", *command, "--config", str(path)],
+                            env=env, capture_output=True, text=True, timeout=30, cwd=REPO)
+    assert result.returncode != 0
+    assert "BAZAR_SECRET" in result.stderr
+    assert "Traceback" not in result.stderr
