@@ -9,6 +9,8 @@ advertises or listens on, must have a secret.
 """
 from __future__ import annotations
 
+import logging
+
 from bazar.cluster.config import ClusterConfig, ConfigError
 
 
@@ -22,4 +24,8 @@ def raft_password(config: ClusterConfig) -> str | None:
             f"is not set, nor ${config.secret_env}_FILE, nor the Docker secret "
             f"{config.secret_env.lower()}). Anyone who can reach a Raft port without the secret can "
             f"run code on the node. Give every process the same secret.")
+    if secret is None:
+        logging.getLogger("bazar").warning(
+            "running WITHOUT a cluster secret (allowed only because every address is loopback): "
+            "anyone on this machine can run code through the Raft ports and call internal routes")
     return secret
