@@ -316,3 +316,29 @@ def test_a_process_with_a_public_http_address_refuses_to_start_without_a_secret(
     assert result.returncode != 0
     assert "BAZAR_SECRET" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_store_reachable_off_loopback_without_an_admin_token_has_no_admin(make_cluster):
+    """Its catalog cannot be changed and its orders not listed by anyone; buying works."""
+    cluster = make_cluster(catalog=1, order=1, start=False)
+    doc = yaml.safe_load(cluster.config_path.read_text())
+    doc["frontends"][0]["listen"] = "0.0.0.0"  # a container's frontend, reachable from outside
+    cluster.config_path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    cluster = LocalCluster(cluster.config_path, log_dir=cluster.log_dir,
+                           env={**{k: v for k, v in os.environ.items() if k != "BAZAR_ADMIN_TOKEN"},
+                                "BAZAR_SECRET": SECRET})
+    try:
+        cluster.start(timeout=60)
+        url = cluster.frontend_url
+        before = requests.get(f"{url}/info/1?consistency=strong", timeout=10).json()
+        for method, path, body in (("PUT", "/books/1", {"stock": 0}),
+                                   ("POST", "/books", {"title": "T", "topic": "t", "price": 1, "stock": 1}),
+                                   ("GET", "/orders", None)):
+            response = requests.request(method, url + path, json=body, timeout=10)
+            assert response.status_code == 403, (path, response.text)
+            assert "BAZAR_ADMIN_TOKEN" in response.json()["error"]
+        assert requests.get(f"{url}/info/1?consistency=strong", timeout=10).json() == before
+        assert requests.post(f"{url}/purchase/1", timeout=30).status_code == 200
+        assert ":" + str(cluster.config.catalog[0].raft.port) not in requests.get(f"{url}/cluster", timeout=10).text
+    finally:
+        cluster.stop()
