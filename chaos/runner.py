@@ -61,7 +61,9 @@ def run(options: ChaosOptions) -> int:
     config_path = options.target or write_config(workdir, distinct_hosts=True, **sections)
     # power-cut needs the storage test mode: every replica keeps a copy of what it made durable.
     env = {POWER_CUT_ENV: str(workdir / "durable")} if "power-cut" in kinds else None
-    cluster = LocalCluster(config_path, log_dir=options.out / "logs", env=env)
+    # A running cluster (--target) keeps the secret it has: never make one for it.
+    cluster = LocalCluster(config_path, log_dir=options.out / "logs", env=env,
+                           generate_secret=options.target is None)
     firewall = Firewall() if NEEDS_FIREWALL & set(kinds) else None
     previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
