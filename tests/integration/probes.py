@@ -2,10 +2,23 @@
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
+from pathlib import Path
 
 import requests
 
-from bazar.cluster.local import LocalCluster
+from bazar.cluster.local import LocalCluster, write_config
+
+
+@contextmanager
+def running_cluster(directory: Path, env: dict | None = None, **sizes):
+    """A cluster in `directory` (write_config's `sizes`), started, and stopped on the way out."""
+    cluster = LocalCluster(write_config(directory, **sizes), log_dir=Path(directory) / "logs", env=env)
+    try:
+        cluster.start(timeout=60)
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 def replica_states(cluster: LocalCluster, group: str) -> dict[str, dict]:

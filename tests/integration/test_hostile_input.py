@@ -10,6 +10,8 @@ import re
 import pytest
 import requests
 
+from tests.integration.probes import running_cluster
+
 ADMIN_TOKEN = "hostile-input-admin-token"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 JSON = {"Content-Type": "application/json"}
@@ -17,17 +19,9 @@ JSON = {"Content-Type": "application/json"}
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    from pathlib import Path
-
-    from bazar.cluster.local import LocalCluster, write_config
-    directory = tmp_path_factory.mktemp("hostile")
-    local = LocalCluster(write_config(directory, catalog=1, order=1), log_dir=Path(directory) / "logs",
-                         env={"BAZAR_ADMIN_TOKEN": ADMIN_TOKEN})
-    try:
-        local.start(timeout=60)
+    with running_cluster(tmp_path_factory.mktemp("hostile"), env={"BAZAR_ADMIN_TOKEN": ADMIN_TOKEN},
+                         catalog=1, order=1) as local:
         yield local
-    finally:
-        local.stop()
 
 
 def _catalog_url(cluster) -> str:

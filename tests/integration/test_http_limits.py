@@ -11,7 +11,7 @@ import time
 import pytest
 import requests
 
-from tests.integration.probes import wait_converged
+from tests.integration.probes import running_cluster, wait_converged
 
 ADMIN_TOKEN = "http-limits-admin-token"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -19,16 +19,9 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    from bazar.cluster.local import LocalCluster, write_config
-
-    directory = tmp_path_factory.mktemp("limits")
-    local = LocalCluster(write_config(directory, catalog=1, order=1), log_dir=directory / "logs",
-                         env={"BAZAR_ADMIN_TOKEN": ADMIN_TOKEN})
-    try:
-        local.start(timeout=60)
+    with running_cluster(tmp_path_factory.mktemp("limits"), env={"BAZAR_ADMIN_TOKEN": ADMIN_TOKEN},
+                         catalog=1, order=1) as local:
         yield local
-    finally:
-        local.stop()
 
 
 def _targets(cluster):
