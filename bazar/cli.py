@@ -31,8 +31,9 @@ def main(argv: list[str] | None = None) -> int:
                                                 "committed index, to FILE (online)")
     backup.add_argument("file")
     restore = commands.add_parser("restore", help="fill the empty data directories of every replica "
-                                                  "from FILE, before the cluster starts")
+                                                  "(or of the ones named) from FILE, before the cluster starts")
     restore.add_argument("file")
+    restore.add_argument("nodes", nargs="*", metavar="id", help="only these replicas (the ones this machine runs)")
     _add_extensions(commands)
 
     # Accept --config after the subcommand too (`bazar node catalog1 --config x.yaml`).
@@ -158,7 +159,7 @@ def _restore(config, args) -> int:
     from bazar.node import backup
 
     try:
-        written = backup.restore(config, backup.read(Path(args.file)))
+        written = backup.restore(config, backup.read(Path(args.file)), args.nodes or None)
     except backup.BackupError as exc:
         print(f"bazar restore: {exc}; nothing was written", file=sys.stderr)
         return 1

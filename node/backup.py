@@ -120,12 +120,13 @@ def _check_group(path: Path, group: str, part: dict) -> None:
         raise BackupError(f"{path}: the {group} state is not one this Bazar can load") from None
 
 
-def restore(config: ClusterConfig, backup: dict) -> list[Path]:
-    """Fill the data directory of every replica `config` names; return them.
+def restore(config: ClusterConfig, backup: dict, nodes: list[str] | None = None) -> list[Path]:
+    """Fill the data directory of every replica `config` names (or of `nodes`); return them.
 
     Refuses (BackupError, nothing written) if any of them holds anything: a restore
     is for a cluster that has not started yet, never on top of another's data."""
-    targets = [(node, config.data_dir / node.id) for node in config.catalog + config.order]
+    chosen = [config.node(node_id) for node_id in nodes] if nodes else list(config.catalog + config.order)
+    targets = [(node, config.data_dir / node.id) for node in chosen]
     used = [str(path) for _, path in targets if path.exists() and (not path.is_dir() or any(path.iterdir()))]
     if used:
         raise BackupError("restore fills empty data directories only, before the cluster starts; "

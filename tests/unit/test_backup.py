@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from bazar.cluster.config import RaftConfig, parse
+from bazar.cluster.config import ConfigError, RaftConfig, parse
 from bazar.cluster.local import free_ports
 from bazar.consensus import write_data_dir
 from bazar.consensus.member import RaftMember
@@ -152,3 +152,12 @@ def test_restore_fills_every_replicas_data_directory(tmp_path):
         assert sorted(p.name for p in path.iterdir()) == ["journal.bin", "journal.bin.lock", "journal.bin.state",
                                                           "snapshot.bin"]
     assert not any(p.name.endswith(".restoring") for p in config.data_dir.iterdir())
+
+
+def test_restore_of_named_replicas_fills_only_theirs(tmp_path):
+    """On a machine that runs some of the replicas, only their directories are filled."""
+    config = _config(tmp_path)
+    written = backup.restore(config, a_backup(), ["catalog2", "order1"])
+    assert sorted(p.name for p in config.data_dir.iterdir()) == ["catalog2", "order1"] == [p.name for p in written]
+    with pytest.raises(ConfigError, match="no replica named 'catalog9'"):
+        backup.restore(config, a_backup(), ["catalog9"])
