@@ -28,6 +28,7 @@ from bazar.web.protocol import secret_headers
 
 STATUS_TIMEOUT = 0.5  # a replica that takes longer is paused, cut off or overloaded
 STATE_TIMEOUT = 5.0   # a whole state can be large
+BACKUP_TIMEOUT = 60.0  # a whole state read on a leader that serves its load meanwhile
 
 
 class Admin:
@@ -49,7 +50,7 @@ class Admin:
         """The replica's GET /state (`id`, `applied_index`, `digest`, `state`), or None."""
         return self._get(node, "/state", timeout)
 
-    def backup(self, node: str | NodeConfig, timeout: float = STATE_TIMEOUT) -> dict | None:
+    def backup(self, node: str | NodeConfig, timeout: float = BACKUP_TIMEOUT) -> dict | None:
         """The replica's GET /backup (its group's state at a committed index; the leader
         alone answers), or None."""
         return self._get(node, "/backup", timeout)

@@ -286,3 +286,24 @@ class RetentionMachine(RuleBasedStateMachine):
 RetentionMachine.TestCase.settings = settings(max_examples=80, stateful_step_count=40, deadline=None,
                                               suppress_health_check=[HealthCheck.too_slow])
 TestRetentionMachine = RetentionMachine.TestCase
+
+
+# -- the leader's proposer -------------------------------------------------------------
+
+class FakeMember:
+    def __init__(self, leader: bool) -> None:
+        self.is_leader = leader
+        self.submitted: list[dict] = []
+
+    def submit(self, command: dict, timeout: float) -> dict:
+        self.submitted.append(command)
+        return {"ok": True, "expired": 0}
+
+
+def test_only_the_leader_proposes_and_its_cutoff_is_its_clock_minus_retention_and_a_period():
+    follower, leader = FakeMember(False), FakeMember(True)
+    assert retention.ExpiryProposer(follower, 600.0, commit_timeout=3.0).propose() is None
+    assert follower.submitted == []
+    assert retention.ExpiryProposer(leader, 600.0, commit_timeout=3.0).propose() == {"ok": True, "expired": 0}
+    [command] = leader.submitted
+    assert command["op"] == "expire" and command["cutoff"] == pytest.approx(command["now"] - 660.0)

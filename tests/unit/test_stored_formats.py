@@ -1,7 +1,7 @@
 """What one version of Bazar leaves on disk, the next one reads.
 
-tests/fixtures/format1/ holds a catalog and an order replica's data directory as
-Bazar wrote them (snapshot format 1; see tests/fixtures/write_data_dirs.py):
+tests/fixtures/format1*/ hold a catalog and an order replica's data directory as
+Bazar wrote them (see tests/fixtures/write_data_dirs.py for which version wrote which):
 a snapshot, the journal entries after it and the Raft state. Each must load into
 a replica of today's code with exactly the state it held. And nothing Bazar
 stores may need one of Bazar's own classes to be read back: a class or module
@@ -25,6 +25,7 @@ from bazar.consensus.journal import DurableJournal
 from bazar.consensus.member import RaftMember
 from bazar.consensus.settings import syncobj_conf
 from bazar.consensus.state import ReplicatedState
+from bazar.node.api import digest
 from bazar.node.catalog import CatalogState
 from bazar.node.orders import OrderState
 from tests.fixtures import write_data_dirs
@@ -84,8 +85,11 @@ def test_a_stored_data_dir_loads_with_the_state_it_held(stored, replica, tmp_pat
     try:
         last = max(index for _, index, _ in _journal_entries(stored / replica))
         assert member.wait_applied(last, timeout=15) is True
-        view = state.read(lambda m: m.view())[0]
+        view, snapshot = state.read(lambda m: (m.view(), m.snapshot()))[0]
         assert {key: view[key] for key in expected} == expected
+        digests = stored / "expected_digests.json"
+        if digests.exists():  # the whole state, the outcomes' stamps and the log's clock included
+            assert digest(snapshot) == json.loads(digests.read_text())[group]
     finally:
         member.close()
         member.syncobj._SyncObj__thread.join(10)
