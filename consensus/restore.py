@@ -59,4 +59,5 @@ def _write_files(data_dir: Path, state: dict, index: int, term: int, members: li
     finally:
         journal._destroy()  # syncs the entries and saves the commit index
     consumers = [PYSYNCOBJ_STATE, {"format": SNAPSHOT_FORMAT, "index": index, "state": state}]
-    write_snapshot(StoragePath(snapshot_path, fsync=fsync), (consumers, last, previous, {TCPNode(address) for address in members}))
+    members = {TCPNode(address) for address in members}
+    write_snapshot(StoragePath(snapshot_path, fsync=fsync), (consumers, last, previous, members))
