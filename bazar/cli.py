@@ -27,6 +27,13 @@ def main(argv: list[str] | None = None) -> int:
     health = commands.add_parser("health", help="exit 0 if a process of the cluster answers here "
                                                 "(a container's HEALTHCHECK)")
     health.add_argument("id", nargs="?", help="the process to ask (default: any in the file)")
+    backup = commands.add_parser("backup", help="write both groups' state, read on their leaders at a "
+                                                "committed index, to FILE (online)")
+    backup.add_argument("file")
+    restore = commands.add_parser("restore", help="fill the empty data directories of every replica "
+                                                  "(or of the ones named) from FILE, before the cluster starts")
+    restore.add_argument("file")
+    restore.add_argument("nodes", nargs="*", metavar="id", help="only these replicas (the ones this machine runs)")
     _add_extensions(commands)
 
     # Accept --config after the subcommand too (`bazar node catalog1 --config x.yaml`): each
@@ -128,7 +135,42 @@ def _health(config, args) -> int:
     return 1
 
 
-COMMANDS = {"up": _up, "node": _node, "frontend": _frontend, "status": _status, "health": _health}
+def _backup(config, args) -> int:
+    from pathlib import Path
+
+    from bazar.node import backup
+
+    try:
+        taken = backup.take(config)
+        backup.write(taken, Path(args.file))
+    except (backup.BackupError, OSError) as exc:
+        print(f"bazar backup: {exc}", file=sys.stderr)
+        return 1
+    for group, part in taken["groups"].items():
+        print(f"bazar backup: {group} at index {part['index']} (digest {part['digest']})")
+    print(f"bazar backup: wrote {args.file}")
+    return 0
+
+
+def _restore(config, args) -> int:
+    from pathlib import Path
+
+    from bazar.node import backup
+
+    try:
+        written = backup.restore(config, backup.read(Path(args.file)), args.nodes or None)
+    except backup.BackupError as exc:
+        print(f"bazar restore: {exc}; nothing was written", file=sys.stderr)
+        return 1
+    except OSError as exc:  # the disk, part-way: the data directories filled so far are whole
+        print(f"bazar restore: stopped writing under {config.data_dir}: {exc}", file=sys.stderr)
+        return 1
+    print(f"bazar restore: filled {len(written)} data directories under {config.data_dir}; start the cluster")
+    return 0
+
+
+COMMANDS = {"up": _up, "node": _node, "frontend": _frontend, "status": _status, "health": _health,
+            "backup": _backup, "restore": _restore}
 
 
 def _add_extensions(commands) -> None:

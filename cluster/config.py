@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.resources
 import ipaddress
+import math
 import os
 import re
 import secrets
@@ -140,6 +141,13 @@ class CacheConfig:
 
 
 @dataclass(frozen=True)
+class RetentionConfig:
+    # Seconds a purchase outcome, finished order or admin write's result is remembered
+    # (for retries); then the log forgets it (node/retention.py).
+    outcomes: float = 24 * 3600.0
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     path: Path
     data_dir: Path
@@ -151,6 +159,7 @@ class ClusterConfig:
     catalog: tuple[NodeConfig, ...]
     order: tuple[NodeConfig, ...]
     frontends: tuple[FrontendConfig, ...]
+    retention: RetentionConfig = RetentionConfig()
     extra: dict = field(default_factory=dict)
 
     def group(self, name: str) -> tuple[NodeConfig, ...]:
@@ -256,7 +265,7 @@ def parse(raw: Any, path: Path) -> ClusterConfig:
     """Validate an already-parsed cluster document."""
     doc = _mapping(raw, "(top level)")
     known = {"data_dir", "catalog_seed", "secret_env", "admin_token_env", "raft", "cache",
-             "catalog", "order", "frontends"}
+             "retention", "catalog", "order", "frontends"}
     _reject_unknown(doc, known, "")
     base = path.parent
     catalog = _group(doc, "catalog")
@@ -272,6 +281,7 @@ def parse(raw: Any, path: Path) -> ClusterConfig:
         admin_token_env=_string(doc.get("admin_token_env", "BAZAR_ADMIN_TOKEN"), "admin_token_env"),
         raft=_raft(doc.get("raft", {})),
         cache=_cache(doc.get("cache", {})),
+        retention=_retention(doc.get("retention", {})),
         catalog=catalog,
         order=order,
         frontends=frontends,
@@ -398,6 +408,15 @@ def _identifier(value: Any, key: str) -> str:
     if not value.replace("-", "").replace("_", "").isalnum():
         raise ConfigError(f"{key}: {value!r} must be letters, digits, '-' or '_'")
     return value
+
+
+def _retention(raw: Any) -> RetentionConfig:
+    doc = _mapping(raw, "retention")
+    _reject_unknown(doc, {"outcomes"}, "retention.")
+    outcomes = _positive(doc.get("outcomes", RetentionConfig.outcomes), "retention.outcomes")
+    if not math.isfinite(outcomes):
+        raise ConfigError("retention.outcomes: expected a finite number of seconds")
+    return RetentionConfig(outcomes)
 
 
 def _positive(value: Any, key: str) -> float:

@@ -6,6 +6,8 @@
   wait for an index, report status.
 - `join(config, group, machine, node_id)` builds a started member from
   `cluster.yaml`: the one way anything outside this package gets one.
+- `restore.write_data_dir` writes a replica's data directory holding a given
+  state (`bazar restore`).
 - `settings.syncobj_conf` turns `cluster.yaml`'s raft section into PySyncObj's
   configuration, with the reasons for each choice.
 
@@ -22,6 +24,8 @@ from bazar.consensus import frame_guard as _frame_guard  # noqa: E402,F401  (Raf
 # The public face: everything outside consensus/ uses these, never pysyncobj.
 from bazar.consensus.group import join  # noqa: E402
 from bazar.consensus.member import CommitError, RaftMember, ReadRefused  # noqa: E402
-from bazar.consensus.state import ApplyListener  # noqa: E402
+from bazar.consensus.state import SNAPSHOT_FORMAT, ApplyListener  # noqa: E402
+from bazar.consensus.restore import write_data_dir  # noqa: E402
 
-__all__ = ["join", "RaftMember", "CommitError", "ReadRefused", "ApplyListener"]
+__all__ = ["join", "RaftMember", "CommitError", "ReadRefused", "ApplyListener", "SNAPSHOT_FORMAT",
+           "write_data_dir"]

@@ -26,6 +26,11 @@ IDLE_LINKS_NEVER_TIME_OUT = 24 * 3600.0
 
 
 
+def data_files(data_dir: Path) -> tuple[Path, Path]:
+    """(journal, snapshot): the two files a voting replica keeps in its data directory."""
+    return data_dir / "journal.bin", data_dir / "snapshot.bin"
+
+
 def syncobj_conf(raft: RaftConfig, data_dir: Path | None, password: str | None,
                  bind_address: str | None = None, group_size: int = 3) -> SyncObjConf:
     """PySyncObj settings for one member; data_dir None means a non-voting follower."""
@@ -40,8 +45,9 @@ def syncobj_conf(raft: RaftConfig, data_dir: Path | None, password: str | None,
         # the fsync choice to Bazar's journal and snapshot writer (consensus/journal.py,
         # consensus/snapshot.py), and the journal knows its snapshot, to finish a
         # compaction that a crash interrupted.
-        dump = StoragePath(data_dir / "snapshot.bin", fsync=raft.fsync)
-        journal = StoragePath(data_dir / "journal.bin", fsync=raft.fsync, snapshot=dump)
+        journal_file, snapshot_file = data_files(data_dir)
+        dump = StoragePath(snapshot_file, fsync=raft.fsync)
+        journal = StoragePath(journal_file, fsync=raft.fsync, snapshot=dump)
     low, high = raft.election_timeout
     return SyncObjConf(
         appendEntriesUseBatch=False,        # commit each write now, not on the next heartbeat

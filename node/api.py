@@ -1,4 +1,4 @@
-"""The HTTP routes every replica has, whatever its group: health, status, state."""
+"""The HTTP routes every replica has, whatever its group: health, status, state, backup."""
 from __future__ import annotations
 
 import hashlib
@@ -7,7 +7,7 @@ import json
 from flask import Flask, jsonify, request
 
 from bazar.cluster.config import ClusterConfig, NodeConfig
-from bazar.consensus import CommitError, RaftMember, ReadRefused
+from bazar.consensus import SNAPSHOT_FORMAT, CommitError, RaftMember, ReadRefused
 from bazar.node.commands import to_wire
 from bazar.web import errors
 from bazar.web.errors import ApiError, unavailable
@@ -154,6 +154,16 @@ def create_app(replica: Replica) -> Flask:
         for consistency checks: replicas with equal digests hold equal states."""
         (snapshot, view), index = replica.state.read(lambda m: (m.snapshot(), m.view()))
         return jsonify(id=replica.node.id, applied_index=index, digest=digest(snapshot), state=view)
+
+    @app.get("/backup")
+    def backup():
+        """The group's whole state read at a committed index on its leader (a read index:
+        nothing is appended to the log), as plain data, for `bazar backup` (node/backup.py)."""
+        replica.require_peer()
+        snapshot, index = replica.read_strong(lambda m: m.snapshot())
+        return jsonify(group=replica.node.group, id=replica.node.id, index=index,
+                       term=replica.member.status()["term"], snapshot_format=SNAPSHOT_FORMAT,
+                       digest=digest(snapshot), state=to_json(snapshot))
 
     return app
 

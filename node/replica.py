@@ -12,6 +12,7 @@ from bazar.cluster.config import ClusterConfig
 from bazar.node import api
 from bazar.node.catalog.service import CatalogService
 from bazar.node.orders.service import OrderService
+from bazar.node.retention import ExpiryProposer
 from bazar.web.server import serve
 
 log = logging.getLogger("bazar.node")
@@ -28,6 +29,8 @@ def build(config: ClusterConfig, node_id: str):
     app = api.create_app(replica)
     service.register(app, replica)
     service.start(replica)
+    # Both groups forget old outcomes the same way, decided by their leader's Expire commands.
+    ExpiryProposer(member, config.retention.outcomes, config.raft.commit_timeout).start()
     return app, replica
 
 

@@ -11,6 +11,8 @@ What it reads:
 - `/state`: the replicated state as the state machine's `view()` (plain JSON with
   named fields, stable across snapshot formats) and its digest; equal digests mean
   equal states.
+- `/backup`: on a group's leader, the state as its snapshot holds it, read at a
+  committed index (`bazar backup`).
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from bazar.web.signing import Signer
 
 STATUS_TIMEOUT = 0.5  # a replica that takes longer is paused, cut off or overloaded
 STATE_TIMEOUT = 5.0   # a whole state can be large
+BACKUP_TIMEOUT = 60.0  # a whole state read on a leader that serves its load meanwhile
 
 
 class Admin:
@@ -46,6 +49,11 @@ class Admin:
     def state(self, node: str | NodeConfig, timeout: float = STATE_TIMEOUT) -> dict | None:
         """The replica's GET /state (`id`, `applied_index`, `digest`, `state`), or None."""
         return self._get(node, "/state", timeout)
+
+    def backup(self, node: str | NodeConfig, timeout: float = BACKUP_TIMEOUT) -> dict | None:
+        """The replica's GET /backup (its group's state at a committed index; the leader
+        alone answers), or None."""
+        return self._get(node, "/backup", timeout)
 
     def states(self, group: str, nodes: Iterable[str] | None = None,
                timeout: float = STATE_TIMEOUT) -> dict[str, dict]:

@@ -24,6 +24,7 @@ from typing import Any, ClassVar, Union
 
 from bazar.node.commands import (BadRequest, Malformed, book_id, decode, fields_of, order_id, price,  # noqa: F401
                            request_id, stock_count, text, to_wire)
+from bazar.node.retention import Expire
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,8 @@ class Read:
     topic: str | None = None
 
 
-Command = Union[Seed, AddBook, UpdateBook, Purchase, Read]
-TYPES = (Seed, AddBook, UpdateBook, Purchase, Read)
+Command = Union[Seed, AddBook, UpdateBook, Purchase, Read, Expire]
+TYPES = (Seed, AddBook, UpdateBook, Purchase, Read, Expire)
 BY_OP: dict[str, type] = {c.OP: c for c in TYPES}
 
 

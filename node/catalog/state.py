@@ -13,8 +13,12 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from bazar.node import retention
 from bazar.node.catalog import commands
 from bazar.node.commands import failure, ok
+
+# The layout of `snapshot()`: 2 added the log's clock and the outcomes' stamps (node/retention.py).
+STATE_VERSION = 2
 
 
 class CatalogState:
@@ -29,6 +33,10 @@ class CatalogState:
         self.purchases: dict[str, tuple[int, bool, float]] = {}
         # request id -> {"op", "id", "result"}, for admin writes retried after a timeout.
         self.requests: dict[str, dict] = {}
+        # Both are forgotten after the retention: when is decided in the log (node/retention.py).
+        self.clock: float | None = None
+        self.purchase_stamps = retention.Stamps()
+        self.request_stamps = retention.Stamps()
 
     # -- commands -----------------------------------------------------------
 
@@ -52,6 +60,7 @@ class CatalogState:
             return failure("malformed command")
         if request_id is not None:
             self.requests[request_id] = {"op": command.OP, "id": getattr(command, "id", None), "result": result}
+            self.request_stamps.stamp(request_id, self.clock)
         return result
 
     def _replay(self, request_id: str, command: commands.Command) -> dict:
@@ -107,7 +116,19 @@ class CatalogState:
         if took:
             book["stock"] -= 1
         self.purchases[order_id] = (book["id"], took, book["price"])
+        self.purchase_stamps.stamp(order_id, self.clock)
         return self._purchase_outcome(order_id)
+
+    def _expire(self, command: retention.Expire) -> dict:
+        """Forget purchase outcomes and admin results recorded before the command's cutoff."""
+        self.clock = retention.advance(self.clock, command)
+        purchases = self.purchase_stamps.due(self.clock, command.cutoff)
+        for order_id in purchases:
+            del self.purchases[order_id]
+        requests = self.request_stamps.due(self.clock, command.cutoff)
+        for request_id in requests:
+            del self.requests[request_id]
+        return ok(expired=len(purchases) + len(requests))
 
     def _read(self, command: commands.Read) -> dict:
         """A logged read of an old journal (see commands.Read): answered, changes nothing."""
@@ -118,7 +139,7 @@ class CatalogState:
 
     # The one dispatch table: a command's type picks its handler.
     _HANDLERS = {commands.Seed: _seed, commands.AddBook: _add_book, commands.UpdateBook: _update_book,
-                 commands.Purchase: _purchase, commands.Read: _read}
+                 commands.Purchase: _purchase, commands.Read: _read, retention.Expire: _expire}
 
     # -- queries ------------------------------------------------------------
 
@@ -163,20 +184,32 @@ class CatalogState:
     def snapshot(self) -> dict:
         """The whole state as plain data (for Raft snapshots and digests)."""
         return {
+            "version": STATE_VERSION,
             "books": copy.deepcopy(self.books),
             "next_id": self.next_id,
             "seeded": self.seeded,
             "purchases": dict(self.purchases),
             "requests": dict(self.requests),
+            "clock": self.clock,
+            "stamps": {"purchases": self.purchase_stamps.pairs(), "requests": self.request_stamps.pairs()},
         }
 
     def restore(self, snapshot: dict) -> None:
-        """Replace the whole state with a snapshot taken by `snapshot`."""
-        self.books = copy.deepcopy(snapshot["books"])
+        """Replace the whole state with a snapshot taken by `snapshot`, of any version, also
+        after a trip through JSON (a backup): book ids come back as strings, tuples as lists."""
+        self.books = {int(book_id): dict(book) for book_id, book in copy.deepcopy(snapshot["books"]).items()}
         self.next_id = snapshot["next_id"]
         self.seeded = snapshot["seeded"]
-        self.purchases = dict(snapshot["purchases"])
-        self.requests = {key: _remembered(value) for key, value in snapshot["requests"].items()}
+        self.purchases = {order_id: tuple(outcome) for order_id, outcome in snapshot["purchases"].items()}
+        self.requests = {key: _remembered(value) for key, value in copy.deepcopy(snapshot["requests"]).items()}
+        if snapshot.get("version", 1) >= 2:
+            self.clock = snapshot["clock"]
+            self.purchase_stamps = retention.Stamps(snapshot["stamps"]["purchases"])
+            self.request_stamps = retention.Stamps(snapshot["stamps"]["requests"])
+        else:  # recorded before outcomes expired: their retention starts with the first Expire
+            self.clock = None
+            self.purchase_stamps = retention.Stamps((key, None) for key in self.purchases)
+            self.request_stamps = retention.Stamps((key, None) for key in self.requests)
 
     def _add(self, title: str, topic: str, price: float, stock: int) -> dict:
         book = {"id": self.next_id, "title": title, "topic": topic, "price": price, "stock": stock}

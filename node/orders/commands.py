@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Union
 
 from bazar.node.commands import Malformed, decode, to_wire  # noqa: F401
+from bazar.node.retention import Expire
 
 
 @dataclass(frozen=True)
@@ -30,8 +31,8 @@ class Finish:
     catalog_index: int | None = None  # where the catalog applied it (read-your-writes)
 
 
-Command = Union[Begin, Finish]
-TYPES = (Begin, Finish)
+Command = Union[Begin, Finish, Expire]
+TYPES = (Begin, Finish, Expire)
 BY_OP: dict[str, type] = {c.OP: c for c in TYPES}
 
 

@@ -9,16 +9,22 @@ Because the order is recorded as pending *before* stock is taken, no stock is
 ever taken without an order; a pending order whose coordinator died is finished
 later by the order group's leader (see node/orders/recovery.py). Both commands are
 idempotent per order id, so retries never record an order twice.
+
+A finished order is remembered for the retention (node/retention.py), then
+forgotten; a pending one is kept until it is finished.
 """
 from __future__ import annotations
 
 import copy
 from typing import Any
 
+from bazar.node import retention
 from bazar.node.commands import failure, ok
 from bazar.node.orders import commands
 
 PENDING, COMPLETED, FAILED = "pending", "completed", "failed"
+# The layout of `snapshot()`: 2 added the log's clock, the finished orders' stamps and next_seq.
+STATE_VERSION = 2
 
 
 class OrderState:
@@ -27,6 +33,9 @@ class OrderState:
     def __init__(self) -> None:
         self.orders: dict[str, dict[str, Any]] = {}  # insertion order == log order
         self.pending_ids: set[str] = set()  # derived from orders; kept so recovery need not scan
+        self.next_seq = 1
+        self.clock: float | None = None
+        self.finished = retention.Stamps()  # finished orders, stamped when they were finished
 
     def apply(self, wire: dict | commands.Command) -> dict:
         """Apply one committed command (as it is in the log, or typed); return the order it touched."""
@@ -47,7 +56,8 @@ class OrderState:
             return ok(order=dict(order))
         order = {"order_id": command.order_id, "id": command.id, "status": PENDING,
                  "title": None, "price": None, "error": None, "catalog_index": None,
-                 "created_at": command.created_at, "seq": len(self.orders) + 1}
+                 "created_at": command.created_at, "seq": self.next_seq}
+        self.next_seq += 1
         self.orders[order["order_id"]] = order
         self.pending_ids.add(order["order_id"])
         return ok(order=dict(order))
@@ -65,10 +75,19 @@ class OrderState:
             else:
                 order.update(status=FAILED, error=outcome.get("error", "failed"))
             self.pending_ids.discard(order["order_id"])
+            self.finished.stamp(order["order_id"], self.clock)
         return ok(order=dict(order))
 
+    def _expire(self, command: retention.Expire) -> dict:
+        """Forget the orders finished before the command's cutoff."""
+        self.clock = retention.advance(self.clock, command)
+        expired = self.finished.due(self.clock, command.cutoff)
+        for order_id in expired:
+            del self.orders[order_id]
+        return ok(expired=len(expired))
+
     # The one dispatch table.
-    _HANDLERS = {commands.Begin: _begin, commands.Finish: _finish}
+    _HANDLERS = {commands.Begin: _begin, commands.Finish: _finish, retention.Expire: _expire}
 
     # -- queries ------------------------------------------------------------
 
@@ -98,8 +117,18 @@ class OrderState:
     # -- snapshots ----------------------------------------------------------
 
     def snapshot(self) -> dict:
-        return {"orders": copy.deepcopy(self.orders)}
+        return {"version": STATE_VERSION, "orders": copy.deepcopy(self.orders), "next_seq": self.next_seq,
+                "clock": self.clock, "finished": self.finished.pairs()}
 
     def restore(self, snapshot: dict) -> None:
+        """Replace the whole state with a snapshot of any version (also one read back from JSON)."""
         self.orders = copy.deepcopy(snapshot["orders"])
         self.pending_ids = {i for i, o in self.orders.items() if o["status"] == PENDING}
+        if snapshot.get("version", 1) >= 2:
+            self.next_seq = snapshot["next_seq"]
+            self.clock = snapshot["clock"]
+            self.finished = retention.Stamps(snapshot["finished"])
+        else:  # nothing was forgotten yet; finished orders' retention starts with the first Expire
+            self.next_seq = len(self.orders) + 1
+            self.clock = None
+            self.finished = retention.Stamps((i, None) for i in self.orders if i not in self.pending_ids)

@@ -1,0 +1,142 @@
+"""`bazar backup FILE` and `bazar restore FILE`: the whole store in one file, and back.
+
+A backup is taken online: each group is read on its leader at a committed index
+(the replicas' `/backup` route: a read index confirmed by a majority, so the
+state includes every write acknowledged before it, and nothing is appended to
+the log). The two groups are read one after the other, each consistent in
+itself; an order still pending in the backup is finished after a restore like
+any order whose coordinator died (node/orders/recovery.py).
+
+The file is JSON:
+
+    {"bazar_backup": 1, "taken_at": "...",
+     "groups": {"catalog": {"index", "term", "snapshot_format", "digest", "state"},
+                "order":   {...}},
+     "sha256": "<hex digest of the canonical JSON of everything else>"}
+
+`state` is the state machine's snapshot as plain data, `digest` the one the
+replicas' /state reports for it. A restore checks everything before it writes
+anything: the format, the checksum, each group's digest, and that each state
+loads into its state machine; then it fills every replica's data directory
+(each must be absent or empty) so that the cluster starts with exactly that state.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from bazar.cluster.config import GROUPS, ClusterConfig
+from bazar.consensus import SNAPSHOT_FORMAT, write_data_dir
+from bazar.node.api import digest
+from bazar.node.catalog import CatalogState
+from bazar.node.orders import OrderState
+from bazar.web.admin import Admin
+
+BACKUP_FORMAT = 1
+MACHINES = {"catalog": CatalogState, "order": OrderState}
+LEADER_WAIT_SECONDS = 30.0
+
+
+class BackupError(Exception):
+    """A backup that cannot be taken, read or restored; the message says why. Nothing was written."""
+
+
+# -- taking one ---------------------------------------------------------------------
+
+def take(config: ClusterConfig, admin: Admin | None = None, wait: float = LEADER_WAIT_SECONDS) -> dict:
+    """Both groups' states, each read on its leader at a committed index."""
+    admin = admin or Admin(config)
+    groups = {group: _read_group(admin, group, wait) for group in GROUPS}
+    backup = {"bazar_backup": BACKUP_FORMAT, "taken_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "groups": groups}
+    return {**backup, "sha256": _checksum(backup)}
+
+
+def _read_group(admin: Admin, group: str, wait: float) -> dict:
+    """The group's state from its leader; during an election, wait for the next leader."""
+    deadline = time.monotonic() + wait
+    while True:
+        leader = admin.leader(group)
+        answer = admin.backup(leader) if leader else None
+        if answer is not None:
+            return {key: answer[key] for key in ("index", "term", "snapshot_format", "digest", "state")}
+        if time.monotonic() > deadline:
+            raise BackupError(f"the {group} group has no leader that could confirm a committed index "
+                              f"within {wait:.0f} s (is a majority of it running?)")
+        time.sleep(0.2)
+
+
+def write(backup: dict, path: Path) -> None:
+    """Write `backup` to `path` whole or not at all (a temporary file renamed into place)."""
+    temporary = path.with_name(path.name + ".partial")
+    with open(temporary, "w") as file:
+        json.dump(backup, file, sort_keys=True, separators=(",", ":"))
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
+
+
+# -- reading and restoring one -------------------------------------------------------
+
+def read(path: Path) -> dict:
+    """The backup in `path`, checked through and through; BackupError if it is not sound."""
+    try:
+        backup = json.loads(Path(path).read_bytes())
+    except OSError as error:
+        raise BackupError(f"cannot read {path}: {error.strerror}") from None
+    except ValueError:
+        raise BackupError(f"{path} is not a Bazar backup (not JSON: truncated or corrupt)") from None
+    if not isinstance(backup, dict) or not isinstance(backup.get("bazar_backup"), int):
+        raise BackupError(f"{path} is not a Bazar backup (no format version)")
+    if backup["bazar_backup"] > BACKUP_FORMAT:
+        raise BackupError(f"{path} has backup format {backup['bazar_backup']}, newer than this Bazar reads "
+                          f"({BACKUP_FORMAT}); restore it with the version that wrote it, or a newer one")
+    body = {key: value for key, value in backup.items() if key != "sha256"}
+    if backup.get("sha256") != _checksum(body):
+        raise BackupError(f"{path} is corrupt: its checksum does not match its content")
+    groups = backup.get("groups")
+    if not isinstance(groups, dict) or set(groups) != set(GROUPS):
+        raise BackupError(f"{path} does not hold both groups ({', '.join(GROUPS)})")
+    for group, part in groups.items():
+        _check_group(path, group, part)
+    return backup
+
+
+def _check_group(path: Path, group: str, part: dict) -> None:
+    if part.get("snapshot_format", 0) > SNAPSHOT_FORMAT:
+        raise BackupError(f"{path}: the {group} state has snapshot format {part['snapshot_format']}, newer "
+                          f"than this Bazar reads ({SNAPSHOT_FORMAT})")
+    if not all(isinstance(part.get(key), int) and part[key] >= 0 for key in ("index", "term")):
+        raise BackupError(f"{path}: the {group} group's index and term are missing")
+    if digest(part.get("state")) != part.get("digest"):
+        raise BackupError(f"{path}: the {group} state does not match its digest")
+    try:
+        MACHINES[group]().restore(json.loads(json.dumps(part["state"])))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise BackupError(f"{path}: the {group} state is not one this Bazar can load") from None
+
+
+def restore(config: ClusterConfig, backup: dict, nodes: list[str] | None = None) -> list[Path]:
+    """Fill the data directory of every replica `config` names (or of `nodes`); return them.
+
+    Refuses (BackupError, nothing written) if any of them holds anything: a restore
+    is for a cluster that has not started yet, never on top of another's data."""
+    chosen = [config.node(node_id) for node_id in nodes] if nodes else list(config.catalog + config.order)
+    targets = [(node, config.data_dir / node.id) for node in chosen]
+    used = [str(path) for _, path in targets if path.exists() and (not path.is_dir() or any(path.iterdir()))]
+    if used:
+        raise BackupError("restore fills empty data directories only, before the cluster starts; "
+                          "not empty: " + ", ".join(used))
+    for node, path in targets:
+        part = backup["groups"][node.group]
+        write_data_dir(path, part["state"], index=max(part["index"], 2), term=max(part["term"], 1),
+                       members=[str(n.raft) for n in config.group(node.group)], fsync=config.raft.fsync)
+    return [path for _, path in targets]
+
+
+def _checksum(body: dict) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

@@ -1,0 +1,165 @@
+"""`bazar backup` under load, `bazar restore` into a fresh set of data directories, and
+the refusals: against real clusters, through the `bazar` command."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from bazar.cluster.local import LocalCluster, write_config
+from tests.integration.probes import replica_states, wait_converged
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def bazar(config: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bazar", "--config", str(config), *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=90)
+
+
+class Load:
+    """Buyers and an admin restocking, until stopped; remembers every acknowledged purchase."""
+
+    def __init__(self, url: str, buyers: int = 4) -> None:
+        self.url = url
+        self.acknowledged: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._buy, args=(i,)) for i in range(buyers)]
+        self._threads.append(threading.Thread(target=self._restock))
+
+    def __enter__(self) -> "Load":
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+    def _buy(self, client: int) -> None:
+        session, number = requests.Session(), 0
+        while not self._stop.is_set():
+            number += 1
+            key = f"load-{client}-{number}"
+            try:
+                answer = session.post(f"{self.url}/purchase/{number % 7 + 1}", headers={"Idempotency-Key": key},
+                                      timeout=5)
+            except requests.RequestException:
+                continue
+            if answer.status_code in (200, 409):
+                self.acknowledged.append(key)
+
+    def _restock(self) -> None:
+        while not self._stop.wait(0.1):
+            try:
+                requests.put(f"{self.url}/books/3", json={"restock": 1}, timeout=5)
+            except requests.RequestException:
+                pass
+
+
+@pytest.fixture(scope="module")
+def backed_up(tmp_path_factory):
+    """A backup file taken by `bazar backup` from a 3+3 cluster under load, and what the
+    load had acknowledged before the backup began."""
+    directory = tmp_path_factory.mktemp("source")
+    cluster = LocalCluster(write_config(directory), log_dir=directory / "logs")
+    file = directory / "store.backup"
+    try:
+        cluster.start(timeout=60)
+        with Load(cluster.frontend_url) as load:
+            time.sleep(2)
+            before = list(load.acknowledged)
+            taken = bazar(cluster.config_path, "backup", str(file))
+            time.sleep(1)
+        assert taken.returncode == 0, taken.stderr
+        assert len(load.acknowledged) > len(before) > 20  # the backup ran while purchases went on
+        yield file, before, taken.stdout
+    finally:
+        cluster.stop()
+
+
+def fresh_cluster(make_cluster, **sections) -> LocalCluster:
+    # Pending orders in a backup are finished by the order leader's sweeper after
+    # commit_timeout + 1 s; a long commit timeout keeps the restored state as it was
+    # backed up for long enough to compare it.
+    return make_cluster(start=False, raft={"commit_timeout": 60.0}, **sections)
+
+
+def test_a_backup_under_load_restores_to_exactly_that_state(backed_up, make_cluster):
+    file, acknowledged, said = backed_up
+    backup = json.loads(file.read_text())
+    assert backup["bazar_backup"] == 1 and set(backup["groups"]) == {"catalog", "order"}
+    assert "catalog at index" in said and "order at index" in said
+    # Read at a committed index on the leader: every purchase acknowledged before is in it.
+    assert set(acknowledged) <= set(backup["groups"]["catalog"]["state"]["purchases"])
+    assert set(acknowledged) <= set(backup["groups"]["order"]["state"]["orders"])
+
+    target = fresh_cluster(make_cluster)
+    restored = bazar(target.config_path, "restore", str(file))
+    assert restored.returncode == 0, restored.stderr
+    target.start(timeout=60)
+    for group in ("catalog", "order"):
+        part = backup["groups"][group]
+        states = wait_converged(target, group)
+        assert len(states) == 3
+        for state in states.values():
+            assert state["digest"] == part["digest"]
+            assert state["applied_index"] >= part["index"]
+    # Served as it was: a book's stock through the restored frontend.
+    books = backup["groups"]["catalog"]["state"]["books"]
+    info = requests.get(f"{target.frontend_url}/info/3?consistency=strong", timeout=10).json()
+    assert info["stock"] == books["3"]["stock"]
+    # And the restored store goes on: a retried purchase is remembered, a new one sells.
+    key = acknowledged[0]
+    first = backup["groups"]["catalog"]["state"]["purchases"][key]
+    retried = requests.post(f"{target.frontend_url}/purchase/{first[0]}", headers={"Idempotency-Key": key},
+                            timeout=10)
+    assert retried.status_code in (200, 409)
+    assert replica_states(target, "catalog")["catalog1"]["state"]["books"][str(first[0])]["stock"] \
+        == books[str(first[0])]["stock"]
+    assert requests.post(f"{target.frontend_url}/purchase/3", timeout=10).status_code == 200
+
+
+def test_restore_refuses_data_directories_that_hold_anything(backed_up, make_cluster):
+    file, _, _ = backed_up
+    target = fresh_cluster(make_cluster)
+    assert bazar(target.config_path, "restore", str(file)).returncode == 0
+    journal = target.config.data_dir / "catalog2" / "journal.bin"
+    before = journal.read_bytes()
+    again = bazar(target.config_path, "restore", str(file))
+    assert again.returncode == 1
+    assert "fills empty data directories only" in again.stderr and "nothing was written" in again.stderr
+    assert journal.read_bytes() == before
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda text: text[: len(text) // 2], "not JSON: truncated or corrupt"),
+    (lambda text: text.replace('"stock":', '"stock":1', 1), "checksum does not match"),
+    (lambda text: text.replace('"bazar_backup":1', '"bazar_backup":2'), "newer than this Bazar reads"),
+])
+def test_restore_refuses_a_damaged_or_newer_backup_and_writes_nothing(backed_up, make_cluster, tmp_path,
+                                                                       damage, message):
+    file, _, _ = backed_up
+    damaged = tmp_path / "damaged.backup"
+    damaged.write_text(damage(file.read_text()))
+    target = fresh_cluster(make_cluster)
+    refused = bazar(target.config_path, "restore", str(damaged))
+    assert refused.returncode == 1
+    assert message in refused.stderr and "nothing was written" in refused.stderr
+    assert not target.config.data_dir.exists() or not any(target.config.data_dir.iterdir())
+
+
+def test_backup_without_a_leader_says_so(make_cluster, tmp_path):
+    cluster = make_cluster(catalog=1, order=1)
+    cluster.kill("order1")
+    done = subprocess.run([sys.executable, "-m", "bazar", "--config", str(cluster.config_path), "backup",
+                           str(tmp_path / "x.backup")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "order group has no leader" in done.stderr
+    assert not (tmp_path / "x.backup").exists()
