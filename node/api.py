@@ -97,7 +97,9 @@ class Replica:
         return self.read_strong(query, *args) if strong else self.read_local(query, *args)
 
     def require_peer(self) -> None:
-        """Refuse (403) a request that a holder of the cluster secret did not sign."""
+        """Refuse (403) a request that a holder of the cluster secret did not sign. Called
+        once per request, for every route but PUBLIC_ROUTES, by `create_app`'s hook: a
+        second call would take the request's own nonce for a replay."""
         if self.verifier is None:
             return
         try:
@@ -159,7 +161,6 @@ def create_app(replica: Replica) -> Flask:
     def backup():
         """The group's whole state read at a committed index on its leader (a read index:
         nothing is appended to the log), as plain data, for `bazar backup` (node/backup.py)."""
-        replica.require_peer()
         snapshot, index = replica.read_strong(lambda m: m.snapshot())
         return jsonify(group=replica.node.group, id=replica.node.id, index=index,
                        term=replica.member.status()["term"], snapshot_format=SNAPSHOT_FORMAT,
