@@ -111,6 +111,7 @@ class RaftMember:
         self._reads = ReadIndex()
         self._reads_lock = threading.Lock()
         self._in_touch_at: float | None = None
+        self._handing_off = False  # set by hand_off(); read on the tick thread
         self.syncobj = SyncObj(self_address, self.peers, conf=conf, consumers=[state],
                                transportClass=ProbingTransport)
         self._transport: ProbingTransport = self.syncobj._SyncObj__transport
@@ -214,11 +215,45 @@ class RaftMember:
         heard = self._transport.last_heard.get(leader)
         return None if heard is None else time.monotonic() - heard
 
+    # -- leaving --------------------------------------------------------------
+
+    def hand_off(self, timeout: float) -> bool:
+        """If this member leads, hand leadership to an up-to-date follower before it stops,
+        so the group has a leader again within a round trip instead of an election timeout.
+
+        PySyncObj 0.3.17 implements Raft's leadership transfer (`transferLeadership`, the
+        TimeoutNow message): it picks the connected follower with the highest match index
+        and asks it to stand for election at once, but only while that follower holds every
+        entry of the leader's log (so it wins the vote). Under load a follower is often one
+        entry behind, so the request is repeated on every tick until a new leader is known
+        or `timeout` passes. Returns True when this member is not (or no longer) the leader
+        and another one is known; False if no follower took over in time, in which case
+        the group elects one once this member stops (the election timeout later).
+        """
+        if not self.is_leader:
+            return True
+        self._handing_off = True
+        if self._wake is not None:
+            self._wake.notify()
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                leader = self.leader
+                if not self.is_leader and leader is not None and leader != self.syncobj.selfNode.address:
+                    return True
+                time.sleep(0.005)
+            return False
+        finally:
+            self._handing_off = False
+
     # -- PySyncObj's tick thread ------------------------------------------------
 
     def _on_tick(self) -> None:
         sync = self.syncobj
         leading = sync._SyncObj__raftState == _LEADER
+        if leading and self._handing_off:
+            # Denied (no reply sent) while no connected follower holds the whole log.
+            sync.transferLeadership()
         others = sync._SyncObj__otherNodes
         noop = sync._SyncObj__noopIDx
         view = LeaderView(
