@@ -11,6 +11,7 @@ import time
 from bazar.cluster.config import ConfigError, load
 
 DEFAULT_CONFIG = os.environ.get("BAZAR_CONFIG", "cluster.yaml")
+READY_SECONDS = 60  # `bazar up` gives up if the cluster is not ready this long after starting
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _up(config, args) -> int:
-    from bazar.cluster.local import LocalCluster
+    from bazar.cluster.local import GaveUp, LocalCluster, Supervisor
 
     cluster = LocalCluster(config.path)
     stopping = False
@@ -63,27 +64,35 @@ def _up(config, args) -> int:
         nonlocal stopping
         stopping = True
 
+    def say(message: str) -> None:
+        print(f"bazar: {message}", flush=True)
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
         cluster.start(wait=False)
-        print(f"bazar: starting {len(cluster.names)} processes from {config.path}", flush=True)
-        try:
-            cluster.wait_ready(timeout=60)
-        except (TimeoutError, RuntimeError) as exc:
-            print(f"bazar: {exc}", file=sys.stderr)
-            return 1
-        print(f"bazar: ready. Storefront and API: {cluster.frontend_url}/  "
-              f"(dashboard: {cluster.frontend_url}/dashboard). Ctrl-C stops everything.", flush=True)
+        say(f"starting {len(cluster.names)} processes from {config.path}")
+        supervisor = Supervisor(cluster, say)
+        ready_by = time.monotonic() + READY_SECONDS
+        ready = False
         while not stopping:
-            for name, proc in list(cluster.processes.items()):
-                if proc.poll() is not None:
-                    print(f"bazar: {name} exited ({proc.returncode}); restarting it", flush=True)
-                    cluster.start_process(name)
-            time.sleep(0.5)
+            try:
+                supervisor.check()
+            except GaveUp as exc:
+                print(f"bazar: {exc}; stopping everything", file=sys.stderr, flush=True)
+                return 1
+            if not ready and cluster.is_ready():
+                ready = True
+                say(f"ready. Storefront and API: {cluster.frontend_url}/  "
+                    f"(dashboard: {cluster.frontend_url}/dashboard). Ctrl-C stops everything.")
+            elif not ready and time.monotonic() > ready_by:
+                print(f"bazar: cluster not ready after {READY_SECONDS} s; stopping everything",
+                      file=sys.stderr, flush=True)
+                return 1
+            time.sleep(0.2)
         return 0
     finally:
-        print("bazar: stopping every process", flush=True)
+        say("stopping every process")
         cluster.stop()
 
 
