@@ -28,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     health = commands.add_parser("health", help="exit 0 if a process of the cluster answers here "
                                                 "(a container's HEALTHCHECK)")
     health.add_argument("id", nargs="?", help="the process to ask (default: any in the file)")
+    member = commands.add_parser("member", help="add a replica to its running group, or remove one")
+    member.add_argument("op", choices=("add", "remove"))
+    member.add_argument("id", help="the replica, as the cluster file names it (with its addresses)")
     _add_extensions(commands)
 
     # Accept --config after the subcommand too (`bazar node catalog1 --config x.yaml`).
@@ -110,6 +113,41 @@ def _frontend(config, args) -> int:
     return 0
 
 
+def _member(config, args) -> int:
+    """Ask the group's leader to add or remove replica `id` (one change at a time). The
+    file must name the replica; the running group is found from the file's other replicas,
+    and followed as it changes (web/client.py)."""
+    from bazar.web.client import GroupClient, Unavailable
+
+    node = config.node(args.id)
+    body = {"op": args.op, "id": node.id, "raft": str(node.raft)}
+    if args.op == "add":
+        body["http"] = str(node.http)
+    asked = [n.http.url for n in config.group(node.group) if args.op == "remove" or n.id != node.id]
+    # A leader answers within the commit timeout (done, refused, or 503: run it again); a
+    # replica that says nothing for longer is paused or cut off: ask the next one.
+    client = GroupClient(asked, config.secret(), timeout=3 * config.raft.commit_timeout,
+                         write_attempt_timeout=config.raft.commit_timeout + 1.0)
+    try:
+        reply = client.write("POST", "/members", body)
+    except Unavailable as exc:
+        print(f"bazar member {args.op}: no {node.group} replica answered ({exc})", file=sys.stderr)
+        return 1
+    try:
+        answer = reply.json()
+    except ValueError:
+        answer = {"error": reply.body.decode(errors="replace")}
+    if reply.status_code != 200:
+        print(f"bazar member {args.op} {node.id}: refused: {answer.get('error')}", file=sys.stderr)
+        return 1
+    members = ", ".join(f"{m['id']} (raft {m['raft']}, {m['http']})" for m in answer["members"])
+    done = "added to" if args.op == "add" else "removed from"
+    print(f"bazar: {node.id} {done} the {node.group} group; its members: {members}")
+    if args.op == "add":
+        print(f"bazar: now start it: bazar node {node.id} --config {config.path}")
+    return 0
+
+
 def _status(config, args) -> int:
     from bazar.web.admin import Admin, format_table, ready
 
@@ -138,7 +176,8 @@ def _health(config, args) -> int:
     return 1
 
 
-COMMANDS = {"up": _up, "node": _node, "frontend": _frontend, "status": _status, "health": _health}
+COMMANDS = {"up": _up, "node": _node, "frontend": _frontend, "status": _status, "health": _health,
+            "member": _member}
 
 
 def _add_extensions(commands) -> None:

@@ -21,7 +21,7 @@ from bazar.consensus import frame_guard as _frame_guard  # noqa: E402,F401  (Raf
 
 # The public face: everything outside consensus/ uses these, never pysyncobj.
 from bazar.consensus.group import join  # noqa: E402
-from bazar.consensus.member import CommitError, RaftMember, ReadRefused  # noqa: E402
+from bazar.consensus.member import CommitError, MembershipRefused, RaftMember, ReadRefused  # noqa: E402
 from bazar.consensus.state import ApplyListener  # noqa: E402
 
-__all__ = ["join", "RaftMember", "CommitError", "ReadRefused", "ApplyListener"]
+__all__ = ["join", "RaftMember", "CommitError", "MembershipRefused", "ReadRefused", "ApplyListener"]
