@@ -140,6 +140,17 @@ def test_a_fourth_catalog_replica_joins_catches_up_by_snapshot_and_serves_reads(
         listing = requests.get(f"{node.http.url}/members", timeout=5).json()
         assert [m["id"] for m in listing["members"]] == ["catalog1", "catalog2", "catalog3", "catalog4"]
 
+    # A replica restarted from the old file still knows catalog4 (from its snapshot and log).
+    grown.cluster.kill("catalog1", signal.SIGTERM)
+    grown.cluster.start_process("catalog1")
+    wait_caught_up(grown.cluster, "catalog1")
+    catalog4_raft = str(grown.newcomer.config.node("catalog4").raft)
+    deadline = time.monotonic() + 10
+    while catalog4_raft not in grown.status("catalog1")["peers"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert catalog4_raft in grown.status("catalog1")["peers"], grown.status("catalog1")
+    grown.buy(5, "after-restart")
+
     # Bad changes are answered with a JSON error and change nothing.
     leader_http = grown.newcomer.config.node(grown.leader_status()["id"]).http.url
     for body, status in [({"op": "grow", "id": "catalog5", "raft": "127.0.0.1:1"}, 400),
