@@ -22,18 +22,21 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 class Grown:
-    """A cluster of 3 catalog replicas started from `three` (a file without catalog4), and
-    `four`, the same file naming catalog4 too: the one file the operator edits."""
+    """A cluster whose `group` has 3 replicas (the other group 1), started from `three` (a
+    file without <group>4), and `four`, the same file naming <group>4 too: the one file the
+    operator edits."""
 
-    def __init__(self, directory: Path, **sections) -> None:
-        self.four = write_config(directory / "four", catalog=4, order=1, **sections)
+    def __init__(self, directory: Path, group: str = "catalog", **sections) -> None:
+        self.group = group
+        sizes = {"catalog": 4, "order": 1} if group == "catalog" else {"catalog": 1, "order": 4}
+        self.four = write_config(directory / "four", **sizes, **sections)
         doc = yaml.safe_load(self.four.read_text())
-        doc["catalog"] = doc["catalog"][:3]
+        doc[group] = doc[group][:3]
         self.three = directory / "three.yaml"
         self.three.write_text(yaml.safe_dump(doc, sort_keys=False))
         logs = directory / "logs"
         self.cluster = LocalCluster(self.three, log_dir=logs)
-        self.newcomer = LocalCluster(self.four, log_dir=logs)  # runs catalog4 only
+        self.newcomer = LocalCluster(self.four, log_dir=logs)  # runs <group>4 only
         self.url = self.cluster.frontend_url
 
     def member(self, op: str, node_id: str) -> subprocess.CompletedProcess:
@@ -45,15 +48,15 @@ class Grown:
         return self.newcomer.status(node_id)
 
     def leader_status(self, timeout: float = 10.0) -> dict:
-        """The catalog leader's /status (waiting out an election)."""
+        """The group's leader's /status (waiting out an election)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for node in self.newcomer.config.catalog:
+            for node in self.newcomer.config.group(self.group):
                 status = self.status(node.id)
                 if status is not None and status["role"] == "leader":
                     return status
             time.sleep(0.1)
-        raise AssertionError(f"no catalog leader answered in {timeout:.0f} s")
+        raise AssertionError(f"no {self.group} leader answered in {timeout:.0f} s")
 
     def buy(self, count: int, prefix: str) -> None:
         for i in range(count):
@@ -66,18 +69,27 @@ class Grown:
         self.cluster.stop()
 
 
-@pytest.fixture
-def grown():
+def _grown(group: str):
     directory = Path(tempfile.mkdtemp(prefix="bazar-test-"))
     # Snapshots every 20 entries, every replica in its own window of a 3 s period: the
-    # leader's log is compacted before catalog4 joins, so catalog4 needs a snapshot.
-    made = Grown(directory, raft={"compaction_entries": 20, "compaction_period": 3})
+    # leader's log is compacted before the fourth replica joins, so it needs a snapshot.
+    made = Grown(directory, group, raft={"compaction_entries": 20, "compaction_period": 3})
     try:
         made.cluster.start(timeout=60)
         yield made
     finally:
         made.stop()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def grown():
+    yield from _grown("catalog")
+
+
+@pytest.fixture
+def grown_orders():
+    yield from _grown("order")
 
 
 def wait_new_caught_up(grown: Grown, node_id: str, timeout: float = 60.0) -> dict:
@@ -193,3 +205,27 @@ def test_a_dead_replica_is_replaced_step_by_step_and_clients_follow_the_log(grow
     assert stock(grown.cluster, 1) == 10_000 - 17  # every purchase above took one copy, once
     last = grown.member("remove", "catalog4")
     assert last.returncode == 1 and "last member" in last.stderr, last.stderr
+
+
+def test_the_order_group_moves_to_a_new_replica_and_purchases_follow_it(grown_orders):
+    grown = grown_orders
+    set_stock(grown.cluster, 1, 10_000)
+    grown.buy(3, "start")
+    added = grown.member("add", "order4")
+    assert added.returncode == 0, added.stderr
+    grown.newcomer.start_process("order4")
+    wait_new_caught_up(grown, "order4")
+    grown.buy(3, "after-add")
+    # Down to order4 alone, one member at a time (removing the leader hands it over first);
+    # the frontend's file names order1-3 only.
+    for node_id in ("order1", "order2", "order3"):
+        done = grown.member("remove", node_id)
+        assert done.returncode == 0, done.stderr
+        grown.buy(3, f"after-remove-{node_id}")
+        grown.cluster.kill(node_id, signal.SIGTERM)
+    assert grown.status("order4")["role"] == "leader"
+    grown.buy(5, "order4-alone")
+    orders = requests.get(f"{grown.url}/orders?limit=1000", timeout=10)
+    assert orders.status_code == 200, orders.text
+    assert sorted(o["status"] for o in orders.json()["orders"]) == ["completed"] * 20
+    assert stock(grown.cluster, 1) == 10_000 - 20
