@@ -11,6 +11,7 @@ import time
 from bazar.cluster.config import ConfigError, load
 
 DEFAULT_CONFIG = os.environ.get("BAZAR_CONFIG", "cluster.yaml")
+READY_SECONDS = 60  # `bazar up` gives up if the cluster is not ready this long after starting
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
                                                   "(or of the ones named) from FILE, before the cluster starts")
     restore.add_argument("file")
     restore.add_argument("nodes", nargs="*", metavar="id", help="only these replicas (the ones this machine runs)")
+    member = commands.add_parser("member", help="add a replica to its running group, or remove one")
+    member.add_argument("op", choices=("add", "remove"))
+    member.add_argument("id", help="the replica, as the cluster file names it (with its addresses)")
     _add_extensions(commands)
 
     # Accept --config after the subcommand too (`bazar node catalog1 --config x.yaml`): each
@@ -56,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _up(config, args) -> int:
-    from bazar.cluster.local import LocalCluster
+    from bazar.cluster.local import GaveUp, LocalCluster, Supervisor
 
     cluster = LocalCluster(config.path)
     if cluster.secret_generated:
@@ -68,27 +72,35 @@ def _up(config, args) -> int:
         nonlocal stopping
         stopping = True
 
+    def say(message: str) -> None:
+        print(f"bazar: {message}", flush=True)
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
         cluster.start(wait=False)
-        print(f"bazar: starting {len(cluster.names)} processes from {config.path}", flush=True)
-        try:
-            cluster.wait_ready(timeout=60)
-        except (TimeoutError, RuntimeError) as exc:
-            print(f"bazar: {exc}", file=sys.stderr)
-            return 1
-        print(f"bazar: ready. Storefront and API: {cluster.frontend_url}/  "
-              f"(dashboard: {cluster.frontend_url}/dashboard). Ctrl-C stops everything.", flush=True)
+        say(f"starting {len(cluster.names)} processes from {config.path}")
+        supervisor = Supervisor(cluster, say)
+        ready_by = time.monotonic() + READY_SECONDS
+        ready = False
         while not stopping:
-            for name, proc in list(cluster.processes.items()):
-                if proc.poll() is not None:
-                    print(f"bazar: {name} exited ({proc.returncode}); restarting it", flush=True)
-                    cluster.start_process(name)
-            time.sleep(0.5)
+            try:
+                supervisor.check()
+            except GaveUp as exc:
+                print(f"bazar: {exc}; stopping everything", file=sys.stderr, flush=True)
+                return 1
+            if not ready and cluster.is_ready():
+                ready = True
+                say(f"ready. Storefront and API: {cluster.frontend_url}/  "
+                    f"(dashboard: {cluster.frontend_url}/dashboard). Ctrl-C stops everything.")
+            elif not ready and time.monotonic() > ready_by:
+                print(f"bazar: cluster not ready after {READY_SECONDS} s; stopping everything",
+                      file=sys.stderr, flush=True)
+                return 1
+            time.sleep(0.2)
         return 0
     finally:
-        print("bazar: stopping every process", flush=True)
+        say("stopping every process")
         cluster.stop()
 
 
@@ -104,6 +116,41 @@ def _frontend(config, args) -> int:
     from bazar.frontend.server import run
 
     run(config, args.id)
+    return 0
+
+
+def _member(config, args) -> int:
+    """Ask the group's leader to add or remove replica `id` (one change at a time). The
+    file must name the replica; the running group is found from the file's other replicas,
+    and followed as it changes (web/client.py)."""
+    from bazar.web.client import GroupClient, Unavailable
+
+    node = config.node(args.id)
+    body = {"op": args.op, "id": node.id, "raft": str(node.raft)}
+    if args.op == "add":
+        body["http"] = str(node.http)
+    asked = [n.http.url for n in config.group(node.group) if args.op == "remove" or n.id != node.id]
+    # A leader answers within the commit timeout (done, refused, or 503: run it again); a
+    # replica that says nothing for longer is paused or cut off: ask the next one.
+    client = GroupClient(asked, config.secret(), timeout=3 * config.raft.commit_timeout,
+                         write_attempt_timeout=config.raft.commit_timeout + 1.0)
+    try:
+        reply = client.write("POST", "/members", body)
+    except Unavailable as exc:
+        print(f"bazar member {args.op}: no {node.group} replica answered ({exc})", file=sys.stderr)
+        return 1
+    try:
+        answer = reply.json()
+    except ValueError:
+        answer = {"error": reply.body.decode(errors="replace")}
+    if reply.status_code != 200:
+        print(f"bazar member {args.op} {node.id}: refused: {answer.get('error')}", file=sys.stderr)
+        return 1
+    members = ", ".join(f"{m['id']} (raft {m['raft']}, {m['http']})" for m in answer["members"])
+    done = "added to" if args.op == "add" else "removed from"
+    print(f"bazar: {node.id} {done} the {node.group} group; its members: {members}")
+    if args.op == "add":
+        print(f"bazar: now start it: bazar node {node.id} --config {config.path}")
     return 0
 
 
@@ -170,7 +217,7 @@ def _restore(config, args) -> int:
 
 
 COMMANDS = {"up": _up, "node": _node, "frontend": _frontend, "status": _status, "health": _health,
-            "backup": _backup, "restore": _restore}
+            "backup": _backup, "restore": _restore, "member": _member}
 
 
 def _add_extensions(commands) -> None:

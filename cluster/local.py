@@ -88,13 +88,16 @@ class LocalCluster:
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Wait until every frontend says both groups have a leader with quorum."""
         deadline = time.monotonic() + timeout
-        urls = [f.http.url for f in self.config.frontends]
         while time.monotonic() < deadline:
             self._raise_if_exited()
-            if all(_ok(url + "/readyz") for url in urls):
+            if self.is_ready():
                 return
             time.sleep(0.1)
         raise TimeoutError(f"cluster not ready after {timeout:.0f} s (logs: {self.log_dir})")
+
+    def is_ready(self) -> bool:
+        """Whether every frontend answers /readyz (both groups lead with quorum, caught up)."""
+        return all(_ok(f.http.url + "/readyz") for f in self.config.frontends)
 
     def stop(self) -> None:
         """End every process this cluster started; safe to call twice."""
@@ -195,11 +198,69 @@ class LocalCluster:
         """Replica `name`'s GET /status (role, term, commit and applied index), or None if it does not answer."""
         return self.admin.status(name, timeout)
 
+    def log_path(self, name: str) -> str:
+        """Where process `name` writes its output."""
+        return str(self.log_dir / f"{name}.log") if self.log_dir else "this terminal"
+
     def _raise_if_exited(self) -> None:
         for name, proc in self.processes.items():
             if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with status {proc.returncode} "
-                                   f"(log: {self.log_dir / (name + '.log') if self.log_dir else 'stdout'})")
+                raise RuntimeError(f"{name} exited with status {proc.returncode} (log: {self.log_path(name)})")
+
+
+class GaveUp(Exception):
+    """A child keeps dying as soon as it starts: restarting it again would not help."""
+
+
+class Supervisor:
+    """Restarts the children of a LocalCluster that exit, as `bazar up` does.
+
+    A child that dies is restarted after a back-off that doubles with every death in a
+    row that came soon after a start (within `start_window` seconds): a crash-looping
+    child is not restarted twice a second forever, and one that ran for a while and then
+    crashed is restarted at once. After `max_start_deaths` such deaths in a row the
+    supervisor gives up (GaveUp): a child that cannot even start (its port is taken,
+    its data directory refuses to open, its configuration is wrong) needs an operator.
+    `say` reports every death, restart and the giving up.
+    """
+
+    def __init__(self, cluster: LocalCluster, say: Callable[[str], None], first_delay: float = 0.5,
+                 max_delay: float = 30.0, start_window: float = 10.0, max_start_deaths: int = 5,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.cluster = cluster
+        self.say = say
+        self.first_delay, self.max_delay = first_delay, max_delay
+        self.start_window, self.max_start_deaths = start_window, max_start_deaths
+        self.clock = clock
+        self.started_at: dict[str, float] = {name: clock() for name in cluster.processes}
+        self.start_deaths: dict[str, int] = {}  # deaths in a row soon after a start, by child
+        self.restart_at: dict[str, float] = {}  # children waiting out their back-off
+
+    def check(self) -> None:
+        """Notice children that exited, restart those whose back-off is over; GaveUp when one
+        has died at start `max_start_deaths` times in a row. Call it every few tenths of a second."""
+        now = self.clock()
+        for name, proc in list(self.cluster.processes.items()):
+            if name in self.restart_at or proc.poll() is None:
+                continue
+            lived = now - self.started_at.get(name, now)
+            deaths = self.start_deaths.get(name, 0) + 1 if lived < self.start_window else 1
+            self.start_deaths[name] = deaths
+            where = self.cluster.log_path(name)
+            if deaths >= self.max_start_deaths:
+                raise GaveUp(f"giving up: {name} died within {self.start_window:g} s of starting "
+                             f"{deaths} times in a row (last exit status {proc.returncode}; "
+                             f"its output: {where})")
+            delay = min(self.max_delay, self.first_delay * 2 ** (deaths - 1))
+            self.say(f"{name} exited with status {proc.returncode} after {lived:.1f} s; "
+                     f"restarting it in {delay:g} s")
+            self.restart_at[name] = now + delay
+        for name, when in list(self.restart_at.items()):
+            if when <= now:
+                del self.restart_at[name]
+                self.cluster.start_process(name)
+                self.started_at[name] = self.clock()
+                self.say(f"{name} restarted (pid {self.cluster.pid(name)})")
 
 
 def _ok(url: str) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from bazar.cluster.config import ClusterConfig
+from bazar.consensus.directory import Directory
 from bazar.consensus.member import RaftMember
 from bazar.consensus.security import raft_password
 from bazar.consensus.settings import syncobj_conf
@@ -46,4 +47,5 @@ def join(config: ClusterConfig, group: str, machine, node_id: str | None = None,
         conf = syncobj_conf(config.raft, config.data_dir / node.id, password,
                             bind_address=str(node.bind(node.raft)), group_size=len(voters))
     connect_from(source_host)
-    return RaftMember(self_address, [str(n.raft) for n in voters], state, conf)
+    directory = Directory({n.id: {"raft": str(n.raft), "http": n.http.url} for n in voters})
+    return RaftMember(self_address, [str(n.raft) for n in voters], state, conf, directory)

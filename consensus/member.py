@@ -21,6 +21,7 @@ from typing import Any
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf
 
+from bazar.consensus.directory import ADD, Directory
 from bazar.consensus.reads import NOT_LEADER, LeaderView, ReadIndex
 from bazar.consensus.state import ReplicatedState
 from bazar.consensus.transport import WatchedTransport
@@ -38,6 +39,18 @@ class CommitError(Exception):
         super().__init__(reason)
         self.reason = reason
         self.definite = definite
+
+
+class MembershipRefused(Exception):
+    """A membership change was refused and nothing changed. `reason` says why, `kind` is
+    one of "not_leader" (ask the leader), "busy" (another change is in flight), "quorum"
+    (the group would be left without a majority), "unknown" (no such member) or "conflict"
+    (the id is a member at another address)."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
 
 
 class ReadRefused(Exception):
@@ -105,13 +118,18 @@ class RaftMember:
     """A voting member (self_address set) or a non-voting follower (self_address None)."""
 
     def __init__(self, self_address: str | None, peers: list[str], state: ReplicatedState,
-                 conf: SyncObjConf) -> None:
+                 conf: SyncObjConf, directory: Directory | None = None) -> None:
         self.state = state
+        # Built by consensus.join from cluster.yaml; a member built without one starts empty.
+        self.directory = directory if directory is not None else Directory({})
         self.peers = [p for p in peers if p != self_address]
+        self._changing = threading.Lock()  # one membership change at a time from this leader
         self._reads = ReadIndex()
         self._reads_lock = threading.Lock()
         self._in_touch_at: float | None = None
-        self.syncobj = SyncObj(self_address, self.peers, conf=conf, consumers=[state],
+        self._handing_off = False  # set by hand_off(); read on the tick thread
+        # The consumers' order fixes PySyncObj's method ids in the log: never reorder them.
+        self.syncobj = SyncObj(self_address, self.peers, conf=conf, consumers=[state, self.directory],
                                transportClass=ProbingTransport)
         self._transport: ProbingTransport = self.syncobj._SyncObj__transport
         self._wake = getattr(self.syncobj, "_SyncObj__pipeNotifier", None)
@@ -214,11 +232,149 @@ class RaftMember:
         heard = self._transport.last_heard.get(leader)
         return None if heard is None else time.monotonic() - heard
 
+    # -- membership -----------------------------------------------------------
+
+    def change_membership(self, change: dict, timeout: float) -> dict:
+        """Add a member ({"op": "add", "id", "raft", "http"}) or remove one ({"op": "remove",
+        "id", "raft"}); return the directory once the change has committed. Only on the leader.
+
+        Two entries, both idempotent, so a change cut short (a timeout, a leader change)
+        is finished by running it again: first the directory record, so every process
+        knows the member's addresses before it votes (and stops sending it requests
+        before it leaves); then PySyncObj's own membership entry, which makes it a voter
+        or not (skipped when the Raft configuration already says so).
+
+        Refused (MembershipRefused, nothing changed) on a follower, while another change
+        is in flight, when the group would be left without a majority of members in
+        touch with this leader, and for a member that is not in the group. A leader asked
+        to remove itself hands leadership over first and refuses as "not_leader": the
+        caller asks the new leader, which can remove it.
+        """
+        if not self._changing.acquire(blocking=False):
+            raise MembershipRefused("busy", "another membership change is in flight; try again when it is done")
+        try:
+            self._check_change(change)
+            self.submit_to(self.directory.record, change, timeout)
+            address = change["raft"]
+            if (address in self._voters()) != (change["op"] == ADD):
+                self._change_voters(change["op"], address, timeout)
+            return self.directory.view()
+        finally:
+            self._changing.release()
+
+    def _check_change(self, change: dict) -> None:
+        if not self.is_leader:
+            raise MembershipRefused("not_leader", "only the leader changes the membership; ask it")
+        sync = self.syncobj
+        pending = sync._SyncObj__changeClusterIDx
+        if pending is not None and pending > sync.raftLastApplied:
+            raise MembershipRefused("busy", f"a membership change (log entry {pending}) is still "
+                                            f"being committed; try again when it is done")
+        voters = self._voters()
+        me = sync.selfNode.address
+        in_touch = {me} | {str(node.address) for node in sync.otherNodes if sync.isNodeConnected(node)}
+        known = self.directory.get(change["id"])
+        if known is not None and known["raft"] != change["raft"]:
+            raise MembershipRefused("conflict", f"{change['id']} is a member at {known['raft']}, "
+                                               f"not {change['raft']}")
+        if change["op"] == ADD:
+            after = voters | {change["raft"]}
+        else:
+            address = change["raft"]
+            if known is None and address not in voters:
+                raise MembershipRefused("unknown", f"{change['id']} is not a member of this group")
+            after = voters - {address}
+            if not after:
+                raise MembershipRefused("quorum", "the last member of a group cannot be removed")
+        majority = len(after) // 2 + 1
+        live = len(after & in_touch)
+        if live < majority:
+            raise MembershipRefused("quorum", f"refused: the group would have {len(after)} members, "
+                                              f"of which only {live} are in touch with the leader, "
+                                              f"fewer than the {majority} needed for a majority")
+        if change["op"] != ADD and change["raft"] == me:
+            if self.hand_off(timeout=1.0):
+                raise MembershipRefused("not_leader", f"{change['id']} was the leader and has handed "
+                                                      f"leadership over; ask the new leader to remove it")
+            raise MembershipRefused("busy", f"{change['id']} leads the group and no follower could take "
+                                            f"over in time; try again")
+
+    def _voters(self) -> set[str]:
+        """The Raft addresses of the group's voting members, as PySyncObj holds them now."""
+        sync = self.syncobj
+        return {str(node.address) for node in sync.otherNodes} | {sync.selfNode.address}
+
+    def _change_voters(self, op: str, address: str, timeout: float) -> None:
+        done = threading.Event()
+        outcome: list = []
+
+        def on_result(result: Any, error: int) -> None:
+            outcome.append(error)
+            done.set()
+
+        change = self.syncobj.addNodeToCluster if op == ADD else self.syncobj.removeNodeFromCluster
+        change(address, callback=on_result)
+        if not done.wait(timeout):
+            raise CommitError("timeout", definite=False)
+        if outcome[0] != FAIL_REASON.SUCCESS:
+            raise CommitError(_REASONS.get(outcome[0], str(outcome[0])), definite=outcome[0] == FAIL_REASON.REQUEST_DENIED)
+
+    def submit_to(self, method, argument, timeout: float) -> Any:
+        """Commit a call of a replicated method other than the state machine's (the directory's)."""
+        done = threading.Event()
+        outcome: list = []
+
+        def on_result(result: Any, error: int) -> None:
+            outcome.append((result, error))
+            done.set()
+
+        method(argument, callback=on_result)
+        if not done.wait(timeout):
+            raise CommitError("timeout", definite=False)
+        result, error = outcome[0]
+        if error != FAIL_REASON.SUCCESS:
+            raise CommitError(_REASONS.get(error, str(error)), definite=error not in _MAYBE_APPLIED)
+        return result
+
+    # -- leaving --------------------------------------------------------------
+
+    def hand_off(self, timeout: float) -> bool:
+        """If this member leads, hand leadership to an up-to-date follower before it stops,
+        so the group has a leader again within a round trip instead of an election timeout.
+
+        PySyncObj 0.3.17 implements Raft's leadership transfer (`transferLeadership`, the
+        TimeoutNow message): it picks the connected follower with the highest match index
+        and asks it to stand for election at once, but only while that follower holds every
+        entry of the leader's log (so it wins the vote). Under load a follower is often one
+        entry behind, so the request is repeated on every tick until a new leader is known
+        or `timeout` passes. Returns True when this member is not (or no longer) the leader
+        and another one is known; False if no follower took over in time, in which case
+        the group elects one once this member stops (the election timeout later).
+        """
+        if not self.is_leader:
+            return True
+        self._handing_off = True
+        if self._wake is not None:
+            self._wake.notify()
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                leader = self.leader
+                if not self.is_leader and leader is not None and leader != self.syncobj.selfNode.address:
+                    return True
+                time.sleep(0.005)
+            return False
+        finally:
+            self._handing_off = False
+
     # -- PySyncObj's tick thread ------------------------------------------------
 
     def _on_tick(self) -> None:
         sync = self.syncobj
         leading = sync._SyncObj__raftState == _LEADER
+        if leading and self._handing_off:
+            # Denied (no reply sent) while no connected follower holds the whole log.
+            sync.transferLeadership()
         others = sync._SyncObj__otherNodes
         noop = sync._SyncObj__noopIDx
         view = LeaderView(

@@ -157,8 +157,10 @@ class _SyncObj:
                     selfData, consumersData = state, []
                 for k, v in selfData.items():
                     self.__dict__[k] = v
-                for i, consumer in enumerate(self.__consumers):
-                    consumer._deserialize(consumersData[i])
+                # A snapshot written before a consumer was added (the membership directory,
+                # consensus/directory.py) has no data for it: that consumer keeps its start.
+                for consumer, consumerData in zip(self.__consumers, consumersData):
+                    consumer._deserialize(consumerData)
             _SyncObj.rebase_log(self, beforeLast, last)
             self.__raftLastApplied = lastIdx
             _SyncObj.snapshot_committed(self, lastIdx)

@@ -76,5 +76,6 @@ def syncobj_conf(raft: RaftConfig, data_dir: Path | None, password: str | None,
         # when their container is recreated; PySyncObj would keep the old one for 10 minutes.
         dnsCacheTime=2.0,
         dnsFailCacheTime=1.0,
-        dynamicMembershipChange=False,      # membership is cluster.yaml's, not the log's
+        # Membership is the log's (`bazar member add/remove`); cluster.yaml only starts it.
+        dynamicMembershipChange=True,
     )

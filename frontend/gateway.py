@@ -142,10 +142,20 @@ class Gateway:
 
     def _catalog_get(self, path: str, attempt_timeout: float | None = None,
                      prefer_leader: bool = False) -> tuple[dict, int]:
+        self._follow_catalog_members()
         return _answer(self.catalog.read, path, attempt_timeout=attempt_timeout, prefer_leader=prefer_leader)
 
     def _catalog_write(self, method: str, path: str, payload: dict):
+        self._follow_catalog_members()
         return _answer(self.catalog.write, method, path, payload)
+
+    def _follow_catalog_members(self) -> None:
+        """Call the catalog members this frontend's follower has applied from the log (it
+        may not have heard from a replica since a change, and its file's may all be gone)."""
+        directory = self.follower.member.directory
+        if directory.changed_index > self.catalog.members_index:
+            view = directory.view()
+            self.catalog.adopt_members(view["changed_index"], [m["http"] for m in view["members"]])
 
     def _checked(self, call, *args, **kwargs) -> dict:
         return _answer(call, *args, **kwargs)[0]

@@ -7,11 +7,11 @@ import json
 from flask import Flask, jsonify, request
 
 from bazar.cluster.config import ClusterConfig, NodeConfig
-from bazar.consensus import SNAPSHOT_FORMAT, CommitError, RaftMember, ReadRefused
-from bazar.node.commands import to_wire
+from bazar.consensus import SNAPSHOT_FORMAT, CommitError, MembershipRefused, RaftMember, ReadRefused
+from bazar.node.commands import membership_change, to_wire
 from bazar.web import errors
-from bazar.web.errors import ApiError, unavailable
-from bazar.web.protocol import INDEX_HEADER, LEADER_HEADER
+from bazar.web.errors import ApiError, json_body, unavailable
+from bazar.web.protocol import INDEX_HEADER, LEADER_HEADER, MEMBERS_HEADER
 from bazar.web.signing import Refused, Verifier, signing_key
 
 # The only routes open to anyone: liveness (for a container's HEALTHCHECK, which holds no
@@ -30,7 +30,6 @@ class Replica:
         self.config = config
         self.node = node
         self.member = member
-        self.http_by_raft = {str(n.raft): n.http.url for n in config.group(node.group)}
         secret = config.secret()
         # Every other route is for Bazar's own processes, which sign their requests
         # (web/signing.py). No secret at all is allowed only on loopback (consensus.security).
@@ -53,7 +52,7 @@ class Replica:
         so clients forget a leader this replica can no longer vouch for."""
         if not self.member.in_touch(self.max_lag):
             return None
-        return self.http_by_raft.get(self.member.leader or "")
+        return self.member.directory.http_of(self.member.leader or "")
 
     def commit(self, command) -> dict:
         """Commit a typed command; a failure to commit is answered 503 with Retry-After."""
@@ -64,6 +63,20 @@ class Replica:
                        "it was not applied" if exc.definite else
                        "the cluster did not confirm the write in time; it may still be applied")
             raise unavailable(message) from None
+
+    def change_membership(self, change: dict) -> dict:
+        """Add or remove a member (see `RaftMember.change_membership`): the new directory, or
+        409 (another change in flight, or no majority would be left), 404 (no such member),
+        503 (not the leader, or the change did not commit in time: run it again)."""
+        try:
+            return self.member.change_membership(change, self.config.raft.commit_timeout)
+        except MembershipRefused as exc:
+            if exc.kind == "not_leader":
+                raise unavailable(exc.reason) from None
+            raise ApiError(404 if exc.kind == "unknown" else 409, exc.reason) from None
+        except CommitError as exc:
+            raise unavailable(f"the membership change did not commit ({exc.reason}); run it again "
+                              f"(a change is safe to repeat)") from None
 
     def read_local(self, query, *args):
         """Run `query` on this replica's applied state: (result, index).
@@ -138,6 +151,7 @@ def create_app(replica: Replica) -> Flask:
         if leader:
             response.headers[LEADER_HEADER] = leader
         response.headers.setdefault(INDEX_HEADER, str(replica.state.applied_index))
+        response.headers[MEMBERS_HEADER] = str(replica.member.directory.changed_index)
         return response
 
     @app.get("/healthz")
@@ -149,6 +163,16 @@ def create_app(replica: Replica) -> Flask:
         return jsonify(id=replica.node.id, group=replica.node.group, http=replica.node.http.url,
                        raft_address=str(replica.node.raft), serving=replica.serving(),
                        **replica.member.status())
+
+    @app.get("/members")
+    def members():
+        """The group's members by id with their Raft and HTTP addresses, as the log has them."""
+        return jsonify(replica.member.directory.view())
+
+    @app.post("/members")
+    def change_members():
+        """Add or remove one member (`bazar member add|remove`); only the leader does it."""
+        return jsonify(replica.change_membership(membership_change(json_body(request))))
 
     @app.get("/state")
     def state():

@@ -14,6 +14,7 @@ import re
 import uuid
 from typing import Any
 
+from bazar.cluster.config import ConfigError, address
 from bazar.web.errors import BadRequest
 
 MAX_BOOK_ID = 2 ** 31 - 1
@@ -21,6 +22,7 @@ MAX_PRICE = 1e9
 MAX_STOCK = 10 ** 9
 MAX_TEXT = 200
 ORDER_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # used with fullmatch
+NODE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")       # as cluster.yaml's ids
 
 
 class Malformed(ValueError):
@@ -114,3 +116,25 @@ def text(raw: Any, name: str) -> str:
     if not isinstance(raw, str) or not raw.strip() or len(raw) > MAX_TEXT:
         raise BadRequest(f"{name} must be a non-empty string of at most {MAX_TEXT} characters")
     return raw.strip()
+
+
+def membership_change(body: Any) -> dict:
+    """A membership change as `RaftMember.change_membership` takes it, from a JSON body:
+    {"op": "add", "id", "raft": "host:port", "http": "host:port"} or
+    {"op": "remove", "id", "raft": "host:port"}."""
+    fields = fields_of(body, {"op", "id", "raft", "http"})
+    op = fields.get("op")
+    if op not in ("add", "remove"):
+        raise BadRequest("op must be add or remove")
+    node_id = fields.get("id")
+    if not isinstance(node_id, str) or not NODE_ID.fullmatch(node_id):
+        raise BadRequest("id must be 1-64 letters, digits, '-' or '_'")
+    wanted = ("raft", "http") if op == "add" else ("raft",)
+    try:
+        addresses = {key: address(fields.get(key), key) for key in wanted}
+    except ConfigError as exc:
+        raise BadRequest(str(exc)) from None
+    change = {"op": op, "id": node_id, "raft": str(addresses["raft"])}
+    if op == "add":
+        change["http"] = addresses["http"].url
+    return change

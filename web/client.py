@@ -21,6 +21,12 @@ same failures. A 503 that names a leader sends the call there next. When every
 replica answered 503 in one pass, that 503 is returned (the caller passes its
 Retry-After on); when none answered, `Unavailable` is raised at the deadline.
 
+Membership: the client starts from the replicas its cluster file lists, and follows the
+group's membership as the log has it. Every replica answer carries `X-Bazar-Members`, the
+log index of the last membership change that replica applied; on a newer one than it
+knows, the client fetches `GET /members` from that replica and from then on calls the
+members it lists (`bazar member add|remove`, consensus/directory.py).
+
 This is on every request's path, so it speaks urllib3 directly: a keep-alive
 pool per replica, no per-request proxy, cookie or netrc machinery.
 """
@@ -29,6 +35,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +43,7 @@ from typing import Any
 import urllib3
 from urllib3.exceptions import HTTPError, TimeoutError as Urllib3Timeout
 
-from bazar.web.protocol import LEADER_HEADER
+from bazar.web.protocol import LEADER_HEADER, MEMBERS_HEADER
 from bazar.web.signing import Signer
 
 BACKOFF_SECONDS = 1.0        # a replica that refused a connection is skipped this long
@@ -74,8 +81,10 @@ class GroupClient:
         # (the write is idempotent, so a slow first attempt that commits later is harmless).
         self.write_attempt_timeout = write_attempt_timeout
         self.leader: str | None = None
+        self.members_index = 0  # the membership change `urls` reflects (0: the cluster file's)
+        self._members_lock = threading.Lock()
         self._down_until: dict[str, float] = {}
-        self._turn = itertools.cycle(range(len(self.urls)))
+        self._turn = itertools.count()
         self._signer = Signer(secret)  # every request is signed; the secret is never sent
         pool_options = {"source_address": (source_host, 0)} if source_host else {}
         self._pool = urllib3.PoolManager(maxsize=POOL_SIZE, block=False, retries=False, **pool_options)
@@ -139,6 +148,7 @@ class GroupClient:
                     log.error("%s", last)
                     self._mark_down(url, SLOW_BACKOFF_SECONDS)
                     continue
+                self._learn_members(url, reply)
                 named = self._learn_leader(url, reply)
                 if reply.status_code != 503:
                     return reply
@@ -167,6 +177,26 @@ class GroupClient:
         if self.leader == url:
             self.leader = None
 
+    def _learn_members(self, url: str, reply: Reply) -> None:
+        """If `url` has applied a newer membership change than `urls` reflects, fetch the
+        members it lists and call those from now on."""
+        announced = reply.headers.get(MEMBERS_HEADER, "")
+        if not announced.isdigit() or int(announced) <= self.members_index:
+            return
+        try:
+            listing = self._send("GET", url + "/members", None, {}, READ_ATTEMPT_SECONDS).json()
+            index, urls = int(listing["changed_index"]), [m["http"] for m in listing["members"]]
+        except (HTTPError, ValueError, KeyError, TypeError):
+            return  # asked again on the next answer that announces it
+        self.adopt_members(index, urls)
+
+    def adopt_members(self, index: int, urls: list[str]) -> None:
+        """Call the replicas at `urls` from now on, if `index` (the log index of the membership
+        change they reflect) is newer than what this client knows."""
+        with self._members_lock:
+            if index > self.members_index and urls:
+                self.urls, self.members_index = list(urls), index
+
     def _learn_leader(self, url: str, reply: Reply) -> str | None:
         """Believe the leader `url`'s reply names, or forget the leader if it names none
         (or names itself while answering 503). Returns the leader now believed."""
@@ -185,7 +215,8 @@ class GroupClient:
         return healthy
 
     def _round_robin(self) -> list[str]:
-        start = next(self._turn)
-        rotated = self.urls[start:] + self.urls[:start]
+        urls = self.urls
+        start = next(self._turn) % len(urls)
+        rotated = urls[start:] + urls[:start]
         healthy = [u for u in rotated if self._healthy(u)]
         return healthy + [u for u in rotated if u not in healthy]

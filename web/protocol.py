@@ -6,6 +6,9 @@
 - `X-Bazar-Date`, `X-Bazar-Nonce`, `X-Bazar-Signature`: on every request one Bazar
   process sends a replica, signed with a key derived from the cluster secret; the
   secret itself never travels (web/signing.py).
+- `X-Bazar-Members`: on every replica answer, the log index of the last membership change
+  the replica has applied; a client that knows an older list fetches `GET /members` from it
+  (web/client.py), so clients follow the membership the log holds, not their cluster file.
 - `Retry-After`: on every 503 that a retry can cure (no quorum, an election, a replica
   out of touch or catching up). Bazar always says one second: elections take a few
   hundred milliseconds here, and a client that waits longer only adds latency.
@@ -17,6 +20,7 @@ INDEX_HEADER = "X-Bazar-Index"
 DATE_HEADER = "X-Bazar-Date"
 NONCE_HEADER = "X-Bazar-Nonce"
 SIGNATURE_HEADER = "X-Bazar-Signature"
+MEMBERS_HEADER = "X-Bazar-Members"
 RETRY_AFTER_HEADER = "Retry-After"
 RETRY_AFTER_SECONDS = 1
 

@@ -333,3 +333,29 @@ def test_fuzz_add_book_returns_a_well_formed_command_or_bad_request(body, header
     state = CatalogState()
     result = state.apply(command)
     assert result["book"]["id"] == 1 and result["book"]["title"] == command["title"]
+
+
+# -- membership changes (POST /members) ------------------------------------------
+
+
+def test_membership_change_accepts_an_add_and_a_remove():
+    assert shared.membership_change({"op": "add", "id": "catalog4", "raft": "10.0.0.4:7101",
+                                     "http": "10.0.0.4:8101"}) == {
+        "op": "add", "id": "catalog4", "raft": "10.0.0.4:7101", "http": "http://10.0.0.4:8101"}
+    assert shared.membership_change({"op": "remove", "id": "catalog4", "raft": "10.0.0.4:7101"}) == {
+        "op": "remove", "id": "catalog4", "raft": "10.0.0.4:7101"}
+
+
+@pytest.mark.parametrize("body", [
+    None, [], "add", {}, {"op": "grow", "id": "c4", "raft": "h:1"},
+    {"op": "add", "id": "c4", "raft": "h:1"},                      # no http
+    {"op": "remove", "id": "c4"},                                  # no raft
+    {"op": "remove", "id": "c 4", "raft": "h:1"}, {"op": "remove", "id": 4, "raft": "h:1"},
+    {"op": "remove", "id": "x" * 65, "raft": "h:1"},
+    {"op": "remove", "id": "c4", "raft": "h"}, {"op": "remove", "id": "c4", "raft": "0.0.0.0:1"},
+    {"op": "remove", "id": "c4", "raft": "h:99999"}, {"op": "remove", "id": "c4", "raft": ["h:1"]},
+    {"op": "remove", "id": "c4", "raft": "h:1", "votes": 2},       # unknown field
+])
+def test_membership_change_rejects_bad_bodies(body):
+    with pytest.raises(BadRequest):
+        shared.membership_change(body)

@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from bazar.web.client import LEADER_HEADER, GroupClient, Unavailable
+from bazar.web.protocol import MEMBERS_HEADER
 
 
 class FakeReplica:
@@ -20,6 +21,7 @@ class FakeReplica:
     def __init__(self) -> None:
         self.status = 200
         self.leader: str | None = None  # the X-Bazar-Leader value to send, None for none
+        self.members: tuple[int, list[str]] | None = None  # (changed_index, HTTP URLs) it announces
         self.hits: list[tuple[str, str]] = []
         replica = self
 
@@ -29,9 +31,17 @@ class FakeReplica:
                 self.rfile.read(length)
                 replica.hits.append((self.command, self.path))
                 body = json.dumps({"served_by": replica.url}).encode()
-                self.send_response(replica.status)
+                status = replica.status
+                if self.path == "/members" and replica.members is not None:
+                    index, urls = replica.members
+                    status, body = 200, json.dumps({"changed_index": index, "members": [
+                        {"id": f"n{i}", "raft": f"127.0.0.1:{i + 1}", "http": url}
+                        for i, url in enumerate(urls)]}).encode()
+                self.send_response(status)
                 if replica.leader:
                     self.send_header(LEADER_HEADER, replica.leader)
+                if replica.members is not None:
+                    self.send_header(MEMBERS_HEADER, str(replica.members[0]))
                 if replica.status == 503:
                     self.send_header("Retry-After", "1")
                 self.send_header("Content-Type", "application/json")
@@ -154,3 +164,18 @@ def test_no_replica_reachable_raises_unavailable(replicas):
     with pytest.raises(Unavailable):
         client.read("/books/1")
     assert client.leader is None
+
+
+def test_the_client_follows_the_members_a_replica_announces_and_never_goes_back(replicas):
+    a, b, c = replicas
+    client = GroupClient([a.url, b.url], timeout=3.0)
+    a.members = (7, [b.url, c.url])  # a change at index 7: a left, c joined
+    client.read("/books/1")
+    assert client.urls == [b.url, c.url] and client.members_index == 7
+    b.members = (3, [a.url, b.url])  # a replica that has not applied that change yet
+    for _ in range(4):
+        client.read("/books/1")
+    assert client.urls == [b.url, c.url], "an older membership replaced a newer one"
+    assert ("GET", "/members") not in b.hits, "a list no newer than the known one was fetched"
+    assert all(path != "/books/1" for _, path in a.hits[1:]), "a removed member was still called"
+    assert any(path == "/books/1" for _, path in c.hits), "the new member was never called"

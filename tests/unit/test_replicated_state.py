@@ -4,11 +4,14 @@ from __future__ import annotations
 import copy
 import pickle
 import threading
+import time
 
 import pytest
+from pysyncobj import FAIL_REASON, SyncObj
 
 from bazar.cluster.config import RaftConfig
 from bazar.cluster.local import free_ports
+from bazar.consensus.directory import Directory
 from bazar.consensus.member import CommitError, RaftMember
 from bazar.consensus.settings import syncobj_conf
 from bazar.consensus.state import ReplicatedState
@@ -272,3 +275,50 @@ def test_submit_without_quorum_raises_commit_error(tmp_path, members):
     assert member.is_leader is False
     assert state.applied_index == 0
     assert state.machine.seeded is False
+
+
+def _commit(state: ReplicatedState, command: dict, timeout: float = 15.0):
+    """Commit through a bare SyncObj (retrying while it elects itself); the result."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, outcome = threading.Event(), []
+        state.apply(command, callback=lambda result, error: (outcome.append((result, error)), done.set()))
+        if done.wait(5) and outcome[0][1] == FAIL_REASON.SUCCESS:
+            return outcome[0][0]
+        time.sleep(0.05)
+    raise AssertionError(f"{command} did not commit")
+
+
+def test_a_snapshot_written_before_the_membership_directory_existed_still_loads(tmp_path, members):
+    """Replicas used to run one consumer (the state); now the directory is a second one.
+    A snapshot holding data for the first only must restore the state, and leave the
+    directory as the cluster file starts it."""
+    address = f"127.0.0.1:{free_ports(1)[0]}"
+    data_dir = tmp_path / "catalog1"
+    raft = RaftConfig(compaction_period=1.0)  # this member's compaction window comes every second
+    state = ReplicatedState(CatalogState())
+    old = SyncObj(address, [], conf=syncobj_conf(raft, data_dir, None, bind_address=address, group_size=1),
+                  consumers=[state])  # the consumers of a replica before the directory
+    try:
+        _commit(state, {"op": "seed", "books": copy.deepcopy(BOOKS)})
+        assert _commit(state, {"op": "purchase", "id": 1, "order_id": "o1"})["ok"] is True
+        snapshot = data_dir / "snapshot.bin"
+        deadline = time.monotonic() + 15
+        while not snapshot.exists() and time.monotonic() < deadline:
+            old.forceLogCompaction()
+            time.sleep(0.1)
+        assert snapshot.exists(), "the old-layout member never wrote a snapshot"
+        _commit(state, {"op": "purchase", "id": 2, "order_id": "o2"})  # an entry after the snapshot
+    finally:
+        old.destroy_synchronous()
+
+    conf = syncobj_conf(raft, data_dir, None, bind_address=address, group_size=1)
+    directory = Directory({"catalog1": {"raft": address, "http": "http://127.0.0.1:1"}})
+    new_state = ReplicatedState(CatalogState())
+    member = RaftMember(address, [address], new_state, conf, directory)
+    members.append(member)
+    assert member.wait_applied(state.applied_index, timeout=15)
+    stock = new_state.read(lambda m: (m.books[1]["stock"], m.books[2]["stock"]))[0]
+    assert stock == (0, 2), "the state restored from the old snapshot and journal is wrong"
+    assert member.directory.view()["members"] == [
+        {"id": "catalog1", "raft": address, "http": "http://127.0.0.1:1"}]

@@ -1,0 +1,119 @@
+"""`bazar up` supervises its children: a crashed one is restarted (with a back-off, and it
+says so); one that dies at every start makes it give up, stop everything and exit non-zero."""
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import requests
+import yaml
+
+from bazar.cluster.local import write_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Up:
+    """A real `bazar up` whose output lines are read as they come."""
+
+    def __init__(self, config: Path) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "bazar", "--config", str(config), "up"],
+                                     cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: "queue.Queue[str]" = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def wait_for(self, text: str, timeout: float) -> str:
+        """The first line (from now on) containing `text`; AssertionError with the output so far."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            self.seen.append(line)
+            if text in line:
+                return line
+        raise AssertionError(f"bazar up never printed {text!r}; it printed:\n" + "\n".join(self.seen[-40:]))
+
+    def children(self) -> dict[str, int]:
+        """The pid of each child process, by the id it runs."""
+        found = {}
+        for status in Path("/proc").glob("[0-9]*/status"):
+            try:
+                fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+                argv = (status.parent / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if fields.get("PPid", "").strip() == str(self.proc.pid) and "Z" not in fields.get("State", ""):
+                found[argv[4].decode()] = int(status.parent.name)  # python -m bazar <kind> <id>
+        return found
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+
+
+def test_a_child_killed_under_bazar_up_is_restarted_and_that_is_said(tmp_path):
+    up = Up(write_config(tmp_path, catalog=3, order=1))
+    try:
+        ready = up.wait_for("ready", 60)
+        url = ready.split("API: ")[1].split()[0].rstrip("/")
+        victim = up.children()["catalog2"]
+        os.kill(victim, signal.SIGKILL)
+        died = up.wait_for("catalog2 exited", 10)
+        assert "status -9" in died and "restarting it in" in died, died
+        up.wait_for("catalog2 restarted", 10)
+        assert up.children().get("catalog2") not in (None, victim), "catalog2 was not started again"
+        assert up.proc.poll() is None, "bazar up stopped instead of restarting the child"
+        assert requests.post(f"{url}/purchase/1", timeout=10).status_code == 200
+    finally:
+        up.close()
+
+
+def test_bazar_up_gives_up_on_a_child_that_dies_at_every_start(tmp_path):
+    config = write_config(tmp_path, catalog=3, order=1)
+    http = yaml.safe_load(config.read_text())["catalog"][2]["http"]
+    host, port = http.rsplit(":", 1)
+    squatter = socket.socket()  # catalog3's HTTP port is taken: it exits at every start
+    squatter.bind((host, int(port)))
+    squatter.listen()
+    up = Up(config)
+    try:
+        assert "restarting it in 0.5 s" in up.wait_for("catalog3 exited", 30)
+        others = up.children()
+        assert set(others) == {"catalog1", "catalog2", "order1", "frontend1"}, (
+            f"the other processes should run meanwhile: {others}")
+        for delay in ("1", "2", "4"):  # the back-off doubles with each death at start
+            assert f"restarting it in {delay} s" in up.wait_for("catalog3 exited", 30)
+        gave_up = up.wait_for("giving up", 60)
+        assert "catalog3 died within" in gave_up and "5 times in a row" in gave_up, gave_up
+        assert up.proc.wait(30) == 1, "bazar up gave up but did not exit with an error"
+        left = [name for name, pid in others.items() if _alive(pid)]
+        assert left == [], f"bazar up left {left} running"
+    finally:
+        up.close()
+        squatter.close()
