@@ -141,14 +141,14 @@ def test_a_fourth_catalog_replica_joins_catches_up_by_snapshot_and_serves_reads(
     index = grown.leader_status()["commit_index"]
     expected = stock(grown.cluster, 1)
     http = grown.newcomer.config.node("catalog4").http.url
-    answer = requests.get(f"{http}/books/1?min_index={index}", timeout=10)
+    answer = requests.get(f"{http}/books/1?min_index={index}", timeout=10, auth=grown.cluster.peer_auth)
     assert answer.status_code == 200, answer.text
     assert answer.json()["stock"] == expected == 10_000 - 60
     assert int(answer.headers["X-Bazar-Index"]) >= index
 
     # Every process, started from the old file, learned catalog4 from the log.
     for node in grown.cluster.config.catalog:
-        listing = requests.get(f"{node.http.url}/members", timeout=5).json()
+        listing = requests.get(f"{node.http.url}/members", timeout=5, auth=grown.cluster.peer_auth).json()
         assert [m["id"] for m in listing["members"]] == ["catalog1", "catalog2", "catalog3", "catalog4"]
 
     # A replica restarted from the old file still knows catalog4 (from its snapshot and log).
@@ -168,10 +168,12 @@ def test_a_fourth_catalog_replica_joins_catches_up_by_snapshot_and_serves_reads(
                          ({"op": "add", "id": "catalog5", "raft": "127.0.0.1:1"}, 400),
                          ({"op": "remove", "id": "catalog9", "raft": "127.0.0.1:1"}, 404),
                          ({"op": "add", "id": "catalog4", "raft": "127.0.0.1:1", "http": "127.0.0.1:2"}, 409)]:
-        refused = requests.post(f"{leader_http}/members", json=body, timeout=10)
+        refused = requests.post(f"{leader_http}/members", json=body, timeout=10,
+                                auth=grown.cluster.peer_auth)
         assert refused.status_code == status and "error" in refused.json(), (body, refused.text)
-    assert requests.post(f"{leader_http}/members", data="op=add", timeout=10).status_code == 415
-    assert requests.get(f"{leader_http}/members", timeout=5).json() == listing
+    assert requests.post(f"{leader_http}/members", data="op=add", timeout=10,
+                         auth=grown.cluster.peer_auth).status_code == 415
+    assert requests.get(f"{leader_http}/members", timeout=5, auth=grown.cluster.peer_auth).json() == listing
 
 
 def test_a_dead_replica_is_replaced_step_by_step_and_clients_follow_the_log(grown):
@@ -181,7 +183,8 @@ def test_a_dead_replica_is_replaced_step_by_step_and_clients_follow_the_log(grow
     refused = grown.member("add", "catalog4")
     assert refused.returncode == 1 and "majority" in refused.stderr, (refused.stdout, refused.stderr)
     assert "catalog4" not in [m["id"] for m in requests.get(
-        f"{grown.cluster.config.node('catalog1').http.url}/members", timeout=5).json()["members"]]
+        f"{grown.cluster.config.node('catalog1').http.url}/members", timeout=5,
+        auth=grown.cluster.peer_auth).json()["members"]]
 
     # 1. remove the dead replica, 2. add its replacement, 3. start it.
     removed = grown.member("remove", "catalog3")
