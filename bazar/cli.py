@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import signal
 import sys
 import time
 
+from bazar import __version__
 from bazar.cluster.config import ConfigError, load
+from bazar.web import logs
 
 DEFAULT_CONFIG = os.environ.get("BAZAR_CONFIG", "cluster.yaml")
 
@@ -16,6 +17,7 @@ DEFAULT_CONFIG = os.environ.get("BAZAR_CONFIG", "cluster.yaml")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bazar", description="Bazar: a replicated bookstore.")
     parser.add_argument("--config", default=DEFAULT_CONFIG, help="cluster file (default: %(default)s)")
+    parser.add_argument("--version", action="version", version=f"bazar {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     commands.add_parser("up", help="run every process of the cluster here, in the foreground")
@@ -23,7 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     node.add_argument("id")
     frontend = commands.add_parser("frontend", help="run one frontend (the first listed by default)")
     frontend.add_argument("id", nargs="?")
-    commands.add_parser("status", help="print every replica's role, term and indexes")
+    status = commands.add_parser("status", help="print every replica's role, term and indexes")
+    status.add_argument("--json", action="store_true", help="print the groups as JSON (as /cluster has them)")
+    status.add_argument("--watch", action="store_true", help="print again every --interval seconds until Ctrl-C")
+    status.add_argument("--interval", type=float, default=1.0, help="seconds between --watch prints (default 1)")
     health = commands.add_parser("health", help="exit 0 if a process of the cluster answers here "
                                                 "(a container's HEALTHCHECK)")
     health.add_argument("id", nargs="?", help="the process to ask (default: any in the file)")
@@ -40,10 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         if extra.config:
             args.config = extra.config
 
-    _setup_logging(getattr(args, "id", None) or args.command)
     handler = COMMANDS[args.command]
     try:
         config = load(args.config) if getattr(handler, "needs_config", True) else None
+        logs.setup(_process_name(config, args))
         return handler(config, args)
     except ConfigError as exc:
         print(f"bazar: {exc}", file=sys.stderr)
@@ -102,11 +107,29 @@ def _frontend(config, args) -> int:
 
 
 def _status(config, args) -> int:
+    """Print the table (or JSON) once, or with --watch every --interval seconds until Ctrl-C.
+    The exit status is the last print's: 0 only if both groups had a leader with quorum."""
+    import json
+
     from bazar.web.admin import Admin, format_table, ready
 
-    groups = Admin(config).collect()
-    print(format_table(groups))
-    return 0 if ready(groups) else 1
+    if args.interval <= 0:
+        raise ConfigError("--interval must be a positive number of seconds")
+    admin = Admin(config)
+    while True:
+        groups = admin.collect()
+        if args.json:
+            print(json.dumps({"groups": groups, "ready": ready(groups)}), flush=True)
+        else:
+            if args.watch and sys.stdout.isatty():
+                print("\033[H\033[J", end="")  # clear the terminal, as watch(1) does
+            print(format_table(groups), flush=True)
+        if not args.watch:
+            return 0 if ready(groups) else 1
+        try:
+            time.sleep(args.interval)
+        except KeyboardInterrupt:
+            return 0 if ready(groups) else 1
 
 
 def _health(config, args) -> int:
@@ -144,12 +167,12 @@ def _add_extensions(commands) -> None:
         COMMANDS.update(module.register(commands))
 
 
-def _setup_logging(process: str) -> None:
-    logging.basicConfig(
-        level=os.environ.get("BAZAR_LOG_LEVEL", "INFO"),
-        format=f"%(asctime)s {process} %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+def _process_name(config, args) -> str:
+    """The `node` field of this process's log lines: its id (catalog1, frontend1, ...) when
+    it runs one process of the cluster, else the command's name."""
+    if args.command == "frontend" and config is not None:
+        return config.frontend(args.id).id
+    return args.id if args.command == "node" else args.command
 
 
 if __name__ == "__main__":

@@ -5,9 +5,10 @@ import os
 
 from flask import Flask, jsonify, request
 
+from bazar import __version__
 from bazar.frontend import pages
 from bazar.frontend.gateway import Gateway
-from bazar.web import errors
+from bazar.web import errors, metrics
 from bazar.web.admin import Admin, ready
 from bazar.web.auth import require_bearer
 from bazar.web.errors import json_body, unavailable
@@ -17,6 +18,9 @@ def create_app(gateway: Gateway, frontend_id: str = "frontend") -> Flask:
     app = Flask("bazar.frontend")
     admin = Admin(gateway.config)
     errors.install(app)
+    app_metrics = metrics.Metrics()
+    app_metrics.registry.register(metrics.FrontendCollector(gateway.cache, gateway.follower))
+    metrics.instrument(app, app_metrics)
     pages.install_error_pages(app)
     pages.install_security_headers(app)
 
@@ -83,7 +87,7 @@ def create_app(gateway: Gateway, frontend_id: str = "frontend") -> Flask:
 
     @app.get("/healthz")
     def healthz():
-        return jsonify(status="ok", pid=os.getpid())
+        return jsonify(status="ok", id=frontend_id, pid=os.getpid(), version=__version__)
 
     @app.get("/readyz")
     def readyz():

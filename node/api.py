@@ -5,13 +5,15 @@ import hashlib
 import hmac
 import json
 import os
+import time
 
 from flask import Flask, jsonify, request
 
 from bazar.cluster.config import ClusterConfig, NodeConfig
 from bazar.consensus import CommitError, RaftMember, ReadRefused
 from bazar.node.commands import to_wire
-from bazar.web import errors
+from bazar import __version__
+from bazar.web import errors, metrics
 from bazar.web.errors import ApiError, unavailable
 from bazar.web.protocol import INDEX_HEADER, LEADER_HEADER, SECRET_HEADER
 # A majority answers a heartbeat within milliseconds; a leader that cannot confirm its
@@ -34,6 +36,9 @@ class Replica:
         # naming that leader to clients): the same bound the frontend's cache lives by.
         self.max_lag = config.cache.max_follower_lag
         self.service = service  # the group's behaviour (node/catalog/service.py, node/orders/service.py)
+        self.metrics = metrics.Metrics()
+        self.raft_metrics = metrics.RaftMetrics(self.metrics, node.group, member)
+        member.on_fsync(self.raft_metrics.fsync_duration.observe)
 
     def serving(self) -> bool:
         """True once the group's start-up work is done (the catalog's seed)."""
@@ -52,13 +57,17 @@ class Replica:
 
     def commit(self, command) -> dict:
         """Commit a typed command; a failure to commit is answered 503 with Retry-After."""
+        started = time.perf_counter()
         try:
-            return self.member.submit(to_wire(command), self.config.raft.commit_timeout)
+            result = self.member.submit(to_wire(command), self.config.raft.commit_timeout)
         except CommitError as exc:
+            self.raft_metrics.commit_failed(exc.reason)
             message = ("the cluster could not commit the write (no quorum or no leader); "
                        "it was not applied" if exc.definite else
                        "the cluster did not confirm the write in time; it may still be applied")
             raise unavailable(message) from None
+        self.raft_metrics.commit_duration.observe(time.perf_counter() - started)
+        return result
 
     def read_local(self, query, *args):
         """Run `query` on this replica's applied state: (result, index).
@@ -121,6 +130,7 @@ def create_app(replica: Replica) -> Flask:
     """A Flask app with the routes common to all replicas."""
     app = Flask(f"bazar.{replica.node.id}")
     errors.install(app)
+    metrics.instrument(app, replica.metrics)
 
     @app.after_request
     def _raft_headers(response):
@@ -132,7 +142,7 @@ def create_app(replica: Replica) -> Flask:
 
     @app.get("/healthz")
     def healthz():
-        return jsonify(status="ok", id=replica.node.id, pid=os.getpid())
+        return jsonify(status="ok", id=replica.node.id, pid=os.getpid(), version=__version__)
 
     @app.get("/status")
     def status():
