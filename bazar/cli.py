@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     status.add_argument("--json", action="store_true", help="print the groups as JSON (as /cluster has them)")
     status.add_argument("--watch", action="store_true", help="print again every --interval seconds until Ctrl-C")
     status.add_argument("--interval", type=float, default=1.0, help="seconds between --watch prints (default 1)")
+    commands.add_parser("prometheus-config", help="print a Prometheus configuration that scrapes every "
+                                                  "process of the cluster file")
     health = commands.add_parser("health", help="exit 0 if a process of the cluster answers here "
                                                 "(a container's HEALTHCHECK)")
     health.add_argument("id", nargs="?", help="the process to ask (default: any in the file)")
@@ -132,6 +134,13 @@ def _status(config, args) -> int:
             return 0 if ready(groups) else 1
 
 
+def _prometheus_config(config, args) -> int:
+    from bazar.cluster.prometheus import prometheus_yaml
+
+    print(prometheus_yaml(config), end="")
+    return 0
+
+
 def _health(config, args) -> int:
     """Exit 0 if process `id` answers GET /healthz on this machine; without an id, if any
     process of the file does. In a container with a network of its own, the only process
@@ -152,7 +161,8 @@ def _health(config, args) -> int:
     return 1
 
 
-COMMANDS = {"up": _up, "node": _node, "frontend": _frontend, "status": _status, "health": _health}
+COMMANDS = {"up": _up, "node": _node, "frontend": _frontend, "status": _status, "health": _health,
+            "prometheus-config": _prometheus_config}
 
 
 def _add_extensions(commands) -> None:

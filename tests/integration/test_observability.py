@@ -5,9 +5,11 @@ purchase through three processes' logs, elections in the replicas' logs, and the
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from bazar import __version__
+from bazar.cluster.local import LocalCluster, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "observability-test-secret-0123456789"
@@ -73,11 +76,9 @@ def eventually(condition, timeout: float = 10.0, message: str = "condition"):
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """A 3+3+1 cluster with a secret, an admin token and JSON logs."""
-    from bazar.cluster.local import LocalCluster, write_config
-
-    directory = tmp_path_factory.mktemp("observability")
+def cluster():
+    """A 3+3+1 cluster with a secret, an admin token and JSON logs; removed afterwards."""
+    directory = Path(tempfile.mkdtemp(prefix="bazar-test-"))
     local = LocalCluster(write_config(directory), log_dir=directory / "logs",
                          env={"BAZAR_SECRET": SECRET, "BAZAR_ADMIN_TOKEN": ADMIN_TOKEN, "BAZAR_LOG_FORMAT": "json"})
     try:
@@ -85,6 +86,7 @@ def cluster(tmp_path_factory):
         yield local
     finally:
         local.stop()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def test_every_process_serves_its_families_without_credentials_and_no_secret(cluster):
