@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import contextvars
 import datetime
+import itertools
 import json
 import logging
 import os
 import re
-import uuid
+import secrets
 
 from bazar.web.protocol import REQUEST_ID_HEADER
 
@@ -33,6 +34,10 @@ ACCESS_FIELDS = ("method", "route", "status", "duration_ms")
 
 _REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("bazar_request_id", default=None)
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# A fresh id is this process's random prefix and a counter: unique across processes and
+# restarts, and cheaper than a random id per request (every request without one gets one).
+_ID_PREFIX = secrets.token_hex(6)
+_ID_SEQUENCE = itertools.count(1)
 
 access_log = logging.getLogger("bazar.access")
 
@@ -43,7 +48,7 @@ def request_id_from(supplied: str | None) -> str:
     """`supplied` if it is a valid request id, else a fresh one."""
     if supplied and _VALID_REQUEST_ID.fullmatch(supplied):
         return supplied
-    return uuid.uuid4().hex
+    return f"{_ID_PREFIX}-{next(_ID_SEQUENCE)}"
 
 
 def begin_request(supplied: str | None) -> contextvars.Token:
@@ -66,13 +71,19 @@ def request_id_headers() -> dict[str, str]:
     return {REQUEST_ID_HEADER: request_id} if request_id else {}
 
 
-def log_access(method: str, route: str, status: int, seconds: float, quiet: bool = False) -> None:
-    """One access line: method, route rule, status and duration. `quiet` lines (the routes
-    monitoring polls every second) go out at DEBUG, so they do not drown the rest."""
+def log_access(method: str, route: str, status: int, seconds: float, request_id: str | None,
+               quiet: bool = False) -> None:
+    """One access line: method, route rule, status and duration, for request `request_id`
+    (given, because the line may be written after the request's context is gone). `quiet`
+    lines (the routes monitoring polls every second) go out at DEBUG, so they do not drown
+    the rest."""
+    level = logging.DEBUG if quiet else logging.INFO
+    if not access_log.isEnabledFor(level):
+        return
     duration_ms = round(seconds * 1000, 2)
-    access_log.log(logging.DEBUG if quiet else logging.INFO, "%s %s %d %.2f ms", method, route, status,
-                   duration_ms, extra={"method": method, "route": route, "status": status,
-                                       "duration_ms": duration_ms})
+    access_log.log(level, "%s %s %d %.2f ms", method, route, status, duration_ms,
+                   extra={"method": method, "route": route, "status": status, "duration_ms": duration_ms,
+                          "request_id": request_id})
 
 
 # -- formats ----------------------------------------------------------------------
@@ -86,7 +97,8 @@ class _Context(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.node = self.node
-        record.request_id = _REQUEST_ID.get()
+        if not hasattr(record, "request_id"):  # an access line names its request itself
+            record.request_id = _REQUEST_ID.get()
         return True
 
 
@@ -125,6 +137,11 @@ class JsonFormatter(logging.Formatter):
 def setup(node: str) -> None:
     """Log to stderr as process `node`, in the format `$BAZAR_LOG_FORMAT` names (text or
     json) at `$BAZAR_LOG_LEVEL` (INFO by default)."""
+    # Bazar's lines never show the caller's file and line, thread or process, so logging need
+    # not look them up for every record (the logging HOWTO's "Optimization"): a line per
+    # request is on every request's path.
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     handler = logging.StreamHandler()
     handler.addFilter(_Context(node))
     handler.setFormatter(JsonFormatter() if os.environ.get(FORMAT_ENV, "text") == "json" else TextFormatter())

@@ -65,10 +65,29 @@ class Metrics:
         self.request_duration = Histogram("bazar_http_request_duration_seconds",
                                           "Time from a request's arrival to its answer, by URL rule",
                                           ["route"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self._children: dict[tuple, tuple] = {}
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, method, str(status)).inc()
-        self.request_duration.labels(route).observe(seconds)
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:  # labels() costs more than the update itself: look each series up once
+            children = self._children[key] = (self.requests.labels(route, method, str(status)),
+                                              self.request_duration.labels(route))
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def traffic(self, exclude: frozenset = PROBE_ROUTES) -> dict:
+        """Requests so far on every route but `exclude` (monitoring's own), with their latency
+        as cumulative histogram buckets: `{"count", "buckets": [[upper bound, count], ...]}`,
+        the last bound null (+Inf). The dashboard charts rates and quantiles from two of these."""
+        buckets = [0.0] * (len(LATENCY_BUCKETS) + 1)
+        for sample in self.request_duration.collect()[0].samples:
+            if sample.name.endswith("_bucket") and sample.labels["route"] not in exclude:
+                bound = float(sample.labels["le"])
+                index = len(LATENCY_BUCKETS) if bound == float("inf") else LATENCY_BUCKETS.index(bound)
+                buckets[index] += sample.value
+        bounds = list(LATENCY_BUCKETS) + [None]
+        return {"count": buckets[-1], "buckets": [[b, n] for b, n in zip(bounds, buckets)]}
 
     def value(self, name: str, labels: dict | None = None) -> float | None:
         """One sample's current value (a test's or the dashboard's read), None if absent."""
@@ -99,9 +118,13 @@ def instrument(app: Flask, metrics: Metrics) -> None:
             return response
         seconds = time.perf_counter() - started
         route = request.url_rule.rule if request.url_rule is not None else UNMATCHED
-        metrics.observe_request(route, request.method, response.status_code, seconds)
-        response.headers[REQUEST_ID_HEADER] = logs.current_request_id()
-        logs.log_access(request.method, route, response.status_code, seconds, quiet=route in PROBE_ROUTES)
+        method, status, request_id = request.method, response.status_code, logs.current_request_id()
+        metrics.observe_request(route, method, status, seconds)
+        response.headers[REQUEST_ID_HEADER] = request_id
+        # The access line is written once the answer has been sent (waitress closes the
+        # response after writing it to the socket), so the client does not wait for it.
+        response.call_on_close(lambda: logs.log_access(method, route, status, seconds, request_id,
+                                                       quiet=route in PROBE_ROUTES))
         return response
 
     @app.teardown_request
@@ -134,6 +157,13 @@ class RaftMetrics:
 
     def commit_failed(self, reason: str) -> None:
         self._failures.labels(self.group, reason).inc()
+
+    def commits(self) -> dict:
+        """`{"count", "seconds"}`: commits asked for so far and their total time (for /status,
+        from which the dashboard charts commit latency)."""
+        totals = {s.name: s.value for s in self.commit_duration.collect()[0].samples}
+        return {"count": totals["bazar_raft_commit_duration_seconds_count"],
+                "seconds": totals["bazar_raft_commit_duration_seconds_sum"]}
 
 
 class _RaftCollector:

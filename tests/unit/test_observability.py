@@ -97,11 +97,14 @@ def test_the_request_id_is_adopted_returned_and_forgotten(app):
 
 def test_an_access_line_names_method_rule_status_and_duration(app, caplog):
     with caplog.at_level(logging.DEBUG, logger="bazar.access"):
-        app.test_client().get("/books/7", headers={REQUEST_ID_HEADER: "acc-1"})
-        app.test_client().get("/metrics")
+        answer = app.test_client().get("/books/7", headers={REQUEST_ID_HEADER: "acc-1"})
+        assert not [r for r in caplog.records if r.name == "bazar.access"]  # not before it is sent
+        answer.close()  # what the server does once it has sent the answer
+        app.test_client().get("/metrics").close()
     lines = {r.route: r for r in caplog.records if r.name == "bazar.access"}
     line = lines["/books/<raw_id>"]
     assert (line.method, line.status, line.levelno) == ("GET", 200, logging.INFO) and line.duration_ms >= 0
+    assert line.request_id == "acc-1"
     assert lines["/metrics"].levelno == logging.DEBUG  # what monitoring polls stays quiet
 
 
