@@ -81,7 +81,7 @@ def create_app(gateway: Gateway, frontend_id: str = "frontend") -> Flask:
         groups = admin.collect()
         return {"groups": groups, "ready": ready(groups),
                 "frontend": {"id": frontend_id, "follower": gateway.follower.status()},
-                "cache": gateway.cache.snapshot_stats()}
+                "cache": gateway.cache.snapshot_stats(), "traffic": app_metrics.traffic()}
 
     pages.register_pages(app, gateway, cluster_view)
 

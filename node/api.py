@@ -148,7 +148,7 @@ def create_app(replica: Replica) -> Flask:
     def status():
         return jsonify(id=replica.node.id, group=replica.node.group, http=replica.node.http.url,
                        raft_address=str(replica.node.raft), serving=replica.serving(),
-                       **replica.member.status())
+                       commits=replica.raft_metrics.commits(), **replica.member.status())
 
     @app.get("/state")
     def state():
