@@ -2,6 +2,7 @@
 
 `bazar prometheus-config` prints it; deploy/prometheus.yml is its output for the
 repository's cluster.yaml (tests/unit/test_prometheus_config.py keeps the two equal).
+It loads the alerting rules in deploy/bazar-alerts.yml, which must sit beside it.
 Each process is one target of its role's job (bazar-catalog, bazar-order,
 bazar-frontend) at its advertised HTTP address, labelled with its node id, so
 a query can name a replica (`bazar_raft_is_leader{node="catalog2"}`). The label is
@@ -14,6 +15,7 @@ import yaml
 from bazar.cluster.config import ClusterConfig
 
 SCRAPE_INTERVAL = "5s"  # elections take under a second; a minute-long interval would hide them
+RULE_FILES = ["bazar-alerts.yml"]  # deploy/bazar-alerts.yml, beside the configuration
 
 
 def prometheus_config(config: ClusterConfig, scrape_interval: str = SCRAPE_INTERVAL) -> dict:
@@ -24,7 +26,7 @@ def prometheus_config(config: ClusterConfig, scrape_interval: str = SCRAPE_INTER
                                 for process in processes]}
             for role, processes in roles.items()]
     return {"global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
-            "scrape_configs": jobs}
+            "rule_files": RULE_FILES, "scrape_configs": jobs}
 
 
 def prometheus_yaml(config: ClusterConfig, scrape_interval: str = SCRAPE_INTERVAL) -> str:

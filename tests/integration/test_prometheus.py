@@ -8,6 +8,7 @@ directory, and is stopped when the test ends.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -22,6 +23,7 @@ from bazar.cluster.local import _die_with_parent, free_ports
 from bazar.cluster.prometheus import prometheus_yaml
 
 PROMETHEUS = Path("/usr/bin/prometheus")
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
 # Sample names as Prometheus stores them (counters with _total, histograms as _count).
 FAMILIES = {
@@ -65,6 +67,7 @@ def prometheus(make_cluster):
     tmp_path = Path(tempfile.mkdtemp(prefix="bazar-prometheus-"))
     config_file = tmp_path / "prometheus.yml"
     config_file.write_text(prometheus_yaml(cluster.config, scrape_interval="1s"))
+    shutil.copy(DEPLOY / "bazar-alerts.yml", tmp_path / "bazar-alerts.yml")
     port = free_ports(1, "127.0.0.1")[0]
     log = open(tmp_path / "prometheus.log", "wb")
     process = subprocess.Popen(
@@ -91,12 +94,7 @@ def test_prometheus_finds_every_target_up_and_every_family(prometheus):
     response = requests.post(f"{cluster.frontend_url}/purchase/1", timeout=10)  # a purchase: stages, commits
     assert response.status_code == 200
 
-    def all_up():
-        targets = requests.get(f"{base}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
-        health = {t["labels"]["node"]: t["health"] for t in targets}
-        return health if set(health) == expected and all(h == "up" for h in health.values()) else None
-
-    wait_for(all_up, 60, "every target up")
+    wait_all_up(cluster, base)
     up = {r["metric"]["node"]: r["value"][1] for r in query(base, "up")}
     assert up == {node: "1" for node in expected}
 
@@ -108,10 +106,49 @@ def test_prometheus_finds_every_target_up_and_every_family(prometheus):
             assert found
     leaders = query(base, 'sum by (group) (bazar_raft_is_leader)')
     assert {r["metric"]["group"]: r["value"][1] for r in leaders} == {"catalog": "1", "order": "1"}
+    rules = requests.get(f"{base}/api/v1/rules", timeout=5).json()["data"]["groups"]
+    loaded = [rule for group in rules for rule in group["rules"]]
+    assert len(loaded) == 9 and all(rule["health"] != "err" for rule in loaded), loaded
+
     purchases = wait_for(lambda: query(base, 'bazar_http_requests_total{job="bazar-frontend",'
                                              'route="/purchase/<raw_id>",status="200"}'), 30, "the purchase counted")
     assert [r["value"][1] for r in purchases] == ["1"]
 
 
+def wait_all_up(cluster, base: str) -> None:
+    expected = {p.id for p in cluster.config.catalog + cluster.config.order + cluster.config.frontends}
+
+    def all_up():
+        targets = requests.get(f"{base}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
+        health = {t["labels"]["node"]: t["health"] for t in targets}
+        return health if set(health) == expected and all(h == "up" for h in health.values()) else None
+
+    wait_for(all_up, 60, "every target up")
+
+
 def _role(node: str) -> str:
     return node.rstrip("0123456789")
+
+
+@pytest.mark.timeout(180)
+def test_every_grafana_query_and_annotation_runs_on_real_metrics(prometheus):
+    cluster, base = prometheus
+    wait_all_up(cluster, base)
+    for i in range(8):  # traffic over several scrapes, so that rates see counters rise
+        requests.get(f"{cluster.frontend_url}/info/{1 + i % 5}", timeout=5)
+        assert requests.post(f"{cluster.frontend_url}/purchase/2", timeout=10).status_code == 200
+        time.sleep(0.5)
+    dashboard = json.loads((DEPLOY / "grafana-dashboard.json").read_text())
+    expressions = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    expressions += [a["expr"] for a in dashboard["annotations"]["list"]]
+    wait_for(lambda: query(base, 'sum(rate(bazar_purchase_stage_duration_seconds_count[1m]))')
+             and float(query(base, 'sum(rate(bazar_purchase_stage_duration_seconds_count[1m]))')[0]["value"][1]) > 0,
+             60, "purchase rates")
+    empty = []
+    for expression in expressions:
+        response = requests.get(f"{base}/api/v1/query", params={"query": expression}, timeout=5)
+        assert response.status_code == 200 and response.json()["status"] == "success", (expression, response.text)
+        if not response.json()["data"]["result"]:
+            empty.append(expression)
+    # Only what needs a failure to show can be empty on a healthy cluster.
+    assert all("commit_failures" in e or "changes(" in e for e in empty), empty
