@@ -46,8 +46,8 @@ class ReadRefused(Exception):
     confirm its leadership in time). Ask the leader; retrying later is always safe."""
 
 
-_LEADER = 2  # pysyncobj.syncobj._RAFT_STATE.LEADER
-_ROLES = {0: "follower", 1: "candidate", _LEADER: "leader"}  # pysyncobj.syncobj._RAFT_STATE
+_CANDIDATE, _LEADER = 1, 2  # pysyncobj.syncobj._RAFT_STATE.CANDIDATE, .LEADER
+_ROLES = {0: "follower", _CANDIDATE: "candidate", _LEADER: "leader"}
 
 log = logging.getLogger("bazar.raft")
 PROBE_KEY = "bazar_probe"  # on append_entries: (sender's nonce, its newest probe round)
@@ -252,14 +252,14 @@ class RaftMember:
         """Count leader changes and log elections and role changes (a voter's), as they happen."""
         role = sync._SyncObj__raftState
         if role != self._role and sync.selfNode is not None:
-            if role == 1:
+            if role == _CANDIDATE:
                 log.info("starting an election for term %d", sync.raftCurrentTerm)
             elif self._role is not None or role == _LEADER:
                 log.info("now %s in term %d (was %s)", _ROLES.get(role, role), sync.raftCurrentTerm,
                          _ROLES.get(self._role, "starting"))
         self._role = role
         leader = sync._SyncObj__raftLeader
-        address = getattr(leader, "address", None if leader is None else str(leader))
+        address = None if leader is None else getattr(leader, "address", str(leader))
         if address is not None and address != self._known_leader:
             self.leader_changes += 1
             self._known_leader = address
