@@ -118,20 +118,23 @@ def _status(config, args) -> int:
     if args.interval <= 0:
         raise ConfigError("--interval must be a positive number of seconds")
     admin = Admin(config)
-    while True:
-        groups = admin.collect()
-        if args.json:
-            print(json.dumps({"groups": groups, "ready": ready(groups)}), flush=True)
-        else:
-            if args.watch and sys.stdout.isatty():
-                print("\033[H\033[J", end="")  # clear the terminal, as watch(1) does
-            print(format_table(groups), flush=True)
-        if not args.watch:
-            return 0 if ready(groups) else 1
-        try:
+    groups: dict = {}
+    try:
+        while True:
+            groups = admin.collect()
+            if args.json:
+                print(json.dumps({"groups": groups, "ready": ready(groups)}), flush=True)
+            else:
+                if args.watch and sys.stdout.isatty():
+                    print("\033[H\033[J", end="")  # clear the terminal, as watch(1) does
+                print(format_table(groups), flush=True)
+            if not args.watch:
+                break
             time.sleep(args.interval)
-        except KeyboardInterrupt:
-            return 0 if ready(groups) else 1
+    except KeyboardInterrupt:  # how --watch is ended: not an error
+        if not args.watch:
+            raise
+    return 0 if groups and ready(groups) else 1
 
 
 def _prometheus_config(config, args) -> int:
