@@ -105,6 +105,7 @@ def test_every_process_serves_its_families_without_credentials_and_no_secret(clu
         raft = scrape(node.http.url)
         assert value(raft, "bazar_raft_term", group=node.group) >= 1
         assert value(raft, "bazar_journal_bytes", group=node.group) > 0
+        assert value(raft, "bazar_journal_fsync_duration_seconds_count", group=node.group) > 0
     leaders = sum(value(scrape(n.http.url), "bazar_raft_is_leader", group="catalog") for n in config.catalog)
     assert leaders == 1
 
@@ -240,3 +241,19 @@ def test_an_election_is_logged_and_counted(make_cluster):
     assert any(line["level"] == "INFO" and "election" in line["msg"] for line in raft_lines), raft_lines
     assert any(line["level"] == "INFO" and line["msg"].startswith("now leader") for line in raft_lines), raft_lines
     assert value(scrape(cluster.config.node(new).http.url), "bazar_raft_is_leader", group="catalog") == 1
+
+
+def test_a_commit_without_quorum_is_counted_as_a_failure(make_cluster):
+    cluster = make_cluster(catalog=1, order=3)
+    survivor = cluster.leader("order")
+    for node in cluster.config.order:
+        if node.id != survivor:
+            cluster.kill(node.id)
+    url = cluster.config.node(survivor).http.url
+    before = sum(s.value for s in scrape(url).get("bazar_raft_commit_failures", []) if s.name.endswith("_total"))
+    response = requests.post(f"{cluster.frontend_url}/purchase/1", headers={"Idempotency-Key": "no-quorum"},
+                             timeout=30)
+    assert response.status_code == 503
+    failures = [s for s in scrape(url)["bazar_raft_commit_failures"] if s.name.endswith("_total")]
+    assert sum(s.value for s in failures) > before
+    assert all(s.labels["group"] == "order" and s.labels["reason"] for s in failures), failures
