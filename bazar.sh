@@ -57,8 +57,9 @@ case "$command" in
   test)
     # chromium + chromedriver: storefront tests in a real browser; iptables + iproute2: chaos
     # partitions and the multi-host test's network namespaces; docker.io + docker-compose +
-    # debootstrap: the container test (a Debian base image made here, no registry needed).
-    apt_install chromium chromium-driver iptables iproute2 docker.io docker-compose debootstrap
+    # debootstrap: the container test (a Debian base image made here, no registry needed);
+    # prometheus: a real Prometheus scrapes a test cluster (its service is not started).
+    apt_install chromium chromium-driver iptables iproute2 docker.io docker-compose debootstrap prometheus
     ensure_python_env
     exec "$VENV/bin/python" -m pytest "$@"
     ;;

@@ -28,6 +28,7 @@ setup(
         "lru-dict>=1.3",
         "waitress>=3.0",       # a production WSGI server: threads in one process
         "PyYAML>=6.0",         # cluster.yaml
+        "prometheus-client>=0.17",  # GET /metrics on every process (web/metrics.py)
     ],
     extras_require={
         # What replicas never need: `bazar chaos` and `bazar bench` draw their plots with it

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import signal
 import sys
 import time
 
+from bazar import __version__
 from bazar.cluster.config import ConfigError, load
+from bazar.web import logs
 
 DEFAULT_CONFIG = os.environ.get("BAZAR_CONFIG", "cluster.yaml")
 READY_SECONDS = 60  # `bazar up` gives up if the cluster is not ready this long after starting
@@ -17,6 +18,7 @@ READY_SECONDS = 60  # `bazar up` gives up if the cluster is not ready this long 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bazar", description="Bazar: a replicated bookstore.")
     parser.add_argument("--config", default=DEFAULT_CONFIG, help="cluster file (default: %(default)s)")
+    parser.add_argument("--version", action="version", version=f"bazar {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     commands.add_parser("up", help="run every process of the cluster here, in the foreground")
@@ -24,7 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     node.add_argument("id")
     frontend = commands.add_parser("frontend", help="run one frontend (the first listed by default)")
     frontend.add_argument("id", nargs="?")
-    commands.add_parser("status", help="print every replica's role, term and indexes")
+    status = commands.add_parser("status", help="print every replica's role, term and indexes")
+    status.add_argument("--json", action="store_true", help="print the groups as JSON (as /cluster has them)")
+    status.add_argument("--watch", action="store_true", help="print again every --interval seconds until Ctrl-C")
+    status.add_argument("--interval", type=float, default=1.0, help="seconds between --watch prints (default 1)")
+    commands.add_parser("prometheus-config", help="print a Prometheus configuration that scrapes every "
+                                                  "process of the cluster file")
     health = commands.add_parser("health", help="exit 0 if a process of the cluster answers here "
                                                 "(a container's HEALTHCHECK)")
     health.add_argument("id", nargs="?", help="the process to ask (default: any in the file)")
@@ -46,10 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         subcommand.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
-    _setup_logging(getattr(args, "id", None) or args.command)
     handler = COMMANDS[args.command]
     try:
         config = load(args.config) if getattr(handler, "needs_config", True) else None
+        logs.setup(_process_name(config, args))
         return handler(config, args)
     except ConfigError as exc:
         print(f"bazar: {exc}", file=sys.stderr)
@@ -155,11 +162,39 @@ def _member(config, args) -> int:
 
 
 def _status(config, args) -> int:
+    """Print the table (or JSON) once, or with --watch every --interval seconds until Ctrl-C.
+    The exit status is the last print's: 0 only if both groups had a leader with quorum."""
+    import json
+
     from bazar.web.admin import Admin, format_table, ready
 
-    groups = Admin(config).collect()
-    print(format_table(groups))
-    return 0 if ready(groups) else 1
+    if args.interval <= 0:
+        raise ConfigError("--interval must be a positive number of seconds")
+    admin = Admin(config)
+    groups: dict = {}
+    try:
+        while True:
+            groups = admin.collect()
+            if args.json:
+                print(json.dumps({"groups": groups, "ready": ready(groups)}), flush=True)
+            else:
+                if args.watch and sys.stdout.isatty():
+                    print("\033[H\033[J", end="")  # clear the terminal, as watch(1) does
+                print(format_table(groups), flush=True)
+            if not args.watch:
+                break
+            time.sleep(args.interval)
+    except KeyboardInterrupt:  # how --watch is ended: not an error
+        if not args.watch:
+            raise
+    return 0 if groups and ready(groups) else 1
+
+
+def _prometheus_config(config, args) -> int:
+    from bazar.cluster.prometheus import prometheus_yaml
+
+    print(prometheus_yaml(config), end="")
+    return 0
 
 
 def _health(config, args) -> int:
@@ -217,7 +252,8 @@ def _restore(config, args) -> int:
 
 
 COMMANDS = {"up": _up, "node": _node, "frontend": _frontend, "status": _status, "health": _health,
-            "backup": _backup, "restore": _restore, "member": _member}
+            "backup": _backup, "restore": _restore, "member": _member,
+            "prometheus-config": _prometheus_config}
 
 
 def _add_extensions(commands) -> None:
@@ -232,12 +268,12 @@ def _add_extensions(commands) -> None:
         COMMANDS.update(module.register(commands))
 
 
-def _setup_logging(process: str) -> None:
-    logging.basicConfig(
-        level=os.environ.get("BAZAR_LOG_LEVEL", "INFO"),
-        format=f"%(asctime)s {process} %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+def _process_name(config, args) -> str:
+    """The `node` field of this process's log lines: its id (catalog1, frontend1, ...) when
+    it runs one process of the cluster, else the command's name."""
+    if args.command == "frontend" and config is not None:
+        return config.frontend(args.id).id
+    return args.id if args.command == "node" else args.command
 
 
 if __name__ == "__main__":

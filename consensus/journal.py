@@ -50,6 +50,7 @@ import time
 import zlib
 from array import array
 from pathlib import Path
+from typing import Callable
 
 import pysyncobj.syncobj
 from pysyncobj.journal import FileJournal, Journal, MemoryJournal
@@ -127,6 +128,13 @@ class DurableJournal(Journal):
         # as it is: it tells the Raft layer that this replica lost committed entries
         # (consensus/raft_fixes.py keeps such a replica from voting until it has them again).
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        # Told how long each fsync of appended entries took (the replica's metrics listen).
+        self.on_fsync: Callable[[float], None] | None = None
+
+    @property
+    def size_bytes(self) -> int:
+        """The journal file's size: what was written to it (appended entries not synced yet aside)."""
+        return self._written
 
     # -- entries ------------------------------------------------------------
 
@@ -195,7 +203,10 @@ class DurableJournal(Journal):
                 self._written += len(self._pending)
                 self._pending.clear()
             if self.fsync:
+                started = time.perf_counter()
                 os.fsync(self._fd)
+                if self.on_fsync is not None:
+                    self.on_fsync(time.perf_counter() - started)
                 storage.record_durable(self.path, self._written)
         except OSError as error:
             storage.fatal_io_error(f"writing {self.path}", error)

@@ -14,6 +14,7 @@ place that reads them. Both answers are computed on PySyncObj's own tick thread
 """
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -58,7 +59,10 @@ class ReadRefused(Exception):
     confirm its leadership in time). Ask the leader; retrying later is always safe."""
 
 
-_LEADER = 2  # pysyncobj.syncobj._RAFT_STATE.LEADER
+_CANDIDATE, _LEADER = 1, 2  # pysyncobj.syncobj._RAFT_STATE.CANDIDATE, .LEADER
+_ROLES = {0: "follower", _CANDIDATE: "candidate", _LEADER: "leader"}
+
+log = logging.getLogger("bazar.raft")
 PROBE_KEY = "bazar_probe"  # on append_entries: (sender's nonce, its newest probe round)
 ECHO_KEY = "bazar_echo"    # on next_node_idx: the newest probe received from that leader
 
@@ -127,6 +131,10 @@ class RaftMember:
         self._reads = ReadIndex()
         self._reads_lock = threading.Lock()
         self._in_touch_at: float | None = None
+        # Watched on the tick thread (`_note_role`): read by metrics, logged at INFO.
+        self.leader_changes = 0
+        self._role: int | None = None
+        self._known_leader: str | None = None
         self._handing_off = False  # set by hand_off(); read on the tick thread
         # The consumers' order fixes PySyncObj's method ids in the log: never reorder them.
         self.syncobj = SyncObj(self_address, self.peers, conf=conf, consumers=[state, self.directory],
@@ -394,6 +402,25 @@ class RaftMember:
             pending.outcome = outcome
             pending.done.set()
         self._note_in_touch(sync, leading, noop, others)
+        self._note_role(sync)
+
+    def _note_role(self, sync) -> None:
+        """Count leader changes and log elections and role changes (a voter's), as they happen."""
+        role = sync._SyncObj__raftState
+        if role != self._role and sync.selfNode is not None:
+            if role == _CANDIDATE:
+                log.info("starting an election for term %d", sync.raftCurrentTerm)
+            elif self._role is not None or role == _LEADER:
+                log.info("now %s in term %d (was %s)", _ROLES.get(role, role), sync.raftCurrentTerm,
+                         _ROLES.get(self._role, "starting"))
+        self._role = role
+        leader = sync._SyncObj__raftLeader
+        address = None if leader is None else getattr(leader, "address", str(leader))
+        if address is not None and address != self._known_leader:
+            self.leader_changes += 1
+            self._known_leader = address
+            if sync.selfNode is not None:
+                log.info("leader is now %s (term %d)", address, sync.raftCurrentTerm)
 
     def _note_in_touch(self, sync, leading: bool, noop, others) -> None:
         applied = sync.raftLastApplied
@@ -447,7 +474,7 @@ class RaftMember:
         if sync.selfNode is None:
             role = "follower (non-voting)"
         else:
-            role = {0: "follower", 1: "candidate", 2: "leader"}.get(sync.getStatus()["state"], "unknown")
+            role = _ROLES.get(sync._SyncObj__raftState, "unknown")
         return {
             "role": role,
             "term": sync.raftCurrentTerm,
@@ -457,6 +484,18 @@ class RaftMember:
             "has_quorum": sync.hasQuorum,
             "peers": {str(node.address): sync.isNodeConnected(node) for node in sync.otherNodes},
         }
+
+    @property
+    def journal_bytes(self) -> int | None:
+        """The size of this member's journal file (None for a non-voting follower, which keeps none)."""
+        return getattr(self.syncobj._SyncObj__raftLog, "size_bytes", None)
+
+    def on_fsync(self, callback) -> None:
+        """Call `callback(seconds)` after every fsync of this member's journal (on the tick
+        thread: it must return at once). A member without a journal file never calls it."""
+        journal = self.syncobj._SyncObj__raftLog
+        if hasattr(journal, "on_fsync"):
+            journal.on_fsync = callback
 
     def close(self) -> None:
         """Stop the member and wait until its tick thread has released the journal and port."""

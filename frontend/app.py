@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from flask import Flask, jsonify, request
 
+from bazar import __version__
 from bazar.frontend import pages
 from bazar.frontend.gateway import Gateway
-from bazar.web import errors
+from bazar.web import errors, metrics
 from bazar.web.admin import Admin, ready
 from bazar.web.auth import is_admin as holds_admin_token, require_bearer
 from bazar.web.errors import json_body, unavailable
@@ -18,6 +19,9 @@ def create_app(gateway: Gateway, frontend_id: str = "frontend") -> Flask:
     app = Flask("bazar.frontend")
     admin = Admin(gateway.config)
     errors.install(app)
+    app_metrics = metrics.Metrics()
+    app_metrics.registry.register(metrics.FrontendCollector(gateway.cache, gateway.follower))
+    metrics.instrument(app, app_metrics)
     pages.install_error_pages(app)
     pages.install_security_headers(app)
 
@@ -95,13 +99,13 @@ def create_app(gateway: Gateway, frontend_id: str = "frontend") -> Flask:
                                   for n in group["nodes"]]
         return {"groups": groups, "ready": ready(groups),
                 "frontend": {"id": frontend_id, "follower": gateway.follower.status()},
-                "cache": gateway.cache.snapshot_stats()}
+                "cache": gateway.cache.snapshot_stats(), "traffic": app_metrics.traffic()}
 
     pages.register_pages(app, gateway, cluster_view)
 
     @app.get("/healthz")
     def healthz():
-        return jsonify(status="ok")
+        return jsonify(status="ok", id=frontend_id, version=__version__)
 
     @app.get("/readyz")
     def readyz():

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 
 from flask import Flask, jsonify, request
 
 from bazar.cluster.config import ClusterConfig, NodeConfig
+from bazar import __version__
 from bazar.consensus import SNAPSHOT_FORMAT, CommitError, MembershipRefused, RaftMember, ReadRefused
 from bazar.node.commands import membership_change, to_wire
-from bazar.web import errors
+from bazar.web import errors, metrics
 from bazar.web.errors import ApiError, json_body, unavailable
 from bazar.web.protocol import INDEX_HEADER, LEADER_HEADER, MEMBERS_HEADER
 from bazar.web.signing import Refused, Verifier, signing_key
@@ -38,6 +40,9 @@ class Replica:
         # naming that leader to clients): the same bound the frontend's cache lives by.
         self.max_lag = config.cache.max_follower_lag
         self.service = service  # the group's behaviour (node/catalog/service.py, node/orders/service.py)
+        self.metrics = metrics.Metrics()
+        self.raft_metrics = metrics.RaftMetrics(self.metrics, node.group, member)
+        member.on_fsync(self.raft_metrics.fsync_duration.observe)
 
     def serving(self) -> bool:
         """True once the group's start-up work is done (the catalog's seed)."""
@@ -56,13 +61,17 @@ class Replica:
 
     def commit(self, command) -> dict:
         """Commit a typed command; a failure to commit is answered 503 with Retry-After."""
+        started = time.perf_counter()
         try:
-            return self.member.submit(to_wire(command), self.config.raft.commit_timeout)
+            result = self.member.submit(to_wire(command), self.config.raft.commit_timeout)
         except CommitError as exc:
+            self.raft_metrics.commit_failed(exc.reason)
             message = ("the cluster could not commit the write (no quorum or no leader); "
                        "it was not applied" if exc.definite else
                        "the cluster did not confirm the write in time; it may still be applied")
             raise unavailable(message) from None
+        self.raft_metrics.commit_duration.observe(time.perf_counter() - started)
+        return result
 
     def change_membership(self, change: dict) -> dict:
         """Add or remove a member (see `RaftMember.change_membership`): the new directory, or
@@ -139,6 +148,7 @@ def create_app(replica: Replica) -> Flask:
     """A Flask app with the routes common to all replicas."""
     app = Flask(f"bazar.{replica.node.id}")
     errors.install(app)
+    metrics.instrument(app, replica.metrics)
 
     @app.before_request
     def _only_bazar():
@@ -156,13 +166,13 @@ def create_app(replica: Replica) -> Flask:
 
     @app.get("/healthz")
     def healthz():
-        return jsonify(status="ok", id=replica.node.id)
+        return jsonify(status="ok", id=replica.node.id, version=__version__)
 
     @app.get("/status")
     def status():
         return jsonify(id=replica.node.id, group=replica.node.group, http=replica.node.http.url,
                        raft_address=str(replica.node.raft), serving=replica.serving(),
-                       **replica.member.status())
+                       commits=replica.raft_metrics.commits(), **replica.member.status())
 
     @app.get("/members")
     def members():

@@ -102,7 +102,8 @@ class Admin:
             return {**report, "reachable": False}
         return {**report, "reachable": True, "role": status["role"], "term": status["term"],
                 "commit_index": status["commit_index"], "applied_index": status["applied_index"],
-                "has_quorum": status["has_quorum"], "serving": status.get("serving", True)}
+                "has_quorum": status["has_quorum"], "serving": status.get("serving", True),
+                "commits": status.get("commits")}
 
     def _get(self, node: str | NodeConfig, path: str, timeout: float) -> dict | None:
         url = (self.config.node(node) if isinstance(node, str) else node).http.url + path

@@ -43,6 +43,7 @@ from typing import Any
 import urllib3
 from urllib3.exceptions import HTTPError, TimeoutError as Urllib3Timeout
 
+from bazar.web.logs import request_id_headers
 from bazar.web.protocol import LEADER_HEADER, MEMBERS_HEADER
 from bazar.web.signing import Signer
 
@@ -117,7 +118,8 @@ class GroupClient:
         deadline = time.monotonic() + (timeout or self.timeout)
         last: Exception | None = None
         payload = None if body is None else json.dumps(body).encode()
-        all_headers = dict(headers or {})
+        # The request this call is made for keeps its id on the next hop (web/logs.py).
+        all_headers = {**request_id_headers(), **(headers or {})}
         if payload is not None:
             all_headers["Content-Type"] = "application/json"
         while time.monotonic() < deadline:

@@ -9,6 +9,9 @@
 - `X-Bazar-Members`: on every replica answer, the log index of the last membership change
   the replica has applied; a client that knows an older list fetches `GET /members` from it
   (web/client.py), so clients follow the membership the log holds, not their cluster file.
+- `X-Request-ID`: the id of one client request, on every hop it makes (frontend, order
+  replica, catalog replica) and on every answer, so the logs of all three can be joined
+  (web/logs.py validates it and keeps it for the request's thread).
 - `Retry-After`: on every 503 that a retry can cure (no quorum, an election, a replica
   out of touch or catching up). Bazar always says one second: elections take a few
   hundred milliseconds here, and a client that waits longer only adds latency.
@@ -21,6 +24,7 @@ DATE_HEADER = "X-Bazar-Date"
 NONCE_HEADER = "X-Bazar-Nonce"
 SIGNATURE_HEADER = "X-Bazar-Signature"
 MEMBERS_HEADER = "X-Bazar-Members"
+REQUEST_ID_HEADER = "X-Request-ID"
 RETRY_AFTER_HEADER = "Retry-After"
 RETRY_AFTER_SECONDS = 1
 

@@ -21,6 +21,7 @@ from bazar.node.orders import commands
 from bazar.node.orders.state import PENDING
 from bazar.web.client import GroupClient, Unavailable
 from bazar.web.errors import ApiError
+from bazar.web.metrics import OrderMetrics
 from bazar.web.protocol import INDEX_HEADER
 
 log = logging.getLogger("bazar.purchase")
@@ -29,13 +30,15 @@ log = logging.getLogger("bazar.purchase")
 class PurchaseCoordinator:
     """Runs the three steps above from an order replica."""
 
-    def __init__(self, replica: Replica, catalog: GroupClient) -> None:
+    def __init__(self, replica: Replica, catalog: GroupClient, metrics: OrderMetrics) -> None:
         self.replica = replica
         self.catalog = catalog
+        self.metrics = metrics  # each step's duration: the per-stage breakdown of a purchase
 
     def purchase(self, book_id: int, order_id: str) -> dict:
         """Buy one copy of `book_id` as order `order_id`; return the order, decided or pending."""
-        begun = self.replica.commit(commands.begin(book_id, order_id, time.time()))
+        with self.metrics.stage("begin"):
+            begun = self.replica.commit(commands.begin(book_id, order_id, time.time()))
         if begun.get("error") == "conflict":
             raise ApiError(422, "this Idempotency-Key was already used to buy another book")
         order = begun["order"]
@@ -46,11 +49,13 @@ class PurchaseCoordinator:
     def finish(self, order: dict) -> dict:
         """Take stock for a pending order and record the outcome; the order stays pending if
         the catalog cannot be reached (the recovery loop finishes it later)."""
-        taken = self._take_stock(order)
+        with self.metrics.stage("take_stock"):
+            taken = self._take_stock(order)
         if taken is None:
             return order
         outcome, catalog_index = taken
-        finished = self.replica.commit(commands.finish(order["order_id"], outcome, catalog_index))
+        with self.metrics.stage("finish"):
+            finished = self.replica.commit(commands.finish(order["order_id"], outcome, catalog_index))
         return finished["order"]
 
     def _take_stock(self, order: dict) -> tuple[dict, int] | None:

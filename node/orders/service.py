@@ -11,6 +11,7 @@ from bazar.node.orders.purchase import PurchaseCoordinator
 from bazar.node.orders.recovery import PendingOrderSweeper
 from bazar.node.orders.state import OrderState
 from bazar.web.client import GroupClient
+from bazar.web.metrics import OrderMetrics
 
 
 class OrderService:
@@ -27,7 +28,8 @@ class OrderService:
         node = replica.node
         catalog = GroupClient([n.http.url for n in self.config.catalog], secret=self.config.secret(),
                               source_host=node.source_host, write_attempt_timeout=1.0)
-        self.coordinator = PurchaseCoordinator(replica, catalog)
+        order_metrics = OrderMetrics(replica.metrics, lambda: replica.state.read(lambda m: len(m.pending_ids))[0])
+        self.coordinator = PurchaseCoordinator(replica, catalog, order_metrics)
         routes.register(app, replica, self.coordinator)
 
     def start(self, replica: Replica) -> None:

@@ -1,0 +1,154 @@
+"""A real Prometheus (Debian's `prometheus` package) scrapes a running cluster, with the
+configuration `bazar prometheus-config` makes for it: every target is up, and every
+family dashboards and alerts rely on is there.
+
+The package must be installed (`./bazar.sh test` installs it); the test fails, never
+skips, without it. Prometheus runs on a free loopback port with its data in a temporary
+directory, and is stopped when the test ends.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from bazar.cluster.local import _die_with_parent, free_ports
+from bazar.cluster.prometheus import prometheus_yaml
+
+PROMETHEUS = Path("/usr/bin/prometheus")
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+
+# Sample names as Prometheus stores them (counters with _total, histograms as _count).
+FAMILIES = {
+    "bazar-frontend": ["bazar_http_requests_total", "bazar_http_request_duration_seconds_count",
+                       "bazar_cache_hits_total", "bazar_cache_misses_total", "bazar_cache_invalidations_total",
+                       "bazar_cache_flushes_total", "bazar_follower_lag_seconds"],
+    "bazar-catalog": ["bazar_http_requests_total", "bazar_raft_term", "bazar_raft_commit_index",
+                      "bazar_raft_applied_index", "bazar_raft_is_leader", "bazar_raft_leader_changes_total",
+                      "bazar_raft_commit_duration_seconds_count", "bazar_journal_bytes",
+                      "bazar_journal_fsync_duration_seconds_count"],
+    "bazar-order": ["bazar_raft_term", "bazar_raft_is_leader", "bazar_raft_commit_duration_seconds_count",
+                    "bazar_purchase_stage_duration_seconds_count", "bazar_orders_pending"],
+}
+
+
+def query(base: str, promql: str) -> list[dict]:
+    response = requests.get(f"{base}/api/v1/query", params={"query": promql}, timeout=5)
+    response.raise_for_status()
+    return response.json()["data"]["result"]
+
+
+def wait_for(condition, timeout: float, message: str):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = condition()
+        except requests.RequestException:
+            result = None
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"{message}: not within {timeout:g} s")
+        time.sleep(0.5)
+
+
+@pytest.fixture
+def prometheus(make_cluster):
+    if not os.access(PROMETHEUS, os.X_OK):
+        pytest.fail("this test needs Debian's prometheus package: apt-get install -y prometheus", pytrace=False)
+    cluster = make_cluster()
+    tmp_path = Path(tempfile.mkdtemp(prefix="bazar-prometheus-"))
+    config_file = tmp_path / "prometheus.yml"
+    config_file.write_text(prometheus_yaml(cluster.config, scrape_interval="1s"))
+    shutil.copy(DEPLOY / "bazar-alerts.yml", tmp_path / "bazar-alerts.yml")
+    port = free_ports(1, "127.0.0.1")[0]
+    log = open(tmp_path / "prometheus.log", "wb")
+    process = subprocess.Popen(
+        [str(PROMETHEUS), f"--config.file={config_file}", f"--storage.tsdb.path={tmp_path / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=1h"],
+        stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)  # never outlives the test
+    try:
+        yield cluster, f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+        shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+@pytest.mark.timeout(180)
+def test_prometheus_finds_every_target_up_and_every_family(prometheus):
+    cluster, base = prometheus
+    expected = {p.id for p in cluster.config.catalog + cluster.config.order + cluster.config.frontends}
+    response = requests.post(f"{cluster.frontend_url}/purchase/1", timeout=10)  # a purchase: stages, commits
+    assert response.status_code == 200
+
+    wait_all_up(cluster, base)
+    up = {r["metric"]["node"]: r["value"][1] for r in query(base, "up")}
+    assert up == {node: "1" for node in expected}
+
+    for job, names in FAMILIES.items():
+        nodes = {n for n in expected if f"bazar-{_role(n)}" == job}
+        for name in names:
+            found = wait_for(lambda: {r["metric"]["node"] for r in query(base, f'{name}{{job="{job}"}}')} >= nodes,
+                             30, f"{name} from every target of {job}")
+            assert found
+    leaders = query(base, 'sum by (group) (bazar_raft_is_leader)')
+    assert {r["metric"]["group"]: r["value"][1] for r in leaders} == {"catalog": "1", "order": "1"}
+    rules = requests.get(f"{base}/api/v1/rules", timeout=5).json()["data"]["groups"]
+    loaded = [rule for group in rules for rule in group["rules"]]
+    assert len(loaded) == 9 and all(rule["health"] != "err" for rule in loaded), loaded
+
+    purchases = wait_for(lambda: query(base, 'bazar_http_requests_total{job="bazar-frontend",'
+                                             'route="/purchase/<raw_id>",status="200"}'), 30, "the purchase counted")
+    assert [r["value"][1] for r in purchases] == ["1"]
+
+
+def wait_all_up(cluster, base: str) -> None:
+    expected = {p.id for p in cluster.config.catalog + cluster.config.order + cluster.config.frontends}
+
+    def all_up():
+        targets = requests.get(f"{base}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
+        health = {t["labels"]["node"]: t["health"] for t in targets}
+        return health if set(health) == expected and all(h == "up" for h in health.values()) else None
+
+    wait_for(all_up, 60, "every target up")
+
+
+def _role(node: str) -> str:
+    return node.rstrip("0123456789")
+
+
+@pytest.mark.timeout(180)
+def test_every_grafana_query_and_annotation_runs_on_real_metrics(prometheus):
+    cluster, base = prometheus
+    wait_all_up(cluster, base)
+    for i in range(8):  # traffic over several scrapes, so that rates see counters rise
+        requests.get(f"{cluster.frontend_url}/info/{1 + i % 5}", timeout=5)
+        assert requests.post(f"{cluster.frontend_url}/purchase/2", timeout=10).status_code == 200
+        time.sleep(0.5)
+    dashboard = json.loads((DEPLOY / "grafana-dashboard.json").read_text())
+    expressions = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    expressions += [a["expr"] for a in dashboard["annotations"]["list"]]
+    wait_for(lambda: query(base, 'sum(rate(bazar_purchase_stage_duration_seconds_count[1m]))')
+             and float(query(base, 'sum(rate(bazar_purchase_stage_duration_seconds_count[1m]))')[0]["value"][1]) > 0,
+             60, "purchase rates")
+    empty = []
+    for expression in expressions:
+        response = requests.get(f"{base}/api/v1/query", params={"query": expression}, timeout=5)
+        assert response.status_code == 200 and response.json()["status"] == "success", (expression, response.text)
+        if not response.json()["data"]["result"]:
+            empty.append(expression)
+    # Only what needs a failure to show can be empty on a healthy cluster.
+    assert all("commit_failures" in e or "changes(" in e for e in empty), empty

@@ -1,0 +1,240 @@
+"""Prometheus metrics of every Bazar process: each family Bazar exposes is named here, once.
+
+Every process serves `GET /metrics` (Prometheus' text format, made by prometheus-client)
+without credentials; no family carries a secret, a token or a request's content. The
+names are what dashboards and alerts rely on (deploy/grafana-dashboard.json, the README's
+"Operating Bazar"), so they change only with those.
+
+Every process: `bazar_http_requests_total{route,method,status}` and
+`bazar_http_request_duration_seconds{route}`, where the route is the URL rule
+(`/purchase/<raw_id>`), never the raw path (one series per rule, whatever clients send;
+paths no rule matches are counted as `unmatched`), and the process_* families.
+
+Replicas (`RaftMetrics`): `bazar_raft_term`, `bazar_raft_commit_index`,
+`bazar_raft_applied_index`, `bazar_raft_is_leader`, `bazar_raft_leader_changes_total`
+(read from the Raft member when scraped), `bazar_raft_commit_duration_seconds` and
+`bazar_raft_commit_failures_total{reason}` (per commit a replica asks for), each
+labelled with the group; `bazar_journal_bytes` and `bazar_journal_fsync_duration_seconds`.
+
+Order replicas (`OrderMetrics`): `bazar_purchase_stage_duration_seconds{stage}` for the
+three steps of a purchase (begin, take_stock, finish) and `bazar_orders_pending`.
+
+The frontend (`FrontendCollector`): `bazar_cache_hits_total`, `bazar_cache_misses_total`,
+`bazar_cache_invalidations_total`, `bazar_cache_flushes_total`,
+`bazar_cache_stale_fills_refused_total`, `bazar_cache_entries` and
+`bazar_follower_lag_seconds`.
+
+Cost on the request path: one counter increment and one histogram observation per
+request (a few microseconds); everything a process already counts (cache counters, Raft
+indexes, the journal's size) is read only when Prometheus scrapes.
+"""
+from __future__ import annotations
+
+import time
+
+from flask import Flask, Response, g, request
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
+                               ProcessCollector, disable_created_metrics, generate_latest)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from bazar.web import logs
+from bazar.web.protocol import REQUEST_ID_HEADER
+
+# Bazar's latencies run from a fraction of a millisecond (a cache hit, a commit) to the
+# commit timeout (seconds): the default buckets start at 5 ms and would lump most together.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+FSYNC_BUCKETS = (0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0)
+PURCHASE_STAGES = ("begin", "take_stock", "finish")
+# A `_created` timestamp beside every counter and histogram doubles a scrape's size and tells
+# nothing process_start_time_seconds does not (all of a process's series start with it).
+disable_created_metrics()
+UNMATCHED = "unmatched"
+# What monitoring polls (every second, from each dashboard and `bazar status --watch`):
+# counted like every route, but logged at DEBUG.
+PROBE_ROUTES = frozenset({"/healthz", "/readyz", "/status", "/metrics", "/cluster"})
+
+
+class Metrics:
+    """One process's registry, with the HTTP families every Bazar process has."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        self.requests = Counter("bazar_http_requests", "HTTP requests answered, by URL rule, method and status",
+                                ["route", "method", "status"], registry=self.registry)
+        self.request_duration = Histogram("bazar_http_request_duration_seconds",
+                                          "Time from a request's arrival to its answer, by URL rule",
+                                          ["route"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self._children: dict[tuple, tuple] = {}
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:  # labels() costs more than the update itself: look each series up once
+            children = self._children[key] = (self.requests.labels(route, method, str(status)),
+                                              self.request_duration.labels(route))
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def traffic(self, exclude: frozenset = PROBE_ROUTES) -> dict:
+        """Requests so far on every route but `exclude` (monitoring's own), with their latency
+        as cumulative histogram buckets: `{"count", "buckets": [[upper bound, count], ...]}`,
+        the last bound null (+Inf). The dashboard charts rates and quantiles from two of these."""
+        buckets = [0.0] * (len(LATENCY_BUCKETS) + 1)
+        for sample in self.request_duration.collect()[0].samples:
+            if sample.name.endswith("_bucket") and sample.labels["route"] not in exclude:
+                bound = float(sample.labels["le"])
+                index = len(LATENCY_BUCKETS) if bound == float("inf") else LATENCY_BUCKETS.index(bound)
+                buckets[index] += sample.value
+        bounds = list(LATENCY_BUCKETS) + [None]
+        return {"count": buckets[-1], "buckets": [[b, n] for b, n in zip(bounds, buckets)]}
+
+    def value(self, name: str, labels: dict | None = None) -> float | None:
+        """One sample's current value (a test's or the dashboard's read), None if absent."""
+        return self.registry.get_sample_value(name, labels or {})
+
+    def samples(self, family: str) -> list:
+        """Every sample of one family, as (name, labels, value)."""
+        return [(s.name, s.labels, s.value) for metric in self.registry.collect() if metric.name == family
+                for s in metric.samples]
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def instrument(app: Flask, metrics: Metrics) -> None:
+    """Count and time every request of `app`, give it a request id (web/logs.py), log one
+    access line for it, and serve `GET /metrics`."""
+
+    @app.before_request
+    def _begin() -> None:
+        g.bazar_started = time.perf_counter()
+        g.bazar_request = logs.begin_request(request.headers.get(REQUEST_ID_HEADER))
+
+    @app.after_request
+    def _end(response):
+        started = g.pop("bazar_started", None)
+        if started is None:  # a request refused before its first hook ran
+            return response
+        seconds = time.perf_counter() - started
+        route = request.url_rule.rule if request.url_rule is not None else UNMATCHED
+        method, status, request_id = request.method, response.status_code, logs.current_request_id()
+        metrics.observe_request(route, method, status, seconds)
+        response.headers[REQUEST_ID_HEADER] = request_id
+        # The access line is written once the answer has been sent (waitress closes the
+        # response after writing it to the socket), so the client does not wait for it.
+        response.call_on_close(lambda: logs.log_access(method, route, status, seconds, request_id,
+                                                       quiet=route in PROBE_ROUTES))
+        return response
+
+    @app.teardown_request
+    def _forget(_exc) -> None:
+        token = g.pop("bazar_request", None)
+        if token is not None:
+            logs.end_request(token)
+
+    @app.get("/metrics")
+    def _metrics():
+        return Response(metrics.render(), content_type=CONTENT_TYPE_LATEST)
+
+
+class RaftMetrics:
+    """A replica's Raft families (see the module): gauges and leader changes read from its
+    member when scraped, commit latency and failures counted by `Replica.commit`."""
+
+    def __init__(self, metrics: Metrics, group: str, member) -> None:
+        self.group = group
+        self.commit_duration = Histogram(
+            "bazar_raft_commit_duration_seconds",
+            "Time from asking for a commit to its result being applied here, retries included",
+            ["group"], buckets=LATENCY_BUCKETS, registry=metrics.registry).labels(group)
+        self._failures = Counter("bazar_raft_commit_failures", "Commits that failed, by reason",
+                                 ["group", "reason"], registry=metrics.registry)
+        self.fsync_duration = Histogram(
+            "bazar_journal_fsync_duration_seconds", "Time one fsync of the Raft journal took",
+            ["group"], buckets=FSYNC_BUCKETS, registry=metrics.registry).labels(group)
+        metrics.registry.register(_RaftCollector(group, member))
+
+    def commit_failed(self, reason: str) -> None:
+        self._failures.labels(self.group, reason).inc()
+
+    def commits(self) -> dict:
+        """`{"count", "seconds"}`: commits asked for so far and their total time (for /status,
+        from which the dashboard charts commit latency)."""
+        totals = {s.name: s.value for s in self.commit_duration.collect()[0].samples}
+        return {"count": totals["bazar_raft_commit_duration_seconds_count"],
+                "seconds": totals["bazar_raft_commit_duration_seconds_sum"]}
+
+
+class _RaftCollector:
+    """Reads a Raft member's term, indexes, role, leader changes and journal size at scrape time."""
+
+    def __init__(self, group: str, member) -> None:
+        self.group = group
+        self.member = member
+
+    def collect(self):
+        status = self.member.status()
+        gauges = (("bazar_raft_term", "The Raft term this replica is in", status["term"]),
+                  ("bazar_raft_commit_index", "The highest log index this replica knows committed",
+                   status["commit_index"]),
+                  ("bazar_raft_applied_index", "The highest log index applied to this replica's state",
+                   status["applied_index"]),
+                  ("bazar_raft_is_leader", "1 while this replica is its group's leader, else 0",
+                   1 if status["role"] == "leader" else 0),
+                  ("bazar_journal_bytes", "Size of this replica's Raft journal file", self.member.journal_bytes))
+        for name, documentation, value in gauges:
+            if value is None:
+                continue
+            family = GaugeMetricFamily(name, documentation, labels=["group"])
+            family.add_metric([self.group], value)
+            yield family
+        changes = CounterMetricFamily("bazar_raft_leader_changes",
+                                      "Times this replica saw its group's leader change (a first leader included)",
+                                      labels=["group"])
+        changes.add_metric([self.group], self.member.leader_changes)
+        yield changes
+
+
+class OrderMetrics:
+    """An order replica's purchase families: the time each step of a purchase takes, and
+    how many orders are recorded but not decided (read from the state when scraped)."""
+
+    def __init__(self, metrics: Metrics, pending_count) -> None:
+        stages = Histogram("bazar_purchase_stage_duration_seconds",
+                           "Time each step of a purchase took on the coordinating order replica",
+                           ["stage"], buckets=LATENCY_BUCKETS, registry=metrics.registry)
+        self.stages = {stage: stages.labels(stage) for stage in PURCHASE_STAGES}
+        Gauge("bazar_orders_pending", "Orders recorded but not yet completed or failed",
+              registry=metrics.registry).set_function(pending_count)
+
+    def stage(self, name: str):
+        """A context manager that times one step (`with metrics.stage("begin"): ...`)."""
+        return self.stages[name].time()
+
+
+class FrontendCollector:
+    """The frontend's cache counters and its follower's lag, read when scraped."""
+
+    COUNTERS = (("hits", "Cached reads answered from the cache"),
+                ("misses", "Cached reads the cache could not answer (or bypassed)"),
+                ("invalidations", "Keys invalidated by applied catalog entries and own writes"),
+                ("flushes", "Times the whole cache was emptied (seed, snapshot, lost touch, leader change)"),
+                ("stale_fills_refused", "Answers not cached because an invalidation had outdated them"))
+
+    def __init__(self, cache, follower) -> None:
+        self.cache = cache
+        self.follower = follower
+
+    def collect(self):
+        stats = self.cache.snapshot_stats()
+        for key, documentation in self.COUNTERS:
+            family = CounterMetricFamily(f"bazar_cache_{key}", documentation)
+            family.add_metric([], stats[key])
+            yield family
+        yield GaugeMetricFamily("bazar_cache_entries", "Entries in the cache now", value=stats["size"])
+        silence = self.follower.member.seconds_since_leader()
+        yield GaugeMetricFamily(
+            "bazar_follower_lag_seconds",
+            "Seconds since this frontend's catalog follower last heard from the leader (+Inf: no leader known)",
+            value=float("inf") if silence is None else silence)
