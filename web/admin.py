@@ -17,6 +17,7 @@ What it reads:
 from __future__ import annotations
 
 import json
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable
 
@@ -25,6 +26,8 @@ from urllib3.exceptions import HTTPError
 
 from bazar.cluster.config import GROUPS, ClusterConfig, NodeConfig
 from bazar.web.signing import Signer
+
+log = logging.getLogger("bazar.admin")
 
 STATUS_TIMEOUT = 0.5  # a replica that takes longer is paused, cut off or overloaded
 STATE_TIMEOUT = 5.0   # a whole state can be large
@@ -110,6 +113,9 @@ class Admin:
         try:
             response = self._pool.request("GET", url, headers=self.signer.headers("GET", url), redirect=False,
                                           timeout=urllib3.Timeout(total=timeout))
+            if response.status == 403:
+                log.warning("%s refused this process's signed request (is this the cluster's "
+                            "secret? see README, Security model): %s", url, response.data[:200])
             if response.status != 200:
                 return None
             return json.loads(response.data)

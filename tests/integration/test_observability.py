@@ -5,6 +5,7 @@ purchase through three processes' logs, elections in the replicas' logs, and the
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -198,7 +199,8 @@ def test_version_in_healthz_and_on_the_command_line(cluster):
 
 def test_status_json_and_watch(cluster):
     command = [sys.executable, "-m", "bazar", "status", "--json", "--config", str(cluster.config_path)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=30, cwd=ROOT)
+    env = {**os.environ, "BAZAR_SECRET": SECRET}  # the cluster's: replicas answer only signed requests
+    done = subprocess.run(command, capture_output=True, text=True, timeout=30, cwd=ROOT, env=env)
     assert done.returncode == 0, done.stderr
     status = json.loads(done.stdout)
     assert status["ready"] is True
@@ -206,7 +208,7 @@ def test_status_json_and_watch(cluster):
     assert {n["id"] for n in status["groups"]["order"]["nodes"]} == {"order1", "order2", "order3"}
 
     watching = subprocess.Popen(command + ["--watch", "--interval", "0.2"], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, cwd=ROOT)
+                                stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
     try:
         time.sleep(3)
     finally:
