@@ -154,6 +154,10 @@ class RaftMetrics:
             "bazar_journal_fsync_duration_seconds", "Time one fsync of the Raft journal took",
             ["group"], buckets=FSYNC_BUCKETS, registry=metrics.registry).labels(group)
         metrics.registry.register(_RaftCollector(group, member))
+        # What the retention bounds (node/retention.py), counted by the state machine when scraped.
+        Gauge("bazar_outcomes_remembered", "Outcomes kept for retries, until the retention forgets them",
+              ["group"], registry=metrics.registry).labels(group).set_function(
+                  lambda: member.state.read(lambda machine: machine.remembered())[0])
 
     def commit_failed(self, reason: str) -> None:
         self._failures.labels(self.group, reason).inc()

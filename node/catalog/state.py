@@ -167,6 +167,10 @@ class CatalogState:
             return failure("out_of_stock", id=book_id)
         return ok(id=book_id, title=self.books[book_id]["title"], price=price)
 
+    def remembered(self) -> int:
+        """Outcomes kept for retries (purchases and admin writes): what retention bounds."""
+        return len(self.purchases) + len(self.requests)
+
     def view(self) -> dict:
         """The whole state as JSON with named fields, for GET /state (chaos and the tests
         read it); unlike `snapshot`, its shape is a contract, not a storage format."""

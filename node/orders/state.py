@@ -110,6 +110,10 @@ class OrderState:
     def pending(self) -> list[dict]:
         return [dict(self.orders[order_id]) for order_id in self.pending_ids]
 
+    def remembered(self) -> int:
+        """Orders kept (each is a retry's answer): what retention bounds."""
+        return len(self.orders)
+
     def view(self) -> dict:
         """The whole state as JSON with named fields, for GET /state."""
         return {"orders": {order_id: dict(o) for order_id, o in self.orders.items()}}

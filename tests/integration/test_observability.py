@@ -32,7 +32,8 @@ EVERY_PROCESS = {"bazar_http_requests", "bazar_http_request_duration_seconds"}
 REPLICA = EVERY_PROCESS | {"bazar_raft_term", "bazar_raft_commit_index", "bazar_raft_applied_index",
                            "bazar_raft_is_leader", "bazar_raft_leader_changes",
                            "bazar_raft_commit_duration_seconds", "bazar_raft_commit_failures",
-                           "bazar_journal_bytes", "bazar_journal_fsync_duration_seconds"}
+                           "bazar_journal_bytes", "bazar_journal_fsync_duration_seconds",
+                           "bazar_outcomes_remembered"}
 ORDER_REPLICA = REPLICA | {"bazar_purchase_stage_duration_seconds", "bazar_orders_pending"}
 FRONTEND = EVERY_PROCESS | {"bazar_cache_hits", "bazar_cache_misses", "bazar_cache_invalidations",
                             "bazar_cache_flushes", "bazar_follower_lag_seconds"}
@@ -132,6 +133,8 @@ def test_counters_are_exact_after_n_purchases(cluster):
     before = purchase_count(cluster.frontend_url)
     stages_before = {s: order_totals(cluster, "bazar_purchase_stage_duration_seconds_count", stage=s) for s in stages}
     commits_before = order_totals(cluster, "bazar_raft_commit_duration_seconds_count", group="order")
+    remembered_before = {n.id: value(scrape(n.http.url), "bazar_outcomes_remembered", group="order")
+                         for n in cluster.config.order}
     for i in range(PURCHASES):
         response = requests.post(f"{cluster.frontend_url}/purchase/{BOOK}",
                                  headers={"Idempotency-Key": f"exact-{i}"}, timeout=10)
@@ -140,6 +143,14 @@ def test_counters_are_exact_after_n_purchases(cluster):
     for stage, count in stages_before.items():
         assert order_totals(cluster, "bazar_purchase_stage_duration_seconds_count", stage=stage) == count + PURCHASES
     assert order_totals(cluster, "bazar_orders_pending") == 0
+    # Every order replica now remembers the new orders (each applied them); wait for followers.
+    for node in cluster.config.order:
+        deadline = time.monotonic() + 5
+        while value(scrape(node.http.url), "bazar_outcomes_remembered", group="order") != \
+                remembered_before[node.id] + PURCHASES and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert value(scrape(node.http.url), "bazar_outcomes_remembered", group="order") == \
+            remembered_before[node.id] + PURCHASES, node.id
     # two commits a purchase (begin, finish), each timed by the replica that asked for it
     assert order_totals(cluster, "bazar_raft_commit_duration_seconds_count", group="order") == \
         commits_before + 2 * PURCHASES
