@@ -25,6 +25,7 @@ from tests.integration.probes import buy_until_done, stock, wait_converged
 CATALOG = ["catalog1", "catalog2", "catalog3"]
 ORDER = ["order1", "order2", "order3"]
 HOSTS = CATALOG + ORDER + ["frontend1", "client"]
+ADMIN_TOKEN = "multihost-admin-token"
 SECRET = "multi-host test secret"
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None,
@@ -61,9 +62,9 @@ def make_cluster(network, tmp_path):
     """make_cluster(env) -> a LocalCluster whose every process runs on its own host."""
     clusters = []
 
-    def make(env: dict) -> LocalCluster:
+    def make(env: dict, generate_secret: bool = True) -> LocalCluster:
         cluster = LocalCluster(cluster_file(tmp_path, network), log_dir=tmp_path / "logs", env=env,
-                               launcher=network.launcher)
+                               launcher=network.launcher, generate_secret=generate_secret)
         clusters.append(cluster)
         return cluster
 
@@ -73,7 +74,8 @@ def make_cluster(network, tmp_path):
 
 
 def test_off_loopback_a_node_refuses_to_start_without_the_secret(make_cluster, network):
-    cluster = make_cluster(env={"BAZAR_SECRET": "", "BAZAR_SECRET_FILE": ""})  # empty is unset
+    # No secret anywhere (empty is unset), and none made for it as `bazar up` would.
+    cluster = make_cluster(env={"BAZAR_SECRET": "", "BAZAR_SECRET_FILE": ""}, generate_secret=False)
     proc = network.on("client").submit(cluster.start_process, "catalog1").result()
     assert proc.wait(30) == 2
     log = (cluster.log_dir / "catalog1.log").read_text()
@@ -81,7 +83,7 @@ def test_off_loopback_a_node_refuses_to_start_without_the_secret(make_cluster, n
 
 
 def test_purchases_across_hosts_survive_and_heal_a_partition(make_cluster, network):
-    cluster = make_cluster(env={"BAZAR_SECRET": SECRET})
+    cluster = make_cluster(env={"BAZAR_SECRET": SECRET, "BAZAR_ADMIN_TOKEN": ADMIN_TOKEN})
     network.on("client").submit(scenario, cluster, network).result()
 
 
@@ -110,6 +112,7 @@ def scenario(cluster: LocalCluster, network: PrivateNetwork) -> None:
     states = wait_converged(cluster, "catalog", timeout=30)  # the cut-off replica caught up
     assert set(states) == set(CATALOG)
     assert stock(cluster, 1) == before - 4
-    orders = requests.get(f"{url}/orders?limit=10", timeout=10).json()["orders"]
+    orders = requests.get(f"{url}/orders?limit=10", timeout=10,
+                          headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).json()["orders"]
     assert {"multihost-1", "multihost-partitioned-0", "multihost-partitioned-2"} <= {o["order_id"] for o in orders}
     assert all(o["status"] == "completed" for o in orders)
