@@ -141,11 +141,18 @@ def _member(config, args) -> int:
     # replica that says nothing for longer is paused or cut off: ask the next one.
     client = GroupClient(asked, config.secret(), timeout=3 * config.raft.commit_timeout,
                          write_attempt_timeout=config.raft.commit_timeout + 1.0)
-    try:
-        reply = client.write("POST", "/members", body)
-    except Unavailable as exc:
-        print(f"bazar member {args.op}: no {node.group} replica answered ({exc})", file=sys.stderr)
-        return 1
+    # A 503 is "ask again" (an election, a follower that knows no leader yet); a change is
+    # safe to repeat, so keep asking until the deadline.
+    deadline = time.monotonic() + 3 * config.raft.commit_timeout
+    while True:
+        try:
+            reply = client.write("POST", "/members", body)
+        except Unavailable as exc:
+            print(f"bazar member {args.op}: no {node.group} replica answered ({exc})", file=sys.stderr)
+            return 1
+        if reply.status_code != 503 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     try:
         answer = reply.json()
     except ValueError:
