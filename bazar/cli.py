@@ -112,10 +112,15 @@ def _up(config, args) -> int:
 
 
 def _node(config, args) -> int:
+    from bazar.consensus import BindFailed
     from bazar.node.replica import run
 
     os.umask(0o077)  # journals, snapshots and their temporary files: readable by the owner only
-    run(config, args.id)
+    try:
+        run(config, args.id)
+    except BindFailed as exc:
+        print(f"bazar node {args.id}: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

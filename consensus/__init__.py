@@ -23,9 +23,9 @@ from bazar.consensus import frame_guard as _frame_guard  # noqa: E402,F401  (Raf
 
 # The public face: everything outside consensus/ uses these, never pysyncobj.
 from bazar.consensus.group import join  # noqa: E402
-from bazar.consensus.member import CommitError, MembershipRefused, RaftMember, ReadRefused  # noqa: E402
+from bazar.consensus.member import BindFailed, CommitError, MembershipRefused, RaftMember, ReadRefused  # noqa: E402
 from bazar.consensus.state import SNAPSHOT_FORMAT, ApplyListener  # noqa: E402
 from bazar.consensus.restore import write_data_dir  # noqa: E402
 
-__all__ = ["join", "RaftMember", "CommitError", "MembershipRefused", "ReadRefused", "ApplyListener",
+__all__ = ["join", "RaftMember", "BindFailed", "CommitError", "MembershipRefused", "ReadRefused", "ApplyListener",
            "SNAPSHOT_FORMAT", "write_data_dir"]

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 from typing import Any
 
-from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjException
 
 from bazar.consensus.directory import ADD, Directory
 from bazar.consensus.reads import NOT_LEADER, LeaderView, ReadIndex
@@ -51,6 +52,16 @@ class MembershipRefused(Exception):
     def __init__(self, kind: str, reason: str) -> None:
         super().__init__(reason)
         self.kind = kind
+        self.reason = reason
+
+
+class BindFailed(Exception):
+    """This member could not listen on its Raft address (`address`); `reason` says why
+    (usually another process holds the port). Nothing was started; fix it and start again."""
+
+    def __init__(self, address: str, reason: str) -> None:
+        super().__init__(f"cannot listen for Raft on {address}: {reason}")
+        self.address = address
         self.reason = reason
 
 
@@ -140,9 +151,32 @@ class RaftMember:
         self.syncobj = SyncObj(self_address, self.peers, conf=conf, consumers=[state, self.directory],
                                transportClass=ProbingTransport)
         self._transport: ProbingTransport = self.syncobj._SyncObj__transport
+        if self_address is not None:
+            self._wait_bound(self_address)
         self._wake = getattr(self.syncobj, "_SyncObj__pipeNotifier", None)
         state.add_listener(self)
         self.syncobj.addOnTickCallback(self._on_tick)
+
+    def _wait_bound(self, address: str) -> None:
+        """Return once the Raft port is bound; BindFailed when PySyncObj has given up
+        (`maxBindRetries`, see consensus/settings.py). PySyncObj keeps the bind's error to
+        itself, so a probe bind of the same address finds the reason to report."""
+        try:
+            self.syncobj.waitBinded()
+            return
+        except SyncObjException:
+            pass
+        self.syncobj.destroy()
+        host, port = address.rsplit(":", 1)
+        bind_host = self.syncobj.conf.bindAddress.rsplit(":", 1)[0] if self.syncobj.conf.bindAddress else host
+        reason = "the port could not be bound"
+        try:
+            with socket.socket() as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as PySyncObj binds
+                probe.bind((bind_host, int(port)))
+        except OSError as error:
+            reason = f"{error.strerror} (is another process using port {port}?)"
+        raise BindFailed(address, reason)
 
     def submit(self, command: dict, timeout: float) -> Any:
         """Commit `command` and return what the state machine's apply returned.

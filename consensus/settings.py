@@ -24,6 +24,14 @@ from bazar.consensus.storage import StoragePath
 # dead peers are still noticed by TCP (RST/FIN, and keepalive after ~30 s).
 IDLE_LINKS_NEVER_TIME_OUT = 24 * 3600.0
 
+# PySyncObj retries a failed bind of the Raft port for ever by default, and until it binds
+# a member does nothing at all: no connection, no election, while its HTTP side answers as
+# if it were alive. A port still held for a moment (a peer restarting on it) binds within a
+# retry or two; after BIND_RETRY_SECONDS * BIND_ATTEMPTS the replica gives up and exits
+# (RaftMember raises BindFailed), so its supervisor or operator sees the problem.
+BIND_RETRY_SECONDS = 0.5
+BIND_ATTEMPTS = 20
+
 
 
 def data_files(data_dir: Path) -> tuple[Path, Path]:
@@ -57,6 +65,8 @@ def syncobj_conf(raft: RaftConfig, data_dir: Path | None, password: str | None,
         leaderFallbackTimeout=raft.leader_fallback_timeout,  # default 30 s: too long to hold a dead role
         connectionTimeout=IDLE_LINKS_NEVER_TIME_OUT,
         connectionRetryTime=0.2,            # reconnect to a restarted peer quickly (default 5 s)
+        bindRetryTime=BIND_RETRY_SECONDS,
+        maxBindRetries=BIND_ATTEMPTS,
         commandsWaitLeader=False,           # fail fast during an election; RaftMember retries
         logCompactionMinEntries=raft.compaction_entries,  # snapshot + truncate the log this often
         # Replicas compact at the same log index; staggered in time, a crash of the whole

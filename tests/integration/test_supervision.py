@@ -117,3 +117,31 @@ def test_bazar_up_gives_up_on_a_child_that_dies_at_every_start(tmp_path):
     finally:
         up.close()
         squatter.close()
+
+
+def test_a_replica_whose_raft_port_is_taken_exits_with_an_error_naming_it(tmp_path):
+    """PySyncObj retries a failed bind for ever, and until it binds a member does nothing
+    at all (no election, no connection): the replica answered HTTP as if alive while its
+    Raft side was dead. It must instead exit, so an operator or `bazar up` sees it."""
+    config = write_config(tmp_path, catalog=1, order=1)
+    raft = yaml.safe_load(config.read_text())["catalog"][0]["raft"]
+    host, port = raft.rsplit(":", 1)
+    squatter = socket.socket()
+    squatter.bind((host, int(port)))
+    squatter.listen()
+    node = subprocess.Popen([sys.executable, "-m", "bazar", "node", "catalog1", "--config", str(config)],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        try:
+            output, _ = node.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            node.kill()
+            output, _ = node.communicate()
+            raise AssertionError(f"catalog1 kept running without its Raft port; it printed:\n{output}")
+        assert node.returncode != 0, output
+        assert raft in output and "in use" in output, output
+    finally:
+        if node.poll() is None:
+            node.kill()
+            node.wait()
+        squatter.close()
