@@ -302,11 +302,26 @@ def write_config(directory: str | os.PathLike, catalog: int = 3, order: int = 3,
     return path
 
 
+def ephemeral_port_range() -> tuple[int, int]:
+    """The ports the kernel gives to outgoing connections (Linux's default if unknown)."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_ports(count: int, host: str = "") -> list[int]:
-    """`count` distinct TCP ports that are free on every local address right now."""
+    """`count` distinct TCP ports that are free on every local address right now.
+
+    Chosen outside the kernel's ephemeral range: a port is bound only when its process
+    starts, maybe a minute after the cluster file was written, and meanwhile any outgoing
+    connection on the machine could have been given it as its own local port."""
+    low, high = ephemeral_port_range()
+    candidates = [p for p in range(10000, 65536) if not low <= p <= high]
     ports: set[int] = set()
     while len(ports) < count:
-        port = random.randint(20000, 59999)
+        port = random.choice(candidates)
         with socket.socket() as probe:
             try:
                 probe.bind((host, port))

@@ -34,7 +34,7 @@ class Grown:
         doc[group] = doc[group][:3]
         self.three = directory / "three.yaml"
         self.three.write_text(yaml.safe_dump(doc, sort_keys=False))
-        logs = directory / "logs"
+        logs = self.logs = directory / "logs"
         self.cluster = LocalCluster(self.three, log_dir=logs)
         self.newcomer = LocalCluster(self.four, log_dir=logs)  # runs <group>4 only
         self.url = self.cluster.frontend_url
@@ -100,7 +100,9 @@ def wait_new_caught_up(grown: Grown, node_id: str, timeout: float = 60.0) -> dic
         if mine is not None and mine["leader"] and mine["applied_index"] >= leader["commit_index"]:
             return mine
         time.sleep(0.1)
-    raise AssertionError(f"{node_id} did not catch up in {timeout:.0f} s: {grown.status(node_id)}")
+    tails = "".join(f"\n--- {log.name} (last lines)\n" + "".join(log.read_text(errors="replace").splitlines(True)[-40:])
+                    for log in sorted(grown.logs.glob(f"{grown.group}*.log")))
+    raise AssertionError(f"{node_id} did not catch up in {timeout:.0f} s: {grown.status(node_id)}{tails}")
 
 
 def test_a_fourth_catalog_replica_joins_catches_up_by_snapshot_and_serves_reads(grown):
