@@ -24,8 +24,9 @@ from bazar.bench import measure, schema
 from bazar.bench.floor import Floor
 from bazar.bench.journal import build_journal_subprocess
 from bazar.bench.load import ClientPool, ClientTask
-from bazar.bench.probes import (BIG_STOCK, cache_stats, concurrent_fsync_latency, fsync_latency, oversold_check,
-                                prepare_books, put, rss_mb, stock, wait_caught_up, wait_settled)
+from bazar.bench.probes import (BIG_STOCK, cache_stats, concurrent_fsync_latency, fsync_latency, fsyncs_per_purchase,
+                                journal_fsyncs, oversold_check, prepare_books, put, rss_mb, stock, wait_caught_up,
+                                wait_settled)
 from bazar.bench.settings import Settings
 from bazar.cluster.local import LocalCluster, write_config
 
@@ -232,7 +233,12 @@ class Phases:
                 sides.append((url, lambda i, p=prefix: ("POST", f"/purchase/{PURCHASE_BOOK}", None,
                                                         {"Idempotency-Key": f"{p}-{i}"}), pids))
             disk_before = fsync_latency(self.workdir)
+            durable = clusters[True]
+            fsyncs_before = journal_fsyncs(durable)
+            stock_before = stock(durable.frontend_url, PURCHASE_BOOK)
             on, off = measure.interleaved(sides[0], sides[1], self.s.samples)
+            fsyncs_after = journal_fsyncs(durable)
+            leaders = {group: durable.leader(group) for group in ("order", "catalog")}
             entry = self.record("purchase_fsync_on", on, None)
             self.record("purchase_fsync_off", off, None)
             # The disk's own fsync time, around the run: what a commit waits for, three times a purchase.
@@ -240,6 +246,9 @@ class Phases:
             # Here every replica of a group shares this one disk: what one fsync costs while the
             # group's three replicas fsync at once (each commit's case), against one alone.
             entry["disk_fsync_ms"]["three_at_once_p50_ms"] = concurrent_fsync_latency(self.workdir, 3)
+            # What the leaders' fsyncs cost a purchase, timed inside the replicas (warm-up included).
+            bought = stock_before - stock(durable.frontend_url, PURCHASE_BOOK)
+            entry["replica_fsyncs"] = fsyncs_per_purchase(fsyncs_before, fsyncs_after, leaders, max(bought, 1))
             progress(f"  one fsync of an appended record on this disk: p50 {disk_before['p50_ms']:.2f} ms "
                      f"before, {entry['disk_fsync_ms']['after']['p50_ms']:.2f} ms after; "
                      f"{entry['disk_fsync_ms']['three_at_once_p50_ms']:.2f} ms each with three at once")

@@ -17,6 +17,43 @@ BIG_STOCK = 1_000_000
 SPREAD_TOPIC = "bench spread"
 
 
+def journal_fsyncs(cluster: LocalCluster) -> dict[str, dict]:
+    """Each replica's own count and total seconds of journal fsyncs so far, from its
+    `bazar_journal_fsync_duration_seconds` histogram: {node id: {"group", "count", "seconds"}}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    found = {}
+    for node in cluster.config.catalog + cluster.config.order:
+        text = requests.get(f"{node.http.url}/metrics", timeout=5).text
+        totals = {"group": node.group, "count": 0.0, "seconds": 0.0}
+        for family in text_string_to_metric_families(text):
+            if family.name == "bazar_journal_fsync_duration_seconds":
+                for sample in family.samples:
+                    if sample.name.endswith("_count"):
+                        totals["count"] += sample.value
+                    elif sample.name.endswith("_sum"):
+                        totals["seconds"] += sample.value
+        found[node.id] = totals
+    return found
+
+
+def fsyncs_per_purchase(before: dict, after: dict, leaders: dict[str, str], purchases: int) -> dict:
+    """What the group leaders' fsyncs cost each purchase, between two `journal_fsyncs` looks.
+
+    A purchase commits in turn in the order group (begin), the catalog group (take the
+    stock) and the order group again (finish); each commit waits for one fsync round, the
+    leader's own fsync overlapping its followers'. The leaders' count per purchase and mean
+    time, measured inside the replicas, therefore tell how much of a purchase is disk time."""
+    groups = {}
+    for group, leader in leaders.items():
+        count = after[leader]["count"] - before[leader]["count"]
+        seconds = after[leader]["seconds"] - before[leader]["seconds"]
+        groups[group] = {"leader": leader, "per_purchase": round(count / purchases, 2),
+                         "mean_ms": round(1000 * seconds / count, 3) if count else None}
+    path = sum(g["per_purchase"] * g["mean_ms"] for g in groups.values() if g["mean_ms"] is not None)
+    return {"groups": groups, "path_ms": round(path, 3)}
+
+
 def rss_mb(pid: int) -> float | None:
     """Resident set size of `pid` in MB (VmRSS from /proc/<pid>/status)."""
     try:

@@ -42,6 +42,10 @@ def _thr(results: dict, key: str) -> float | None:
     return results["operations"].get(key, {}).get("load", {}).get("throughput_rps")
 
 
+def _diff(a, b):
+    return None if a is None or b is None else a - b
+
+
 def _ratio(a, b) -> float | None:
     if a is None or b is None or b == 0:
         return None
@@ -191,9 +195,17 @@ def rows(results: dict) -> list[list[str]]:
     op_row("purchase_fsync_off", "-", "")
     fsyncs = ops.get("purchase_fsync_on", {}).get("disk_fsync_ms", {})
     three = fsyncs.get("three_at_once_p50_ms")
+    inside = ops.get("purchase_fsync_on", {}).get("replica_fsyncs")
+    path = ""
+    if inside:
+        groups = inside["groups"]
+        path = ("; leaders' fsyncs per purchase, timed in the replicas: " + " + ".join(
+            f"{g['per_purchase']:g} x {_ms(g['mean_ms'])} ({name})" for name, g in groups.items())
+            + f" = {_ms(inside['path_ms'])}, against p50 on - off "
+            + _ms(_diff(_lat(results, "purchase_fsync_on", "p50_ms"), _lat(results, "purchase_fsync_off", "p50_ms"))))
     op_row("purchase_fsync_on", "-", f"{_x(t and t['value'])} fsync off (side by side); one disk fsync "
            f"{_ms(fsyncs.get('before', {}).get('p50_ms'))}"
-           + (f" alone, {_ms(three)} each with three at once (one disk for all replicas)" if three else ""),
+           + (f" alone, {_ms(three)} each with three at once (one disk for all replicas)" if three else "") + path,
            t and t["goal"], _met(t))
     t = targets.get("hot_item")
     hot = ops.get("purchase_hot", {})
