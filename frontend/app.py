@@ -50,15 +50,14 @@ def create_app(gateway: Gateway, frontend_id: str = "frontend") -> Flask:
 
     # Without an admin token, only a store on loopback (development) is open to every writer.
     open_without_token = gateway.config.all_loopback
+    admin_token = gateway.config.admin_token()  # read once: it may come from a file
 
     def is_admin() -> bool:
-        return holds_admin_token(request.headers.get("Authorization"), gateway.config.admin_token(),
-                                 open_without_token)
+        return holds_admin_token(request.headers.get("Authorization"), admin_token, open_without_token)
 
     def require_admin() -> None:
         """Checked before the body is read (no parse for an anonymous caller)."""
-        require_bearer(request.headers.get("Authorization"), gateway.config.admin_token(),
-                       open_without_token)
+        require_bearer(request.headers.get("Authorization"), admin_token, open_without_token)
 
     @app.get("/orders")
     def orders():

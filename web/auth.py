@@ -26,6 +26,6 @@ def require_bearer(authorization: str | None, token: str | None, open_without_to
         return
     if token is None:
         raise ApiError(403, "admin operations are disabled: this store is reachable off loopback "
-                            "and no admin token is configured (set BAZAR_ADMIN_TOKEN)")
+                            "and no admin token is configured (set BAZAR_ADMIN_TOKEN or BAZAR_ADMIN_TOKEN_FILE)")
     raise ApiError(401, "admin token required (Authorization: Bearer ...)",
                    {"WWW-Authenticate": "Bearer"})

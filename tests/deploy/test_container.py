@@ -362,8 +362,13 @@ class Cluster:
         secret_file.write_text(self.secret + "\n")
         os.chown(secret_file, IMAGE_UID, -1)
         secret_file.chmod(0o400)
+        token_file = workdir / "admin-token"
+        token_file.write_text(self.admin_token + "\n")
+        os.chown(token_file, IMAGE_UID, -1)
+        token_file.chmod(0o400)
         self.env = {**docker.env, "COMPOSE_PROJECT_NAME": self.project, "BAZAR_PORT": str(self.port),
-                    "BAZAR_SECRET_FILE": str(secret_file), "BAZAR_SECRET": "", "BAZAR_ADMIN_TOKEN": self.admin_token,
+                    "BAZAR_SECRET_FILE": str(secret_file), "BAZAR_SECRET": "",
+                    "BAZAR_ADMIN_TOKEN_FILE": str(token_file), "BAZAR_ADMIN_TOKEN": "",
                     "BAZAR_IMAGE": IMAGE, "BASE_IMAGE": BASE_IMAGE,
                     "DOCKER_BUILDKIT": "0", "COMPOSE_DOCKER_CLI_BUILD": "0",
                     # docker-compose v1 gives up on a Docker API call after 60 s; creating seven
@@ -517,8 +522,9 @@ def scenario(cluster: Cluster, docker: Docker, steps: Steps) -> None:
         frontend = cluster.container("frontend1")
         published = docker("port", frontend, "8000/tcp").stdout.split()
         assert published == [f"127.0.0.1:{cluster.port}"], published  # this machine only
-        inspected = docker("inspect", cluster.container("catalog1")).stdout
-        assert cluster.secret not in inspected  # a file secret: `docker inspect` does not show it
+        for name in ("catalog1", "frontend1"):  # file secrets: `docker inspect` does not show them
+            inspected = docker("inspect", cluster.container(name)).stdout
+            assert cluster.secret not in inspected and cluster.admin_token not in inspected, name
 
     with steps.step("3b. the public contract through the published port"):
         check_contract(cluster)

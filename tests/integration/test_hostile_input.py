@@ -19,7 +19,12 @@ JSON = {"Content-Type": "application/json"}
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    with running_cluster(tmp_path_factory.mktemp("hostile"), env={"BAZAR_ADMIN_TOKEN": ADMIN_TOKEN},
+    # The token as a file (as a Docker secret would be), not in the environment: every admin
+    # check below then also shows that the frontend reads it from there.
+    directory = tmp_path_factory.mktemp("hostile")
+    token_file = directory / "admin-token"
+    token_file.write_text(ADMIN_TOKEN + "\n")
+    with running_cluster(directory, env={"BAZAR_ADMIN_TOKEN": "", "BAZAR_ADMIN_TOKEN_FILE": str(token_file)},
                          catalog=1, order=1) as local:
         yield local
 

@@ -376,3 +376,22 @@ def test_a_named_secret_file_that_cannot_be_read_is_an_error(tmp_path, monkeypat
     monkeypatch.setenv("BAZAR_SECRET_FILE", str(tmp_path / "missing"))
     with pytest.raises(ConfigError, match=r"cannot read the cluster secret from .*missing \(\$BAZAR_SECRET_FILE\)"):
         config.secret()
+
+
+def test_the_admin_token_can_come_from_a_file_or_a_docker_secret_like_the_secret(tmp_path, monkeypatch, no_secret):
+    """`docker inspect` shows a container's environment: the token must not have to be in it."""
+    config = load(write(tmp_path, container_document()))
+    monkeypatch.delenv("BAZAR_ADMIN_TOKEN", raising=False)
+    monkeypatch.delenv("BAZAR_ADMIN_TOKEN_FILE", raising=False)
+    assert config.admin_token() is None
+    (no_secret / "bazar_admin_token").write_text("mounted-token\n")
+    assert config.admin_token() == "mounted-token"
+    (tmp_path / "token.txt").write_text("token-from-a-file\n")
+    monkeypatch.setenv("BAZAR_ADMIN_TOKEN_FILE", str(tmp_path / "token.txt"))
+    assert config.admin_token() == "token-from-a-file"
+    monkeypatch.setenv("BAZAR_ADMIN_TOKEN", "token-from-the-environment")
+    assert config.admin_token() == "token-from-the-environment"
+    monkeypatch.delenv("BAZAR_ADMIN_TOKEN")
+    monkeypatch.setenv("BAZAR_ADMIN_TOKEN_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match=r"cannot read the admin token from .*missing \(\$BAZAR_ADMIN_TOKEN_FILE\)"):
+        config.admin_token()
