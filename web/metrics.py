@@ -156,8 +156,9 @@ class _Instrumented:
         route = rule.rule if rule is not None else UNMATCHED
         method = environ["REQUEST_METHOD"]
         self.metrics.observe_request(route, method, status, seconds)
-        # The access line is noted once the answer has been sent (waitress closes the body
-        # after writing it to the socket), so the client does not wait for it.
+        # The access line is noted when waitress closes the body. For an answer that fits
+        # its send buffer, waitress sends it only after that, so the note must be cheap:
+        # it is a tuple on a deque, written out by logs' background thread.
         return ClosingIterator(body, lambda: logs.log_access(method, route, status, seconds, request_id,
                                                              quiet=route in PROBE_ROUTES))
 
