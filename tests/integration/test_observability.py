@@ -4,6 +4,7 @@ purchase through three processes' logs, elections in the replicas' logs, and the
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -12,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -178,9 +180,14 @@ def test_a_request_id_follows_one_purchase_through_three_logs(cluster):
     def seen_by(name: str) -> list[dict]:
         return [line for line in log_lines(cluster, name) if line.get("request_id") == request_id]
 
+    def access_lines(lines: list[dict]) -> list[dict]:
+        return [line for line in lines if line["logger"] == "bazar.access"]
+
     for name in ("frontend1", order_leader, catalog_leader):
-        lines = eventually(lambda: seen_by(name), message=f"{name} logged the request id")
-        access = [line for line in lines if line["logger"] == "bazar.access"]
+        # Access lines are written by a background thread, up to 50 ms after the answer.
+        lines = eventually(lambda: access_lines(seen_by(name)) and seen_by(name),
+                           message=f"{name} logged the request's access line")
+        access = access_lines(lines)
         assert len(access) == 1, (name, lines)
         assert access[0]["status"] == 200 and access[0]["method"] == "POST" and access[0]["duration_ms"] > 0
         assert access[0]["route"] == ("/purchase/<raw_id>" if name == "frontend1" else "/purchase")
@@ -254,6 +261,41 @@ def test_an_election_is_logged_and_counted(make_cluster):
     assert any(line["level"] == "INFO" and "election" in line["msg"] for line in raft_lines), raft_lines
     assert any(line["level"] == "INFO" and line["msg"].startswith("now leader") for line in raft_lines), raft_lines
     assert value(scrape(cluster.config.node(new).http.url), "bazar_raft_is_leader", group="catalog") == 1
+
+
+def test_every_answer_given_before_sigterm_has_its_access_line(make_cluster):
+    """Access lines wait in memory for the background writer (web/logs.py): a process told
+    to stop must write them all before it exits. A client reads as fast as it can until
+    the frontend is gone; every id it was answered must be in the frontend's log."""
+    cluster = make_cluster(catalog=1, order=1, env={"BAZAR_LOG_FORMAT": "json"})
+    answered: list[str] = []
+    stop = threading.Event()
+
+    def read_until_refused() -> None:
+        with requests.Session() as session:
+            for i in itertools.count():
+                request_id = f"before-stop-{i}"
+                try:
+                    response = session.get(f"{cluster.frontend_url}/info/1", timeout=5,
+                                           headers={"X-Request-ID": request_id})
+                except requests.RequestException:
+                    if stop.is_set():
+                        return
+                    continue
+                if response.status_code == 200:
+                    answered.append(request_id)
+
+    reader = threading.Thread(target=read_until_refused)
+    reader.start()
+    eventually(lambda: len(answered) >= 100, message="100 answers")
+    stop.set()
+    cluster.kill("frontend1", signal.SIGTERM)
+    reader.join(30)
+    assert cluster.processes["frontend1"].returncode == 0
+    logged = {line["request_id"] for line in log_lines(cluster, "frontend1")
+              if line["logger"] == "bazar.access" and line["route"] == "/info/<raw_id>"}
+    missing = [request_id for request_id in answered if request_id not in logged]
+    assert not missing, f"{len(missing)} of {len(answered)} answers have no access line: {missing[:5]}"
 
 
 def test_a_commit_without_quorum_is_counted_as_a_failure(make_cluster):

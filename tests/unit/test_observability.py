@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -106,6 +108,20 @@ def test_an_access_line_names_method_rule_status_and_duration(app, caplog):
     assert (line.method, line.status, line.levelno) == ("GET", 200, logging.INFO) and line.duration_ms >= 0
     assert line.request_id == "acc-1"
     assert lines["/metrics"].levelno == logging.DEBUG  # what monitoring polls stays quiet
+
+
+@pytest.mark.parametrize("ending", ["sys.exit(0)", "logging.shutdown(); os._exit(75)"])
+def test_an_access_line_noted_just_before_the_process_ends_is_written(ending):
+    """A configured process writes access lines from a background thread (web/logs.py);
+    one noted just before an exit, or before a fatal error's logging.shutdown() and
+    os._exit, must still reach stderr."""
+    code = ("import logging, os, sys\n"
+            "from bazar.web import logs\n"
+            "logs.setup('frontend1')\n"
+            "logs.log_access('GET', '/info/<raw_id>', 200, 0.001, 'the-last-one')\n" + ending)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "frontend1 INFO bazar.access: GET /info/<raw_id> 200 1.00 ms request_id=the-last-one" in done.stderr, \
+        done.stderr
 
 
 class HeaderRecorder:
