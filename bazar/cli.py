@@ -114,7 +114,9 @@ def _up(config, args) -> int:
 def _node(config, args) -> int:
     from bazar.consensus import BindFailed
     from bazar.node.replica import run
+    from bazar.web.server import cap_malloc_arenas
 
+    cap_malloc_arenas()  # before any thread allocates (web/server.py says why)
     os.umask(0o077)  # journals, snapshots and their temporary files: readable by the owner only
     try:
         run(config, args.id)
@@ -126,7 +128,9 @@ def _node(config, args) -> int:
 
 def _frontend(config, args) -> int:
     from bazar.frontend.server import run
+    from bazar.web.server import cap_malloc_arenas
 
+    cap_malloc_arenas()
     run(config, args.id)
     return 0
 

@@ -42,14 +42,9 @@ import time
 from typing import Mapping
 from urllib.parse import unquote, urlsplit
 
-from lru import LRU
-
 from bazar.web.protocol import DATE_HEADER, NONCE_HEADER, SIGNATURE_HEADER
 
 WINDOW_SECONDS = 30
-# Nonces remembered per replica: more than a replica serves in a window on this kind of
-# machine. If it ever fills, the oldest go first: those are the nearest to leaving the window.
-MAX_NONCES = 500_000
 _LABEL = b"bazar http request signing v1"
 
 
@@ -89,11 +84,22 @@ class Refused(Exception):
 class Verifier:
     """Checks the signed requests one replica receives. Thread-safe."""
 
-    def __init__(self, key: bytes, window: float = WINDOW_SECONDS, max_nonces: int = MAX_NONCES) -> None:
+    def __init__(self, key: bytes, window: float = WINDOW_SECONDS) -> None:
         self._key = key
         self._window = window
-        self._seen = LRU(max_nonces)  # nonce -> the date it came with
+        # The nonces seen, by the date they were signed with. A replay carries the date it
+        # was first signed with (the date is signed), so it can only be found under that date,
+        # and once a date has left the window its requests are refused for the date alone:
+        # those nonces are forgotten (`_forget_older_than`). So a replica remembers about a
+        # window's worth of requests (its request rate x the window), not every one it took.
+        self._seen: dict[int, set[str]] = {}
         self._lock = threading.Lock()
+
+    @property
+    def remembered(self) -> int:
+        """How many nonces this verifier holds right now."""
+        with self._lock:
+            return sum(len(nonces) for nonces in self._seen.values())
 
     def verify(self, method: str, target: str, headers: Mapping[str, str], body: bytes,
                now: float | None = None) -> None:
@@ -109,14 +115,27 @@ class Verifier:
             raise Refused("the request's signature is wrong (another cluster secret, or the "
                           "request was changed on the way)")
         now = time.time() if now is None else now
-        skew = now - int(date)  # a valid signature: `date` is digits we signed ourselves
+        signed_at = int(date)  # a valid signature: `date` is digits we signed ourselves
+        skew = now - signed_at
         if abs(skew) > self._window:
             raise Refused(f"the request was signed {skew:+.0f} s from this replica's clock, more "
                           f"than the {self._window:g} s allowed: a replay, or clocks apart (use NTP)")
         with self._lock:
-            if nonce in self._seen:
+            # A second's slack: another thread may be checking a request against a clock it
+            # read a moment before this one.
+            self._forget_older_than(now - self._window - 1)
+            nonces = self._seen.setdefault(signed_at, set())
+            if nonce in nonces:
                 raise Refused("the request was already received once (a replay)")
-            self._seen[nonce] = date
+            nonces.add(nonce)
+
+    def _forget_older_than(self, oldest: float) -> None:
+        """Drop the nonces of dates before `oldest`: the window check refuses those dates.
+        (If this replica's own clock steps back, a forgotten nonce could pass once more, as
+        after a restart: see the module's docstring.) The dates held span about twice the
+        window, one key per second, so the scan is short."""
+        for signed_at in [d for d in self._seen if d < oldest]:
+            del self._seen[signed_at]
 
 
 class Signer:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import requests
 
-from bazar.web.signing import PeerAuth, Refused, Signer, Verifier, sign, signed_target, signing_key
+from bazar.web.signing import (WINDOW_SECONDS, PeerAuth, Refused, Signer, Verifier, sign, signed_target,
+                                signing_key)
 
 SECRET = "a cluster secret"
 NOW = 1_800_000_000.0
@@ -73,3 +74,27 @@ def test_requests_signed_by_peer_auth_verify_as_the_server_sees_them():
     prepared = requests.Request("PUT", "http://127.0.0.1:1/books/3?x=1", json={"stock": 2},
                                 headers={"Idempotency-Key": "k1"}, auth=PeerAuth(SECRET)).prepare()
     _verifier().verify("PUT", "/books/3?x=1", prepared.headers, prepared.body)
+
+
+def test_nonces_are_forgotten_once_their_date_has_left_the_window():
+    """A replica remembers about a window's worth of nonces, not every request it ever took:
+    a nonce whose date is out of the window can only come back refused for its date."""
+    verifier = _verifier()
+    for _ in range(1000):
+        verifier.verify("POST", "/purchase", _signed(now=NOW), b'{"id": 1}', now=NOW)
+    assert verifier.remembered == 1000
+    later = NOW + 2 * WINDOW_SECONDS
+    verifier.verify("POST", "/purchase", _signed(now=later), b'{"id": 1}', now=later)
+    assert verifier.remembered == 1
+
+
+def test_a_replay_is_refused_for_as_long_as_its_date_is_in_the_window():
+    verifier = _verifier()
+    first = _signed(now=NOW)
+    verifier.verify("POST", "/purchase", first, b'{"id": 1}', now=NOW)
+    for offset in (10, 20, WINDOW_SECONDS):   # newer requests arrive, older nonces go
+        verifier.verify("POST", "/purchase", _signed(now=NOW + offset), b'{"id": 1}', now=NOW + offset)
+        with pytest.raises(Refused, match="replay"):
+            verifier.verify("POST", "/purchase", first, b'{"id": 1}', now=NOW + offset)
+    with pytest.raises(Refused, match="clock"):
+        verifier.verify("POST", "/purchase", first, b'{"id": 1}', now=NOW + WINDOW_SECONDS + 1)
