@@ -150,11 +150,17 @@ def _require_same_origin() -> None:
     Browsers name the page that posted a form in `Origin` (every current browser
     does on POST); a form from this storefront names this host. A client that
     sends no Origin at all is not a browser being tricked, and is let through.
+
+    The host and port are compared, not the scheme: behind a TLS-terminating proxy
+    that passes the browser's Host header on (README, "Security model"), the page
+    is https://shop while this process is spoken to in plain HTTP. Another site
+    cannot put this store's host in its pages' Origin, whatever the scheme.
     """
     origin = request.headers.get("Origin")
     if origin is None:
         return
-    if origin.rstrip("/") != request.host_url.rstrip("/"):
+    scheme, _, host = origin.partition("://")
+    if scheme not in ("http", "https") or host.rstrip("/").lower() != request.host.lower():
         raise ApiError(403, "a purchase form must be sent from this storefront's own pages")
 
 
