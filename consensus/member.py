@@ -145,7 +145,7 @@ class RaftMember:
         # Watched on the tick thread (`_note_role`): read by metrics, logged at INFO.
         self.leader_changes = 0
         self._role: int | None = None
-        self._known_leader: str | None = None
+        self._known_leader: tuple[int, str] | None = None  # (term, address) last counted
         self._handing_off = False  # set by hand_off(); read on the tick thread
         # The consumers' order fixes PySyncObj's method ids in the log: never reorder them.
         self.syncobj = SyncObj(self_address, self.peers, conf=conf, consumers=[state, self.directory],
@@ -439,7 +439,11 @@ class RaftMember:
         self._note_role(sync)
 
     def _note_role(self, sync) -> None:
-        """Count leader changes and log elections and role changes (a voter's), as they happen."""
+        """Count leader changes and log elections and role changes (a voter's), as they happen.
+
+        A leader change is a leader for a new term: counted once per (term, leader) seen, so
+        a node elected again in a later term counts too. PySyncObj clears the leader when the
+        term moves on, and sets the term with the leader, so no tick sees a stale pair."""
         role = sync._SyncObj__raftState
         if role != self._role and sync.selfNode is not None:
             if role == _CANDIDATE:
@@ -450,9 +454,9 @@ class RaftMember:
         self._role = role
         leader = sync._SyncObj__raftLeader
         address = None if leader is None else getattr(leader, "address", str(leader))
-        if address is not None and address != self._known_leader:
+        if address is not None and (sync.raftCurrentTerm, address) != self._known_leader:
             self.leader_changes += 1
-            self._known_leader = address
+            self._known_leader = (sync.raftCurrentTerm, address)
             if sync.selfNode is not None:
                 log.info("leader is now %s (term %d)", address, sync.raftCurrentTerm)
 

@@ -1,4 +1,5 @@
-"""Request ids, log formats and HTTP metrics (web/logs.py, web/metrics.py), without a cluster."""
+"""Request ids, log formats and HTTP metrics (web/logs.py, web/metrics.py), and the Raft member's
+count of leader changes, without a cluster."""
 from __future__ import annotations
 
 import json
@@ -7,10 +8,16 @@ import subprocess
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
 
 import pytest
 from flask import Flask, jsonify
 
+from bazar.cluster.config import RaftConfig
+from bazar.consensus.member import RaftMember
+from bazar.consensus.settings import syncobj_conf
+from bazar.consensus.state import ReplicatedState
+from bazar.node.catalog import CatalogState
 from bazar.web import logs, metrics
 from bazar.web.client import GroupClient
 from bazar.web.protocol import REQUEST_ID_HEADER
@@ -162,3 +169,33 @@ def test_the_group_client_passes_the_current_request_id_on():
         replica.server.shutdown()
         replica.server.server_close()
     assert replica.seen == ["hop-7", None]
+
+
+@pytest.fixture
+def idle_member():
+    """A real RaftMember (a non-voting follower) whose PySyncObj never ticks, so that only
+    the test drives `_note_role`, with stand-ins for what a tick would see."""
+    conf = syncobj_conf(RaftConfig(), None, None)
+    conf.autoTick = False
+    member = RaftMember(None, ["127.0.0.1:1"], ReplicatedState(CatalogState()), conf)
+    yield member
+    member.syncobj.destroy()
+
+
+def tick(member: RaftMember, term: int, leader: str | None, role: int = 0) -> int:
+    node = None if leader is None else SimpleNamespace(address=leader)
+    member._note_role(SimpleNamespace(_SyncObj__raftState=role, _SyncObj__raftLeader=node,
+                                      raftCurrentTerm=term, selfNode=None))
+    return member.leader_changes
+
+
+def test_a_leader_change_is_a_new_term_with_a_leader_counted_once(idle_member):
+    """bazar_raft_leader_changes_total: one per (term, leader) seen, so the same node
+    elected again in a later term counts, however many ticks see it, and an election
+    still under way (no leader) does not."""
+    assert tick(idle_member, 0, None) == 0
+    assert [tick(idle_member, 1, "a:1") for _ in range(3)] == [1, 1, 1]  # the first leader
+    assert tick(idle_member, 2, None, role=1) == 1  # an election: no leader yet
+    assert [tick(idle_member, 2, "a:1") for _ in range(3)] == [2, 2, 2]  # a re-elected in term 2
+    assert tick(idle_member, 3, "b:1") == 3
+    assert tick(idle_member, 4, "b:1") == 4  # re-elected, its new term seen at once
