@@ -7,7 +7,8 @@ Bazar's processes also need each member's id and HTTP address (clients send
 requests there, replicas name their leader by it), so every change is first
 recorded in the log by the `Directory`, a second consumer of the same log: every
 member, the frontend's non-voting follower included, applies the same records in
-the same order, and its snapshot is plain data carried in PySyncObj's snapshot.
+the same order, and its snapshot is plain, versioned data carried in PySyncObj's
+snapshot (`DIRECTORY_FORMAT`, read like the state's, consensus/state.py).
 
 `cluster.yaml` is only the starting membership: a process started with an older
 file learns later members from the log (or from a snapshot), never from its file.
@@ -18,7 +19,12 @@ import threading
 
 from pysyncobj import SyncObjConsumer, replicated
 
+from bazar.consensus.state import SnapshotFormatError
+
 ADD, REMOVE = "add", "remove"
+# The layout of the directory's part of a snapshot. Parts written before it was
+# versioned have no "format" and the same layout: format 1.
+DIRECTORY_FORMAT = 1
 
 
 class Directory(SyncObjConsumer):
@@ -69,10 +75,17 @@ class Directory(SyncObjConsumer):
     # PySyncObj calls these for log compaction and to install a snapshot: plain data only.
     def _serialize(self) -> dict:
         with self._lock:
-            return {"members": {k: dict(v) for k, v in self.members.items()},
+            return {"format": DIRECTORY_FORMAT, "members": {k: dict(v) for k, v in self.members.items()},
                     "changed_index": self.changed_index}
 
     def _deserialize(self, data: dict) -> None:
+        """Install the directory's part of a snapshot of any format so far; one written by
+        a newer Bazar is refused before anything changes (its layout may mean otherwise)."""
+        written = data.get("format", 1)
+        if written > DIRECTORY_FORMAT:
+            raise SnapshotFormatError(
+                f"membership directory format {written} is newer than this Bazar reads "
+                f"({DIRECTORY_FORMAT}); upgrade Bazar before loading it")
         with self._lock:
             self.members = {k: dict(v) for k, v in data["members"].items()}
             self.changed_index = data["changed_index"]

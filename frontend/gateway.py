@@ -97,14 +97,14 @@ class Gateway:
         """An admin write (the caller has checked the admin token; replicas trust this
         frontend's signature, so the token itself never leaves the frontend)."""
         command = commands.update_book(raw_id, body, idempotency_key)
-        payload = {k: v for k, v in commands.to_wire(command).items() if k not in ("op", "id")}
+        payload = {k: v for k, v in commands.fields(command).items() if k != "id"}
         book, index = self._catalog_write("PUT", f"/books/{command.id}", payload)
         self._see_own_write(command, {"ok": True, "book": book}, index)
         return book
 
     def add_book(self, body, idempotency_key: str | None = None) -> dict:
         command = commands.add_book(body, idempotency_key)
-        payload = {k: v for k, v in commands.to_wire(command).items() if k != "op"}
+        payload = commands.fields(command)
         book, index = self._catalog_write("POST", "/books", payload)
         self._see_own_write(command, {"ok": True, "book": book}, index)
         return book

@@ -1,12 +1,12 @@
 """The catalog group's command vocabulary: every replicated catalog operation, once.
 
 Each operation is a frozen dataclass; `OP` is its name on the wire. Commands
-travel and sit in journals as plain dicts (`{"op": "purchase", ...}`), because
-journals written by earlier versions hold exactly those; `to_wire` and
-`from_wire` are the only two places that convert. `CatalogState.apply` takes a
-wire dict, decodes it here and dispatches through one table. The builders
-(`purchase`, `update_book`, `add_book`) validate client input and are what HTTP
-routes, the frontend, the seed and the bench use to make commands.
+travel and sit in journals as plain, versioned dicts (`{"op": "purchase", "v": 1,
+...}`, see node/commands.py), because journals written by earlier versions hold
+exactly those; `to_wire` and `from_wire` are the only two places that convert.
+`CatalogState.apply` takes a wire dict, decodes it here and dispatches through one
+table. The builders (`purchase`, `update_book`, `add_book`) validate client input
+and are what HTTP routes, the frontend, the seed and the bench use to make commands.
 
 Every result has one shape: `{"ok": True, ...payload}` or
 `{"ok": False, "error": <code>, ...}`, the codes being "not_found",
@@ -22,8 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Union
 
-from bazar.node.commands import (BadRequest, Malformed, book_id, decode, fields_of, order_id, price,  # noqa: F401
-                           request_id, stock_count, text, to_wire)
+from bazar.node.commands import (BadRequest, Malformed, book_id, decode, fields, fields_of,  # noqa: F401
+                                 order_id, price, request_id, stock_count, text, to_wire)
 from bazar.node.retention import Expire
 
 

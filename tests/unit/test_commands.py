@@ -1,4 +1,5 @@
-"""node/catalog/commands.py builders and web/params.py: client input -> well-typed log commands, or BadRequest."""
+"""node/catalog/commands.py builders and web/params.py: client input -> well-typed log commands, or BadRequest;
+and node/commands.py's command format, as journals old and new hold it."""
 from __future__ import annotations
 
 import copy
@@ -15,6 +16,8 @@ from types import SimpleNamespace
 from bazar.node import commands as shared
 from bazar.node.catalog import CatalogState
 from bazar.node.catalog import commands as catalog
+from bazar.node.orders import OrderState
+from bazar.node.orders import commands as orders
 from bazar.node.commands import MAX_BOOK_ID, MAX_PRICE, MAX_STOCK, MAX_TEXT, BadRequest
 from bazar.web import params
 
@@ -88,7 +91,7 @@ def test_order_id_rejects_non_strings(raw):
 
 
 def test_purchase_command():
-    assert commands.purchase("3", "ord-1") == {"op": "purchase", "id": 3, "order_id": "ord-1"}
+    assert commands.purchase("3", "ord-1") == {"op": "purchase", "v": 1, "id": 3, "order_id": "ord-1"}
     generated = commands.purchase(3, None)
     assert re.fullmatch(r"[0-9a-f]{32}", generated["order_id"])
     with pytest.raises(BadRequest):
@@ -148,7 +151,7 @@ def test_update_book_rejects_bad_book_id():
 ])
 def test_update_book_accepts(body, fields):
     command = commands.update_book("5", body, "req-1")
-    assert command == {"op": "update_book", "id": 5, "request_id": "req-1", **fields}
+    assert command == {"op": "update_book", "v": 1, "id": 5, "request_id": "req-1", **fields}
     if "price" in command:
         assert type(command["price"]) is float
 
@@ -185,7 +188,7 @@ def test_add_book_requires_every_field(missing):
 
 def test_add_book_builds_command_and_trims():
     command = commands.add_book({**FULL, "title": "  Distributed Systems \t", "topic": " cs "}, "add-1")
-    assert command == {"op": "add_book", "request_id": "add-1", "title": "Distributed Systems",
+    assert command == {"op": "add_book", "v": 1, "request_id": "add-1", "title": "Distributed Systems",
                        "topic": "cs", "price": 10.0, "stock": 3}
 
 
@@ -271,7 +274,7 @@ def _bodies(keys):
 
 def _check_update(command: dict, body: dict, book: object) -> None:
     fields = {k for k in ("price", "stock", "restock") if k in body}
-    assert fields and set(command) == {"op", "id", "request_id"} | fields
+    assert fields and set(command) == {"op", "v", "id", "request_id"} | fields
     assert command["op"] == "update_book"
     assert command["id"] == commands.book_id(book)
     assert isinstance(command["request_id"], str) and WELL_FORMED_KEY.fullmatch(command["request_id"])
@@ -287,7 +290,7 @@ def _check_update(command: dict, body: dict, book: object) -> None:
 
 
 def _check_add(command: dict, body: dict) -> None:
-    assert set(command) == {"op", "request_id", "title", "topic", "price", "stock"}
+    assert set(command) == {"op", "v", "request_id", "title", "topic", "price", "stock"}
     assert command["op"] == "add_book"
     assert isinstance(command["request_id"], str) and WELL_FORMED_KEY.fullmatch(command["request_id"])
     for name in ("title", "topic"):
@@ -333,6 +336,65 @@ def test_fuzz_add_book_returns_a_well_formed_command_or_bad_request(body, header
     state = CatalogState()
     result = state.apply(command)
     assert result["book"]["id"] == 1 and result["book"]["title"] == command["title"]
+
+
+# -- the command format (what journals hold) ------------------------------------
+
+# One command of each kind as a journal written before the format was versioned holds it.
+UNVERSIONED = [
+    (catalog, {"op": "seed", "books": [{"title": "a", "topic": "b", "price": 1.0, "stock": 1}]}),
+    (catalog, {"op": "add_book", "title": "a", "topic": "b", "price": 1.0, "stock": 1, "request_id": "r"}),
+    (catalog, {"op": "update_book", "id": 2, "price": 3.0, "request_id": "r1"}),
+    (catalog, {"op": "purchase", "id": 1, "order_id": "o1"}),
+    (catalog, {"op": "read", "topic": "b"}),
+    (catalog, {"op": "expire", "now": 1764700000.0, "cutoff": 1764600000.0}),
+    (orders, {"op": "begin", "order_id": "o1", "id": 1, "created_at": 1764700000.0}),
+    (orders, {"op": "finish", "order_id": "o1", "catalog_index": 3, "outcome": {"ok": True}}),
+    (orders, {"op": "expire", "now": 1764700000.0, "cutoff": 1764600000.0}),
+]
+
+
+@pytest.mark.parametrize("vocabulary, wire", UNVERSIONED, ids=lambda v: v["op"] if isinstance(v, dict) else "")
+def test_an_unversioned_command_is_format_1_and_reads_as_the_same_command(vocabulary, wire):
+    command = vocabulary.from_wire(wire)
+    assert vocabulary.from_wire({**wire, "v": 1}) == command
+    assert vocabulary.to_wire(command) == {**wire, "v": shared.COMMAND_FORMAT}
+
+
+def test_to_wire_writes_the_format_and_stays_compact():
+    wire = catalog.to_wire(catalog.purchase(1, "o1"))
+    assert wire[shared.FORMAT_KEY] == shared.COMMAND_FORMAT == 1
+    assert shared.FORMAT_KEY == "v" and set(wire) == {"op", "v", "id", "order_id"}
+
+
+@pytest.mark.parametrize("vocabulary, machine, wire", [
+    (catalog, CatalogState, {"op": "purchase", "id": 1, "order_id": "o1"}),
+    (catalog, CatalogState, {"op": "a_later_op"}),
+    (orders, OrderState, {"op": "begin", "order_id": "o1", "id": 1, "created_at": 1.0, "later_field": 1}),
+], ids=["known-op", "unknown-op", "unknown-field"])
+def test_a_newer_command_format_is_refused_saying_so_the_same_on_every_replica(vocabulary, machine, wire):
+    newer = {**wire, "v": shared.COMMAND_FORMAT + 1}
+    message = (f"command format {shared.COMMAND_FORMAT + 1} was written by a newer Bazar "
+               f"(this one reads format {shared.COMMAND_FORMAT} and older)")
+    with pytest.raises(shared.Malformed) as refused:
+        vocabulary.from_wire(newer)
+    assert str(refused.value) == message
+    states = [machine(), machine()]
+    before = [state.snapshot() for state in states]
+    assert [state.apply(copy.deepcopy(newer)) for state in states] == [{"ok": False, "error": message}] * 2
+    assert [state.snapshot() for state in states] == before  # nothing applied
+
+
+@pytest.mark.parametrize("version", [0, -1, True, "1", 1.0, None, [1]])
+def test_a_command_format_that_is_not_a_positive_integer_is_malformed(version):
+    with pytest.raises(shared.Malformed, match="^malformed command$"):
+        catalog.from_wire({"op": "purchase", "v": version, "id": 1, "order_id": "o1"})
+
+
+@pytest.mark.parametrize("wire", [None, [], "purchase", {}, {"op": ["purchase"]}, {"op": {"a": 1}}, {"op": 3}])
+def test_a_log_entry_without_a_known_op_is_an_unknown_command(wire):
+    with pytest.raises(shared.Malformed, match="^unknown command$"):
+        catalog.from_wire(wire)
 
 
 # -- membership changes (POST /members) ------------------------------------------

@@ -47,7 +47,7 @@ def test_a_leaders_cutoff_keeps_outcomes_at_least_the_retention():
     assert command.now == 10_000.0
     assert command.cutoff == 10_000.0 - 600.0 - retention.expire_every(600.0)
     assert retention.expire_every(600.0) == 60.0 and retention.expire_every(30.0) == 3.0
-    assert to_wire(command) == {"op": "expire", "now": 10_000.0, "cutoff": command.cutoff}
+    assert to_wire(command) == {"op": "expire", "v": 1, "now": 10_000.0, "cutoff": command.cutoff}
 
 
 @pytest.mark.parametrize("machine", [seeded, OrderState])
