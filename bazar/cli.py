@@ -118,6 +118,7 @@ def _node(config, args) -> int:
 
     cap_malloc_arenas()  # before any thread allocates (web/server.py says why)
     os.umask(0o077)  # journals, snapshots and their temporary files: readable by the owner only
+    config.secret_for_this_process()
     try:
         run(config, args.id)
     except BindFailed as exc:
@@ -131,6 +132,7 @@ def _frontend(config, args) -> int:
     from bazar.web.server import cap_malloc_arenas
 
     cap_malloc_arenas()
+    config.secret_for_this_process()
     run(config, args.id)
     return 0
 

@@ -47,6 +47,7 @@ class Address:
 WILDCARDS = ("0.0.0.0", "::")
 # Where Docker (and Docker Compose) mount a service's secrets.
 SECRETS_DIR = Path("/run/secrets")
+INSECURE_ENV = "BAZAR_INSECURE_NO_SECRET"  # "1": run open on loopback (tests of what that allows)
 
 
 def _is_loopback(host: str) -> bool:
@@ -214,14 +215,37 @@ class ClusterConfig:
     def ensure_secret(self, environ: Mapping[str, str] | None = None) -> str:
         """The cluster secret; if none is given, make one (256 random bits) and keep it in
         `generated_secret_file` (0600, in a 0700 data directory), so that every process of
-        this cluster file on this machine, and `bazar status`, find the same one."""
+        this cluster file on this machine, and `bazar status`, find the same one.
+
+        Safe when several processes start at once: the secret is written whole to a file
+        of this process's own, then linked to its name, which fails if another got there
+        first; the file under the name is never seen half written, and all use the first."""
         found = self.secret(environ)
         if found:
             return found
         private_directory(self.data_dir)
-        fd = os.open(self.generated_secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(secrets.token_urlsafe(32) + "\n")
+        mine = self.data_dir / f".secret-{os.getpid()}-{secrets.token_hex(4)}"
+        fd = os.open(mine, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_urlsafe(32) + "\n")
+            os.link(mine, self.generated_secret_file)
+        except FileExistsError:
+            pass
+        finally:
+            mine.unlink(missing_ok=True)
+        return self.secret(environ)
+
+    def secret_for_this_process(self, environ: Mapping[str, str] | None = None) -> str | None:
+        """The secret a replica or frontend runs with. Always one, but for one exception:
+        given none and with every address on loopback, the machine's (`ensure_secret`:
+        the one `bazar up` made, or a new one), so a process started by hand never runs
+        open. Off loopback with none, None, and `consensus.security.raft_password` refuses
+        to start. Only `$BAZAR_INSECURE_NO_SECRET=1` on loopback runs open, for the tests
+        that show what an open Raft port allows."""
+        environ = os.environ if environ is None else environ
+        if self.all_loopback and environ.get(INSECURE_ENV) != "1":
+            return self.ensure_secret(environ)
         return self.secret(environ)
 
     def admin_token(self, environ: Mapping[str, str] | None = None) -> str | None:

@@ -21,7 +21,7 @@ from typing import Callable
 import requests
 import yaml
 
-from bazar.cluster.config import ClusterConfig, load
+from bazar.cluster.config import INSECURE_ENV, ClusterConfig, load
 from bazar.web.admin import Admin
 from bazar.web.signing import PeerAuth
 
@@ -61,6 +61,8 @@ class LocalCluster:
         given = self.config.secret(self.env)
         self.secret_generated = given is None and generate_secret
         self.secret = self.config.ensure_secret(self.env) if self.secret_generated else given
+        if self.secret is None:
+            self.env[INSECURE_ENV] = "1"  # or its processes would make one for themselves
         # Sees the replicas as Bazar's own processes do (it signs with the same secret).
         self.admin = Admin(self.config, secret=self.secret)
         # For `requests` calls straight to a replica: `requests.get(url, auth=cluster.peer_auth)`.
