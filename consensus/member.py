@@ -139,6 +139,9 @@ class RaftMember:
         self.directory = directory if directory is not None else Directory({})
         self.peers = [p for p in peers if p != self_address]
         self._changing = threading.Lock()  # one membership change at a time from this leader
+        # Set while a voter change this member appended has neither committed nor been
+        # discarded: a change that timed out here is still in flight (see `_check_change`).
+        self._voter_change_in_flight = False
         self._reads = ReadIndex()
         self._reads_lock = threading.Lock()
         self._in_touch_at: float | None = None
@@ -307,11 +310,8 @@ class RaftMember:
     def _check_change(self, change: dict) -> None:
         if not self.is_leader:
             raise MembershipRefused("not_leader", "only the leader changes the membership; ask it")
+        self._check_none_in_flight()
         sync = self.syncobj
-        pending = sync._SyncObj__changeClusterIDx
-        if pending is not None and pending > sync.raftLastApplied:
-            raise MembershipRefused("busy", f"a membership change (log entry {pending}) is still "
-                                            f"being committed; try again when it is done")
         voters = self._voters()
         me = sync.selfNode.address
         in_touch = {me} | {str(node.address) for node in sync.otherNodes if sync.isNodeConnected(node)}
@@ -331,7 +331,7 @@ class RaftMember:
         majority = len(after) // 2 + 1
         live = len(after & in_touch)
         if live < majority:
-            raise MembershipRefused("quorum", f"refused: the group would have {len(after)} members, "
+            raise MembershipRefused("quorum", f"the group would have {len(after)} members, "
                                               f"of which only {live} are in touch with the leader, "
                                               f"fewer than the {majority} needed for a majority")
         if change["op"] != ADD and change["raft"] == me:
@@ -340,6 +340,24 @@ class RaftMember:
                                                       f"leadership over; ask the new leader to remove it")
             raise MembershipRefused("busy", f"{change['id']} leads the group and no follower could take "
                                             f"over in time; try again")
+
+    def _check_none_in_flight(self) -> None:
+        """Refuse while a membership change may still be uncommitted in this leader's log:
+        Raft changes the membership one member at a time, each committed before the next.
+
+        PySyncObj 0.3.17 keeps no usable record of it (its `__changeClusterIDx` is never
+        set), so two cases are told apart here: a voter change this leader appended that
+        timed out (`_change_voters`; cleared when PySyncObj reports it committed or
+        discarded), and, on a new leader, a change an earlier leader appended, which is
+        committed at the latest with this leader's first entry of its term."""
+        sync = self.syncobj
+        first = sync._SyncObj__noopIDx
+        if first is None or sync.raftLastApplied < first:
+            raise MembershipRefused("busy", "this leader was just elected and a membership change of the "
+                                            "previous one may still be in flight; try again in a moment")
+        if self._voter_change_in_flight:
+            raise MembershipRefused("busy", "a membership change that did not commit in time is still in "
+                                            "flight; try again when it is done")
 
     def _voters(self) -> set[str]:
         """The Raft addresses of the group's voting members, as PySyncObj holds them now."""
@@ -351,10 +369,12 @@ class RaftMember:
         outcome: list = []
 
         def on_result(result: Any, error: int) -> None:
+            self._voter_change_in_flight = False
             outcome.append(error)
             done.set()
 
         change = self.syncobj.addNodeToCluster if op == ADD else self.syncobj.removeNodeFromCluster
+        self._voter_change_in_flight = True
         change(address, callback=on_result)
         if not done.wait(timeout):
             raise CommitError("timeout", definite=False)
