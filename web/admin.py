@@ -13,18 +13,33 @@ What it reads:
   equal states.
 - `/backup`: on a group's leader, the state as its snapshot holds it, read at a
   committed index (`bazar backup`).
+
+Membership: a group's replicas are the cluster file's only until the group changes
+(`bazar member add|remove`). Every replica answer carries `X-Bazar-Members`, the log
+index of the last change the replica applied; on a newer one than it knows, the admin
+fetches that replica's `GET /members` (parsed as web/client.py parses it) and from then
+on reports, and asks, exactly the members listed there. So `bazar status`, `bazar backup`
+and a frontend's /readyz find a group that moved to replicas its file does not name, as
+long as one replica it can reach knows (a replica that has left still does, until it is
+stopped). Only a listing from a replica whose /status says it belongs to that group is
+believed, and only a newer one than the last: the members never point outside what the
+group itself recorded. A frontend also asks where its own clients call each group
+(`also_ask`): they follow the log on every request, while the admin is asked only now
+and then.
 """
 from __future__ import annotations
 
 import json
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable
+from typing import Callable, Iterable
 
 import urllib3
 from urllib3.exceptions import HTTPError
 
-from bazar.cluster.config import GROUPS, ClusterConfig, NodeConfig
+from bazar.cluster.config import GROUPS, ClusterConfig, NodeConfig, address
+from bazar.web.client import announces_newer, parse_members
 from bazar.web.signing import Signer
 
 log = logging.getLogger("bazar.admin")
@@ -32,22 +47,39 @@ log = logging.getLogger("bazar.admin")
 STATUS_TIMEOUT = 0.5  # a replica that takes longer is paused, cut off or overloaded
 STATE_TIMEOUT = 5.0   # a whole state can be large
 BACKUP_TIMEOUT = 60.0  # a whole state read on a leader that serves its load meanwhile
+# collect() asks the members it knows, then those their listings name: a replica behind the
+# log may list members that know a newer listing still, whose new members a third round asks.
+MEMBERSHIP_ROUNDS = 3
 
 
 class Admin:
     """Ask the replicas of `config` how they are. `secret`: the cluster secret to send
-    (by default the one this process is given, `config.secret()`)."""
+    (by default the one this process is given, `config.secret()`). `also_ask(group)`: more
+    HTTP base URLs where `group`'s replicas may be found (a frontend's clients' own), asked
+    to learn the membership, never reported unless the group lists them."""
 
-    def __init__(self, config: ClusterConfig, secret: str | None = None) -> None:
+    def __init__(self, config: ClusterConfig, secret: str | None = None,
+                 also_ask: Callable[[str], Iterable[str]] | None = None) -> None:
         self.config = config
         self.signer = Signer(secret if secret is not None else config.secret())
+        self.also_ask = also_ask
+        # Each group's members: (the log index of the change they reflect, 0 for the file's; nodes).
+        self._members = {group: (0, config.group(group)) for group in GROUPS}
+        self._members_lock = threading.Lock()
         # Thread-safe (the frontend's request threads share one Admin, and collect() asks every
         # replica at once), keep-alive, and never through a proxy: replicas are reached directly.
         self._pool = urllib3.PoolManager(maxsize=4, block=False, retries=False)
 
+    def members(self, group: str) -> tuple[NodeConfig, ...]:
+        """The replicas of `group`, as the newest listing this admin has seen has them (the
+        cluster file's until a replica announced a change)."""
+        return self._members[group][1]
+
     def status(self, node: str | NodeConfig, timeout: float = STATUS_TIMEOUT) -> dict | None:
-        """The replica's GET /status, or None if it does not answer in time."""
-        return self._get(node, "/status", timeout)
+        """The replica's GET /status, or None if it does not answer in time. Follows the
+        membership change the answer announces, if it is news."""
+        node = self._node(node)
+        return self._status_at(node.group, node.http.url, timeout)
 
     def state(self, node: str | NodeConfig, timeout: float = STATE_TIMEOUT) -> dict | None:
         """The replica's GET /state (`id`, `applied_index`, `digest`, `state`), or None."""
@@ -61,7 +93,7 @@ class Admin:
     def states(self, group: str, nodes: Iterable[str] | None = None,
                timeout: float = STATE_TIMEOUT) -> dict[str, dict]:
         """/state of every replica of `group` (or of `nodes`) that answers, by node id."""
-        wanted = [n.id for n in self.config.group(group)] if nodes is None else list(nodes)
+        wanted = [n.id for n in self.members(group)] if nodes is None else list(nodes)
         found = {}
         for node_id in wanted:
             state = self.state(node_id, timeout)
@@ -71,22 +103,17 @@ class Admin:
 
     def leader(self, group: str, among: Iterable[str] | None = None) -> str | None:
         """The replica of `group` (or of `among`) that says it leads, in the highest term."""
-        names = [n.id for n in self.config.group(group)] if among is None else list(among)
-        leaders = []
-        for name in names:
-            status = self.status(name)
-            if status is not None and status.get("role") == "leader":
-                leaders.append((status["term"], name))
+        if among is None:
+            reports = self._survey((group,))[group]
+        else:
+            reports = [self._report(node, self.status(node)) for node in map(self._node, among)]
+        leaders = [(r["term"], r["id"]) for r in reports if r.get("role") == "leader"]
         return max(leaders)[1] if leaders else None
 
     def collect(self) -> dict:
         """Each group's replicas (role, term, commit and applied index, reachable) and leader."""
-        nodes = list(self.config.catalog + self.config.order)
-        with ThreadPoolExecutor(max_workers=len(nodes)) as pool:
-            reports = list(pool.map(self._report, nodes))
         groups = {}
-        for name in GROUPS:
-            members = [r for r in reports if r["group"] == name]
+        for name, members in self._survey(GROUPS).items():
             leaders = [m["id"] for m in members if m.get("role") == "leader"]
             reachable = sum(1 for m in members if m["reachable"])
             leader = next((m for m in members if m["id"] == leaders[0]), {}) if len(leaders) == 1 else {}
@@ -98,9 +125,68 @@ class Admin:
             }
         return groups
 
-    def _report(self, node: NodeConfig) -> dict:
+    # -- membership -------------------------------------------------------------
+
+    def _survey(self, groups: Iterable[str]) -> dict[str, list[dict]]:
+        """A report on every member of `groups`, all asked at once; the members an answer
+        announced are asked in the next round (MEMBERSHIP_ROUNDS at most)."""
+        answers: dict[tuple[str, str], dict | None] = {}
+        for _ in range(MEMBERSHIP_ROUNDS):
+            wanted = [(group, url) for group in groups for url in self._where_to_ask(group)
+                      if (group, url) not in answers]
+            if not wanted:
+                break
+            with ThreadPoolExecutor(max_workers=len(wanted)) as pool:
+                answers.update(zip(wanted, pool.map(lambda asked: self._status_at(*asked), wanted)))
+        return {group: [self._report(node, answers.get((group, node.http.url))) for node in self.members(group)]
+                for group in groups}
+
+    def _where_to_ask(self, group: str) -> list[str]:
+        """The group's members' URLs, then any more `also_ask` names (once each)."""
+        urls = [node.http.url for node in self.members(group)]
+        extra = self.also_ask(group) if self.also_ask is not None else ()
+        return list(dict.fromkeys([*urls, *extra]))
+
+    def _status_at(self, group: str, url: str, timeout: float = STATUS_TIMEOUT) -> dict | None:
+        """GET /status at `url`, a replica of `group` as far as this admin knows; None if it
+        does not answer, or says it belongs to another group. Follows the membership change
+        the answer announces."""
+        response = self._request(url + "/status", timeout)
+        status = _json(response)
+        if not isinstance(status, dict) or status.get("group") != group:
+            return None
+        self._follow(group, url, response.headers)
+        return status
+
+    def _follow(self, group: str, url: str, headers) -> None:
+        """If the answer from `url` (of `group`) announces a newer membership change than this
+        admin knows, fetch the members that replica lists and take them as the group's."""
+        if not announces_newer(headers, self._members[group][0]):
+            return
+        response = self._request(url + "/members", STATUS_TIMEOUT)
+        try:
+            index, listed = parse_members(response.data if response is not None else b"")
+            nodes = tuple(_listed_node(group, member) for member in listed)
+        except ValueError:
+            log.warning("%s announced a membership change but its /members could not be read", url)
+            return
+        with self._members_lock:
+            if index > self._members[group][0]:
+                self._members[group] = (index, nodes)
+
+    def _node(self, node: str | NodeConfig) -> NodeConfig:
+        """A replica by id: a member as this admin knows the groups, else the file's."""
+        if isinstance(node, NodeConfig):
+            return node
+        for group in GROUPS:
+            for member in self.members(group):
+                if member.id == node:
+                    return member
+        return self.config.node(node)
+
+    @staticmethod
+    def _report(node: NodeConfig, status: dict | None) -> dict:
         report = {"id": node.id, "group": node.group, "http": node.http.url, "raft": str(node.raft)}
-        status = self.status(node)
         if status is None:
             return {**report, "reachable": False}
         return {**report, "reachable": True, "role": status["role"], "term": status["term"],
@@ -108,19 +194,41 @@ class Admin:
                 "has_quorum": status["has_quorum"], "serving": status.get("serving", True),
                 "commits": status.get("commits")}
 
+    # -- HTTP -------------------------------------------------------------------
+
     def _get(self, node: str | NodeConfig, path: str, timeout: float) -> dict | None:
-        url = (self.config.node(node) if isinstance(node, str) else node).http.url + path
+        return _json(self._request(self._node(node).http.url + path, timeout))
+
+    def _request(self, url: str, timeout: float) -> urllib3.BaseHTTPResponse | None:
+        """The replica's 200 answer to a signed GET of `url`, or None."""
         try:
             response = self._pool.request("GET", url, headers=self.signer.headers("GET", url), redirect=False,
                                           timeout=urllib3.Timeout(total=timeout))
-            if response.status == 403:
-                log.warning("%s refused this process's signed request (is this the cluster's "
-                            "secret? see README, Security model): %s", url, response.data[:200])
-            if response.status != 200:
-                return None
-            return json.loads(response.data)
-        except (HTTPError, ValueError):
+        except HTTPError:
             return None
+        if response.status == 403:
+            log.warning("%s refused this process's signed request (is this the cluster's "
+                        "secret? see README, Security model): %s", url, response.data[:200])
+        return response if response.status == 200 else None
+
+
+def _json(response: urllib3.BaseHTTPResponse | None) -> dict | None:
+    if response is None:
+        return None
+    try:
+        return json.loads(response.data)
+    except ValueError:
+        return None
+
+
+def _listed_node(group: str, member: dict) -> NodeConfig:
+    """A member of a /members listing as a replica of `group`; ValueError (ConfigError) for
+    an address this admin would not dial from a cluster file either."""
+    scheme, _, http = member["http"].partition("://")
+    if scheme != "http":
+        raise ValueError(f"{member['id']}: http must be http://host:port, got {member['http']!r}")
+    return NodeConfig(id=member["id"], group=group, raft=address(member["raft"], f"{member['id']}.raft"),
+                      http=address(http, f"{member['id']}.http"))
 
 
 def ready(groups: dict) -> bool:

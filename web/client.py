@@ -59,6 +59,30 @@ class Unavailable(Exception):
     """No replica of the group answered before the deadline."""
 
 
+def announces_newer(headers: Any, known_index: int) -> bool:
+    """True if a replica's answer (its `headers`) announces a membership change newer than
+    the one at `known_index`: then its `GET /members` is worth fetching."""
+    announced = headers.get(MEMBERS_HEADER, "")
+    return announced.isdigit() and int(announced) > known_index
+
+
+def parse_members(body: bytes) -> tuple[int, list[dict]]:
+    """A replica's `GET /members` answer as (changed_index, [{"id", "raft", "http"}]), the
+    group's membership as its log recorded it (consensus/directory.py). ValueError for
+    anything else: a listing half understood must not redirect a client's calls, and a
+    group always has a member, so an empty list is not one either."""
+    listing = json.loads(body)
+    index = listing.get("changed_index") if isinstance(listing, dict) else None
+    members = listing.get("members") if isinstance(listing, dict) else None
+    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+        raise ValueError("a /members answer without a changed_index")
+    if not isinstance(members, list) or not members or not all(
+            isinstance(m, dict) and all(isinstance(m.get(key), str) for key in ("id", "raft", "http"))
+            for m in members):
+        raise ValueError("a /members answer without its members' id, raft and http")
+    return index, [{key: m[key] for key in ("id", "raft", "http")} for m in members]
+
+
 @dataclass
 class Reply:
     """A replica's answer: status, headers (case-insensitive) and the body."""
@@ -182,15 +206,14 @@ class GroupClient:
     def _learn_members(self, url: str, reply: Reply) -> None:
         """If `url` has applied a newer membership change than `urls` reflects, fetch the
         members it lists and call those from now on."""
-        announced = reply.headers.get(MEMBERS_HEADER, "")
-        if not announced.isdigit() or int(announced) <= self.members_index:
+        if not announces_newer(reply.headers, self.members_index):
             return
         try:
-            listing = self._send("GET", url + "/members", None, {}, READ_ATTEMPT_SECONDS).json()
-            index, urls = int(listing["changed_index"]), [m["http"] for m in listing["members"]]
-        except (HTTPError, ValueError, KeyError, TypeError):
+            index, members = parse_members(self._send("GET", url + "/members", None, {},
+                                                      READ_ATTEMPT_SECONDS).body)
+        except (HTTPError, ValueError):
             return  # asked again on the next answer that announces it
-        self.adopt_members(index, urls)
+        self.adopt_members(index, [m["http"] for m in members])
 
     def adopt_members(self, index: int, urls: list[str]) -> None:
         """Call the replicas at `urls` from now on, if `index` (the log index of the membership

@@ -3,6 +3,7 @@ catches up by snapshot, and clients (the frontend, the order replicas' catalog c
 that follow the membership the log holds while their own cluster file stays as it was."""
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
@@ -41,8 +42,13 @@ class Grown:
 
     def member(self, op: str, node_id: str) -> subprocess.CompletedProcess:
         """`bazar member <op> <node_id>`, run with the file that names the node."""
-        return subprocess.run([sys.executable, "-m", "bazar", "member", op, node_id, "--config", str(self.four)],
-                              cwd=REPO, capture_output=True, text=True, timeout=60)
+        return self.bazar("member", op, node_id, config=self.four)
+
+    def bazar(self, *args: str, config: Path | None = None) -> subprocess.CompletedProcess:
+        """`bazar <args>`, run with `config` (by default `three`, the file the cluster started
+        from, which does not name <group>4), as the cluster's own processes are run."""
+        return subprocess.run([sys.executable, "-m", "bazar", *args, "--config", str(config or self.three)],
+                              cwd=REPO, env=self.cluster.env, capture_output=True, text=True, timeout=90)
 
     def status(self, node_id: str) -> dict | None:
         return self.newcomer.status(node_id)
@@ -103,6 +109,35 @@ def wait_new_caught_up(grown: Grown, node_id: str, timeout: float = 60.0) -> dic
     tails = "".join(f"\n--- {log.name} (last lines)\n" + "".join(log.read_text(errors="replace").splitlines(True)[-40:])
                     for log in sorted(grown.logs.glob(f"{grown.group}*.log")))
     raise AssertionError(f"{node_id} did not catch up in {timeout:.0f} s: {grown.status(node_id)}{tails}")
+
+
+def assert_the_old_file_finds_the_group(grown: Grown, leader_id: str) -> None:
+    """`bazar status --json` and `bazar backup`, run with the file that does not name
+    `leader_id`, find the group's leader there (through a replica the file names that is
+    still running and knows the membership)."""
+    status = grown.bazar("status", "--json")
+    assert status.returncode == 0, (status.stdout, status.stderr)
+    group = json.loads(status.stdout)["groups"][grown.group]
+    assert group["leader"] == leader_id, group
+    assert [n["id"] for n in group["nodes"]] == [leader_id], "a removed replica was reported as a member"
+    path = grown.logs.parent / f"backup-{grown.group}.json"
+    backup = grown.bazar("backup", str(path))
+    assert backup.returncode == 0, (backup.stdout, backup.stderr)
+    assert json.loads(path.read_text())["groups"][grown.group]["state"]
+
+
+def assert_the_frontend_finds_the_group(grown: Grown, leader_id: str) -> None:
+    """The frontend, started from the file that does not name `leader_id`, is ready and shows
+    it as the group's leader in its admin view of /cluster, where it listens included."""
+    ready = requests.get(f"{grown.url}/readyz", timeout=10)
+    assert ready.status_code == 200, ready.text
+    token = grown.cluster.config.admin_token(grown.cluster.env)
+    admin = {"Authorization": f"Bearer {token}"} if token else {}
+    view = requests.get(f"{grown.url}/cluster", headers=admin, timeout=10).json()["groups"][grown.group]
+    assert view["leader"] == leader_id and view["has_quorum"], view
+    [node] = view["nodes"]
+    assert (node["id"], node["role"], node["http"]) == (
+        leader_id, "leader", grown.newcomer.config.node(leader_id).http.url), view
 
 
 def test_a_fourth_catalog_replica_joins_catches_up_by_snapshot_and_serves_reads(grown):
@@ -182,11 +217,20 @@ def test_a_dead_replica_is_replaced_step_by_step_and_clients_follow_the_log(grow
     set_stock(grown.cluster, 1, 10_000)
     grown.cluster.kill("catalog3")  # its machine died
 
+    members_url = f"{grown.cluster.config.node('catalog1').http.url}/members"
+    before = requests.get(members_url, timeout=5, auth=grown.cluster.peer_auth).json()
+    voters = grown.leader_status()["peers"]
     refused = grown.member("add", "catalog4")
     assert refused.returncode == 1 and "majority" in refused.stderr, (refused.stdout, refused.stderr)
-    assert "catalog4" not in [m["id"] for m in requests.get(
-        f"{grown.cluster.config.node('catalog1').http.url}/members", timeout=5,
-        auth=grown.cluster.peer_auth).json()["members"]]
+    # Removing a live replica would leave catalog3 (dead) and one other: 1 of 2 in touch.
+    live = next(n.id for n in grown.cluster.config.catalog if n.id != grown.cluster.leader("catalog")
+                and n.id != "catalog3")
+    refused = grown.member("remove", live)
+    assert refused.returncode == 1, (refused.stdout, refused.stderr)
+    assert "refused" in refused.stderr and "only 1 are in touch" in refused.stderr \
+        and "majority" in refused.stderr, refused.stderr
+    assert requests.get(members_url, timeout=5, auth=grown.cluster.peer_auth).json() == before
+    assert grown.leader_status()["peers"].keys() == voters.keys()
 
     # 1. remove the dead replica, 2. add its replacement, 3. start it.
     removed = grown.member("remove", "catalog3")
@@ -204,10 +248,13 @@ def test_a_dead_replica_is_replaced_step_by_step_and_clients_follow_the_log(grow
         done = grown.member("remove", node_id)
         assert done.returncode == 0, done.stderr
         grown.buy(3, f"after-remove-{node_id}")
+        if node_id == "catalog2":  # the operator looks before stopping the last old replica
+            assert_the_old_file_finds_the_group(grown, "catalog4")
         grown.cluster.kill(node_id, signal.SIGTERM)
     assert grown.status("catalog4")["role"] == "leader"
     grown.buy(5, "catalog4-alone")
     assert stock(grown.cluster, 1) == 10_000 - 17  # every purchase above took one copy, once
+    assert_the_frontend_finds_the_group(grown, "catalog4")
     last = grown.member("remove", "catalog4")
     assert last.returncode == 1 and "last member" in last.stderr, last.stderr
 
@@ -227,9 +274,12 @@ def test_the_order_group_moves_to_a_new_replica_and_purchases_follow_it(grown_or
         done = grown.member("remove", node_id)
         assert done.returncode == 0, done.stderr
         grown.buy(3, f"after-remove-{node_id}")
+        if node_id == "order3":  # the operator looks before stopping the last old replica
+            assert_the_old_file_finds_the_group(grown, "order4")
         grown.cluster.kill(node_id, signal.SIGTERM)
     assert grown.status("order4")["role"] == "leader"
     grown.buy(5, "order4-alone")
+    assert_the_frontend_finds_the_group(grown, "order4")
     orders = requests.get(f"{grown.url}/orders?limit=1000", timeout=10)
     assert orders.status_code == 200, orders.text
     assert sorted(o["status"] for o in orders.json()["orders"]) == ["completed"] * 20
