@@ -68,6 +68,12 @@ class OrderState:
             return failure("not_found")
         if order["status"] == PENDING:  # the first outcome wins; later ones are retries
             outcome = command.outcome
+            if outcome.get("error") == "not_found":
+                # No such book: there is no order to keep (book ids are never removed, so the
+                # frontend, which checks first, never gets here; a peer skipping it can).
+                del self.orders[command.order_id]
+                self.pending_ids.discard(command.order_id)
+                return ok(order={**order, "status": FAILED, "error": "not_found"})
             # Where the catalog applied it: lets any frontend wait for it (read-your-writes).
             order["catalog_index"] = command.catalog_index
             if outcome.get("ok"):

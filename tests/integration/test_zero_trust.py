@@ -247,6 +247,10 @@ def test_orders_for_unknown_books_are_never_recorded(watched):
                                  headers={"Idempotency-Key": f"unknown-{abs(hash(raw))}"}, timeout=10)
         assert response.status_code in (400, 404) and "error" in response.json(), (raw, response.text)
     leader = cluster.admin.leader("order")
+    # Asked directly, as a peer that skips the frontend's check would: answered, not kept.
+    direct = requests.post(f"{cluster.config.node(leader).http.url}/purchase", timeout=10,
+                           json={"id": 999, "order_id": "unknown-direct"}, auth=cluster.peer_auth)
+    assert direct.status_code == 200 and direct.json()["error"] == "not_found", direct.text
     recorded = cluster.admin.state(leader)["state"]["orders"]
     assert not [k for k in recorded if k.startswith("unknown-")]
 

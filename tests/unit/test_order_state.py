@@ -53,6 +53,14 @@ def test_begin_after_finish_returns_the_finished_order():
     assert state.pending_ids == set()
 
 
+def test_an_order_for_a_book_the_catalog_does_not_know_is_answered_but_not_kept():
+    state = OrderState()
+    begin(state, "a", 999)
+    result = finish(state, "a", {"ok": False, "error": "not_found", "id": 999})
+    assert result["ok"] and result["order"]["status"] == FAILED and result["order"]["error"] == "not_found"
+    assert state.order("a") is None and state.pending_ids == set() and state.newest(10) == []
+
+
 def test_begin_with_same_id_and_other_book_is_a_conflict_and_changes_nothing():
     state = OrderState()
     begin(state, "a", 1)
