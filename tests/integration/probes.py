@@ -1,6 +1,11 @@
 """Ways for integration tests to look inside a running cluster."""
 from __future__ import annotations
 
+import queue
+import signal
+import subprocess
+import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -8,6 +13,8 @@ from pathlib import Path
 import requests
 
 from bazar.cluster.local import LocalCluster, write_config
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @contextmanager
@@ -71,3 +78,53 @@ def buy_until_done(url: str, book_id: int, key: str, deadline: float) -> request
             if time.monotonic() > deadline:
                 raise
         time.sleep(0.05)
+
+
+class Up:
+    """A real `bazar up` whose output lines are read as they come."""
+
+    def __init__(self, config: Path) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "bazar", "--config", str(config), "up"],
+                                     cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: "queue.Queue[str]" = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def wait_for(self, text: str, timeout: float) -> str:
+        """The first line (from now on) containing `text`; AssertionError with the output so far."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            self.seen.append(line)
+            if text in line:
+                return line
+        raise AssertionError(f"bazar up never printed {text!r}; it printed:\n" + "\n".join(self.seen[-40:]))
+
+    def children(self) -> dict[str, int]:
+        """The pid of each child process, by the id it runs."""
+        found = {}
+        for status in Path("/proc").glob("[0-9]*/status"):
+            try:
+                fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+                argv = (status.parent / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if fields.get("PPid", "").strip() == str(self.proc.pid) and "Z" not in fields.get("State", ""):
+                found[argv[4].decode()] = int(status.parent.name)  # python -m bazar <kind> <id>
+        return found
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

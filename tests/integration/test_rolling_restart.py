@@ -3,13 +3,15 @@ over first, and purchases through the frontend never fail nor wait long meanwhil
 from __future__ import annotations
 
 import itertools
+import os
 import signal
 import threading
 import time
 
 import requests
 
-from tests.integration.probes import set_stock, stock
+from bazar.cluster.local import LocalCluster, write_config
+from tests.integration.probes import Up, set_stock, stock
 
 # The issue's contract for a rolling restart: no purchase answered later than this.
 PURCHASE_BOUND_SECONDS = 1.0
@@ -25,15 +27,17 @@ def _statuses(cluster, group: str) -> dict[str, dict]:
     return found
 
 
-def wait_caught_up(cluster, name: str, timeout: float = 60.0) -> None:
+def wait_caught_up(cluster, name: str, timeout: float = 60.0, statuses=None) -> None:
     """Wait until restarted replica `name` follows a leader (or leads) and has applied what
-    that leader had committed when we asked, and the frontend is ready again."""
+    that leader had committed when we asked, and the frontend is ready again. `statuses(group)`:
+    how to ask the replicas (by default, those this test's cluster runs)."""
     group = cluster.config.node(name).group
+    ask = statuses or (lambda g: _statuses(cluster, g))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        statuses = _statuses(cluster, group)
-        leaders = [s for s in statuses.values() if s["role"] == "leader"]
-        mine = statuses.get(name)
+        statuses_now = ask(group)
+        leaders = [s for s in statuses_now.values() if s["role"] == "leader"]
+        mine = statuses_now.get(name)
         if (len(leaders) == 1 and mine is not None and mine["leader"] is not None
                 and mine["applied_index"] >= leaders[0]["commit_index"]):
             cluster.wait_ready(max(1.0, deadline - time.monotonic()))
@@ -60,51 +64,100 @@ def test_a_leader_told_to_stop_hands_leadership_over_before_it_exits(make_cluste
     assert requests.post(f"{cluster.frontend_url}/purchase/1", timeout=10).status_code == 200
 
 
-def test_a_rolling_restart_under_load_fails_no_purchase_and_none_takes_over_a_second(make_cluster):
-    cluster = make_cluster(catalog=3, order=3)
-    url = cluster.frontend_url
-    set_stock(cluster, 1, 1_000_000)
-    before = stock(cluster, 1)
-    latencies: list[float] = []
-    failures: list[str] = []
-    keys = itertools.count()
-    stop = threading.Event()
+class Buyers:
+    """Three clients buying book 1 as fast as they are answered, each purchase with its own
+    key; every answer that is not 200, and every purchase's latency, are kept."""
 
-    def buyer() -> None:
+    def __init__(self, url: str, clients: int = 3) -> None:
+        self.url = url
+        self.latencies: list[float] = []
+        self.failures: list[str] = []
+        self._keys = itertools.count()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._buy) for _ in range(clients)]
+
+    def __enter__(self) -> "Buyers":
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+    def _buy(self) -> None:
         with requests.Session() as session:
-            while not stop.is_set():
-                key = f"rolling-{next(keys)}"
+            while not self._stop.is_set():
+                key = f"rolling-{next(self._keys)}"
                 started = time.monotonic()
                 try:
-                    response = session.post(f"{url}/purchase/1", headers={"Idempotency-Key": key},
+                    response = session.post(f"{self.url}/purchase/1", headers={"Idempotency-Key": key},
                                             timeout=10)
                     outcome = None if response.status_code == 200 else f"{response.status_code} {response.text}"
                 except requests.RequestException as exc:
                     outcome = repr(exc)
-                latencies.append(time.monotonic() - started)
+                self.latencies.append(time.monotonic() - started)
                 if outcome is not None:
-                    failures.append(f"{key}: {outcome}")
+                    self.failures.append(f"{key}: {outcome}")
                 time.sleep(0.01)
 
-    buyers = [threading.Thread(target=buyer) for _ in range(3)]
-    for thread in buyers:
-        thread.start()
-    try:
+    def check(self, taken: int) -> None:
+        """The contract: every purchase answered 200 within the bound, stock taken once each."""
+        latencies, failures = self.latencies, self.failures
+        assert len(latencies) > 100, f"only {len(latencies)} purchases were made: the load did not run"
+        assert failures == [], f"{len(failures)} of {len(latencies)} purchases failed: {failures[:5]}"
+        slowest = max(latencies)
+        assert slowest < PURCHASE_BOUND_SECONDS, (
+            f"the slowest of {len(latencies)} purchases took {slowest:.2f} s during the rolling restart "
+            f"(the contract is {PURCHASE_BOUND_SECONDS:g} s)")
+        assert taken == len(latencies), "a purchase took stock other than once"
+
+
+def test_a_rolling_restart_under_load_fails_no_purchase_and_none_takes_over_a_second(make_cluster):
+    cluster = make_cluster(catalog=3, order=3)
+    set_stock(cluster, 1, 1_000_000)
+    before = stock(cluster, 1)
+    with Buyers(cluster.frontend_url) as buyers:
         time.sleep(1.0)
         for node in cluster.config.catalog + cluster.config.order:
             cluster.kill(node.id, signal.SIGTERM)
             cluster.start_process(node.id)
             wait_caught_up(cluster, node.id)
         time.sleep(1.0)
-    finally:
-        stop.set()
-        for thread in buyers:
-            thread.join()
+    buyers.check(before - stock(cluster, 1))
 
-    assert len(latencies) > 100, f"only {len(latencies)} purchases were made: the load did not run"
-    assert failures == [], f"{len(failures)} of {len(latencies)} purchases failed: {failures[:5]}"
-    slowest = max(latencies)
-    assert slowest < PURCHASE_BOUND_SECONDS, (
-        f"the slowest of {len(latencies)} purchases took {slowest:.2f} s during the rolling restart "
-        f"(the contract is {PURCHASE_BOUND_SECONDS:g} s)")
-    assert stock(cluster, 1) == before - len(latencies), "a purchase took stock other than once"
+
+def test_a_rolling_restart_under_bazar_up_fails_no_purchase(tmp_path):
+    """What an operator does under `bazar up`: SIGTERM each replica in turn and let `bazar up`
+    start it again (its supervisor restarts a child that exited), waiting until it is back."""
+    config_path = write_config(tmp_path, catalog=3, order=3)
+    up = Up(config_path)
+    try:
+        ready = up.wait_for("ready", 90)
+        url = ready.split("API: ")[1].split()[0].rstrip("/")
+        # The cluster as `bazar status` sees it, with the secret `bazar up` made (it starts nothing).
+        cluster = LocalCluster(config_path)
+        set_stock(cluster, 1, 1_000_000)
+        before = stock(cluster, 1)
+        with Buyers(url) as buyers:
+            time.sleep(1.0)
+            for node in cluster.config.catalog + cluster.config.order:
+                os.kill(up.children()[node.id], signal.SIGTERM)
+                up.wait_for(f"{node.id} restarted", 30)
+                wait_caught_up(cluster, node.id, statuses=lambda group: _answering(cluster, group))
+            time.sleep(1.0)
+        buyers.check(before - stock(cluster, 1))
+        assert up.proc.poll() is None, "bazar up stopped during the rolling restart"
+    finally:
+        up.close()
+
+
+def _answering(cluster, group: str) -> dict[str, dict]:
+    """/status of every replica of `group` that answers (none of them is this test's child)."""
+    found = {}
+    for node in cluster.config.group(group):
+        status = cluster.status(node.id)
+        if status is not None:
+            found[node.id] = status
+    return found

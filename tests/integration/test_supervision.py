@@ -3,12 +3,10 @@ says so); one that dies at every start makes it give up, stop everything and exi
 from __future__ import annotations
 
 import os
-import queue
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -16,58 +14,9 @@ import requests
 import yaml
 
 from bazar.cluster.local import write_config
+from tests.integration.probes import Up
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-class Up:
-    """A real `bazar up` whose output lines are read as they come."""
-
-    def __init__(self, config: Path) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "bazar", "--config", str(config), "up"],
-                                     cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.lines: "queue.Queue[str]" = queue.Queue()
-        self.seen: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-
-    def wait_for(self, text: str, timeout: float) -> str:
-        """The first line (from now on) containing `text`; AssertionError with the output so far."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            self.seen.append(line)
-            if text in line:
-                return line
-        raise AssertionError(f"bazar up never printed {text!r}; it printed:\n" + "\n".join(self.seen[-40:]))
-
-    def children(self) -> dict[str, int]:
-        """The pid of each child process, by the id it runs."""
-        found = {}
-        for status in Path("/proc").glob("[0-9]*/status"):
-            try:
-                fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
-                argv = (status.parent / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if fields.get("PPid", "").strip() == str(self.proc.pid) and "Z" not in fields.get("State", ""):
-                found[argv[4].decode()] = int(status.parent.name)  # python -m bazar <kind> <id>
-        return found
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 def _alive(pid: int) -> bool:
