@@ -10,36 +10,18 @@ import time
 
 import pytest
 
-from bazar.cluster.config import RaftConfig
-from bazar.cluster.local import free_ports
-from bazar.consensus.member import RaftMember, ReadRefused
-from bazar.consensus.settings import syncobj_conf
-from bazar.consensus.state import ReplicatedState
-from bazar.node.catalog import CatalogState
+from bazar.consensus.member import ReadRefused
+from tests.unit.raft_groups import leader_of, start_group
 
 BOOK = {"title": "A", "topic": "t", "price": 10.0, "stock": 5}
 
 
 @pytest.fixture
 def group(tmp_path):
-    addresses = [f"127.0.0.1:{port}" for port in free_ports(3)]
-    members = []
-    for i, address in enumerate(addresses):
-        conf = syncobj_conf(RaftConfig(), tmp_path / f"m{i}", None, bind_address=address)
-        members.append(RaftMember(address, addresses, ReplicatedState(CatalogState()), conf))
+    members = start_group(tmp_path)
     yield members
     for member in members:
         member.close()
-
-
-def leader_of(members: list[RaftMember], timeout: float = 20.0) -> RaftMember:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        leaders = [m for m in members if m.is_leader]
-        if len(leaders) == 1:
-            return leaders[0]
-        time.sleep(0.05)
-    raise AssertionError("no single leader elected")
 
 
 def test_the_leader_confirms_reads_without_appending_and_followers_refuse(group):

@@ -18,9 +18,7 @@ from bazar.cluster.config import RaftConfig
 from bazar.cluster.local import free_ports
 from bazar.consensus.directory import Directory
 from bazar.consensus.member import CommitError, MembershipRefused, RaftMember
-from bazar.consensus.settings import syncobj_conf
-from bazar.consensus.state import ReplicatedState
-from bazar.node.catalog import CatalogState
+from tests.unit.raft_groups import leader_of, start_group
 
 A, B, C, D, E, NEW = (f"10.0.0.1:{port}" for port in (1, 2, 3, 4, 5, 9))
 NAMES = {A: "a", B: "b", C: "c", D: "d", E: "e", NEW: "new"}
@@ -170,26 +168,10 @@ def test_a_new_leader_refuses_until_an_entry_of_its_term_is_applied(change):
 def group(tmp_path):
     """Three members that never give up leadership on their own within a test (the leader
     falls back only after 30 s without answers)."""
-    addresses = [f"127.0.0.1:{port}" for port in free_ports(3)]
-    raft = RaftConfig(leader_fallback_timeout=30.0)
-    members = []
-    for i, address in enumerate(addresses):
-        directory = Directory({f"m{j}": {"raft": a, "http": f"http://{a}"} for j, a in enumerate(addresses)})
-        conf = syncobj_conf(raft, tmp_path / f"m{i}", None, bind_address=address)
-        members.append(RaftMember(address, addresses, ReplicatedState(CatalogState()), conf, directory))
+    members = start_group(tmp_path, raft=RaftConfig(leader_fallback_timeout=30.0), with_directory=True)
     yield members
     for member in members:
         member.close()
-
-
-def leader_of(members: list[RaftMember], timeout: float = 20.0) -> RaftMember:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        leaders = [m for m in members if m.is_leader]
-        if len(leaders) == 1:
-            return leaders[0]
-        time.sleep(0.05)
-    raise AssertionError("no single leader elected")
 
 
 def stop_acknowledging(member: RaftMember) -> None:

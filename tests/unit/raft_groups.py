@@ -1,0 +1,37 @@
+"""Small real Raft groups in one process, for unit tests of the consensus layer."""
+from __future__ import annotations
+
+import time
+
+from bazar.cluster.config import RaftConfig
+from bazar.cluster.local import free_ports
+from bazar.consensus.directory import Directory
+from bazar.consensus.member import RaftMember
+from bazar.consensus.settings import syncobj_conf
+from bazar.consensus.state import ReplicatedState
+from bazar.node.catalog import CatalogState
+
+
+def start_group(directory, size: int = 3, raft: RaftConfig | None = None,
+                with_directory: bool = False) -> list[RaftMember]:
+    """`size` catalog members on free loopback ports, their files under `directory`; with
+    `with_directory`, each knows the others' addresses as the log's membership records would."""
+    addresses = [f"127.0.0.1:{port}" for port in free_ports(size)]
+    members = []
+    for i, address in enumerate(addresses):
+        known = (Directory({f"m{j}": {"raft": a, "http": f"http://{a}"} for j, a in enumerate(addresses)})
+                 if with_directory else None)
+        conf = syncobj_conf(raft or RaftConfig(), directory / f"m{i}", None, bind_address=address)
+        members.append(RaftMember(address, addresses, ReplicatedState(CatalogState()), conf, known))
+    return members
+
+
+def leader_of(members: list[RaftMember], timeout: float = 20.0) -> RaftMember:
+    """The one member that leads, once the group has elected it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        leaders = [m for m in members if m.is_leader]
+        if len(leaders) == 1:
+            return leaders[0]
+        time.sleep(0.05)
+    raise AssertionError("no single leader elected")
