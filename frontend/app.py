@@ -15,19 +15,9 @@ from bazar.web.errors import json_body, unavailable
 PRIVATE_NODE_FIELDS = frozenset({"http", "raft"})
 
 
-def replicas_called(gateway: Gateway, group: str) -> list[str]:
-    """Where this frontend finds `group` now, for its /readyz and /cluster: its clients follow
-    the group's membership on every request (web/client.py), and for the catalog its own
-    follower applies the log's membership records itself, traffic or not (a frontend whose
-    /readyz fails gets none). Both hold only what the group recorded."""
-    if group == "catalog":
-        return [member["http"] for member in gateway.follower.member.directory.view()["members"]]
-    return list(gateway.orders.urls)
-
-
 def create_app(gateway: Gateway, frontend_id: str = "frontend") -> Flask:
     app = Flask("bazar.frontend")
-    admin = Admin(gateway.config, also_ask=lambda group: replicas_called(gateway, group))
+    admin = Admin(gateway.config, also_ask=gateway.replica_urls)
     errors.install(app)
     app_metrics = metrics.Metrics()
     app_metrics.registry.register(metrics.FrontendCollector(gateway.cache, gateway.follower))

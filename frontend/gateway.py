@@ -149,6 +149,13 @@ class Gateway:
         self._follow_catalog_members()
         return _answer(self.catalog.write, method, path, payload)
 
+    def replica_urls(self, group: str) -> list[str]:
+        """Where this frontend calls `group` now (its /readyz and /cluster ask there too): its
+        clients follow the membership the log records, the catalog's from this frontend's own
+        follower, traffic or not (a frontend whose /readyz fails gets none)."""
+        self._follow_catalog_members()
+        return list({"catalog": self.catalog, "order": self.orders}[group].urls)
+
     def _follow_catalog_members(self) -> None:
         """Call the catalog members this frontend's follower has applied from the log (it
         may not have heard from a replica since a change, and its file's may all be gone)."""
