@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     member = commands.add_parser("member", help="add a replica to its running group, or remove one")
     member.add_argument("op", choices=("add", "remove"))
     member.add_argument("id", help="the replica, as the cluster file names it (with its addresses)")
+    corrections = commands.add_parser("corrections", help="list Bazar's corrections to PySyncObj: what each "
+                                                          "replaces, its source digest, the rule it enforces, its tests")
+    corrections.add_argument("--json", action="store_true", help="print them as JSON")
     _add_extensions(commands)
 
     # Accept --config after the subcommand too (`bazar node catalog1 --config x.yaml`): each
@@ -269,9 +272,30 @@ def _restore(config, args) -> int:
     return 0
 
 
+def _corrections(config, args) -> int:
+    """Print the corrections index (consensus/corrections.py), joined with what was installed."""
+    import json
+
+    from bazar.consensus import corrections
+    rows = corrections.table()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        print(f"{row['replaces']}  sha256 {row['digest'][:16]}...")
+        print(f"    rule:      {row['rule']}")
+        print(f"    caught by: {row['caught_by']}")
+        for test in row["tests"]:
+            print(f"    test:      {test}")
+    print(f"{len(rows)} corrections to PySyncObj 0.3.17, each refused at start unless its source digest matches")
+    return 0
+
+
+_corrections.needs_config = False
+
 COMMANDS = {"up": _up, "node": _node, "frontend": _frontend, "status": _status, "health": _health,
             "backup": _backup, "restore": _restore, "member": _member,
-            "prometheus-config": _prometheus_config}
+            "prometheus-config": _prometheus_config, "corrections": _corrections}
 
 
 def _add_extensions(commands) -> None:

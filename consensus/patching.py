@@ -8,7 +8,8 @@ replacement names the SHA-256 of the source it was written for, and
 `replace` refuses (PatchMismatch, at import time, before any node starts)
 when the installed code differs.
 
-`applied()` lists what was replaced, for the README's patch table and tests.
+`applied()` lists what was replaced; `consensus/corrections.py` is the index that says,
+for each, the rule it enforces and the tests that fail without it.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ class Patch:
     name: str       # "_SyncObj__onMessageReceived"
     why: str        # one line: what the original does wrong
     original: Any   # the replaced function, for tests that show the original's failure
+    digest: str = ""  # the SHA-256 of the replaced function's source, checked when installed
 
 
 _APPLIED: dict[tuple[int, str], Patch] = {}
@@ -52,14 +54,20 @@ def replace(owner: Any, name: str, new: Any, expected_digest: str, why: str) -> 
     target = current.__func__ if isinstance(current, (staticmethod, classmethod)) else current
     found = source_digest(target)
     if found != expected_digest:
-        where = f"{getattr(owner, '__module__', '')}.{getattr(owner, '__qualname__', owner)}.{name}"
+        where = f"{qualified_name(owner)}.{name}"
         raise PatchMismatch(
             f"refusing to start: {where} is not the code Bazar's correction was written for "
             f"(source sha256 {found[:16]}..., expected {expected_digest[:16]}...). "
             f"Install the pinned PySyncObj version (see setup.py).")
     setattr(owner, name, new)
-    owner_name = f"{getattr(owner, '__module__', '')}.{getattr(owner, '__qualname__', getattr(owner, '__name__', '?'))}"
-    _APPLIED[key] = Patch(owner_name, name, why, current)
+    _APPLIED[key] = Patch(qualified_name(owner), name, why, current, found)
+
+
+def qualified_name(owner: Any) -> str:
+    """"pysyncobj.syncobj.SyncObj" for a class, "pysyncobj.syncobj" for a module."""
+    if isinstance(owner, type):
+        return f"{owner.__module__}.{owner.__qualname__}"
+    return getattr(owner, "__name__", repr(owner))
 
 
 def original(owner: Any, name: str) -> Any:

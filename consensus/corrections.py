@@ -1,0 +1,135 @@
+"""Every correction Bazar makes to PySyncObj 0.3.17, in one place: what it replaces, the
+rule it enforces, and the tests that fail without it.
+
+The replacements themselves live beside the code they belong to (`raft_fixes.py`:
+Raft's receiver and leader rules; `journal.py`: durability; `snapshot.py`: the
+snapshot writer; `frame_guard.py`: what a stranger may make a node buffer;
+`transport.py`: where outgoing connections leave from). Each is installed by
+`consensus.patching.replace`, which refuses to start on any PySyncObj whose source
+differs from the digest the correction was written for.
+
+This module is the index. Its contract, checked by tests/unit/test_corrections.py:
+
+- every function `patching.replace` installed has exactly one entry here, and every
+  entry here was installed (nothing unlisted, nothing stale);
+- every test an entry names exists;
+- `table()` joins each entry with what was really installed (owner, digest), so
+  `bazar corrections` prints the table the docs show (docs/architecture.md).
+
+`caught_by` says which generated simulator schedules (tests/sim) fail when the
+correction alone is reverted (`python -m tests.sim.mutations`); a correction outside
+the simulator's fault model says so, and why, instead.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bazar.consensus import patching
+
+
+@dataclass(frozen=True)
+class Correction:
+    owner: str          # the class or module whose attribute is replaced, as `patching` names it
+    name: str           # the attribute
+    rule: str           # the rule it enforces, in one line
+    tests: tuple[str, ...]   # named tests that fail without it ("path::function")
+    caught_by: str      # the generated schedules that fail without it, or why none can
+
+
+_SYNCOBJ = "pysyncobj.syncobj.SyncObj"
+_SIM = "tests/sim/"
+_UNIT = "tests/unit/"
+
+CORRECTIONS: tuple[Correction, ...] = (
+    Correction(
+        _SYNCOBJ, "_SyncObj__onMessageReceived",
+        "AppendEntries receiver rules 2-5 (Raft fig. 2): delete only conflicting entries, never a "
+        "committed one; commit only what the message covers; a vote counts once per voter",
+        (_SIM + "test_stale_resend.py::test_stale_resend_loses_no_acknowledged_write",
+         _SIM + "test_follower_rules.py::test_a_committed_entry_is_never_replaced",
+         _SIM + "test_follower_rules.py::test_a_heartbeat_commits_only_what_it_covers",
+         _SIM + "test_found_schedules.py::test_found_schedule_is_safe"),
+        "generated schedules (tests/sim/test_schedules.py)"),
+    Correction(
+        _SYNCOBJ, "_SyncObj__loadDumpFile",
+        "InstallSnapshot (Raft §7): keep the entries after a snapshot the log already holds",
+        (_SIM + "test_follower_rules.py::test_a_snapshot_older_than_the_log_keeps_the_entries_after_it",
+         _SIM + "test_follower_rules.py::test_a_snapshot_ahead_of_the_log_replaces_it_and_the_follower_catches_up"),
+        "generated schedules (tests/sim/test_schedules.py)"),
+    Correction(
+        _SYNCOBJ, "_SyncObj__connectedToAnyone",
+        "a replica whose journal lost committed entries does not stand for election until it has them again",
+        (_SIM + "test_follower_rules.py::"
+                "test_a_replica_that_lost_committed_entries_neither_votes_nor_campaigns_until_caught_up",),
+        "generated schedules with hard crashes (tests/sim/test_schedules.py)"),
+    Correction(
+        _SYNCOBJ, "_SyncObj__applyLogEntries",
+        "a stored commit index beyond the journal's end is remembered as entries to catch up to, not clamped",
+        (_SIM + "test_follower_rules.py::"
+                "test_a_replica_that_lost_committed_entries_neither_votes_nor_campaigns_until_caught_up",),
+        "generated schedules with hard crashes (tests/sim/test_schedules.py)"),
+    Correction(
+        "pysyncobj.syncobj", "createJournal",
+        "a log entry is on disk (fsync, checksummed, append-only, compacted by rename) before anyone relies on it",
+        (_UNIT + "test_journal.py::test_a_crash_keeps_exactly_what_was_synced",
+         _UNIT + "test_journal.py::test_compaction_writes_a_new_file_and_never_touches_the_old_one"),
+        "generated schedules with hard crashes (tests/sim/test_schedules.py)"),
+    Correction(
+        _SYNCOBJ, "_SyncObj__sendNextNodeIdx",
+        "a follower acknowledges only entries that are on its disk",
+        (_UNIT + "test_journal_snapshot_writer.py::test_a_follower_syncs_its_journal_before_acknowledging",),
+        "generated schedules with hard crashes (tests/sim/test_schedules.py)"),
+    Correction(
+        _SYNCOBJ, "_SyncObj__sendAppendEntries",
+        "the leader's fsync overlaps its followers' instead of following them (speed; safety comes from "
+        "the sync before a commit index takes effect)",
+        (_UNIT + "test_journal.py::test_the_leader_syncs_before_a_commit_index_takes_effect",),
+        "none: a speed correction, no schedule can fail without it"),
+    Correction(
+        "pysyncobj.serializer.Serializer", "serialize",
+        "the forked snapshot writer dies with its replica, gives up its ports and writes durably under its own name",
+        (_UNIT + "test_journal_snapshot_writer.py::test_the_writer_dies_with_its_replica",
+         _UNIT + "test_journal_snapshot_writer.py::test_a_forked_snapshot_is_written_durably_under_its_own_name"),
+        "generated schedules with the writer as its own actor (tests/sim/test_schedules.py)"),
+    Correction(
+        "pysyncobj.serializer.Serializer", "setTransmissionData",
+        "a snapshot received from the leader is durable before it is installed and acknowledged",
+        (_UNIT + "test_journal_snapshot_writer.py::test_a_received_snapshot_is_in_place_only_after_the_last_chunk",),
+        "generated schedules with hard crashes (tests/sim/test_schedules.py)"),
+    Correction(
+        "pysyncobj.tcp_connection.TcpConnection", "_TcpConnection__processRead",
+        "a connection may make a node buffer at most one frame, of a size bounded before it is trusted",
+        ("tests/integration/test_raft_port_junk.py::"
+         "test_purchases_keep_being_answered_while_junk_floods_the_leaders_raft_port",),
+        "none: the simulator has no sockets (real processes test it)"),
+    Correction(
+        "pysyncobj.tcp_connection.TcpConnection", "_TcpConnection__processParseMessage",
+        "(wrapped, unchanged) a connection is trusted only after it delivered a valid message",
+        ("tests/integration/test_raft_port_junk.py::"
+         "test_purchases_keep_being_answered_while_junk_floods_the_leaders_raft_port",),
+        "none: the simulator has no sockets (real processes test it)"),
+)
+
+
+def find(owner: str, name: str) -> Correction | None:
+    """The entry for `owner.name`, or None."""
+    for correction in CORRECTIONS:
+        if (correction.owner, correction.name) == (owner, name):
+            return correction
+    return None
+
+
+def table() -> list[dict]:
+    """Every installed correction with its registry entry, in installation order."""
+    rows = []
+    for patch in patching.applied():
+        entry = find(patch.owner, patch.name)
+        rows.append({
+            "replaces": f"{patch.owner}.{patch.name}",
+            "digest": patch.digest,
+            "why": patch.why,
+            "rule": entry.rule if entry else None,
+            "tests": list(entry.tests) if entry else [],
+            "caught_by": entry.caught_by if entry else None,
+        })
+    return rows
