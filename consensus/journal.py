@@ -24,7 +24,8 @@ name), with these rules:
   atomically and durably (`storage.replace_atomically`) before a new term or
   vote takes effect, i.e. before a vote is requested or granted; the commit
   index alone is saved at most once a second (it is only a hint for restarts).
-- Compaction (`deleteEntriesTo`) and `clear` write a new file and rename it
+- Compaction (`deleteEntriesTo`), `clear` and `replace_entries` (a log rebased
+  on a snapshot: every entry replaced at once) write a new file and rename it
   into place; they never rewrite the live file.
 - On open: PySyncObj's old format is migrated; temporary files of interrupted
   writes are removed; a compaction interrupted between the snapshot and the
@@ -246,6 +247,11 @@ class DurableJournal(Journal):
 
     def clear(self):
         self._rewrite([])
+
+    def replace_entries(self, entries) -> None:
+        """Make `entries` the whole log in one step (a new file renamed into place): a crash
+        leaves the old entries or the new ones, never the empty log between clear() and add()."""
+        self._rewrite(list(entries))
 
     def _rewrite(self, entries: list) -> None:
         try:

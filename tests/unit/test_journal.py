@@ -320,6 +320,34 @@ def test_compaction_writes_a_new_file_and_never_touches_the_old_one(tmp_path):
     assert [e[1] for e in _entries(path)] == list(range(21, 32))
 
 
+def test_rebasing_on_a_snapshot_keeps_the_entries_after_it_through_a_crash(tmp_path, monkeypatch):
+    """The log holds the snapshot's last entry (20) but not the one before: it is rebuilt as
+    19, 20 and the kept entries 21..30. A crash part-way must not leave it empty."""
+    from pysyncobj.syncobj import SyncObj
+
+    from bazar.consensus.raft_fixes import _SyncObj
+
+    path = tmp_path / "journal.bin"
+    journal = DurableJournal(path)
+    for index in range(20, 31):
+        journal.add(*_entry(index))
+    journal.sync()
+    replica = object.__new__(SyncObj)      # just what rebase_log reads: the journal
+    replica._SyncObj__raftLog = journal
+
+    def killed(*args):
+        raise KeyboardInterrupt("killed while the journal is refilled")
+
+    monkeypatch.setattr(DurableJournal, "add", killed)
+    try:
+        _SyncObj.rebase_log(replica, _entry(19), _entry(20))
+    except KeyboardInterrupt:
+        pass
+    _crash(journal)
+    monkeypatch.undo()
+    assert [e[1] for e in _entries(path)] == list(range(19, 31))
+
+
 def test_temporary_files_of_an_interrupted_rewrite_are_removed_on_start(tmp_path):
     path = tmp_path / "journal.bin"
     journal = DurableJournal(path)
