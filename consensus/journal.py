@@ -24,19 +24,31 @@ name), with these rules:
   atomically and durably (`storage.replace_atomically`) before a new term or
   vote takes effect, i.e. before a vote is requested or granted; the commit
   index alone is saved at most once a second (it is only a hint for restarts).
-- Compaction (`deleteEntriesTo`) and `clear` write a new file and rename it
+- Compaction (`deleteEntriesTo`), `clear` and `replace_entries` (a log rebased
+  on a snapshot: every entry replaced at once) write a new file and rename it
   into place; they never rewrite the live file.
 - On open: PySyncObj's old format is migrated; temporary files of interrupted
-  writes are removed; a damaged record is either a torn tail (cut, with a
-  warning) or corruption (refuse to start, `JournalCorrupt`), see `_read`; a
-  compaction interrupted between the snapshot and the truncation is finished
-  (`journal_repair`). All of that happens under an exclusive lock on the data
-  directory, which a replica's forked snapshot writer inherits, so a new
-  process never loads files that a straggler of the old one may still rename.
+  writes are removed; a compaction interrupted between the snapshot and the
+  truncation is finished (`journal_repair`). A damaged record (see `_load`) is
+  one of three things, and no sound, possibly acknowledged entry after it is
+  ever silently forgotten:
+  - the last thing in the file (nothing sound after it): a torn tail, cut with
+    a warning;
+  - followed by sound records, past the saved commit index: the disk lost
+    entries this replica may have acknowledged. They are cut, the saved commit
+    index is raised to the highest sound index found after the damage, and an
+    ERROR is logged; the replica then neither votes nor stands for election
+    until a leader has sent them again (`consensus.raft_fixes`, rule 3);
+  - at or below the saved commit index: corruption of durable entries, the
+    replica refuses to start (`JournalCorrupt`).
+  All of that happens under an exclusive lock on the data directory, which a
+  replica's forked snapshot writer inherits, so a new process never loads files
+  that a straggler of the old one may still rename.
 
 With `fsync` off (the `raft.fsync: false` opt-out) the same files are written
 in the same order, but nothing waits for the disk: a process crash loses
-nothing, a power cut can lose acknowledged writes.
+nothing, a power cut can lose acknowledged writes; any damaged record is cut
+as a torn tail.
 """
 from __future__ import annotations
 
@@ -50,7 +62,7 @@ import time
 import zlib
 from array import array
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import pysyncobj.syncobj
 from pysyncobj.journal import FileJournal, Journal, MemoryJournal
@@ -65,6 +77,7 @@ HEADER = struct.Struct("<QI")       # index of the first entry (0: not known), C
 RECORD = struct.Struct("<II")       # payload length, CRC32 of the payload
 ENTRY = struct.Struct("<QQ")        # payload = index, term, then the command bytes
 HEADER_SIZE = len(MAGIC) + HEADER.size
+MIN_RECORD = RECORD.size + ENTRY.size   # a record with an empty command
 MAX_RECORD = 1 << 30                # a longer length field can only be damage
 STATE_MAGIC = b"BAZAR-RAFT-STATE-1\n"
 OLD_FORMAT_MAGIC = b"PYSYNCOBJ"     # PySyncObj's FileJournal header
@@ -110,7 +123,7 @@ class DurableJournal(Journal):
         self._state = _read_state(self._state_path)
         if not self.path.exists():
             _write_journal(self.path, [], self.fsync)
-        entries, starts, size = _read(self.path, self._state.get("commit_index"), self.fsync)
+        entries, starts, size = self._load()
         if self.snapshot is not None and self.snapshot.exists():
             start = journal_repair.compaction_start(entries, journal_repair.snapshot_tail(self.snapshot))
             if start:
@@ -130,6 +143,65 @@ class DurableJournal(Journal):
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         # Told how long each fsync of appended entries took (the replica's metrics listen).
         self.on_fsync: Callable[[float], None] | None = None
+
+    def _load(self) -> tuple[list, array, int]:
+        """Entries, record offsets and valid size of the journal file, once any damage in it
+        has been dealt with. A damaged record (incomplete, failing its CRC, or not carrying
+        the next index) is one of three things:
+
+        - Corruption of durable entries: fsync is on and the damaged record's index is at
+          or below the saved commit index (saved only after the entries up to it were
+          synced). JournalCorrupt: nothing is cut, the operator decides.
+        - Corruption of entries that may have been acknowledged: fsync is on, the damaged
+          record's index is past the saved commit index (which lags the acknowledged one:
+          it is saved at most once a second), and sound records follow it. The entries
+          before the damage are kept, the rest cut, and the saved commit index raised to
+          the highest index among those sound records (saved before the cut, with a mark
+          so that a crash in between finishes the repair on the next start instead of
+          calling it corruption). An ERROR names the file, the byte and the entries
+          dropped. `consensus.raft_fixes` sees a commit index beyond the log's end, and
+          the replica neither votes nor stands for election until a leader has sent
+          those entries again: it can never help elect a leader that lacks them.
+          After a power cut, pages may reach the disk out of order, so the sound records
+          after a hole may also be entries that were never synced nor acknowledged; the
+          raised commit index then only delays this replica's vote until the group's log
+          is that long again, which is safe.
+        - A torn tail: the damaged record is the last sound-looking thing in the file
+          (nothing sound after it), the write a crash interrupted; or fsync is off
+          (nothing was ever promised to be on disk). The file is cut there, with a warning.
+        """
+        scan = _scan(self.path)
+        repairing = self._state.pop("repairing_from", None)  # a repair a crash interrupted
+        if scan.valid == len(scan.data):
+            return scan.entries, scan.starts, scan.valid
+        committed, damaged, size = self._state.get("commit_index"), scan.damaged, len(scan.data)
+        where = (f"{self.path}: damaged record at byte {scan.valid} of {size} (entry "
+                 f"{'unknown' if damaged is None else damaged}; entries up to {committed} were "
+                 f"committed and synced)")
+        sound_after = None
+        if self.fsync:
+            if damaged is not None and committed is not None and damaged <= committed and damaged != repairing:
+                raise JournalCorrupt(where + ": the disk corrupted durable data. Refusing to start: move this "
+                                     "replica's data directory away and start it again to copy the log from "
+                                     "its peers")
+            sound_after = _highest_sound_index(scan)
+        if sound_after is None:
+            log.warning("%s: a write torn by a crash; cutting %d bytes (entries from %s on), the leader sends "
+                        "them again", where, size - scan.valid, "unknown" if damaged is None else damaged)
+            _cut(self.path, scan.valid, self.fsync)
+            return scan.entries, scan.starts, scan.valid
+        raised = max(committed or 0, sound_after)
+        log.error("%s, and sound records up to entry %d follow it: the disk lost entries this replica may "
+                  "have acknowledged. Dropping entries %s to %d (cutting %d bytes) and raising the saved "
+                  "commit index to %d: this replica neither votes nor stands for election until a leader "
+                  "has sent them again", where, sound_after, "unknown" if damaged is None else damaged,
+                  sound_after, size - scan.valid, raised)
+        self._state.update(commit_index=raised, repairing_from=damaged)
+        _write_state(self._state_path, self._state, self.fsync)   # first: see the docstring
+        _cut(self.path, scan.valid, self.fsync)
+        del self._state["repairing_from"]
+        _write_state(self._state_path, self._state, self.fsync)
+        return scan.entries, scan.starts, scan.valid
 
     @property
     def size_bytes(self) -> int:
@@ -175,6 +247,11 @@ class DurableJournal(Journal):
 
     def clear(self):
         self._rewrite([])
+
+    def replace_entries(self, entries) -> None:
+        """Make `entries` the whole log in one step (a new file renamed into place): a crash
+        leaves the old entries or the new ones, never the empty log between clear() and add()."""
+        self._rewrite(list(entries))
 
     def _rewrite(self, entries: list) -> None:
         try:
@@ -296,20 +373,19 @@ def _write_all(fd: int, data: bytearray) -> None:
         view = view[os.write(fd, view):]
 
 
-def _read(path: Path, durable_commit: int | None, fsync: bool) -> tuple[list, array, int]:
-    """Entries, record offsets and valid size of the journal at `path`.
+class _Scan(NamedTuple):
+    """What a journal file holds: its sound part, and where that part ends."""
 
-    A record that is incomplete, fails its CRC, or does not carry the next
-    index ends the valid part. What follows is one of two things:
+    entries: list
+    starts: array           # byte offset of each entry's record
+    valid: int              # bytes of the sound part (header and records before the first damaged one)
+    data: bytes             # the whole file
+    damaged: int | None     # index the first damaged record should carry (None: not known)
 
-    - the torn tail of writes a crash interrupted: the file is cut there (and
-      the cut synced), a warning logged. That is the verdict whenever the
-      damaged record's index is past `durable_commit`, the commit index the
-      replica had saved (which it only saves after syncing the entries up to
-      it), or fsync is off (nothing was ever promised to be on disk).
-    - corruption of entries that were durable (a flipped bit on the disk): the
-      damaged record's index is at or below `durable_commit`. Raise JournalCorrupt.
-    """
+
+def _scan(path: Path) -> _Scan:
+    """Read the journal at `path` up to its first damaged record (an incomplete record, a
+    failed CRC, or an index other than the next one). JournalCorrupt if the header is damaged."""
     data = path.read_bytes()
     if not data.startswith(MAGIC) or len(data) < HEADER_SIZE:
         raise JournalCorrupt(f"{path} is not a Bazar journal (bad header); refusing to start")
@@ -317,7 +393,7 @@ def _read(path: Path, durable_commit: int | None, fsync: bool) -> tuple[list, ar
     if crc != zlib.crc32(MAGIC + struct.pack("<Q", first_index)):
         raise JournalCorrupt(f"{path}: damaged header; refusing to start")
     entries, starts, offset = [], array("Q"), HEADER_SIZE
-    expected = first_index or None
+    expected = first_index or None   # 0: a journal written empty, its first index not known
     view = memoryview(data)
     while offset < len(data):
         entry = _parse(view, offset, expected)
@@ -327,21 +403,61 @@ def _read(path: Path, durable_commit: int | None, fsync: bool) -> tuple[list, ar
         entries.append((command, idx, term))
         starts.append(offset)
         expected, offset = idx + 1, end
-    if offset < len(data):
-        damaged = "unknown" if expected is None else expected
-        where = (f"{path}: damaged record at byte {offset} of {len(data)} (entry {damaged}; "
-                 f"entries up to {durable_commit} were committed and synced)")
-        if fsync and durable_commit is not None and expected is not None and expected <= durable_commit:
-            raise JournalCorrupt(where + ": the disk corrupted durable data. Refusing to start: move this "
-                                 "replica's data directory away and start it again to copy the log from its peers")
-        log.warning("%s: a write torn by a crash; cutting %d bytes (entries from %s on), the leader sends "
-                    "them again", where, len(data) - offset, damaged)
-        with open(path, "r+b") as file:
-            file.truncate(offset)
-            if fsync:
-                os.fsync(file.fileno())
-                storage.record_durable(path)
-    return entries, starts, offset
+    return _Scan(entries, starts, offset, data, expected)
+
+
+def _highest_sound_index(scan: _Scan) -> int | None:
+    """The highest index among the sound records after the first damaged one; None if none.
+
+    The damaged record's length field may be damaged too, so the next record
+    is searched for at every byte after the damage. A sound record must have
+    a plausible length, an index above the last one known, a term no older
+    than the last one seen (a Raft log's terms never decrease), and, when the
+    damaged record's index is known, no index higher than the bytes in between
+    could hold (each record takes at least MIN_RECORD bytes). Only a candidate
+    passing those checks has its CRC computed, which keeps the scan cheap. A
+    sound record found moves the search to its end, where its successor, if
+    sound too, is found at once; damage further on starts the search again.
+    """
+    view = memoryview(scan.data)
+    last_term = scan.entries[-1][2] if scan.entries else 0
+    highest = scan.damaged or 0
+    anchor = None if scan.damaged is None else (scan.valid, scan.damaged)  # where that index began
+    found, position = None, scan.valid + 1
+    while position + MIN_RECORD <= len(view):
+        most = None if anchor is None else anchor[1] + (position - anchor[0]) // MIN_RECORD
+        record = _candidate(view, position, highest + 1, most, last_term)
+        if record is None:
+            position += 1
+            continue
+        idx, last_term, position = record
+        found = highest = idx
+        anchor = (position, idx + 1)
+    return found
+
+
+def _candidate(view: memoryview, offset: int, lowest: int, highest: int | None, min_term: int):
+    """(idx, term, end offset) of a sound record at `offset` with lowest <= idx <= highest and a
+    term of at least `min_term`; else None. The CRC is computed last, for plausible records only."""
+    length, crc = RECORD.unpack_from(view, offset)
+    body = offset + RECORD.size
+    if length < ENTRY.size or body + length > len(view):
+        return None
+    idx, term = ENTRY.unpack_from(view, body)
+    if idx < lowest or (highest is not None and idx > highest) or term < min_term:
+        return None
+    if zlib.crc32(view[body:body + length]) != crc:
+        return None
+    return idx, term, body + length
+
+
+def _cut(path: Path, size: int, fsync: bool) -> None:
+    """Truncate the journal file to `size` bytes, durably with `fsync`."""
+    with open(path, "r+b") as file:
+        file.truncate(size)
+        if fsync:
+            os.fsync(file.fileno())
+            storage.record_durable(path)
 
 
 def _parse(view: memoryview, offset: int, expected: int | None):

@@ -316,7 +316,9 @@ class _SyncObj:
 
     def rebase_log(self, beforeLast, last):
         """Make the log start with the snapshot's last two entries, keeping the entries
-        after `last` if our log holds `last` (Raft §7), dropping the rest otherwise."""
+        after `last` if our log holds `last` (Raft §7), dropping the rest otherwise.
+        A journal with `replace_entries` (Bazar's) is rewritten in one atomic step;
+        others (PySyncObj's) are cleared and refilled."""
         log_ = self.__raftLog
         if _SyncObj.holds(self, last) and _SyncObj.holds(self, beforeLast):
             first = beforeLast[1] - log_[0][1]
@@ -324,8 +326,13 @@ class _SyncObj:
                 log_.deleteEntriesTo(first)
             return
         suffix = list(self.__getEntries(last[1] + 1)) if _SyncObj.holds(self, last) else []
+        entries = [beforeLast, last] + suffix
+        replace = getattr(log_, 'replace_entries', None)
+        if replace is not None:
+            replace(entries)  # one atomic step: a crash cannot leave the kept entries out
+            return
         log_.clear()
-        for entry in [beforeLast, last] + suffix:
+        for entry in entries:
             log_.add(*entry)
 
     def snapshot_committed(self, lastIdx):

@@ -24,6 +24,15 @@ it, fsyncs the directory. The child also inherits the journal's lock on the
 data directory (`consensus.journal._lock`), so a restarted replica waits for
 a straggler instead of racing it. A received snapshot (`setTransmissionData`)
 is written the same way before PySyncObj installs it and acknowledges.
+
+A received snapshot and the replica's own writer: the writer may still run
+when the leader's snapshot arrives, and would rename its older snapshot over
+the received one afterwards (the file then ended at index 40 after installing
+90, and on restart the journal, rebased on 90, no longer matched and was
+rebased back). So just before the received snapshot is renamed into place,
+the replica's own writer is stopped (`stop_own_writer`: SIGKILL, reaped, its
+temporary file removed) and forgotten, so PySyncObj never compacts the log to
+the snapshot that never landed; it takes a new one later.
 """
 from __future__ import annotations
 
@@ -133,6 +142,7 @@ def set_transmission_data(self, data):
         if fsync:
             os.fsync(incoming.fileno())
         incoming.close()
+        stop_own_writer(self)
         os.replace(incoming.name, file_name)
         if fsync:
             storage.fsync_directory(os.path.dirname(os.path.abspath(file_name)))
@@ -144,6 +154,31 @@ def set_transmission_data(self, data):
             _discard(incoming)
         self._Serializer__incomingTransmissionFile = None
         return False
+
+
+def stop_own_writer(self) -> None:
+    """Before a received snapshot is renamed into place: stop this replica's own writer.
+
+    A forked writer still running would rename its older snapshot over the
+    received one later. It is killed (SIGKILL), reaped, and its temporary file
+    removed. Whatever the writer's state (running, finished but not reaped, or
+    an in-process write's done mark), its pid becomes 0, so PySyncObj's
+    `checkSerializing` reports no snapshot and `__tryLogCompaction` never
+    compacts the log on the strength of a snapshot the received one replaced."""
+    pid = self._Serializer__pid
+    self._Serializer__pid = 0
+    if pid <= 0:
+        return
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # it had finished; reaped next
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+    storage.remove_temporary_files(self._Serializer__fileName, pid)
+    log.info("stopped this replica's own snapshot writer (pid %d): a snapshot from the leader replaces it", pid)
 
 
 def _discard(file) -> None:

@@ -78,7 +78,8 @@ def replace_atomically(path: str | os.PathLike, write: Callable, fsync: bool = T
     before this returns. Raises OSError (the temporary file is removed) when any step fails.
     """
     path = Path(path)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name + TEMPORARY_MARK)
+    # The name carries the writer's pid, so a writer that is stopped can be cleaned up after.
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}{TEMPORARY_MARK}{os.getpid()}-")
     try:
         with os.fdopen(fd, "wb") as file:
             write(file)
@@ -99,16 +100,20 @@ def unique_temporary_name(path: str | os.PathLike) -> str:
     return f"{os.fspath(path)}{TEMPORARY_MARK}{os.getpid()}-{os.urandom(4).hex()}"
 
 
-def remove_temporary_files(path: str | os.PathLike) -> list[Path]:
-    """Delete what interrupted writes of `path` left behind; return what was deleted.
+def remove_temporary_files(path: str | os.PathLike, pid: int | None = None) -> list[Path]:
+    """Delete what interrupted writes of `path` left behind (with `pid`: only what that
+    process's writes left); return what was deleted.
 
     Only safe while nothing else can be writing `path` (the journal holds the
-    data directory's lock when it calls this)."""
+    data directory's lock when it calls this; with `pid`, that process is dead)."""
     path = Path(path)
     removed = []
-    # Ours (unique names), and PySyncObj's fixed names for a snapshot being written or received.
-    for leftover in list(path.parent.glob(path.name + TEMPORARY_MARK + "*")) + [
-            path.with_name(path.name + ".tmp"), path.with_name(path.name + ".1.tmp")]:
+    if pid is not None:
+        candidates = list(path.parent.glob(f"{path.name}{TEMPORARY_MARK}{pid}-*"))
+    else:  # ours (unique names), and PySyncObj's fixed names for a snapshot being written or received
+        candidates = list(path.parent.glob(path.name + TEMPORARY_MARK + "*")) + [
+            path.with_name(path.name + ".tmp"), path.with_name(path.name + ".1.tmp")]
+    for leftover in candidates:
         if leftover.exists():
             leftover.unlink()
             removed.append(leftover)

@@ -403,7 +403,7 @@ class Simulation:
     """
 
     def __init__(self, size: int = 3, seed: int = 0, compaction_entries: int = 1_000_000,
-                 payload: int = 0, journal=None) -> None:
+                 payload: int = 0, journal=None, fsync: bool = False) -> None:
         self.names = [f"n{i + 1}" for i in range(size)]
         self.clock = VirtualClock()
         self.random = random.Random(seed)
@@ -417,6 +417,7 @@ class Simulation:
         self.root = Path(tempfile.mkdtemp(prefix="bazar-sim-", dir=_fast_tmp()))
         self._journal = journal        # another createJournal for PySyncObj (None: Bazar's)
         self.uses_bazar_journal = journal is None
+        self.fsync = fsync             # raft.fsync (on a RAM disk when there is one: cheap)
         self._saved: list = []
 
     def __enter__(self) -> "Simulation":
@@ -445,7 +446,7 @@ class Simulation:
     # -- processes
 
     def conf(self, name: str):
-        conf = syncobj_conf(RaftConfig(fsync=False, compaction_entries=self.compaction_entries,
+        conf = syncobj_conf(RaftConfig(fsync=self.fsync, compaction_entries=self.compaction_entries,
                                        compaction_period=10 ** 9),
                             self.root / name, password=None, group_size=len(self.names))
         conf.autoTick = False          # the simulation ticks

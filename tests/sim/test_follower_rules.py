@@ -8,6 +8,7 @@ import logging
 import pysyncobj.syncobj as syncobj_module
 import pytest
 
+from bazar.consensus import journal as journal_module
 from bazar.consensus import patching
 from bazar.consensus.journal import DurableJournal
 from bazar.consensus.raft_fixes import missing_committed_up_to
@@ -215,4 +216,48 @@ def test_a_replica_that_lost_committed_entries_neither_votes_nor_campaigns_until
         sim.restart(leader)                                      # the replica that has them
         assert sim.run_until(sim.converged, seconds=10)
         assert missing_committed_up_to(sim.replicas[amnesiac].obj) is None
+        assert all(sim.lost_acknowledged(name) == [] for name in sim.names)
+
+
+def damage_mid_journal(sim: Simulation, name: str, saved_commit: int, damaged: int) -> None:
+    """A crashed replica's journal with one flipped bit in entry `damaged`, its saved commit
+    index lagging at `saved_commit` (it is saved at most once a second: a crash within that
+    second leaves it behind the entries the replica acknowledged)."""
+    path = sim.root / name / "journal.bin"
+    journal = DurableJournal(path)
+    try:
+        journal.setRaftCommitIndex(saved_commit)   # saved when the journal closes
+        position = journal._starts[damaged - journal[0][1]] + journal_module.RECORD.size \
+            + journal_module.ENTRY.size
+    finally:
+        journal._destroy()
+    data = bytearray(path.read_bytes())
+    data[position] ^= 0x04
+    path.write_bytes(bytes(data))
+
+
+def test_a_replica_repaired_after_mid_journal_damage_votes_only_once_it_has_the_entries_back():
+    """Entry 31 of 52 is damaged on `repaired`'s disk; 32..52 are sound but cut with it, and
+    the only replica up with it is `behind`, which lacks them. Treated as a torn tail (the
+    saved commit index, 20, lags), `repaired` would win behind's vote and overwrite them."""
+    with Simulation(seed=17, fsync=True) as sim:
+        leader = settle(sim)
+        repaired, behind = sorted(n for n in sim.names if n != leader)
+        sim.network.partition({leader, repaired}, {behind})
+        sim.write(leader, 50)
+        settle_pair = lambda: sim.replicas[repaired].obj.raftLastApplied == last_index(sim, leader)  # noqa: E731
+        assert sim.run_until(settle_pair, seconds=5)
+        committed = last_index(sim, leader)
+        sim.crash(repaired)
+        damage_mid_journal(sim, repaired, saved_commit=20, damaged=31)
+        sim.crash(leader)
+        sim.restart(repaired)
+        sim.network.heal()
+        assert last_index(sim, repaired) == 30                    # cut at the damage
+        sim.run_until(lambda: False, seconds=5)
+        assert sim.leader() is None                               # no leader lacking 31..52
+        assert missing_committed_up_to(sim.replicas[repaired].obj) == committed
+        sim.restart(leader)                                       # the replica that has them
+        assert sim.run_until(sim.converged, seconds=10)
+        assert missing_committed_up_to(sim.replicas[repaired].obj) is None
         assert all(sim.lost_acknowledged(name) == [] for name in sim.names)

@@ -172,7 +172,7 @@ def test_a_flipped_byte_in_committed_entries_refuses_to_start(tmp_path):
     assert path.read_bytes() == before   # nothing cut, nothing lost: the operator decides
 
 
-def test_a_flipped_byte_past_the_saved_commit_index_is_treated_as_a_lost_tail(tmp_path):
+def test_a_flipped_byte_past_the_saved_commit_index_cuts_there_and_raises_the_commit_index(tmp_path):
     path = tmp_path / "journal.bin"
     journal = DurableJournal(path)
     for index in range(1, 21):
@@ -180,7 +180,101 @@ def test_a_flipped_byte_past_the_saved_commit_index_is_treated_as_a_lost_tail(tm
     journal.setRaftCommitIndex(15)
     journal._destroy()
     _flip_a_byte_in_entry(path, 18)
-    assert [e[1] for e in _entries(path)] == list(range(1, 18))
+    journal = DurableJournal(path)
+    assert ([e[1] for e in journal[:]], journal.getRaftCommitIndex()) == (list(range(1, 18)), 20)
+    journal._destroy()
+
+
+def _acknowledged_with_a_lagging_commit_index(path, count: int, saved_commit: int) -> None:
+    """`count` entries synced and acknowledged, the commit index saved at `saved_commit` only:
+    it is saved at most once a second, and the process died within that second."""
+    journal = DurableJournal(path)
+    for index in range(1, saved_commit + 1):
+        journal.add(*_entry(index))
+    journal.setRaftCommitIndex(saved_commit)
+    journal.onOneSecondTimer()
+    for index in range(saved_commit + 1, count + 1):
+        journal.add(*_entry(index))
+    journal.setRaftCommitIndex(count)    # synced, committed: not saved yet
+    _crash(journal)
+
+
+def test_damage_in_the_middle_past_the_saved_commit_index_waits_for_the_peers(tmp_path, caplog):
+    path = tmp_path / "journal.bin"
+    _acknowledged_with_a_lagging_commit_index(path, count=11, saved_commit=3)
+    offset = path.read_bytes().index(b"command 6") - journal_module.RECORD.size - journal_module.ENTRY.size
+    _flip_a_byte_in_entry(path, 6)
+
+    with caplog.at_level("ERROR", logger="bazar.journal"):
+        journal = DurableJournal(path)
+    # The entries before the damage stay; 6..11 come back from the peers. Until they have,
+    # the commit index says this replica held entries up to 11 (so it neither votes nor campaigns).
+    assert [e[1] for e in journal[:]] == [1, 2, 3, 4, 5]
+    assert journal.getRaftCommitIndex() == 11
+    journal._destroy()
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and str(path) in errors[0] and f"byte {offset}" in errors[0]
+    assert "entries 6 to 11" in errors[0]
+    journal = DurableJournal(path)       # the repair is on disk, and the raised index too
+    assert ([e[1] for e in journal[:]], journal.getRaftCommitIndex()) == ([1, 2, 3, 4, 5], 11)
+    journal._destroy()
+
+
+def test_damage_in_the_length_field_is_found_past_by_scanning(tmp_path):
+    path = tmp_path / "journal.bin"
+    _acknowledged_with_a_lagging_commit_index(path, count=11, saved_commit=3)
+    data = bytearray(path.read_bytes())
+    length_field = data.index(b"command 6") - journal_module.RECORD.size - journal_module.ENTRY.size
+    data[length_field + 1] ^= 0x01      # entry 6 now claims 256 bytes more than it has
+    path.write_bytes(bytes(data))
+    journal = DurableJournal(path)
+    assert ([e[1] for e in journal[:]], journal.getRaftCommitIndex()) == ([1, 2, 3, 4, 5], 11)
+    journal._destroy()
+
+
+def test_a_damaged_last_record_is_still_a_torn_tail(tmp_path, caplog):
+    path = tmp_path / "journal.bin"
+    _acknowledged_with_a_lagging_commit_index(path, count=11, saved_commit=3)
+    _flip_a_byte_in_entry(path, 11)
+    with caplog.at_level("WARNING", logger="bazar.journal"):
+        journal = DurableJournal(path)
+    assert ([e[1] for e in journal[:]], journal.getRaftCommitIndex()) == (list(range(1, 11)), 3)
+    journal._destroy()
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert "torn by a crash" in caplog.records[0].getMessage()
+
+
+def test_an_interrupted_repair_is_finished_on_the_next_start(tmp_path, monkeypatch):
+    path = tmp_path / "journal.bin"
+    _acknowledged_with_a_lagging_commit_index(path, count=11, saved_commit=3)
+    _flip_a_byte_in_entry(path, 6)
+    damaged = path.read_bytes()
+
+    def killed(*args):
+        raise KeyboardInterrupt("killed between saving the raised commit index and the cut")
+
+    monkeypatch.setattr(journal_module, "_cut", killed)
+    with pytest.raises(KeyboardInterrupt):
+        DurableJournal(path)
+    monkeypatch.undo()
+    assert path.read_bytes() == damaged  # the state file says 11 now: damage at 6 is below it
+    journal = DurableJournal(path)
+    assert ([e[1] for e in journal[:]], journal.getRaftCommitIndex()) == ([1, 2, 3, 4, 5], 11)
+    journal._destroy()
+
+
+def test_with_fsync_off_damage_in_the_middle_is_cut_as_before(tmp_path):
+    path = tmp_path / "journal.bin"
+    journal = DurableJournal(path, fsync=False)
+    for index in range(1, 12):
+        journal.add(*_entry(index))
+    journal.setRaftCommitIndex(3)
+    journal.onOneSecondTimer()
+    _crash(journal)
+    _flip_a_byte_in_entry(path, 6)
+    journal = DurableJournal(path, fsync=False)
+    assert ([e[1] for e in journal[:]], journal.getRaftCommitIndex()) == ([1, 2, 3, 4, 5], 3)
+    journal._destroy()
 
 
 def test_a_damaged_state_file_refuses_to_start(tmp_path):
@@ -224,6 +318,34 @@ def test_compaction_writes_a_new_file_and_never_touches_the_old_one(tmp_path):
     journal.add(*_entry(31))
     journal._destroy()
     assert [e[1] for e in _entries(path)] == list(range(21, 32))
+
+
+def test_rebasing_on_a_snapshot_keeps_the_entries_after_it_through_a_crash(tmp_path, monkeypatch):
+    """The log holds the snapshot's last entry (20) but not the one before: it is rebuilt as
+    19, 20 and the kept entries 21..30. A crash part-way must not leave it empty."""
+    from pysyncobj.syncobj import SyncObj
+
+    from bazar.consensus.raft_fixes import _SyncObj
+
+    path = tmp_path / "journal.bin"
+    journal = DurableJournal(path)
+    for index in range(20, 31):
+        journal.add(*_entry(index))
+    journal.sync()
+    replica = object.__new__(SyncObj)      # just what rebase_log reads: the journal
+    replica._SyncObj__raftLog = journal
+
+    def killed(*args):
+        raise KeyboardInterrupt("killed while the journal is refilled")
+
+    monkeypatch.setattr(DurableJournal, "add", killed)
+    try:
+        _SyncObj.rebase_log(replica, _entry(19), _entry(20))
+    except KeyboardInterrupt:
+        pass
+    _crash(journal)
+    monkeypatch.undo()
+    assert [e[1] for e in _entries(path)] == list(range(19, 31))
 
 
 def test_temporary_files_of_an_interrupted_rewrite_are_removed_on_start(tmp_path):

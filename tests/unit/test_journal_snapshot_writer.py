@@ -114,6 +114,57 @@ def test_a_received_snapshot_is_in_place_only_after_the_last_chunk(tmp_path):
     assert serializer.setTransmissionData((b"orphan", False, True)) is False  # no transfer under way
 
 
+class _HeldBack:
+    """Pickling it waits for a byte on `fd`: holds a forked snapshot writer back mid-write."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __reduce__(self):
+        os.read(self.fd, 1)
+        return (str, ("written late",))
+
+
+def _snapshot_bytes(data) -> bytes:
+    """A snapshot file's content, as a leader sends it."""
+    import gzip
+    import io
+    import pickle
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb") as compressed:
+        pickle.dump(data, compressed)
+    return buffer.getvalue()
+
+
+def test_a_received_snapshot_is_not_overwritten_by_the_replicas_own_writer_finishing_later(tmp_path):
+    """The replica's own writer (a snapshot at 40) is still pickling when the leader's snapshot
+    at 90 is installed: once the writer would have finished, the file must still hold 90, and
+    PySyncObj must not be told a snapshot at 40 succeeded (it would compact the log to it)."""
+    from pysyncobj.config import SERIALIZER_STATE
+
+    path = StoragePath(tmp_path / "snapshot.bin")
+    serializer = Serializer(path, 1024, True, None, None, None)
+    release_read, release_write = os.pipe()
+    try:
+        serializer.serialize(({"late": _HeldBack(release_read)}, (b"x", 40, 1), (b"y", 39, 1), set()), 39)
+        writer = serializer._Serializer__pid
+        assert writer > 0
+        received = _snapshot_bytes(({"state": 90}, (b"a", 90, 2), (b"b", 89, 2), set()))
+        assert serializer.setTransmissionData((received, True, False)) is False
+        assert serializer.setTransmissionData((b"", False, True)) is True
+        os.write(release_write, b"x")   # the writer, if it still runs, may finish now
+        try:
+            os.waitpid(writer, 0)
+        except ChildProcessError:
+            pass                        # reaped already, by the install
+    finally:
+        os.close(release_read)
+        os.close(release_write)
+    assert serializer.deserialize() == ({"state": 90}, (b"a", 90, 2), (b"b", 89, 2), set())
+    assert serializer.checkSerializing() == (SERIALIZER_STATE.NOT_SERIALIZING, None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["snapshot.bin"]   # its temporary file too
+
+
 class _Recording:
     """Stands in for a follower's journal and transport, recording the order of events."""
 
