@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bazar import plotting
+
 
 def register(subparsers) -> dict:
     parser = subparsers.add_parser(
@@ -31,4 +33,6 @@ def _bench(config, args) -> int:
         print()
     for kind, path in paths.items():
         print(f"{kind}: {path}")
+    if "plot" not in paths:
+        print(plotting.skipped_line(report.PLOT_NAME))
     return 0

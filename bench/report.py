@@ -4,8 +4,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from bazar import plotting
 from bazar.bench.schema import CDF_ORDER
 from bazar.bench.settings import GOALS, LAB as DEFAULT_LAB
+
+PLOT_NAME = "latency_cdf.png"
 
 
 def goals(results: dict) -> dict:
@@ -22,13 +25,18 @@ def clients(results: dict) -> int:
 
 
 def write(results: dict, out: Path) -> dict[str, Path]:
-    """Write the three files into `out`; return their paths by kind."""
+    """Write the three files into `out`; return the paths of those written, by kind.
+
+    The plot ("plot", latency_cdf.png) is left out, and not written, when matplotlib is not
+    installed (the "tools" extra); the JSON and the table are always written.
+    """
     out.mkdir(parents=True, exist_ok=True)
     results["targets"] = evaluate(results)
-    paths = {"json": out / "results.json", "markdown": out / "results.md", "plot": out / "latency_cdf.png"}
+    paths = {"json": out / "results.json", "markdown": out / "results.md"}
     paths["json"].write_text(json.dumps(results, indent=1, sort_keys=False) + "\n")
     paths["markdown"].write_text(markdown(results))
-    plot_cdf(results, paths["plot"])
+    if plot_cdf(results, out / PLOT_NAME):
+        paths["plot"] = out / PLOT_NAME
     return paths
 
 
@@ -364,11 +372,12 @@ def _pct(value) -> str:
 
 # -- the CDF plot -------------------------------------------------------------------
 
-def plot_cdf(results: dict, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot_cdf(results: dict, path: Path) -> bool:
+    """Draw every operation's latency CDF into `path`; False, with nothing written, when
+    matplotlib is not installed (the "tools" extra)."""
+    plt = plotting.pyplot()
+    if plt is None:
+        return False
     fig, ax = plt.subplots(figsize=(13, 6), dpi=110)
     ops = results["operations"]
     palette = iter(["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink",
@@ -401,3 +410,4 @@ def plot_cdf(results: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+    return True

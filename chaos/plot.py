@@ -5,19 +5,21 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from bazar import plotting
 from bazar.chaos.history import Operation
 
 COLOURS = {"ok": "#2e7d32", "fail": "#c62828", "unknown": "#f9a825"}
 MAX_LABELLED_FAULTS = 20
 
 
-def timeline(history: Sequence[Operation], faults: Sequence[dict], path: Path) -> None:
-    """Write a PNG: per-second counts of ok / failed / unknown operations, by invocation time."""
-    import matplotlib
+def timeline(history: Sequence[Operation], faults: Sequence[dict], path: Path) -> bool:
+    """Write a PNG: per-second counts of ok / failed / unknown operations, by invocation time.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    False, with nothing written, when matplotlib is not installed (the "tools" extra).
+    """
+    plt = plotting.pyplot()
+    if plt is None:
+        return False
     end = max([int(op.start) + 1 for op in history] + [int(f.get("end") or 0) + 1 for f in faults] + [1])
     seconds = list(range(end))
     fig, ax = plt.subplots(figsize=(12, 4.5))
@@ -44,3 +46,4 @@ def timeline(history: Sequence[Operation], faults: Sequence[dict], path: Path) -
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return True

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import requests
 
+from bazar import plotting
 from bazar.chaos import checker, plot
 from bazar.chaos.history import save_history
 from bazar.chaos.nemesis import COMPACTION_FORCED, FAULT_KINDS, NEEDS_FIREWALL, Nemesis, plan
@@ -44,7 +45,10 @@ class ChaosOptions:
 
 
 def run(options: ChaosOptions) -> int:
-    """Run one chaos experiment; print a summary; 0 only if every check passed."""
+    """Run one chaos experiment; print a summary; 0 only if every check passed.
+
+    The timeline plot is drawn when matplotlib is installed; without it one line says so,
+    and the results and the exit status are the same."""
     options.out.mkdir(parents=True, exist_ok=True)
     unavailable = {}
     firewall_reason = unavailable_reason() if NEEDS_FIREWALL & set(options.faults) else None
@@ -95,6 +99,9 @@ def run(options: ChaosOptions) -> int:
         converge_seconds = round(time.monotonic() - healed_at, 2)
         report = checker.check(recorder.operations, final, [w.to_json() for w in windows])
         _write_outputs(options, recorder, windows, final, report, unavailable, converge_seconds, schedule)
+        timeline = options.out / "timeline.png"
+        if not plot.timeline(recorder.operations, [w.to_json() for w in windows], timeline):
+            print(plotting.skipped_line(timeline))
         print(_summary(options, recorder, windows, report, unavailable, converge_seconds))
         return 0 if report.ok else 1
     finally:
@@ -174,7 +181,6 @@ def _write_outputs(options, recorder, windows, final, report, unavailable, conve
         "final_state": final,
     }
     (options.out / "results.json").write_text(json.dumps(results, indent=2))
-    plot.timeline(recorder.operations, [w.to_json() for w in windows], options.out / "timeline.png")
 
 
 def _summary(options, recorder, windows, report, unavailable, converge_seconds) -> str:

@@ -69,6 +69,8 @@ def create_app(gateway: Gateway, frontend_id: str = "frontend") -> Flask:
 
     @app.get("/orders/<order_id>")
     def order(order_id: str):
+        if pages.wants_html(request):
+            return pages.render_order(gateway, order_id)
         return jsonify(gateway.order(order_id))
 
 

@@ -17,7 +17,7 @@ from urllib.parse import quote
 from bazar.cluster.config import ClusterConfig
 from bazar.frontend.follower import CatalogFollower
 from bazar.node.catalog import commands, keys_changed
-from bazar.node.catalog.commands import info_key, search_key
+from bazar.node.catalog.commands import info_key, search_key, topics_key
 from bazar.web import params
 from bazar.web.client import GroupClient, Reply, Unavailable
 from bazar.web.errors import ApiError, unavailable
@@ -55,10 +55,9 @@ class Gateway:
         return {"topic": topic, "items": body["items"]}
 
     def topics(self) -> list[str]:
-        """Every topic, from a replica that has applied at least what this frontend's follower
-        has (any added book may add a topic, so the whole state is the fence)."""
-        return self._checked(self.catalog.read, f"/topics?min_index={self.follower.state.applied_index}",
-                             prefer_leader=not self.follower.caught_up())["topics"]
+        """Every topic, read like a search (cached; only an added book changes the list, and
+        its log entry fences the topics key as it does its topic's search)."""
+        return self._catalog_read(topics_key(), "/topics", "cached")["topics"]
 
     def orders_list(self, raw_limit: str | None) -> dict:
         """The newest orders as the order leader sees them (every acknowledged purchase)."""

@@ -5,14 +5,22 @@ default, `fetch`) keeps getting the JSON API unchanged. Pages are rendered from
 the Jinja templates in frontend/templates (autoescaped), over the same Gateway
 the JSON routes use, so a page never knows more than the API does.
 
+A shop lists its books: the home page shows every topic's books and a search
+shows one topic's, each with its price, whether it is in stock and, when it is,
+a Buy button (a form with a fresh idempotency key; one click buys one copy). Their
+prices and stock are the cached, log-fenced reads of `GET /info/<id>`, so a page
+of books read again costs cache hits, not replica calls. After a purchase the
+confirmation links to the order's page.
+
 `register_pages` adds the routes that exist only for people (`/`, the `/search`
 form and `/dashboard`). The routes shared with the JSON API (`/search/<topic>`,
-`/info/<id>`, `/purchase/<id>`) stay in frontend/app.py, which asks
-`wants_html` and then calls `render_search`, `render_info` or `render_purchase`.
-`install_error_pages` makes errors for browsers small HTML pages too.
+`/info/<id>`, `/purchase/<id>`, `/orders/<id>`) stay in frontend/app.py, which asks
+`wants_html` and then calls `render_search`, `render_info`, `render_purchase` or
+`render_order`. `install_error_pages` makes errors for browsers small HTML pages too.
 """
 from __future__ import annotations
 
+import datetime
 import functools
 import secrets
 import uuid
@@ -23,10 +31,12 @@ from flask import Blueprint, Flask, g, jsonify, redirect, render_template, reque
 from werkzeug.exceptions import HTTPException
 
 from bazar.frontend.gateway import Gateway
+from bazar.web import params
 from bazar.web.errors import BadRequest
 from bazar.web.errors import ApiError
 
 FORM_MIMETYPE = "application/x-www-form-urlencoded"
+HOME_BOOKS_PER_TOPIC = 10  # the home page shows this many of a topic's books; its search shows all
 IDEMPOTENCY_FIELD = "idempotency_key"
 BODY_HEADERS = ("Content-Type", "Content-Length")
 
@@ -113,9 +123,21 @@ def _html_errors(render: Callable) -> Callable:
 
 @_html_errors
 def render_search(gateway: Gateway, topic: str):
-    """The books on `topic`, each linking to its page."""
+    """The books on `topic`, each with its price, whether it is in stock and a Buy form."""
     result = gateway.search(topic)
-    return render_template("search.html", topic=result["topic"], books=result["items"])
+    return render_template("search.html", topic=result["topic"], offers=_offers(gateway, result["items"]),
+                           key_field=IDEMPOTENCY_FIELD)
+
+
+def _offers(gateway: Gateway, items: list[dict]) -> list[dict]:
+    """Each listed book (`items` as a search answers them: id and title) as the shop shows it:
+    `book`, as `GET /info/<id>` answers it (the same cached, fenced read: a hit costs no
+    replica call), and `key`, a fresh idempotency key for its Buy form.
+
+    The books come from the cache and are never changed here. A read that fails fails the
+    page (an HTML error page, as for every other page).
+    """
+    return [{"book": gateway.info(item["id"]), "key": uuid.uuid4().hex} for item in items]
 
 
 @_html_errors
@@ -142,6 +164,25 @@ def render_purchase(gateway: Gateway, raw_id: str, key: str | None):
         book = _book_or_none(gateway, raw_id)
         return render_template("out_of_stock.html", book=book, book_id=raw_id), 409
     return render_template("purchase.html", order=order)
+
+
+@_html_errors
+def render_order(gateway: Gateway, order_id: str):
+    """One order (the page a purchase confirmation links to): its status, book and price.
+
+    Read as `GET /orders/<id>` reads it (strongly, from the order leader); an unknown id is
+    a 404 page. Like that route it needs no token: whoever knows an order's id chose it.
+    """
+    order = gateway.order(order_id)
+    return render_template("order.html", order=order, placed=_utc_time(order.get("created_at")))
+
+
+def _utc_time(timestamp) -> str | None:
+    """A Unix time as a person reads it (UTC, to the minute); None when there is none."""
+    if not isinstance(timestamp, (int, float)):
+        return None
+    moment = datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _require_same_origin() -> None:
@@ -211,7 +252,28 @@ def register_pages(app: Flask, gateway: Gateway, stats_provider: StatsProvider) 
 
 @_html_errors
 def _render_home(gateway: Gateway):
-    return render_template("home.html", topics=gateway.topics())
+    """Every topic, then up to HOME_BOOKS_PER_TOPIC of its books as a shelf (see `_offers`),
+    so a shopper buys from here in one click, or finds a topic's books in one.
+
+    Topics, searches and books are all cached reads: a home page read again while nothing
+    changed asks no replica.
+    """
+    shelves = []
+    for topic in filter(_searchable, gateway.topics()):
+        items = gateway.search(topic)["items"]
+        shelves.append((topic, _offers(gateway, items[:HOME_BOOKS_PER_TOPIC]), len(items)))
+    return render_template("home.html", shelves=shelves, key_field=IDEMPOTENCY_FIELD)
+
+
+def _searchable(topic: str) -> bool:
+    """Whether `GET /search/<topic>` can ask for `topic`. A book's topic may hold what a
+    search path may not (a control character): such a topic is left off the home page,
+    whose every shelf links to its search, rather than failing the whole page."""
+    try:
+        params.topic(topic)
+    except BadRequest:
+        return False
+    return True
 
 
 # -- errors -------------------------------------------------------------------

@@ -136,6 +136,11 @@ def search_key(topic: str) -> tuple:
     return ("search", topic.casefold())
 
 
+def topics_key() -> tuple:
+    """The cache key of the list of topics (GET /topics): only an added book can change it."""
+    return ("topics",)
+
+
 def keys_changed(command: dict, result: dict) -> list[tuple] | None:
     """The read keys an applied command changed, given its result; ALL (None) when any
     may have (the seed). The one table the frontend's follower invalidates from and
@@ -148,5 +153,5 @@ def keys_changed(command: dict, result: dict) -> list[tuple] | None:
     if op == UpdateBook.OP and "book" in result:
         return [info_key(result["book"]["id"])]
     if op == AddBook.OP and "book" in result:
-        return [info_key(result["book"]["id"]), search_key(result["book"]["topic"])]
+        return [info_key(result["book"]["id"]), search_key(result["book"]["topic"]), topics_key()]
     return []

@@ -88,8 +88,20 @@ class Browser:
         return self._wait(self.driver, timeout, poll_frequency=0.1).until(
             lambda _driver: condition(), message)
 
-    def screenshot(self, path: Path) -> Path:
-        self.driver.save_screenshot(str(path))
+    def screenshot(self, path: Path, whole_page: bool = False) -> Path:
+        """Save what the window shows as a PNG; with `whole_page`, the window is first made as
+        tall as the page (and then given its size back), so nothing below the fold is cut."""
+        if not whole_page:
+            self.driver.save_screenshot(str(path))
+            return path
+        size = self.driver.get_window_size()
+        chrome = size["height"] - self.run_script("return window.innerHeight")
+        height = self.run_script("return document.documentElement.scrollHeight")
+        self.driver.set_window_size(size["width"], height + chrome)
+        try:
+            self.driver.save_screenshot(str(path))
+        finally:
+            self.driver.set_window_size(size["width"], size["height"])
         return path
 
 

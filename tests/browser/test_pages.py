@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -27,7 +28,18 @@ UNDERGRADUATE_TITLES = [
 # Each test that buys uses its own book, so the tests on the shared cluster stay independent.
 BOOK_BOUGHT_IN_BROWSER = 1
 BOOK_BOUGHT_TWICE_BY_FORM = 2
+BOOK_BOUGHT_FROM_HOME = 4
+BOOK_BOUGHT_FROM_SEARCH = 5
+BOOK_OUT_OF_STOCK = 6
 BOOK_SOLD_OUT = 7
+ALL_BOOKS = range(1, 8)
+STOREFRONT_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "storefront.png"
+# Every listed book, as the page shows it (read in one script, so the page cannot change under it).
+SHELF_ROWS = """return Array.from(document.querySelectorAll(arguments[0] + ' li.book'), li => ({
+    id: Number(li.dataset.book), title: li.querySelector('.title').innerText.trim(),
+    price: li.querySelector('.price').innerText.trim(), stock: li.querySelector('.stock').innerText.trim(),
+    buttons: li.querySelectorAll('form button').length,
+    action: (li.querySelector('form') || {}).action || null}))"""
 
 
 # -- helpers --------------------------------------------------------------------
@@ -56,6 +68,30 @@ def set_stock(store: str, book_id: int, count: int) -> None:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     response = requests.put(f"{store}/books/{book_id}", json={"stock": count}, headers=headers, timeout=10)
     response.raise_for_status()
+
+
+def book(store: str, book_id: int) -> dict:
+    """The book as the catalog's leader has it (a linearizable read)."""
+    response = requests.get(f"{store}/info/{book_id}", params={"consistency": "strong"}, timeout=10)
+    response.raise_for_status()
+    return response.json()
+
+
+def shelf(browser, container: str) -> dict[int, dict]:
+    """The books listed inside `container` on the open page, by id."""
+    return {row["id"]: row for row in browser.run_script(SHELF_ROWS, container)}
+
+
+def assert_shows(row: dict, expected: dict, store: str) -> None:
+    """A listed book shows its title and price, says whether it is in stock, and has a Buy
+    button (posting to its purchase) exactly when it is."""
+    assert row["title"] == expected["title"]
+    assert row["price"] == f"${expected['price']:.2f}"
+    if expected["stock"] > 0:
+        assert (row["stock"], row["buttons"]) == ("In stock", 1), row
+        assert row["action"] == f"{store}/purchase/{expected['id']}"
+    else:
+        assert (row["stock"], row["buttons"], row["action"]) == ("Out of stock", 0, None), row
 
 
 def order_ids(store: str) -> set[str]:
@@ -119,16 +155,91 @@ def test_the_json_api_is_unchanged_for_api_clients(store, accept):
 
 # -- shopping in the browser ----------------------------------------------------
 
-def test_home_lists_the_topics_and_search_finds_their_books(browser, store):
+def test_home_shows_every_book_with_its_price_stock_and_a_buy_button(browser, store):
+    books = {book_id: book(store, book_id) for book_id in ALL_BOOKS}
     browser.open(store + "/")
     assert browser.texts("#topics li") == TOPICS
+    rows = shelf(browser, "main")
+    assert sorted(rows) == list(ALL_BOOKS)
+    for book_id, row in rows.items():
+        assert_shows(row, books[book_id], store)
+    for topic in TOPICS:  # each topic's books on its own shelf
+        titles = {b["title"] for b in books.values() if b["topic"] == topic}
+        assert set(browser.texts(f"section[data-topic='{topic}'] li.book .title")) == titles
+    assert sum(row["buttons"] for row in rows.values()) >= 5  # the books no test sold out
 
+
+def test_buying_from_the_home_page_takes_two_clicks_to_the_order(browser, store):
+    book_id = BOOK_BOUGHT_FROM_HOME
+    before = book(store, book_id)
+    browser.open(store + "/")
+
+    browser.click_and_load(f"li.book[data-book='{book_id}'] button")  # click 1: buy
+    assert browser.url == f"{store}/purchase/{book_id}"
+    order_id = browser.text("#order-id")
+    assert browser.text("#title") == before["title"]
+    assert browser.text("#price") == f"${before['price']:.2f}"
+    assert stock(store, book_id) == before["stock"] - 1
+
+    browser.click_and_load("#order-link")  # click 2: the order
+    assert browser.url == f"{store}/orders/{order_id}"
+    assert browser.text("#order-id") == order_id
+    assert browser.text("#status") == "completed"
+    assert browser.text("#title") == before["title"]
+    assert browser.text("#price") == f"${before['price']:.2f}"
+    recorded = requests.get(f"{store}/orders/{order_id}", timeout=10).json()  # the API's view
+    assert (recorded["status"], recorded["id"]) == ("completed", book_id)
+
+
+def test_a_topic_found_from_the_home_page_is_bought_from_its_search_in_two_clicks(browser, store):
+    book_id = BOOK_BOUGHT_FROM_SEARCH
+    before = book(store, book_id)
+    browser.open(store + "/")
+
+    browser.click_and_load("#topics li:nth-child(2) a")  # click 1: the topic
+    assert browser.url == store + "/search/undergraduate%20school"
+    rows = shelf(browser, "#results")
+    assert sorted(row["title"] for row in rows.values()) == sorted(UNDERGRADUATE_TITLES)
+    for row_id, row in rows.items():
+        assert_shows(row, book(store, row_id), store)
+
+    browser.click_and_load(f"#results li.book[data-book='{book_id}'] button")  # click 2: buy
+    order_id = browser.text("#order-id")
+    assert browser.text("#title") == before["title"]
+    eventually(lambda: order_id in order_ids(store), message=f"order {order_id} in GET /orders")
+    assert stock(store, book_id) == before["stock"] - 1
+
+
+def test_an_out_of_stock_book_says_so_and_offers_no_button(browser, store, tmp_path):
+    book_id = BOOK_OUT_OF_STOCK
+    set_stock(store, book_id, 0)
+    try:
+        sold_out = book(store, book_id)
+        for page, container in (("/", "main"), ("/search/undergraduate%20school", "#results")):
+            browser.open(store + page)
+            rows = shelf(browser, container)
+            assert_shows(rows[book_id], sold_out, store)
+            assert rows[3]["buttons"] == 1, page  # the other books still sell
+            if page == "/":  # the README's picture of the shop: books in stock and one sold out
+                shot = (STOREFRONT_SCREENSHOT if os.environ.get("BAZAR_UPDATE_SCREENSHOT") == "1"
+                        else tmp_path / "storefront.png")
+                browser.screenshot(shot, whole_page=True)
+
+        browser.open(f"{store}/info/{book_id}")
+        assert browser.count("#buy") == 0 and browser.count("form[action^='/purchase']") == 0
+        assert "out of stock" in browser.text("#sold-out")
+    finally:
+        set_stock(store, book_id, 100)
+
+
+def test_search_finds_a_topics_books_from_the_search_box(browser, store):
+    browser.open(store + "/")
     browser.type("#search-form input[name=q]", "undergraduate school")
     browser.click_and_load("#search-form button")
     assert browser.url == store + "/search/undergraduate%20school"
-    assert sorted(browser.texts("#results li")) == sorted(UNDERGRADUATE_TITLES)
+    assert sorted(browser.texts("#results li .title")) == sorted(UNDERGRADUATE_TITLES)
 
-    browser.click_and_load("#results li:first-child a")
+    browser.click_and_load("#results li:first-child a.title")
     assert re.fullmatch(rf"{re.escape(store)}/info/\d+", browser.url)
     assert browser.text("#title") in UNDERGRADUATE_TITLES
     assert browser.text("#topic") == "undergraduate school"

@@ -91,3 +91,26 @@ def test_hit_and_miss_counts_match_the_requests_made(make_cluster):
     assert after["misses"] - before["misses"] == 8
     assert after["hits"] - before["hits"] == 22
     assert after["size"] == 8
+
+
+def test_the_storefront_home_page_read_again_asks_no_replica_and_shows_a_new_topic_at_once(make_cluster):
+    """The home page lists every book with its price and stock from the API's own cached,
+    fenced reads: the topics, each topic's search and each book (1 + 2 + 7 keys). Read again
+    with nothing changed, every one is a hit; a book added through this frontend fences the
+    topics key at its index, so the next page shows its new topic."""
+    cluster = make_cluster(catalog=1, order=1)
+    url = cluster.frontend_url
+    html = {"Accept": "text/html"}
+    before = cache_stats(url)
+    assert requests.get(f"{url}/", headers=html, timeout=10).status_code == 200
+    first = cache_stats(url)
+    assert first["misses"] - before["misses"] == 10
+    assert requests.get(f"{url}/", headers=html, timeout=10).status_code == 200
+    second = cache_stats(url)
+    assert (second["misses"] - first["misses"], second["hits"] - first["hits"]) == (0, 10)
+
+    added = requests.post(f"{url}/books", json={"title": "Paxos Made Simpler", "topic": "consensus",
+                                                "price": 9, "stock": 3}, timeout=10)
+    assert added.status_code == 201, added.text
+    page = requests.get(f"{url}/", headers=html, timeout=10).text
+    assert 'data-topic="consensus"' in page and "Paxos Made Simpler" in page

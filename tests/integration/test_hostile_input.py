@@ -112,7 +112,8 @@ def test_the_frontend_checks_the_admin_token_before_it_reads_the_body(cluster):
 
 
 def test_pages_carry_a_script_policy_and_refuse_framing(cluster):
-    for path in ("/", "/info/1", "/dashboard", "/no-such-page"):
+    for path in ("/", "/info/1", "/search/distributed%20systems", "/orders/no-such-order", "/dashboard",
+                 "/no-such-page"):
         response = requests.get(cluster.frontend_url + path, headers={"Accept": "text/html"}, timeout=10)
         assert response.headers["Content-Type"].startswith("text/html"), path
         policy = response.headers["Content-Security-Policy"]
@@ -130,6 +131,30 @@ def test_pages_carry_a_script_policy_and_refuse_framing(cluster):
     assert nonces[0] != nonces[1], "a nonce must not repeat"
     api = requests.get(f"{cluster.frontend_url}/info/1", timeout=10)
     assert api.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_markup_in_a_book_is_shown_as_text_on_every_page_that_lists_it(cluster):
+    """An admin's typo or a stolen token must not put markup into the shop: titles and topics
+    are escaped wherever they appear (home, search, the book, the confirmation, the order)."""
+    title, topic = "<img src=x onerror=alert(1)>", "<script>alert(2)</script>"
+    added = requests.post(f"{cluster.frontend_url}/books", json={"title": title, "topic": topic, "price": 3,
+                                                                 "stock": 5}, headers=ADMIN, timeout=10)
+    assert added.status_code == 201, added.text
+    book_id = added.json()["id"]
+    bought = requests.post(f"{cluster.frontend_url}/purchase/{book_id}", data={"idempotency_key": "markup-1"},
+                           headers={"Accept": "text/html"}, timeout=10)
+    assert bought.status_code == 200, bought.text[:300]
+    pages = {"/": None, "/search/" + urllib.parse.quote(topic, safe=""): None, f"/info/{book_id}": None,
+             "/orders/markup-1": None}
+    for path in pages:
+        response = requests.get(cluster.frontend_url + path, headers={"Accept": "text/html"}, timeout=10)
+        assert response.status_code == 200, (path, response.text[:300])
+        pages[path] = response.text
+    pages["purchase"] = bought.text
+    for path, html in pages.items():
+        assert "<img src=x" not in html and "<script>alert" not in html, path
+        assert "&lt;img src=x onerror=alert(1)&gt;" in html, path
+    assert "&lt;script&gt;alert(2)&lt;/script&gt;" in pages["/"]
 
 
 def test_a_purchase_form_posted_from_another_site_is_refused(cluster):

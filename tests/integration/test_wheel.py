@@ -10,6 +10,7 @@ cluster file that names no seed file (so the packaged `books.json` is used).
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -30,6 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 NOT_SOURCES = shutil.ignore_patterns(".git", ".venv", "var", "build", "dist", "*.egg-info", "__pycache__",
                                      ".hypothesis", ".pytest_cache", "chaos-results")
 INSTALL_TIMEOUT = 600
+CHAOS_SECONDS = 1  # the shortest run the command takes in whole seconds; it still checks a history
 
 
 def run(command: list, **kwargs) -> subprocess.CompletedProcess:
@@ -106,6 +108,25 @@ def test_the_installed_bazar_runs_a_cluster_from_outside_the_checkout(installed,
     finally:
         stop(up)
         log.close()
+
+
+def test_chaos_without_the_plotting_extra_writes_its_results_and_exits_by_its_checks(installed, tmp_path):
+    """`pip install bazar` has no matplotlib: the run is still checked, every result written,
+    and one line says how to get the plot (it used to end in a ModuleNotFoundError, exit 1)."""
+    out = tmp_path / "chaos"
+    result = subprocess.run([str(installed / "bin" / "bazar"), "chaos", "--duration", str(CHAOS_SECONDS),
+                             "--clients", "2", "--faults", "none", "--out", str(out)],
+                            cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Traceback" not in output, output
+    lines = result.stdout.strip().splitlines()
+    assert lines[-1].startswith("PASS: results in"), output
+    assert [line for line in lines if "pip install 'bazar[tools]'" in line] == [
+        "timeline.png not drawn: the plot needs matplotlib, pip install 'bazar[tools]'"], output
+    assert json.loads((out / "results.json").read_text())["ok"] is True
+    assert (out / "history.jsonl").read_text().strip()
+    assert not (out / "timeline.png").exists()
 
 
 def wait_ready(frontend: str, up: subprocess.Popen, log: Path, timeout: float = 90.0) -> None:
