@@ -12,7 +12,7 @@ name), with these rules:
   file and nowhere else; `sync()` writes what was appended and fsyncs it.
 - When is it synced? Before this replica tells anyone it holds entries: a
   follower syncs before its append-entries acknowledgement (`next_node_idx`,
-  see `_sync_before_acknowledging`), and every replica syncs before a commit
+  see `sync_before_acknowledging`), and every replica syncs before a commit
   index takes effect (`setRaftCommitIndex`), which is where a leader counts
   itself towards a majority: no client is answered, and no follower told about
   a commit, before the leader's own copy is on disk. A leader syncs its new
@@ -555,11 +555,17 @@ def create_journal(journalFile=None):
                           snapshot=getattr(journalFile, "snapshot", None))
 
 
-def _sync_before_acknowledging(self, node, reset=False, nextNodeIdx=None, success=False):
-    """A follower's answer to append-entries: entries on disk first, then the acknowledgement."""
-    sync = getattr(self._SyncObj__raftLog, "sync", None)
+def sync_before_acknowledging(obj: SyncObj) -> None:
+    """Put what a follower appended on disk: call it before acknowledging anything (every
+    append-entries answer, PySyncObj's and the one `consensus.raft_fixes` sends, does)."""
+    sync = getattr(obj._SyncObj__raftLog, "sync", None)
     if sync is not None:
         sync()
+
+
+def _sync_before_acknowledging(self, node, reset=False, nextNodeIdx=None, success=False):
+    """A follower's answer to append-entries: entries on disk first, then the acknowledgement."""
+    sync_before_acknowledging(self)
     patching.original(SyncObj, "_SyncObj__sendNextNodeIdx")(
         self, node, reset=reset, nextNodeIdx=nextNodeIdx, success=success)
 

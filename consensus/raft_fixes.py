@@ -1,4 +1,5 @@
-"""Bazar's corrections to PySyncObj 0.3.17's follower: Raft's AppendEntries and
+"""Bazar's corrections to PySyncObj 0.3.17's follower, and to how its leader reads the
+follower's replies: Raft's AppendEntries and
 InstallSnapshot receiver rules, as Figure 2 and §7 of the Raft paper state them.
 
 What PySyncObj 0.3.17 gets wrong, and what each correction changes
@@ -24,11 +25,18 @@ What PySyncObj 0.3.17 gets wrong, and what each correction changes
    tick raise IndexError in PySyncObj, freezing the replica).
 2. Install snapshot (`__loadDumpFile`).  PySyncObj cleared the journal whenever it
    loaded a snapshot sent by the leader, and on start whenever the journal did not
-   begin exactly at the snapshot. Now a log that holds the snapshot's last entry
-   (same index and term) keeps every entry after it (Raft §7); a follower that
-   already holds all the snapshot's entries keeps its state as well and only
-   acknowledges. The acknowledgment names the snapshot's last index, not the end
-   of a log the leader has not checked.
+   begin exactly at the snapshot. Now a snapshot whose last index is at or below
+   the follower's commit (or applied) index is never installed: a follower that had
+   compacted past it replaced its state and log with the older snapshot's (44 -> 32),
+   deleting entries it had acknowledged and the leader still counted, so they were
+   held by the leader alone (tests/sim/test_old_snapshot.py). It acknowledges its
+   commit index instead, which its log holds (the leader continues with appends it
+   can check), and writes its own snapshot file again (receiving the leader's
+   replaced it; a restart would load the older state under the compacted log).
+   Otherwise a log that holds the snapshot's last entry (same index and term) keeps
+   every entry after it (Raft §7); a follower that already holds all the snapshot's
+   entries keeps its state as well and only acknowledges. The acknowledgment names
+   the snapshot's last index, not the end of a log the leader has not checked.
 3. A stored commit index beyond the journal's end (the meta file reached the disk,
    the journal's tail did not) means this replica once counted towards committing
    entries it no longer holds. PySyncObj clamped it and carried on, voting as if it
@@ -42,6 +50,22 @@ What PySyncObj 0.3.17 gets wrong, and what each correction changes
    (the simulation's network duplicates messages; TCP never does) made a leader
    of a candidate with a minority, beside the real one. Now a second vote from
    the same replica in the same term is ignored.
+
+5. Append replies (`next_node_idx`, in `__onMessageReceived`).  PySyncObj's reply
+   carried no term and its leader counted every success it read: a follower's
+   acknowledgment of term-1 entries, delivered after the leader had lost them and
+   been elected again, raised the new term's match index for entries the follower
+   did not hold; a write was acknowledged while 2 of 5 replicas held it, and the
+   next leader had another entry at that committed index
+   (tests/sim/test_stale_acknowledgment.py). Now (Raft, Figure 2) every reply
+   carries the replier's current term (`acknowledge`, after the journal sync of
+   journal.py); a leader counts only replies of its own term, adopts a newer term
+   and steps down, and ignores older ones and replies without a term (an older
+   Bazar during a rolling upgrade: not counted until upgraded, see
+   `on_append_reply`). And a failure reply (a stale "reset") never moves a
+   follower's next index to or below its match index: it stays at match + 1, so
+   the leader never sends a snapshot or entries older than what the follower is
+   known to hold.
 
 What stays PySyncObj's: everything else a leader or candidate does, big-entry
 transmissions, dynamic-membership rollback, timeout_now and the transfer
@@ -68,7 +92,8 @@ import pysyncobj.pickle as _pickle
 import pysyncobj.syncobj as _syncobj
 from pysyncobj.syncobj import SyncObj, _RAFT_STATE
 
-from bazar.consensus import patching
+from bazar.consensus import patching, snapshot
+from bazar.consensus.journal import sync_before_acknowledging
 
 log = logging.getLogger("bazar.raft")
 
@@ -80,6 +105,9 @@ _CATCHING_UP: "weakref.WeakKeyDictionary[SyncObj, int]" = weakref.WeakKeyDiction
 
 # Who granted this replica a vote, in which term (PySyncObj keeps only a count).
 _VOTERS: "weakref.WeakKeyDictionary[SyncObj, tuple[int, set]]" = weakref.WeakKeyDictionary()
+
+# Peers whose append replies came without a term (an older Bazar), already warned about.
+_TERMLESS: "weakref.WeakKeyDictionary[SyncObj, set]" = weakref.WeakKeyDictionary()
 
 _MESSAGE = "_SyncObj__onMessageReceived"
 _LOAD_DUMP = "_SyncObj__loadDumpFile"
@@ -107,11 +135,15 @@ class _SyncObj:
 
     def __onMessageReceived(self, node, message):
         """Every message from a peer. Append entries (and snapshots) follow Raft's receiver
-        rules below; a vote request reaching a replica that lost committed entries is refused;
-        every other message is PySyncObj's original handling."""
+        rules below, and their replies count only in the term they answer; a vote request
+        reaching a replica that lost committed entries is refused; every other message is
+        PySyncObj's original handling."""
         kind = message['type']
         if kind == 'append_entries':
             _SyncObj.on_append_entries(self, node, message)
+            return
+        if kind == 'next_node_idx':
+            _SyncObj.on_append_reply(self, node, message)
             return
         if kind == 'response_vote' and not _SyncObj.first_vote_from(self, node, message['term']):
             return  # a duplicate: Raft counts votes from distinct servers, PySyncObj counted messages
@@ -128,8 +160,17 @@ class _SyncObj:
 
     def __loadDumpFile(self, clearJournal):
         """Load the snapshot in the dump file: on start (clearJournal False) or when the
-        leader has sent one (clearJournal True). Return its last index, or None if it
-        could not be read (logged; nothing changed).
+        leader has sent one (clearJournal True). Return the index up to which our log and
+        state now match the leader's (the snapshot's last index, or our commit index for
+        a snapshot we already cover), or None if it could not be read (logged; nothing
+        changed).
+
+        A snapshot from the leader whose last index is at or below our commit index or
+        our applied index describes a prefix of what we have committed: it is never
+        installed (our state would go back, and the log after it, acknowledged entries
+        included, be lost). Our own snapshot file, which receiving it replaced, is
+        written again from our state, and the commit index is acknowledged: our log
+        holds that entry, so the leader continues with appends we can check.
 
         Raft §7: if our log holds the snapshot's last entry (same index and term), the
         entries after it are kept; if it also holds every entry we have not applied yet,
@@ -145,6 +186,12 @@ class _SyncObj:
             log.exception('failed to load full dump')
             return None
         lastIdx = last[1]
+        covered = max(self.__raftCommitIndex, self.__raftLastApplied)
+        if clearJournal and lastIdx <= covered:
+            log.warning('not installing a snapshot up to index %d from the leader: this replica '
+                        'has committed up to %d already', lastIdx, covered)
+            _SyncObj.write_own_snapshot(self)
+            return self.__raftCommitIndex
         if clearJournal and _SyncObj.holds(self, last) and \
                 self.__raftLog[0][1] <= self.__raftLastApplied + 1:
             _SyncObj.snapshot_committed(self, lastIdx)
@@ -228,10 +275,67 @@ class _SyncObj:
                             entries, leaderCommit)
         elif message.get('serialized') is not None:
             if self.__serializer.setTransmissionData(message['serialized']):
-                lastIdx = self.__loadDumpFile(clearJournal=True)
-                if lastIdx is not None:
-                    self.__sendNextNodeIdx(node, nextNodeIdx=lastIdx + 1, success=True)
+                matched = self.__loadDumpFile(clearJournal=True)
+                if matched is not None:
+                    _SyncObj.acknowledge(self, node, nextNodeIdx=matched + 1, success=True)
         _SyncObj.store_commit_index(self)
+
+    def acknowledge(self, node, nextNodeIdx=None, success=False, reset=False):
+        """Answer the leader's append entries: PySyncObj's next_node_idx message (where to
+        continue, whether the entries matched, whether to reset its next index), plus our
+        current term, which Raft's reply carries so that a leader can tell an answer to a
+        message of an earlier term. What it acknowledges is on disk first (journal.py)."""
+        sync_before_acknowledging(self)
+        if nextNodeIdx is None:
+            nextNodeIdx = self.__getCurrentLogIndex() + 1
+        self.__transport.send(node, {
+            'type': 'next_node_idx',
+            'next_node_idx': nextNodeIdx,
+            'reset': reset,
+            'success': success,
+            'term': self.__raftCurrentTerm,
+        })
+
+    def on_append_reply(self, node, message):
+        """A follower's answer to our append entries (Raft: AppendEntries results).
+
+        - Its term is newer than ours: a newer leader may exist; adopt the term and step
+          down (Figure 2, "Rules for Servers").
+        - Its term is older, or it has none: it answers a message of another term (an
+          earlier leadership of ours, with another log), so it says nothing about our log
+          now; ignored, not even counted as a sign of life. A reply without a term comes
+          from a Bazar that predates this rule (a rolling upgrade): such a follower is not
+          counted until it runs this version (warned once per follower). A leader whose
+          majority is still of the old version therefore commits nothing, and steps down
+          after leader_fallback_timeout, leaving the role to a replica that can commit.
+        - Its term is ours: PySyncObj's bookkeeping, except that a failure reply never
+          moves the next index to or below the match index (a stale "reset" would send the
+          follower entries, or a snapshot, older than what it is known to hold).
+        """
+        term = message.get('term')
+        if term is not None and term > self.__raftCurrentTerm:
+            self.__setCurrentTerm(term, None)
+            self.__setState(_RAFT_STATE.FOLLOWER)
+            self.__raftLeader = None
+            return
+        if self.__raftState != _RAFT_STATE.LEADER:
+            return
+        if term is None:
+            warned = _TERMLESS.setdefault(self, set())
+            if node not in warned:
+                warned.add(node)
+                log.warning('ignoring append replies from %s: they come without a term (an older '
+                            'Bazar?); it counts towards commits once it runs this version', node)
+            return
+        if term != self.__raftCurrentTerm:
+            return
+        nextNodeIdx = message['next_node_idx']
+        if message['reset']:
+            self.__raftNextIndex[node] = max(nextNodeIdx, self.__raftMatchIndex[node] + 1)
+        if message['success'] and self.__raftMatchIndex[node] < nextNodeIdx - 1:
+            self.__raftMatchIndex[node] = nextNodeIdx - 1
+            self.__raftNextIndex[node] = nextNodeIdx
+        self.__lastResponseTime[node] = _syncobj.monotonicTime()
 
     def reassemble(self, node, message):
         """The entries a message carries, or None while a big entry arrives in chunks
@@ -251,7 +355,7 @@ class _SyncObj:
             return [entry]
         else:
             raise Exception('Wrong transmission type')
-        self.__sendNextNodeIdx(node, success=False, reset=False)
+        _SyncObj.acknowledge(self, node, success=False, reset=False)
         return None
 
     def append(self, node, prevIdx, prevTerm, entries, leaderCommit):
@@ -260,10 +364,10 @@ class _SyncObj:
         # tells the leader where to resume: after our last entry, or at the mismatch.
         prev = self.__getEntries(prevIdx, 1)
         if not prev:
-            self.__sendNextNodeIdx(node, success=False, reset=True)
+            _SyncObj.acknowledge(self, node, success=False, reset=True)
             return
         if prev[0][2] != prevTerm:
-            self.__sendNextNodeIdx(node, nextNodeIdx=prevIdx, success=False, reset=True)
+            _SyncObj.acknowledge(self, node, nextNodeIdx=prevIdx, success=False, reset=True)
             return
         # Rule 3: skip the entries we already hold (same index and term); at the first
         # conflicting one, delete it and everything after it, unless it is committed.
@@ -297,7 +401,7 @@ class _SyncObj:
         if min(leaderCommit, lastCovered) > self.__raftCommitIndex:
             self.__raftCommitIndex = min(leaderCommit, lastCovered)
         _SyncObj.verified(self, lastCovered)
-        self.__sendNextNodeIdx(node, nextNodeIdx=lastCovered + 1, success=True)
+        _SyncObj.acknowledge(self, node, nextNodeIdx=lastCovered + 1, success=True)
 
     def truncate_from(self, idx):
         """Delete entry idx and every later one (idx is above the commit index, so the log
@@ -334,6 +438,20 @@ class _SyncObj:
         log_.clear()
         for entry in entries:
             log_.add(*entry)
+
+    def write_own_snapshot(self):
+        """Write our state, at the applied index, as our snapshot file, now (receiving the
+        leader's snapshot replaced the file; left so, a restart would load the leader's
+        older state under our compacted log). As PySyncObj's log compaction writes it:
+        (state, last applied entry, the entry before it, the cluster)."""
+        fileName = self.__conf.fullDumpFile
+        pair = self.__getEntries(self.__raftLastApplied - 1, 2)
+        if fileName is None or self.__conf.serializer is not None or len(pair) < 2:
+            return  # a snapshot in memory (lost on restart anyway), or not PySyncObj's format
+        selfData = {k: v for k, v in self.__dict__.items() if k not in self.__properies}
+        data = [selfData] + [consumer._serialize() for consumer in self.__consumers] \
+            if self.__consumers else selfData
+        snapshot.write_snapshot(fileName, (data, pair[1], pair[0], self.__otherNodes | {self.__selfNode}))
 
     def snapshot_committed(self, lastIdx):
         """A snapshot holds only applied, hence committed, entries: our log holds them now."""
@@ -372,9 +490,11 @@ class _SyncObj:
 _WHY = {
     _MESSAGE: "a follower deleted entries it already held (same index and term) and acknowledged "
               "ones it then lost; it could also cut below its commit index; a candidate counted "
-              "a duplicated vote twice",
+              "a duplicated vote twice; a leader counted an append reply of an earlier term (the "
+              "reply had no term) and let a stale reset move a next index below the match index",
     _LOAD_DUMP: "installing a snapshot discarded the whole journal, including matching entries "
-                "after the snapshot (Raft §7 keeps them)",
+                "after the snapshot (Raft §7 keeps them), even a snapshot older than the "
+                "follower's commit index",
     _MAY_CAMPAIGN: "a replica whose journal lost committed entries could stand for election",
     _APPLY: "a commit index beyond the journal's end was kept (or clamped) without a word",
 }
