@@ -7,7 +7,7 @@ the fault starts. Every fault is healed at the end of its window, and
 `heal_all()` undoes whatever is still in force.
 
 Besides the classic faults (kill, pause, partitions, restart everything),
-four are aimed at the windows in which a Raft log can lose committed entries,
+five are aimed at the windows in which a Raft log can lose committed entries,
 each under a burst of writes (the workload's `write_load` clients):
 
 * ``pause-follower``: one follower stopped for seconds while the others commit,
@@ -23,10 +23,14 @@ each under a burst of writes (the workload's `write_load` clients):
   (PySyncObj's did) could still be finishing;
 * ``restart-group-loop``: SIGKILL a whole group, restart it, again and again.
 
-And ``power-cut``: every process SIGKILLed and every replica's files cut back to
-what had been made durable (fsynced) when the power went, torn writes
-included; it needs the storage test mode (consensus/storage.py), which the
-runner switches on for it.
+* ``power-cut``: every process SIGKILLed and every replica's files cut back to
+  what had been made durable (fsynced) when the power went, torn writes
+  included. The power goes at an instant when some replica has written bytes
+  it has not yet made durable: under the burst, the replicas are stopped
+  (SIGSTOP) together now and then, and their files compared with what was made
+  durable; if nothing is in flight they run on, else the power goes then (at the
+  latest a second before the window ends, in flight or not). It needs the
+  storage test mode (consensus/storage.py), which the runner switches on for it.
 """
 from __future__ import annotations
 
@@ -40,14 +44,14 @@ from dataclasses import asdict, dataclass, field
 
 from bazar.chaos.network import Firewall
 from bazar.cluster.local import LocalCluster
-from bazar.consensus.storage import POWER_CUT_ENV, power_cut
+from bazar.consensus.storage import POWER_CUT_ENV, not_yet_durable, power_cut
 
 log = logging.getLogger("bazar.chaos.nemesis")
 
 FAULT_KINDS = ("kill", "pause", "partition-leader", "partition-halves", "restart-all",
                "pause-follower", "follower-swap", "kill-compacting", "restart-group-loop", "power-cut")
 NEEDS_FIREWALL = {"partition-leader", "partition-halves"}
-UNDER_WRITE_LOAD = {"pause-follower", "follower-swap", "kill-compacting", "restart-group-loop"}
+UNDER_WRITE_LOAD = {"pause-follower", "follower-swap", "kill-compacting", "restart-group-loop", "power-cut"}
 # A log compaction every few hundred entries (and every second or two), so that
 # kill-compacting finds snapshot writers at work.
 COMPACTION_FORCED = {"compaction_entries": 300, "compaction_period": 2.0}
@@ -62,6 +66,10 @@ COMMIT_WAIT = 10.0           # seconds for the leader to commit with the resumed
 ELECTION_BOUND = 10.0        # seconds for the survivors to elect a leader (normally well under one)
 ORPHAN_GRACE = 5.0           # seconds an orphaned snapshot writer may take to finish
 TORN_BYTES = (0, 100, 4096)  # how much of a write in flight a power cut may leave on disk
+BURST_HEAD_START = 0.5       # seconds of write burst before a power cut first looks for bytes in flight
+LOOK_INTERVAL = (0.02, 0.15)  # seconds the replicas run between two looks
+POWER_OFF_AT_LEAST = 1.0     # seconds the power stays off before the window ends
+STOP_BOUND = 1.0             # seconds for SIGSTOPped processes to stop (one inside fsync finishes it first)
 
 
 @dataclass
@@ -81,6 +89,7 @@ class FaultWindow:
     end: float | None = None
     targets: list[str] = field(default_factory=list)
     detail: str = ""      # what the fault saw happen (the swap's commit and election, kill rounds)
+    lost_bytes: int | None = None  # a power cut's: bytes not yet durable that it dropped
     first_success_after: float | None = None  # filled in by the checker's availability report
 
     def to_json(self) -> dict:
@@ -201,13 +210,17 @@ class Nemesis:
             root = self.cluster.env.get(POWER_CUT_ENV)
             if not root:
                 raise RuntimeError(f"power cuts need the storage test mode (${POWER_CUT_ENV})")
-            for name in self.cluster.names:
-                self.cluster.kill(name)
-                self._stopped.add(name)
-            torn = random.Random(fault.choice).choice(TORN_BYTES)
+            rng = random.Random(fault.choice)
+            torn = rng.choice(TORN_BYTES)
+            self._stopped.update(self.cluster.names)
+            looks, in_flight = cut_power_with_writes_in_flight(
+                self.cluster, self._replicas(), root, deadline - POWER_OFF_AT_LEAST, rng, self._stop)
             lost = power_cut(root, [self.cluster.config.data_dir / name for name in self._replicas()], torn)
-            window.detail = (f"{sum(lost.values())} bytes that were not yet durable lost from "
-                             f"{sum(1 for n in lost.values() if n)} file(s), writes torn after {torn} bytes")
+            window.lost_bytes = sum(n for n in lost.values() if n > 0)
+            window.detail = (f"{window.lost_bytes} bytes that were not yet durable lost from "
+                             f"{sum(1 for n in lost.values() if n > 0)} file(s), writes torn after {torn} bytes; "
+                             + (f"{in_flight} bytes were in flight when the power went (look {looks})"
+                                if in_flight else f"nothing was in flight in {looks} look(s): struck anyway"))
             return list(self.cluster.names)
         if fault.kind == "kill":
             target = self._pick(fault)
@@ -393,6 +406,44 @@ def restart_group_loop(cluster: LocalCluster, group: str, deadline: float, rng: 
     return rounds
 
 
+def cut_power_with_writes_in_flight(cluster: LocalCluster, replicas: list[str], root: str, deadline: float,
+                                    rng: random.Random, stop: threading.Event) -> tuple[int, int]:
+    """SIGKILL every process of `cluster` at an instant when some of `replicas` hold bytes not
+    yet durable (storage test mode, shadow copies under `root`); the caller then puts back
+    what was durable (`power_cut`). Meant to run under write load.
+
+    Looks now and then: stops every running replica (SIGSTOP, and waits until each has
+    stopped: the power goes at one instant for all), compares their files with what was made
+    durable, and resumes them if nothing is in flight. Strikes at the first look that finds
+    bytes in flight, or at the last look at `deadline` (or when `stop` is set) regardless.
+    Returns (looks taken, bytes in flight when it struck).
+    """
+    data_dirs = [cluster.config.data_dir / name for name in replicas]
+    stop.wait(BURST_HEAD_START)
+    looks = 0
+    while True:
+        looks += 1
+        frozen = [n for n in replicas if cluster.is_running(n) and n not in cluster.paused]
+        for name in frozen:
+            cluster.pause(name)
+        _wait_stopped([cluster.pid(name) for name in frozen], time.monotonic() + STOP_BOUND)
+        in_flight = sum(not_yet_durable(root, data_dirs).values())
+        if in_flight or time.monotonic() >= deadline or stop.is_set():
+            break
+        for name in frozen:
+            cluster.resume(name)
+        stop.wait(rng.uniform(*LOOK_INTERVAL))
+    for name in cluster.names:
+        cluster.kill(name)
+    return looks, in_flight
+
+
+def _wait_stopped(pids: list[int], deadline: float) -> None:
+    """Return once every process in `pids` is stopped (or gone), or at `deadline`."""
+    while time.monotonic() < deadline and any(_state(pid) not in ("T", "t", "Z", None) for pid in pids):
+        time.sleep(0.001)
+
+
 def end_orphan(pid: int) -> None:
     """Let an orphaned snapshot writer finish (it exits on its own), SIGKILL it after a grace."""
     deadline = time.monotonic() + ORPHAN_GRACE
@@ -402,9 +453,13 @@ def end_orphan(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def _alive(pid: int) -> bool:
+def _state(pid: int) -> str | None:
+    """The process's state letter in /proc (R, S, D, T, Z...); None if it is gone."""
     try:
-        state = open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()[0]
+        return open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()[0]
     except (OSError, IndexError):
-        return False
-    return state != "Z"
+        return None
+
+
+def _alive(pid: int) -> bool:
+    return _state(pid) not in ("Z", None)

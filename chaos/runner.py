@@ -190,9 +190,28 @@ def _summary(options, recorder, windows, report, unavailable, converge_seconds) 
              f"{len(ops)} operations ({counts['ok']} ok, {counts['fail']} failed, {counts['unknown']} unknown)",
              "faults: " + (", ".join(f"{w.kind}@{w.start:.1f}s[{','.join(w.targets)}]" for w in windows) or "none")]
     lines += [f"  {w.kind}@{w.start:.1f}s: {w.detail}" for w in windows if w.detail]
+    cuts = power_cut_line(windows)
+    if cuts:
+        lines.append(cuts)
     for kind, reason in unavailable.items():
         lines.append(f"fault {kind}: UNAVAILABLE ({reason})")
     lines.append(f"replicas converged {converge_seconds:.1f} s after healing")
     lines.append(report.summary())
     lines.append(f"{'PASS' if report.ok else 'FAIL'}: results in {options.out}")
     return "\n".join(lines)
+
+
+def power_cut_line(windows) -> str | None:
+    """How many of the run's power cuts dropped bytes that were not yet durable (None: no cuts).
+
+    A cut that dropped nothing struck when every write had reached the disk: it tested only
+    a restart, not what fsync protects, and the line says so."""
+    cuts = [w for w in windows if w.kind == "power-cut" and w.lost_bytes is not None]
+    if not cuts:
+        return None
+    dropping = [w for w in cuts if w.lost_bytes > 0]
+    if not dropping:
+        return (f"power cuts: NONE of {len(cuts)} dropped bytes that were not yet durable "
+                f"(each struck with every write on disk: only a restart was tested)")
+    return (f"power cuts: {len(dropping)} of {len(cuts)} dropped bytes that were not yet durable "
+            f"({sum(w.lost_bytes for w in dropping)} bytes in all)")

@@ -5,8 +5,8 @@ Besides submitting commands, a member answers two questions for readers:
 - `read_index()`: the log index a linearizable read must reflect, confirmed by
   a heartbeat round (Raft's read index, see `consensus.reads`); nothing is
   appended to the log.
-- `in_touch(max_lag)`: whether this member's applied state is at most `max_lag`
-  seconds behind its leader's, for reads served from local state.
+- `in_touch(max_lag)`: whether this member's applied state includes every write
+  acknowledged more than `max_lag` seconds ago, for reads served from local state.
 
 PySyncObj keeps what both need in private attributes; this module is the one
 place that reads them. Both answers are computed on PySyncObj's own tick thread
@@ -15,11 +15,12 @@ place that reads them. Both answers are computed on PySyncObj's own tick thread
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjException
 
@@ -76,6 +77,9 @@ _ROLES = {0: "follower", _CANDIDATE: "candidate", _LEADER: "leader"}
 log = logging.getLogger("bazar.raft")
 PROBE_KEY = "bazar_probe"  # on append_entries: (sender's nonce, its newest probe round)
 ECHO_KEY = "bazar_echo"    # on next_node_idx: the newest probe received from that leader
+# On append_entries: how many seconds before sending it the leader last heard from a majority
+# of its group, or None while it cannot vouch for its commit index (see RaftMember.in_touch).
+MAJORITY_KEY = "bazar_majority_age"
 
 
 class ProbingTransport(WatchedTransport):
@@ -91,6 +95,14 @@ class ProbingTransport(WatchedTransport):
     only in answer to an append_entries whose term it accepted, so it also proves
     the follower had not moved past that leader's term. Peers without these keys
     (another version) are simply never counted: reads fail closed.
+
+    Every append_entries also carries `majority_age()`, the sender's answer to "how
+    long ago did a majority of my group last answer me" (an age, since clocks differ
+    between machines). The receiver turns it into an instant of its own clock, the
+    time it received the message minus the age, and keeps it per sender with the
+    message's term in `vouched`: the basis of a follower's `RaftMember.in_touch`.
+    A message without the key (an older Bazar) or with None vouches for nothing.
+    A transport whose `majority_age` is None sends no key, as an older Bazar.
     """
 
     def __init__(self, *args, **kwargs) -> None:
@@ -98,6 +110,8 @@ class ProbingTransport(WatchedTransport):
         self.probe_round = 0
         self.echoes: dict[Any, int] = {}
         self._probes_from: dict[Any, tuple[int, int]] = {}
+        self.majority_age: Callable[[], float | None] | None = None  # set by RaftMember
+        self.vouched: dict[str, tuple[int, float]] = {}  # sender -> (term, majority heard at)
         super().__init__(*args, **kwargs)
 
     def send(self, node, message) -> bool:
@@ -105,6 +119,8 @@ class ProbingTransport(WatchedTransport):
             kind = message.get("type")
             if kind == "append_entries":
                 message = {**message, PROBE_KEY: (self.nonce, self.probe_round)}
+                if self.majority_age is not None:
+                    message[MAJORITY_KEY] = self.majority_age()
             elif kind == "next_node_idx" and node in self._probes_from:
                 message = {**message, ECHO_KEY: self._probes_from[node]}
         return super().send(node, message)
@@ -117,6 +133,11 @@ class ProbingTransport(WatchedTransport):
             echo = message.get(ECHO_KEY)
             if echo is not None and message.get("type") == "next_node_idx" and echo[0] == self.nonce:
                 self.echoes[node] = max(self.echoes.get(node, 0), echo[1])
+            age = message.get(MAJORITY_KEY)
+            if message.get("type") == "append_entries" and isinstance(age, (int, float)) \
+                    and 0 <= age < math.inf:
+                address = getattr(node, "address", str(node))
+                self.vouched[address] = (message.get("term"), time.monotonic() - age)
         super()._onMessageReceived(node, message)
 
 
@@ -154,6 +175,7 @@ class RaftMember:
         self.syncobj = SyncObj(self_address, self.peers, conf=conf, consumers=[state, self.directory],
                                transportClass=ProbingTransport)
         self._transport: ProbingTransport = self.syncobj._SyncObj__transport
+        self._transport.majority_age = self._majority_age
         if self_address is not None:
             self._wait_bound(self_address)
         self._wake = getattr(self.syncobj, "_SyncObj__pipeNotifier", None)
@@ -257,14 +279,25 @@ class RaftMember:
         return pending.outcome
 
     def in_touch(self, max_lag: float) -> bool:
-        """True if this member has applied everything its leader had committed at most
-        `max_lag` seconds ago, as far as it can know.
+        """True if this member has applied every write acknowledged (by any leader) more
+        than `max_lag` seconds ago, as far as it can know.
 
-        A follower counts from the last message of a leader whose announced commit
-        index it has applied; a leader from the last time a majority of the group
-        answered it, once an entry of its own term is applied (before that it may not
-        have applied what the previous leader committed). Re-evaluated on every tick;
-        False until first in touch and after the state is replaced by a snapshot.
+        Both roles count from the last time a majority of the group answered the leader:
+        after that instant, no other leader can have been elected, so no write this
+        member lacks can have been acknowledged before it. A leader counts once an
+        entry of its own term is applied (before that it may not have applied what the
+        previous leader committed). A follower counts from the majority instant its
+        leader stamped on a message of the current term whose announced commit index
+        it has applied (`ProbingTransport`, the leader stamps only once an entry of its
+        term has committed): the time it received the message minus the age the leader
+        wrote in it. So a deposed leader cut off with some followers, still sending them
+        heartbeats, keeps none of them in touch for longer than `max_lag` after it last
+        heard from its majority. The instant is that of the answer's *arrival* at the
+        leader and of the stamped message's arrival here, so one network delay each
+        way is not counted. A leader that stamps nothing (an older Bazar, during a
+        rolling upgrade) keeps no follower in touch: local reads fail closed until an
+        upgraded member leads. Re-evaluated on every tick; False until first in touch
+        and after the state is replaced by a snapshot.
         """
         since = self._in_touch_at
         return since is not None and time.monotonic() - since <= max_lag
@@ -485,18 +518,33 @@ class RaftMember:
         if leading:
             if noop is None or applied < noop or applied < sync.raftCommitIndex:
                 return
-            answered = sorted((sync._SyncObj__lastResponseTime.get(node, 0.0) for node in others),
-                              reverse=True)
-            needed = (len(others) + 1) // 2
-            self._in_touch_at = answered[needed - 1] if needed else time.monotonic()
+            self._in_touch_at = self._majority_answered(sync, others)
             return
         leader = sync._SyncObj__raftLeader
         announced = sync._SyncObj__leaderCommitIndex
         if leader is None or announced is None or applied < announced:
             return
-        heard = self._transport.last_heard.get(getattr(leader, "address", str(leader)))
-        if heard is not None:
-            self._in_touch_at = heard
+        vouched = self._transport.vouched.get(getattr(leader, "address", str(leader)))
+        if vouched is not None and vouched[0] == sync.raftCurrentTerm:
+            self._in_touch_at = vouched[1]
+
+    @staticmethod
+    def _majority_answered(sync, others) -> float:
+        """When a majority of the group (this leader included) last answered this leader."""
+        answered = sorted((sync._SyncObj__lastResponseTime.get(node, 0.0) for node in others),
+                          reverse=True)
+        needed = (len(others) + 1) // 2
+        return answered[needed - 1] if needed else time.monotonic()
+
+    def _majority_age(self) -> float | None:
+        """The stamp on this member's append_entries (tick thread, as it sends): seconds since
+        a majority last answered it, while it leads and an entry of its term has committed
+        (so its commit index covers every earlier leader's); None otherwise."""
+        sync = self.syncobj
+        noop = sync._SyncObj__noopIDx
+        if sync._SyncObj__raftState != _LEADER or noop is None or sync.raftCommitIndex < noop:
+            return None
+        return max(0.0, time.monotonic() - self._majority_answered(sync, sync._SyncObj__otherNodes))
 
     # ApplyListener (tick thread): a snapshot replaced the state, so it was not in touch.
     def on_applied(self, index: int, command: dict, result: Any) -> None:

@@ -149,6 +149,32 @@ def record_durable(path: str | os.PathLike, length: int | None = None) -> None:
     os.replace(temporary, shadow)  # a SIGKILL mid-copy must not leave a torn record either
 
 
+def not_yet_durable(root: str | os.PathLike, data_dirs: list[Path]) -> dict[str, int]:
+    """In test mode, how many bytes each file in `data_dirs` holds beyond what was made
+    durable: a whole file for one never made durable (a temporary file being written).
+    Looks at sizes only and changes nothing; while the processes writing these files
+    are stopped (SIGSTOP), it is what `power_cut` with no torn bytes would drop now."""
+    root = Path(root)
+    pending: dict[str, int] = {}
+    for directory in data_dirs:
+        for current in sorted(Path(directory).glob("*")):
+            try:
+                if not current.is_file():
+                    continue
+                size = current.stat().st_size
+            except FileNotFoundError:  # renamed or removed as we looked
+                continue
+            shadow = root / current.resolve().relative_to(current.resolve().anchor)
+            try:
+                durable = shadow.stat().st_size if TEMPORARY_MARK not in shadow.name else None
+            except FileNotFoundError:
+                durable = None
+            excess = size if durable is None else max(0, size - durable)
+            if excess:
+                pending[str(current)] = excess
+    return pending
+
+
 def power_cut(root: str | os.PathLike, data_dirs: list[Path], torn_bytes: int = 0) -> dict[str, int]:
     """Make `data_dirs` hold only what was durable (test mode), as after a power cut.
 

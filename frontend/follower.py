@@ -52,9 +52,10 @@ class CatalogFollower:
     # -- freshness ------------------------------------------------------------
 
     def caught_up(self) -> bool:
-        """True while the follower has applied what the leader had committed at most
-        `max_follower_lag` seconds ago (`RaftMember.in_touch`, the rule replicas use for
-        local reads); the cache is bypassed otherwise.
+        """True while the follower has applied every catalog write acknowledged more than
+        `max_follower_lag` seconds ago, counted from when its leader last heard from a
+        majority (`RaftMember.in_touch`, the rule replicas use for local reads: a deposed
+        leader still sending heartbeats does not count); the cache is bypassed otherwise.
 
         The cache is also flushed when this changes to False and when the leader changes.
         """

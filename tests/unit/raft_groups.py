@@ -26,6 +26,30 @@ def start_group(directory, size: int = 3, raft: RaftConfig | None = None,
     return members
 
 
+def start_non_voter(members: list[RaftMember], raft: RaftConfig | None = None) -> RaftMember:
+    """A non-voting member following the group of `members` (as a frontend follows the
+    catalog); it keeps nothing on disk."""
+    voters = [m.syncobj.selfNode.address for m in members]
+    return RaftMember(None, voters, ReplicatedState(CatalogState()),
+                      syncobj_conf(raft or RaftConfig(), None, None))
+
+
+def cut_off(island: list[RaftMember], everyone: list[RaftMember]) -> None:
+    """From now on, drop every Raft message between the members of `island` and the others,
+    as a firewall that DROPs packets would: the connections stay up, nothing arrives.
+    Members without an address of their own (non-voting) go with `island` only if in it."""
+    outside = {m.syncobj.selfNode.address for m in everyone if m not in island}
+    for member in everyone:
+        send = member._transport.send
+        inside = any(member is m for m in island)
+
+        def filtered(node, message, send=send, inside=inside) -> bool:
+            crosses = (getattr(node, "address", None) in outside) == inside
+            return True if crosses else send(node, message)  # a dropped message "was sent"
+
+        member._transport.send = filtered
+
+
 def leader_of(members: list[RaftMember], timeout: float = 20.0) -> RaftMember:
     """The one member that leads, once the group has elected it."""
     deadline = time.monotonic() + timeout
