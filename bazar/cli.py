@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     member = commands.add_parser("member", help="add a replica to its running group, or remove one")
     member.add_argument("op", choices=("add", "remove"))
     member.add_argument("id", help="the replica, as the cluster file names it (with its addresses)")
+    commands.add_parser("secret", help="print a fresh cluster secret (256 random bits) for "
+                                       "$BAZAR_SECRET or the file $BAZAR_SECRET_FILE names")
     _add_extensions(commands)
 
     # Accept --config after the subcommand too (`bazar node catalog1 --config x.yaml`): each
@@ -269,9 +271,20 @@ def _restore(config, args) -> int:
     return 0
 
 
+def _secret(config, args) -> int:
+    """Print a secret good for a cluster (`bazar up` makes one itself when given none)."""
+    from bazar.cluster.config import new_secret
+
+    print(new_secret())
+    return 0
+
+
+_secret.needs_config = False
+
+
 COMMANDS = {"up": _up, "node": _node, "frontend": _frontend, "status": _status, "health": _health,
             "backup": _backup, "restore": _restore, "member": _member,
-            "prometheus-config": _prometheus_config}
+            "prometheus-config": _prometheus_config, "secret": _secret}
 
 
 def _add_extensions(commands) -> None:
