@@ -143,7 +143,7 @@ def _member(config, args) -> int:
     """Ask the group's leader to add or remove replica `id` (one change at a time). The
     file must name the replica; the running group is found from the file's other replicas,
     and followed as it changes (web/client.py)."""
-    from bazar.web.client import GroupClient, Unavailable
+    from bazar.web.client import GroupClient, Refused, Unavailable
 
     node = config.node(args.id)
     body = {"op": args.op, "id": node.id, "raft": str(node.raft)}
@@ -162,6 +162,9 @@ def _member(config, args) -> int:
             reply = client.write("POST", "/members", body)
         except Unavailable as exc:
             print(f"bazar member {args.op}: no {node.group} replica answered ({exc})", file=sys.stderr)
+            return 1
+        except Refused as exc:
+            print(f"bazar member {args.op}: {exc} (is this the cluster's secret?)", file=sys.stderr)
             return 1
         if reply.status_code != 503 or time.monotonic() > deadline:
             break

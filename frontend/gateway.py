@@ -19,7 +19,7 @@ from bazar.frontend.follower import CatalogFollower
 from bazar.node.catalog import commands, keys_changed
 from bazar.node.catalog.commands import info_key, search_key
 from bazar.web import params
-from bazar.web.client import GroupClient, Reply, Unavailable
+from bazar.web.client import GroupClient, Refused, Reply, Unavailable
 from bazar.web.errors import ApiError, unavailable
 from bazar.web.protocol import INDEX_HEADER, RETRY_AFTER_HEADER
 CONSISTENCY_LEVELS = ("cached", "local", "strong")
@@ -190,6 +190,9 @@ def _answer(call, *args, **kwargs) -> tuple[dict, int]:
         response = call(*args, **kwargs)
     except Unavailable:
         raise unavailable("no replica of the group is reachable") from None
+    except Refused:
+        raise ApiError(502, "a replica refused this frontend's signed request (does every process "
+                            "hold the same cluster secret?)") from None
     return _json_or_error(response), int(response.headers.get(INDEX_HEADER, 0))
 
 

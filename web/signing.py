@@ -40,7 +40,9 @@ import secrets
 import threading
 import time
 from typing import Mapping
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
+
+from urllib3.util import parse_url
 
 from bazar.web.protocol import DATE_HEADER, NONCE_HEADER, SIGNATURE_HEADER
 
@@ -60,10 +62,16 @@ def _message(method: str, target: str, date: str, nonce: str, idempotency_key: s
 
 
 def signed_target(url_or_path: str) -> str:
-    """What is signed of a URL: its path, percent-decoded (as the receiver's framework
-    gives it), and its query as sent."""
-    parts = urlsplit(url_or_path)
-    return unquote(parts.path) + (f"?{parts.query}" if parts.query else "")
+    """What is signed of a URL: the path urllib3 sends for it, percent-decoded (as the
+    receiver's framework gives it), and its query as sent.
+
+    urllib3 (under `requests` too) normalises a URL before sending it: it removes `.` and
+    `..` segments and percent-encodes what may not appear raw. The signature covers that
+    path, not the one written, so that what is signed is what arrives: a replica never
+    refuses a request for a path its sender wrote differently. (The group client escapes
+    dot segments first, so that the path sent is still the one meant.)"""
+    parts = parse_url(url_or_path)
+    return unquote(parts.path or "/") + (f"?{parts.query}" if parts.query else "")
 
 
 def sign(key: bytes, method: str, target: str, body: bytes | None = None,

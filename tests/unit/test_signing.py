@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import requests
+import urllib3
 
 from bazar.web.signing import (WINDOW_SECONDS, PeerAuth, Refused, Signer, Verifier, sign, signed_target,
                                 signing_key)
@@ -98,3 +99,11 @@ def test_a_replay_is_refused_for_as_long_as_its_date_is_in_the_window():
             verifier.verify("POST", "/purchase", first, b'{"id": 1}', now=NOW + offset)
     with pytest.raises(Refused, match="clock"):
         verifier.verify("POST", "/purchase", first, b'{"id": 1}', now=NOW + WINDOW_SECONDS + 1)
+
+
+@pytest.mark.parametrize("path", ["/search/..", "/search/.", "/orders/a/../b", "/x/./y"])
+def test_what_is_signed_is_the_path_urllib3_sends(path):
+    """urllib3 removes `.` and `..` segments before sending: the signature covers what it
+    sends (so a replica never refuses it), not the path as written."""
+    sent = urllib3.util.parse_url("http://h:1" + path).path
+    assert signed_target("http://h:1" + path) == sent
