@@ -49,6 +49,7 @@ def create_app(gateway: Gateway, frontend_id: str = "frontend") -> Flask:
     @app.post("/purchase/<raw_id>")
     @app.post("/buy/<raw_id>")
     def purchase(raw_id: str):
+        pages.require_same_origin()  # any body: a cross-site page can send text/plain or none
         if pages.is_form_purchase(request):
             return pages.render_purchase(gateway, raw_id, pages.submitted_key(request))
         return jsonify(gateway.purchase(raw_id, request.headers.get("Idempotency-Key")))
