@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     corrections = commands.add_parser("corrections", help="list Bazar's corrections to PySyncObj: what each "
                                                           "replaces, its source digest, the rule it enforces, its tests")
     corrections.add_argument("--json", action="store_true", help="print them as JSON")
+    commands.add_parser("secret", help="print a fresh cluster secret (256 random bits) for "
+                                       "$BAZAR_SECRET or the file $BAZAR_SECRET_FILE names")
     _add_extensions(commands)
 
     # Accept --config after the subcommand too (`bazar node catalog1 --config x.yaml`): each
@@ -144,7 +146,7 @@ def _member(config, args) -> int:
     """Ask the group's leader to add or remove replica `id` (one change at a time). The
     file must name the replica; the running group is found from the file's other replicas,
     and followed as it changes (web/client.py)."""
-    from bazar.web.client import GroupClient, Unavailable
+    from bazar.web.client import GroupClient, Refused, Unavailable
 
     node = config.node(args.id)
     body = {"op": args.op, "id": node.id, "raft": str(node.raft)}
@@ -163,6 +165,9 @@ def _member(config, args) -> int:
             reply = client.write("POST", "/members", body)
         except Unavailable as exc:
             print(f"bazar member {args.op}: no {node.group} replica answered ({exc})", file=sys.stderr)
+            return 1
+        except Refused as exc:
+            print(f"bazar member {args.op}: {exc} (is this the cluster's secret?)", file=sys.stderr)
             return 1
         if reply.status_code != 503 or time.monotonic() > deadline:
             break
@@ -293,9 +298,20 @@ def _corrections(config, args) -> int:
 
 _corrections.needs_config = False
 
+def _secret(config, args) -> int:
+    """Print a secret good for a cluster (`bazar up` makes one itself when given none)."""
+    from bazar.cluster.config import new_secret
+
+    print(new_secret())
+    return 0
+
+
+_secret.needs_config = False
+
+
 COMMANDS = {"up": _up, "node": _node, "frontend": _frontend, "status": _status, "health": _health,
             "backup": _backup, "restore": _restore, "member": _member,
-            "prometheus-config": _prometheus_config, "corrections": _corrections}
+            "prometheus-config": _prometheus_config, "secret": _secret, "corrections": _corrections}
 
 
 def _add_extensions(commands) -> None:

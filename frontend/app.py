@@ -6,7 +6,7 @@ from flask import Flask, jsonify, request
 from bazar import __version__
 from bazar.frontend import pages
 from bazar.frontend.gateway import Gateway
-from bazar.web import errors, metrics
+from bazar.web import errors, metrics, params
 from bazar.web.admin import Admin, ready
 from bazar.web.auth import is_admin as holds_admin_token, require_bearer
 from bazar.web.errors import json_body, unavailable
@@ -24,6 +24,11 @@ def create_app(gateway: Gateway, frontend_id: str = "frontend") -> Flask:
     metrics.instrument(app, app_metrics)
     pages.install_error_pages(app)
     pages.install_security_headers(app)
+
+    @app.before_request
+    def _no_dot_segments():
+        """Refused at the edge (400), before any route passes a `..` on to a replica."""
+        params.without_dot_segments(request.path)
 
     def consistency() -> str:
         return request.args.get("consistency", "cached")
@@ -44,6 +49,7 @@ def create_app(gateway: Gateway, frontend_id: str = "frontend") -> Flask:
     @app.post("/purchase/<raw_id>")
     @app.post("/buy/<raw_id>")
     def purchase(raw_id: str):
+        pages.require_same_origin()  # any body: a cross-site page can send text/plain or none
         if pages.is_form_purchase(request):
             return pages.render_purchase(gateway, raw_id, pages.submitted_key(request))
         return jsonify(gateway.purchase(raw_id, request.headers.get("Idempotency-Key")))

@@ -19,10 +19,14 @@ from bazar.frontend.follower import CatalogFollower
 from bazar.node.catalog import commands, keys_changed
 from bazar.node.catalog.commands import info_key, search_key, topics_key
 from bazar.web import params
-from bazar.web.client import GroupClient, Reply, Unavailable
+from bazar.web.client import GroupClient, Refused, Reply, Unavailable
 from bazar.web.errors import ApiError, unavailable
 from bazar.web.protocol import INDEX_HEADER, RETRY_AFTER_HEADER
 CONSISTENCY_LEVELS = ("cached", "local", "strong")
+# What anyone who knows an order's id sees of it. Not its `seq` (it numbers every order the
+# store took) nor its `catalog_index` (every catalog write): between two orders, either
+# tells the store's sales. The replicas keep both (recovery finishes pending orders by seq).
+PUBLIC_ORDER_FIELDS = ("order_id", "id", "status", "title", "price", "error", "created_at")
 CATALOG_ATTEMPT_TIMEOUT = 1.0  # seconds one catalog replica may take before the next is tried
 OWN_WRITE_WAIT = 1.0  # seconds a write's answer may wait for this frontend's follower to apply it
 
@@ -66,8 +70,10 @@ class Gateway:
                              prefer_leader=True)
 
     def order(self, order_id: str) -> dict:
-        return self._checked(self.orders.read, f"/orders/{quote(order_id, safe='')}?consistency=strong",
-                             prefer_leader=True)
+        """One order as its buyer may see it (PUBLIC_ORDER_FIELDS), read on the order leader."""
+        order = self._checked(self.orders.read, f"/orders/{quote(order_id, safe='')}?consistency=strong",
+                              prefer_leader=True)
+        return {key: order[key] for key in PUBLIC_ORDER_FIELDS if key in order}
 
     # -- writes ---------------------------------------------------------------
 
@@ -189,6 +195,9 @@ def _answer(call, *args, **kwargs) -> tuple[dict, int]:
         response = call(*args, **kwargs)
     except Unavailable:
         raise unavailable("no replica of the group is reachable") from None
+    except Refused:
+        raise ApiError(502, "a replica refused this frontend's signed request (does every process "
+                            "hold the same cluster secret?)") from None
     return _json_or_error(response), int(response.headers.get(INDEX_HEADER, 0))
 
 

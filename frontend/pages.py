@@ -153,9 +153,9 @@ def render_purchase(gateway: Gateway, raw_id: str, key: str | None):
     """Buy one copy with Idempotency-Key `key`: the confirmation, or why it failed.
 
     Sending the same key again shows the same order and takes no more stock.
-    Out of stock is a 409 page, an unknown book a 404 page.
+    Out of stock is a 409 page, an unknown book a 404 page. (frontend/app.py has checked
+    the request's Origin, as for every purchase: `require_same_origin`.)
     """
-    _require_same_origin()
     try:
         order = gateway.purchase(raw_id, key)
     except ApiError as exc:
@@ -185,12 +185,15 @@ def _utc_time(timestamp) -> str | None:
     return moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _require_same_origin() -> None:
-    """Refuse (403) a form purchase that another site's page made a browser send.
+def require_same_origin() -> None:
+    """Refuse (403) a purchase that another site's page made a browser send.
 
-    Browsers name the page that posted a form in `Origin` (every current browser
-    does on POST); a form from this storefront names this host. A client that
-    sends no Origin at all is not a browser being tricked, and is let through.
+    A page on any site can make its visitor's browser POST here without asking first,
+    with a form (form-encoded or text/plain) or `fetch` with a text/plain body or none:
+    so every purchase is checked, whatever its body, not only the Buy form's. Browsers
+    name the page that sent such a POST in `Origin` (every current browser does); a page
+    of this storefront names this host. A client that sends no Origin at all (curl,
+    requests, any API client) is not a browser being tricked, and is let through.
 
     The host and port are compared, not the scheme: behind a TLS-terminating proxy
     that passes the browser's Host header on (README, "Security model"), the page
@@ -202,7 +205,8 @@ def _require_same_origin() -> None:
         return
     scheme, _, host = origin.partition("://")
     if scheme not in ("http", "https") or host.rstrip("/").lower() != request.host.lower():
-        raise ApiError(403, "a purchase form must be sent from this storefront's own pages")
+        raise ApiError(403, "a purchase with an Origin must come from this storefront's own pages "
+                            "(API clients send no Origin)")
 
 
 def render_error(status: int, message: str, headers: dict | None = None):

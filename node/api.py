@@ -35,7 +35,8 @@ class Replica:
         secret = config.secret()
         # Every other route is for Bazar's own processes, which sign their requests
         # (web/signing.py). No secret at all is allowed only on loopback (consensus.security).
-        self.verifier = Verifier(signing_key(secret)) if secret else None
+        # Its own advertised address is the destination its peers sign (web/signing.py).
+        self.verifier = Verifier(signing_key(secret), str(node.http)) if secret else None
         # How far behind its leader this replica's state may be for local reads (and for
         # naming that leader to clients): the same bound the frontend's cache lives by.
         self.max_lag = config.cache.max_follower_lag

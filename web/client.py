@@ -10,8 +10,14 @@ and when the leader cannot be reached. A replica that does not answer is
 skipped for a short back-off, then tried again.
 
 A replica answers 403 only to a request it cannot verify as signed with the
-cluster secret (web/signing.py): it holds another secret, so the client skips it
-like one that is down, and says so in the log.
+cluster secret (web/signing.py): it holds another secret, or what arrived is not
+what was signed. Either way asking again cannot help, so a 403 is a definite
+failure: logged once and raised as `Refused` at once, never taken for a replica
+that is down and retried until the deadline.
+
+Paths: a `.` or `..` segment (a topic or an order id that is just dots) is sent
+percent-encoded (`%2E`), so that urllib3, which removes dot segments before sending,
+sends the path the caller wrote; the replica decodes it back to the same segment.
 
 Failover contract: every write Bazar sends is idempotent (a purchase carries its
 order id, an admin write its request id, a stock take its order id), so a write
@@ -57,6 +63,19 @@ POOL_SIZE = 32               # keep-alive connections per replica (one per concu
 
 class Unavailable(Exception):
     """No replica of the group answered before the deadline."""
+
+
+class Refused(Exception):
+    """A replica refused this process's signed request (403): another cluster secret, or
+    a request that was changed on the way. Definite: the call is not retried."""
+
+
+def escape_dot_segments(path: str) -> str:
+    """`path` (with its query) with every `.` or `..` segment percent-encoded as `%2E`s,
+    so that no URL normalisation removes it; other segments and the query are unchanged."""
+    route, mark, query = path.partition("?")
+    segments = ["%2E" * len(segment) if segment in (".", "..") else segment for segment in route.split("/")]
+    return "/".join(segments) + mark + query
 
 
 def announces_newer(headers: Any, known_index: int) -> bool:
@@ -119,7 +138,8 @@ class GroupClient:
     def write(self, method: str, path: str, body: Any = None, timeout: float | None = None,
               headers: dict | None = None) -> Reply:
         """Send an idempotent write, leader first; fail over to the other replicas on a
-        connection failure, a timeout or a 503 (see the module's failover contract)."""
+        connection failure, a timeout or a 503 (see the module's failover contract).
+        Raises `Unavailable` when no replica answered by the deadline, `Refused` on a 403."""
         return self._call(method, path, body, timeout, headers, leader_first=True,
                           attempt_timeout=self.write_attempt_timeout)
 
@@ -130,7 +150,7 @@ class GroupClient:
         A replica that does not answer within `attempt_timeout` (READ_ATTEMPT_SECONDS
         by default), or answers 503 (out of touch with its leader, or not the leader
         for a strong read), is skipped for this call. With `prefer_leader`, the leader
-        is asked first: only it serves strong reads.
+        is asked first: only it serves strong reads. Raises as `write` does.
         """
         return self._call("GET", path, None, timeout, headers, leader_first=prefer_leader,
                           attempt_timeout=attempt_timeout or READ_ATTEMPT_SECONDS)
@@ -140,6 +160,7 @@ class GroupClient:
     def _call(self, method, path, body, timeout, headers, leader_first: bool,
               attempt_timeout: float | None = None) -> Reply:
         deadline = time.monotonic() + (timeout or self.timeout)
+        path = escape_dot_segments(path)
         last: Exception | None = None
         payload = None if body is None else json.dumps(body).encode()
         # The request this call is made for keeps its id on the next hop (web/logs.py).
@@ -166,14 +187,12 @@ class GroupClient:
                     self._mark_down(url, BACKOFF_SECONDS)
                     continue
                 if reply.status_code == 403:
-                    # The replica refuses this process's signature: it holds another cluster
-                    # secret (a misconfiguration, or a secret change half done). It is not one
-                    # of ours for now; the others may be.
-                    last = RuntimeError(f"{url} refused this process's signed request: "
-                                        f"{reply.body[:200]!r}")
-                    log.error("%s", last)
-                    self._mark_down(url, SLOW_BACKOFF_SECONDS)
-                    continue
+                    # The replica refuses this process's signature: another cluster secret (a
+                    # misconfiguration, or a secret change half done), or a request changed on
+                    # the way. Sent again, it would be refused again.
+                    refused = Refused(f"{url} refused this process's signed request: {reply.body[:200]!r}")
+                    log.error("%s", refused)
+                    raise refused
                 self._learn_members(url, reply)
                 named = self._learn_leader(url, reply)
                 if reply.status_code != 503:

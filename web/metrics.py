@@ -8,7 +8,10 @@ names are what dashboards and alerts rely on (deploy/grafana-dashboard.json, the
 Every process: `bazar_http_requests_total{route,method,status}` and
 `bazar_http_request_duration_seconds{route}`, where the route is the URL rule
 (`/purchase/<raw_id>`), never the raw path (one series per rule, whatever clients send;
-paths no rule matches are counted as `unmatched`), and the process_* families.
+paths no rule matches are counted as `unmatched`), and the method one of `METHODS` or
+`other` (waitress accepts any token as a method, up to the header limit); and the
+process_* families. So no label, and no access line, holds a string a client chose: a
+client sending thousands of made-up methods and paths adds no series and no long line.
 
 Replicas (`RaftMetrics`): `bazar_raft_term`, `bazar_raft_commit_index`,
 `bazar_raft_applied_index`, `bazar_raft_is_leader`, `bazar_raft_leader_changes_total`
@@ -51,6 +54,9 @@ PURCHASE_STAGES = ("begin", "take_stock", "finish")
 # nothing process_start_time_seconds does not (all of a process's series start with it).
 disable_created_metrics()
 UNMATCHED = "unmatched"
+# The methods counted (and logged) under their own name; any other is `OTHER_METHOD`.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+OTHER_METHOD = "other"
 # What monitoring polls (every second, from each dashboard and `bazar status --watch`):
 # counted like every route, but logged at DEBUG.
 PROBE_ROUTES = frozenset({"/healthz", "/readyz", "/status", "/metrics", "/cluster"})
@@ -154,13 +160,19 @@ class _Instrumented:
         seconds = time.perf_counter() - started
         status, rule = answered[-1]
         route = rule.rule if rule is not None else UNMATCHED
-        method = environ["REQUEST_METHOD"]
+        method = method_label(environ["REQUEST_METHOD"])
         self.metrics.observe_request(route, method, status, seconds)
         # The access line is noted when waitress closes the body. For an answer that fits
         # its send buffer, waitress sends it only after that, so the note must be cheap:
         # it is a tuple on a deque, written out by logs' background thread.
         return ClosingIterator(body, lambda: logs.log_access(method, route, status, seconds, request_id,
                                                              quiet=route in PROBE_ROUTES))
+
+
+def method_label(method: str) -> str:
+    """The method as labels and access lines name it: one of METHODS, else `other` (a
+    client chooses the method, so it must not choose a series or the length of a line)."""
+    return method if method in METHODS else OTHER_METHOD
 
 
 class RaftMetrics:

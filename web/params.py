@@ -35,3 +35,13 @@ def min_index(raw: str | None) -> int | None:
     if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
         raise BadRequest("min_index must be a non-negative integer")
     return int(raw)
+
+
+def without_dot_segments(path: str) -> str:
+    """A request's path (as WSGI gives it: percent-decoded) if no segment of it is `.` or
+    `..`; BadRequest otherwise. No resource is named so, and such a path would be sent on
+    (a topic, an order id) as one the next hop, or any URL library on the way, resolves to
+    another resource: `/search/..`, `/search/%2E%2E` and `/search/a%2F..` are all refused."""
+    if any(segment in (".", "..") for segment in path.split("/")):
+        raise BadRequest("a path must not have . or .. segments (written or percent-encoded)")
+    return path

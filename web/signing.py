@@ -5,16 +5,20 @@ Every request a Bazar process sends to a replica carries three headers:
 - `X-Bazar-Date`: the sender's clock, in whole seconds since the epoch;
 - `X-Bazar-Nonce`: 128 random bits, never used twice;
 - `X-Bazar-Signature`: HMAC-SHA256, under the *signing key*, of the method, the
-  path with its query, the date, the nonce, the Idempotency-Key header and the
-  SHA-256 of the body, one per line.
+  destination (the replica's `host:port` as the sender names it, which is the
+  address the cluster file and the membership give it), the path with its query,
+  the date, the nonce, the Idempotency-Key header and the SHA-256 of the body, one
+  per line.
 
 The signing key is derived from the cluster secret (HMAC of a fixed label under
 the secret), so it differs from the Raft password, and neither the secret nor
 the key is ever sent: an eavesdropper learns only signatures, which are useless
 for any other request. A replica (`Verifier`) accepts a request only if
 
-1. the signature matches what it computes itself (compared in constant time), so
-   the sender knew the key and changed nothing that is signed;
+1. the signature matches what it computes itself, with its own advertised address
+   as the destination (compared in constant time), so the sender knew the key,
+   changed nothing that is signed, and meant this replica: a request recorded on
+   its way to one replica is refused by its siblings, whose nonces are their own;
 2. the date is within `WINDOW_SECONDS` of its own clock, so a recorded request
    cannot be played back later;
 3. the nonce has not been seen within that window, so it cannot be played back
@@ -40,7 +44,9 @@ import secrets
 import threading
 import time
 from typing import Mapping
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
+
+from urllib3.util import parse_url
 
 from bazar.web.protocol import DATE_HEADER, NONCE_HEADER, SIGNATURE_HEADER
 
@@ -53,26 +59,42 @@ def signing_key(secret: str) -> bytes:
     return hmac.new(secret.encode(), _LABEL, hashlib.sha256).digest()
 
 
-def _message(method: str, target: str, date: str, nonce: str, idempotency_key: str,
+def _message(method: str, destination: str, target: str, date: str, nonce: str, idempotency_key: str,
              body: bytes) -> bytes:
-    return "\n".join([method.upper(), target, date, nonce, idempotency_key,
+    return "\n".join([method.upper(), destination.lower(), target, date, nonce, idempotency_key,
                       hashlib.sha256(body).hexdigest()]).encode()
 
 
+def destination(url: str) -> str:
+    """The replica a URL names, as signed: `host:port`. ValueError for a URL without both
+    (a signature must say which replica it is for)."""
+    parts = parse_url(url)
+    if not parts.host or not parts.port:
+        raise ValueError(f"a signed request names its replica's host and port: {url!r}")
+    return f"{parts.host}:{parts.port}"
+
+
 def signed_target(url_or_path: str) -> str:
-    """What is signed of a URL: its path, percent-decoded (as the receiver's framework
-    gives it), and its query as sent."""
-    parts = urlsplit(url_or_path)
-    return unquote(parts.path) + (f"?{parts.query}" if parts.query else "")
+    """What is signed of a URL: the path urllib3 sends for it, percent-decoded (as the
+    receiver's framework gives it), and its query as sent.
+
+    urllib3 (under `requests` too) normalises a URL before sending it: it removes `.` and
+    `..` segments and percent-encodes what may not appear raw. The signature covers that
+    path, not the one written, so that what is signed is what arrives: a replica never
+    refuses a request for a path its sender wrote differently. (The group client escapes
+    dot segments first, so that the path sent is still the one meant.)"""
+    parts = parse_url(url_or_path)
+    return unquote(parts.path or "/") + (f"?{parts.query}" if parts.query else "")
 
 
-def sign(key: bytes, method: str, target: str, body: bytes | None = None,
+def sign(key: bytes, method: str, to: str, target: str, body: bytes | None = None,
          headers: Mapping[str, str] | None = None, now: float | None = None) -> dict[str, str]:
-    """The headers that sign a request for `target` (see `signed_target`)."""
+    """The headers that sign a request for `target` (see `signed_target`) at the replica
+    `to` (`host:port`, see `destination`)."""
     date = str(int(time.time() if now is None else now))
     nonce = secrets.token_hex(16)
     idempotency_key = (headers or {}).get("Idempotency-Key", "")
-    mac = hmac.new(key, _message(method, target, date, nonce, idempotency_key, body or b""),
+    mac = hmac.new(key, _message(method, to, target, date, nonce, idempotency_key, body or b""),
                    hashlib.sha256).hexdigest()
     return {DATE_HEADER: date, NONCE_HEADER: nonce, SIGNATURE_HEADER: mac}
 
@@ -82,10 +104,12 @@ class Refused(Exception):
 
 
 class Verifier:
-    """Checks the signed requests one replica receives. Thread-safe."""
+    """Checks the signed requests one replica receives: the replica at `address`
+    (`host:port`, as its peers name it: its advertised HTTP address). Thread-safe."""
 
-    def __init__(self, key: bytes, window: float = WINDOW_SECONDS) -> None:
+    def __init__(self, key: bytes, address: str, window: float = WINDOW_SECONDS) -> None:
         self._key = key
+        self._address = address
         self._window = window
         # The nonces seen, by the date they were signed with. A replay carries the date it
         # was first signed with (the date is signed), so it can only be found under that date,
@@ -108,12 +132,12 @@ class Verifier:
                             headers.get(SIGNATURE_HEADER))
         if not (date and nonce and mac):
             raise Refused("this route is for Bazar's own processes: the request is not signed")
-        expected = hmac.new(self._key, _message(method, target, date, nonce,
+        expected = hmac.new(self._key, _message(method, self._address, target, date, nonce,
                                                 headers.get("Idempotency-Key", ""), body),
                             hashlib.sha256).hexdigest()
         if not hmac.compare_digest(expected.encode(), mac.encode()):
-            raise Refused("the request's signature is wrong (another cluster secret, or the "
-                          "request was changed on the way)")
+            raise Refused("the request's signature is wrong (another cluster secret, a request "
+                          "meant for another replica, or one changed on the way)")
         now = time.time() if now is None else now
         signed_at = int(date)  # a valid signature: `date` is digits we signed ourselves
         skew = now - signed_at
@@ -147,10 +171,11 @@ class Signer:
 
     def headers(self, method: str, url: str, body: bytes | None = None,
                 headers: Mapping[str, str] | None = None) -> dict[str, str]:
-        """The signature headers for a request to `url` (a full URL or a path)."""
+        """The signature headers for a request to `url`, a full URL (the replica's
+        `host:port` is signed; ValueError without one)."""
         if self._key is None:
             return {}
-        return sign(self._key, method, signed_target(url), body, headers)
+        return sign(self._key, method, destination(url), signed_target(url), body, headers)
 
 
 class PeerAuth(Signer):

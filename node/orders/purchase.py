@@ -19,7 +19,7 @@ import time
 from bazar.node.api import Replica
 from bazar.node.orders import commands
 from bazar.node.orders.state import PENDING
-from bazar.web.client import GroupClient, Unavailable
+from bazar.web.client import GroupClient, Refused, Unavailable
 from bazar.web.errors import ApiError
 from bazar.web.metrics import OrderMetrics
 from bazar.web.protocol import INDEX_HEADER
@@ -66,6 +66,8 @@ class PurchaseCoordinator:
                                           timeout=self.replica.config.raft.commit_timeout)
         except Unavailable:
             log.warning("order %s: no catalog replica reachable; left pending", order["order_id"])
+            return None
+        except Refused:  # logged by the client; the recovery loop tries again later
             return None
         if response.status_code == 422:
             # The catalog already applied this order id for another book, so it will never

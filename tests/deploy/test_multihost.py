@@ -26,7 +26,7 @@ CATALOG = ["catalog1", "catalog2", "catalog3"]
 ORDER = ["order1", "order2", "order3"]
 HOSTS = CATALOG + ORDER + ["frontend1", "client"]
 ADMIN_TOKEN = "multihost-admin-token"
-SECRET = "multi-host test secret"
+SECRET = "multi-host test secret, 32 bytes or more"
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None,
                                 reason="network namespaces need root and iproute2")

@@ -5,8 +5,12 @@ body parsed before the admin check, a page with no framing or script policy).
 """
 from __future__ import annotations
 
+import json
 import re
+import socket
+import time
 import urllib.parse
+from pathlib import Path
 
 import pytest
 import requests
@@ -216,3 +220,116 @@ def test_an_admin_idempotency_key_names_one_book_and_one_operation(cluster):
         else:
             _assert_json_error(response, 422)
     assert _book(cluster, 4) == other_before
+
+
+# -- what a client chooses must not grow what the store keeps ---------------------------------
+
+def _letters(number: int) -> str:
+    """`number` written in the letters A-Z (an HTTP method is an uppercase token)."""
+    word = ""
+    while True:
+        number, digit = divmod(number, 26)
+        word += chr(ord("A") + digit)
+        if not number:
+            return word
+
+
+def _made_up(first: int, count: int) -> list[bytes]:
+    """`count` requests, each with a method and a path no client sent before (the last one
+    closes the connection)."""
+    made = [(f"M{_letters(i)}{'X' * 1000} /nowhere/{i}/{'p' * 500} HTTP/1.1\r\n"
+             f"Host: store\r\nContent-Length: 0\r\n\r\n").encode() for i in range(first, first + count)]
+    made[-1] = made[-1].replace(b"Host: store", b"Host: store\r\nConnection: close")
+    return made
+
+
+def _pipelined(address: tuple[str, int], sent: list[bytes]) -> list[int]:
+    """Send the requests one after another on one connection: the statuses answered."""
+    with socket.create_connection(address, timeout=30) as conn:
+        conn.sendall(b"".join(sent))
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    return [int(status) for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)]
+
+
+@pytest.mark.parametrize("where", ["frontend", "replica"])
+def test_made_up_methods_and_paths_grow_neither_the_metrics_nor_the_log(cluster, where):
+    """Every client picks its method and path: counted under fixed labels (`other`,
+    `unmatched`) and logged as such, 2,000 distinct ones leave /metrics the size it was
+    (counts aside) and add a short line each to the log."""
+    process = cluster.config.frontends[0] if where == "frontend" else cluster.config.catalog[0]
+    address = (process.http.host, process.http.port)
+    _pipelined(address, _made_up(0, 5))  # the series such requests have, made once
+    requests.get(process.http.url + "/metrics", timeout=10)  # and the scrape's own
+    before = len(requests.get(process.http.url + "/metrics", timeout=10).content)
+    log = Path(cluster.log_path(process.id))
+    logged_before = log.stat().st_size
+    for batch in range(10):
+        statuses = _pipelined(address, _made_up(5 + 200 * batch, 200))
+        assert len(statuses) == 200 and max(statuses) < 500, statuses[:5]
+    growth = len(requests.get(process.http.url + "/metrics", timeout=10).content) - before
+    assert growth < 1000, f"/metrics grew by {growth} bytes"
+    time.sleep(0.5)  # access lines are written a batch every 50 ms
+    logged = log.stat().st_size - logged_before
+    assert logged < 2000 * 300, f"2,000 requests added {logged} bytes to the log"
+
+
+def _get_raw(url: str, path: str) -> tuple[int, bytes]:
+    """GET `path` exactly as written (requests, like browsers, would remove dot segments)."""
+    address = urllib.parse.urlsplit(url)
+    with socket.create_connection((address.hostname, address.port), timeout=30) as conn:
+        conn.sendall(f"GET {path} HTTP/1.1\r\nHost: {address.netloc}\r\nConnection: close\r\n\r\n".encode())
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+@pytest.mark.parametrize("path", ["/search/..", "/search/%2E%2E", "/orders/..", "/orders/%2e", "/search/a%2F.."])
+def test_a_dot_segment_is_refused_at_the_frontend_and_never_signed_for_a_replica(cluster, path):
+    """Such a path was signed as written, sent without its dots by urllib3, refused by every
+    replica, and retried as if they were down (503 after the whole deadline, hundreds of log
+    lines). Now: 400 at once, and no replica refuses anything."""
+    frontend = cluster.config.frontends[0]
+    log = Path(cluster.log_path(frontend.id))
+    logged_before = log.stat().st_size
+    status, body = _get_raw(cluster.frontend_url, path)
+    assert status == 400, (status, body[:200])
+    assert "error" in json.loads(body)
+    with open(log, "rb") as lines:
+        lines.seek(logged_before)
+        assert b"refused" not in lines.read()
+
+
+def test_a_cross_site_purchase_with_a_simple_body_is_refused_and_api_clients_still_buy(cluster):
+    """A page on another site can post text/plain (or no body) without asking first; its
+    browser then names that site in Origin. Refused on both purchase routes; a client that
+    sends no Origin (curl, requests) and the store's own pages still buy."""
+    assert requests.put(f"{cluster.frontend_url}/books/5", json={"stock": 10}, headers=ADMIN,
+                        timeout=10).status_code == 200
+    for route in ("purchase", "buy"):
+        for n, headers in enumerate(({"Content-Type": "text/plain", "Origin": "http://evil.example"},
+                                     {"Origin": "https://evil.example"},
+                                     {"Content-Type": "text/plain", "Origin": "null"})):
+            response = requests.post(f"{cluster.frontend_url}/{route}/5", data="x", timeout=10,
+                                     headers={**headers, "Idempotency-Key": f"cross-site-{route}-{n}"})
+            _assert_json_error(response, 403)
+    assert _book(cluster, 5)["stock"] == 10
+    api = requests.post(f"{cluster.frontend_url}/purchase/5", headers={"Idempotency-Key": "no-origin"}, timeout=10)
+    assert api.status_code == 200, api.text[:200]
+    own = requests.post(f"{cluster.frontend_url}/purchase/5", data="x", timeout=10,
+                        headers={"Content-Type": "text/plain", "Origin": cluster.frontend_url})
+    assert own.status_code == 200, own.text[:200]
+    assert _book(cluster, 5)["stock"] == 8
+
+
+def test_a_public_order_shows_no_cluster_wide_counter(cluster):
+    """An order's `seq` numbered every order the store took, and its catalog index every
+    catalog write: two orders' difference was the store's sales in between."""
+    response = requests.post(f"{cluster.frontend_url}/purchase/6", headers={"Idempotency-Key": "counted"}, timeout=10)
+    assert response.status_code == 200, response.text[:200]
+    order = requests.get(f"{cluster.frontend_url}/orders/counted", timeout=10).json()
+    assert order["status"] == "completed" and order["order_id"] == "counted" and order["id"] == 6
+    assert not {"seq", "catalog_index"} & order.keys(), order

@@ -21,7 +21,7 @@ from bazar.cluster.local import LocalCluster
 from bazar.web.signing import PeerAuth
 from tests.integration.probes import buy_until_done
 
-PARTITION_SECRET = "the-other-side-of-the-partition"
+PARTITION_SECRET = "the-other-side-of-the-partition-secret"
 
 
 def status(cluster: LocalCluster, name: str) -> dict:

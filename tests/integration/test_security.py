@@ -46,7 +46,7 @@ def _wait_for(path: Path, seconds: float) -> bool:
 
 
 def test_raft_port_runs_no_code_for_strangers_when_a_secret_is_set(make_cluster, tmp_path):
-    protected = make_cluster(catalog=1, order=1, env={"BAZAR_SECRET": "correct horse battery staple"})
+    protected = make_cluster(catalog=1, order=1, env={"BAZAR_SECRET": "correct horse battery staple, and more"})
     marker = tmp_path / "pwned-protected"
     _send_raw_raft_message(str(protected.config.catalog[0].raft), _CreateFile(str(marker)))
     assert not _wait_for(marker, 1.0), "an unauthenticated pickle ran on a node with a secret"

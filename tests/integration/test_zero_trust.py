@@ -28,7 +28,7 @@ import yaml
 from bazar.cluster.local import LocalCluster, write_config
 from bazar.web.signing import PeerAuth
 
-SECRET = "zero-trust-cluster-secret-7f3a"
+SECRET = "zero-trust-cluster-secret-7f3a-0c9d1e"
 ADMIN_TOKEN = "zero-trust-admin-token-91c2"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 REPO = Path(__file__).resolve().parents[2]
@@ -168,6 +168,23 @@ def test_a_recorded_internal_request_played_back_is_refused(watched):
         status, answer = _send_raw(("127.0.0.2", order1.http.port), forged)
         assert status == 403, answer[:300]
     assert cluster.admin.state(order1.id)["digest"] == before
+
+
+def test_a_request_recorded_for_one_replica_is_refused_by_its_siblings(watched):
+    """Each replica remembers only the nonces it saw itself; the replica a request is meant
+    for (as its sender names it) is signed, so played to a sibling within the window it is
+    refused there too, and changes nothing."""
+    cluster, relays = watched
+    _buy_through(cluster, 5, "sibling")
+    recorded = _recorded_requests(relays[1].recorded())[-4:]
+    assert recorded, "no request passed the relay"
+    for sibling in cluster.config.order[1:]:
+        before = cluster.admin.state(sibling.id)["digest"]
+        for request in recorded:
+            status, answer = _send_raw((sibling.http.host, sibling.http.port), request)
+            assert status == 403, (sibling.id, answer[:300])
+            assert b"signature is wrong" in answer
+        assert cluster.admin.state(sibling.id)["digest"] == before
 
 
 INTERNAL = [("catalog", "GET", "/status", None), ("catalog", "GET", "/state", None),

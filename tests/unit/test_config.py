@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -239,16 +241,16 @@ def test_raft_password_refuses_off_loopback_without_secret(tmp_path, monkeypatch
 def test_raft_password_returns_the_secret_when_set(tmp_path, monkeypatch):
     doc = document(host="10.0.0.5")
     config = load(write(tmp_path, doc))
-    monkeypatch.setenv("BAZAR_SECRET", "s3cret-value")
-    assert raft_password(config) == "s3cret-value"
+    monkeypatch.setenv("BAZAR_SECRET", "s3cret-value-of-at-least-32-bytes")
+    assert raft_password(config) == "s3cret-value-of-at-least-32-bytes"
 
 
 def test_raft_password_on_loopback(tmp_path, monkeypatch):
     config = load(write(tmp_path, document()))
     monkeypatch.delenv("BAZAR_SECRET", raising=False)
     assert raft_password(config) is None
-    monkeypatch.setenv("BAZAR_SECRET", "abc")
-    assert raft_password(config) == "abc"  # a secret is still used when given
+    monkeypatch.setenv("BAZAR_SECRET", "abc" * 11)
+    assert raft_password(config) == "abc" * 11  # a secret is still used when given
 
 
 def test_without_a_seed_file_the_packaged_books_are_used(tmp_path):
@@ -353,11 +355,11 @@ def no_secret(monkeypatch, tmp_path):
 
 def test_the_secret_can_come_from_a_file_named_by_the_environment(tmp_path, monkeypatch, no_secret):
     config = load(write(tmp_path, container_document()))
-    (tmp_path / "secret.txt").write_text("from-a-file\n")
+    (tmp_path / "secret.txt").write_text("from-a-file-of-at-least-32-bytes\n")
     monkeypatch.setenv("BAZAR_SECRET_FILE", str(tmp_path / "secret.txt"))
-    assert raft_password(config) == "from-a-file"  # the editor's final newline is not part of it
-    monkeypatch.setenv("BAZAR_SECRET", "from-the-environment")
-    assert raft_password(config) == "from-the-environment"  # the variable itself comes first
+    assert raft_password(config) == "from-a-file-of-at-least-32-bytes"  # the editor's final newline is not part of it
+    monkeypatch.setenv("BAZAR_SECRET", "from-the-environment-at-least-32-bytes")
+    assert raft_password(config) == "from-the-environment-at-least-32-bytes"  # the variable itself comes first
 
 
 def test_the_secret_can_come_from_a_docker_secret(tmp_path, no_secret):
@@ -367,8 +369,41 @@ def test_the_secret_can_come_from_a_docker_secret(tmp_path, no_secret):
     (no_secret / "bazar_secret").write_text("")  # empty (say, /dev/null mounted): no secret
     with pytest.raises(ConfigError, match="not loopback"):
         raft_password(config)
-    (no_secret / "bazar_secret").write_text("mounted-by-docker")
-    assert raft_password(config) == "mounted-by-docker"
+    (no_secret / "bazar_secret").write_text("mounted-by-docker-at-least-32-bytes")
+    assert raft_password(config) == "mounted-by-docker-at-least-32-bytes"
+
+
+@pytest.mark.parametrize("source", ["environment", "file", "docker secret"])
+def test_a_secret_shorter_than_32_bytes_is_refused_wherever_it_comes_from(tmp_path, monkeypatch, no_secret, source):
+    """A short secret can be guessed offline from one recorded signature: refused, with the
+    way to make a good one."""
+    config = load(write(tmp_path, container_document()))
+    weak = "a" * 31
+    if source == "environment":
+        monkeypatch.setenv("BAZAR_SECRET", weak)
+    elif source == "file":
+        (tmp_path / "secret.txt").write_text(weak + "\n")
+        monkeypatch.setenv("BAZAR_SECRET_FILE", str(tmp_path / "secret.txt"))
+    else:
+        (no_secret / "bazar_secret").write_text(weak)
+    with pytest.raises(ConfigError, match=r"at least 32 bytes.*bazar secret") as excinfo:
+        config.secret()
+    assert weak not in str(excinfo.value)  # the error never repeats the secret
+    with pytest.raises(ConfigError, match="at least 32 bytes"):
+        raft_password(config)
+
+
+def test_bazar_secret_prints_a_fresh_secret_the_config_accepts(tmp_path, monkeypatch, no_secret):
+    config = load(write(tmp_path, container_document()))
+    printed = []
+    for _ in range(2):  # needs no cluster file: run where there is none
+        done = subprocess.run([sys.executable, "-m", "bazar", "secret"], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        printed.append(done.stdout.strip())
+    assert printed[0] != printed[1] and len(printed[0].encode()) >= 32
+    monkeypatch.setenv("BAZAR_SECRET", printed[0])
+    assert config.secret() == printed[0]
 
 
 def test_a_named_secret_file_that_cannot_be_read_is_an_error(tmp_path, monkeypatch, no_secret):

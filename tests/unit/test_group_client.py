@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from bazar.web.client import LEADER_HEADER, GroupClient, Unavailable
+from bazar.web.client import LEADER_HEADER, GroupClient, Refused, Unavailable
 from bazar.web.protocol import MEMBERS_HEADER
 
 
@@ -179,3 +179,25 @@ def test_the_client_follows_the_members_a_replica_announces_and_never_goes_back(
     assert ("GET", "/members") not in b.hits, "a list no newer than the known one was fetched"
     assert all(path != "/books/1" for _, path in a.hits[1:]), "a removed member was still called"
     assert any(path == "/books/1" for _, path in c.hits), "the new member was never called"
+
+
+def test_a_403_is_a_definite_refusal_never_retried(replicas, caplog):
+    """A replica that refuses this process's signature refuses it again: the call fails at
+    once, with one log line, instead of trying every replica until the deadline."""
+    for replica in replicas:
+        replica.status = 403
+    client = GroupClient([r.url for r in replicas], timeout=2.0)
+    with caplog.at_level("ERROR", logger="bazar.client"), pytest.raises(Refused):
+        client.read("/books/1")
+    assert sum(len(r.hits) for r in replicas) == 1
+    assert len([r for r in caplog.records if r.name == "bazar.client"]) == 1
+
+
+@pytest.mark.parametrize("path, arrives", [("/search/..", "/search/%2E%2E"), ("/orders/.?consistency=strong",
+                                                                           "/orders/%2E?consistency=strong")])
+def test_a_dot_segment_reaches_the_replica_as_written(replicas, path, arrives):
+    """urllib3 would drop a `.` or `..` segment (asking `/` instead); the client escapes it, so
+    the replica gets the resource the caller named, under the signature it was sent with."""
+    client = client_for(replicas)
+    client.read(path)
+    assert [hit for r in replicas for hit in r.hits] == [("GET", arrives)]

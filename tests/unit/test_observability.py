@@ -95,6 +95,31 @@ def test_requests_are_counted_by_rule_and_status(app):
     assert 'bazar_http_requests_total{method="GET",route="/books/<raw_id>",status="200"} 3.0' in text
 
 
+def test_methods_and_paths_clients_make_up_add_no_series_and_no_long_log_line(app, caplog):
+    """The method and path are the client's to choose: a label or a log line that carried
+    them would grow with every one sent. Thousands of made-up ones leave /metrics the size
+    it was (counts aside) and every access line short."""
+    client = app.test_client()
+
+    def made_up(count: int, start: int = 0) -> None:
+        for i in range(start, start + count):
+            client.open(f"/nowhere/{i}", method=f"M{i}" + "X" * 1000).close()
+            client.open(f"/books/{i}", method=f"N{i}").close()
+            client.open(f"/books/{i}", method="get").close()
+
+    made_up(3)
+    client.get("/metrics").close()  # the scrape's own series, made once
+    before = len(client.get("/metrics").get_data())
+    with caplog.at_level(logging.INFO, logger="bazar.access"):
+        made_up(2000, start=3)
+    growth = len(client.get("/metrics").get_data()) - before
+    assert growth < 300, f"/metrics grew by {growth} bytes"
+    lines = [r.getMessage() for r in caplog.records if r.name == "bazar.access"]
+    assert len(lines) == 6000 and max(len(line) for line in lines) < 120, max(lines, key=len)[:200]
+    labels = {labels["method"] for _, labels, _ in app.metrics.samples("bazar_http_requests")}
+    assert labels <= {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other"}, labels
+
+
 def test_the_request_id_is_adopted_returned_and_forgotten(app):
     client = app.test_client()
     answer = client.get("/books/1", headers={REQUEST_ID_HEADER: "mine-1"})

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import requests
+import urllib3
 
 from bazar.web.signing import (WINDOW_SECONDS, PeerAuth, Refused, Signer, Verifier, sign, signed_target,
                                 signing_key)
@@ -11,12 +12,15 @@ SECRET = "a cluster secret"
 NOW = 1_800_000_000.0
 
 
+REPLICA = "127.0.0.1:7201"
+
+
 def _verifier() -> Verifier:
-    return Verifier(signing_key(SECRET))
+    return Verifier(signing_key(SECRET), REPLICA)
 
 
 def _signed(method="POST", target="/purchase", body=b'{"id": 1}', headers=None, now=NOW, secret=SECRET):
-    return sign(signing_key(secret), method, target, body, headers, now=now)
+    return sign(signing_key(secret), method, REPLICA, target, body, headers, now=now)
 
 
 def test_a_signed_request_passes_once():
@@ -70,8 +74,13 @@ def test_a_cluster_without_a_secret_signs_nothing():
     assert Signer(None).headers("GET", "http://h/status") == {}
 
 
+def test_a_url_without_its_replica_cannot_be_signed():
+    with pytest.raises(ValueError, match="host and port"):
+        Signer(SECRET).headers("GET", "/status")
+
+
 def test_requests_signed_by_peer_auth_verify_as_the_server_sees_them():
-    prepared = requests.Request("PUT", "http://127.0.0.1:1/books/3?x=1", json={"stock": 2},
+    prepared = requests.Request("PUT", f"http://{REPLICA}/books/3?x=1", json={"stock": 2},
                                 headers={"Idempotency-Key": "k1"}, auth=PeerAuth(SECRET)).prepare()
     _verifier().verify("PUT", "/books/3?x=1", prepared.headers, prepared.body)
 
@@ -98,3 +107,26 @@ def test_a_replay_is_refused_for_as_long_as_its_date_is_in_the_window():
             verifier.verify("POST", "/purchase", first, b'{"id": 1}', now=NOW + offset)
     with pytest.raises(Refused, match="clock"):
         verifier.verify("POST", "/purchase", first, b'{"id": 1}', now=NOW + WINDOW_SECONDS + 1)
+
+
+def test_a_request_signed_for_one_replica_is_refused_by_its_sibling():
+    """The destination (host:port, as the sender names the replica) is signed: a request
+    recorded on its way to one replica is no good at another, whose nonces are its own."""
+    signer = Signer(SECRET)
+    headers = signer.headers("POST", "http://127.0.0.1:7201/purchase", b'{"id": 1}')
+    with pytest.raises(Refused, match="signature is wrong"):
+        Verifier(signing_key(SECRET), "127.0.0.1:7202").verify("POST", "/purchase", headers, b'{"id": 1}')
+    Verifier(signing_key(SECRET), "127.0.0.1:7201").verify("POST", "/purchase", headers, b'{"id": 1}')
+
+
+def test_the_destination_is_compared_without_regard_to_case():
+    headers = Signer(SECRET).headers("GET", "http://Catalog1:8101/status")
+    Verifier(signing_key(SECRET), "catalog1:8101").verify("GET", "/status", headers, b"")
+
+
+@pytest.mark.parametrize("path", ["/search/..", "/search/.", "/orders/a/../b", "/x/./y"])
+def test_what_is_signed_is_the_path_urllib3_sends(path):
+    """urllib3 removes `.` and `..` segments before sending: the signature covers what it
+    sends (so a replica never refuses it), not the path as written."""
+    sent = urllib3.util.parse_url("http://h:1" + path).path
+    assert signed_target("http://h:1" + path) == sent
