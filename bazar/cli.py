@@ -78,6 +78,9 @@ def _up(config, args) -> int:
     if cluster.secret_generated:
         print(f"bazar: no cluster secret given (${config.secret_env}); generated one in "
               f"{config.generated_secret_file} (owner-only)", flush=True)
+    if cluster.admin_token_generated:
+        print(f"bazar: admin token (for PUT/POST /books and GET /orders: "
+              f"Authorization: Bearer <token>) in {config.generated_admin_token_file}", flush=True)
     stopping = False
 
     def stop(*_):
@@ -124,6 +127,7 @@ def _node(config, args) -> int:
     cap_malloc_arenas()  # before any thread allocates (web/server.py says why)
     os.umask(0o077)  # journals, snapshots and their temporary files: readable by the owner only
     config.secret_for_this_process()
+    config.admin_token_for_this_process()  # made with the secret, for the frontends that need it
     try:
         run(config, args.id)
     except BindFailed as exc:
@@ -137,7 +141,7 @@ def _frontend(config, args) -> int:
     from bazar.web.server import cap_malloc_arenas
 
     cap_malloc_arenas()
-    config.secret_for_this_process()
+    config.secret_for_this_process()  # the admin token: read (or made) by run
     run(config, args.id)
     return 0
 

@@ -24,7 +24,7 @@ from bazar.bench import measure, schema
 from bazar.bench.floor import Floor
 from bazar.bench.journal import build_journal_subprocess
 from bazar.bench.load import ClientPool, ClientTask
-from bazar.bench.probes import (BIG_STOCK, cache_stats, concurrent_fsync_latency, fsync_latency, fsyncs_per_purchase,
+from bazar.bench.probes import (ADMIN_TOKEN, BIG_STOCK, cache_stats, concurrent_fsync_latency, fsync_latency, fsyncs_per_purchase,
                                 journal_fsyncs, oversold_check, prepare_books, put, rss_mb, stock, wait_caught_up,
                                 wait_settled)
 from bazar.bench.settings import Settings
@@ -61,8 +61,8 @@ class Phases:
     def cluster(self, name: str, **sizes) -> LocalCluster:
         directory = self.workdir / name
         path = write_config(directory, **sizes)
-        # No admin token in throwaway clusters: the bench sets stock and adds books without one.
-        return LocalCluster(path, log_dir=directory / "logs", env={ADMIN_TOKEN_ENV: ""})
+        # The bench sets stock and adds books with this run's admin token (probes.ADMIN_TOKEN).
+        return LocalCluster(path, log_dir=directory / "logs", env={ADMIN_TOKEN_ENV: ADMIN_TOKEN})
 
     def latency(self, url: str, factory, ok=(200,)) -> measure.Samples:
         return measure.sample(url, factory, self.s.samples, ok_statuses=ok, server_pids=self.pids)

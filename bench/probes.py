@@ -3,6 +3,7 @@ the disk's own fsync time, and waiting until a cluster or a replica has settled.
 from __future__ import annotations
 
 import os
+import secrets
 import statistics
 import threading
 import time
@@ -14,6 +15,10 @@ from bazar.bench import measure
 from bazar.cluster.local import LocalCluster
 
 BIG_STOCK = 1_000_000
+# The admin token of every cluster this bench run starts (bench/phases.py gives it to them):
+# setting stock and adding books are admin writes.
+ADMIN_TOKEN = secrets.token_urlsafe(32)
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 SPREAD_TOPIC = "bench spread"
 
 
@@ -98,7 +103,7 @@ def concurrent_fsync_latency(directory: Path, writers: int, count: int = 200) ->
 
 
 def put(url: str, book: int, body: dict) -> dict:
-    response = requests.put(f"{url}/books/{book}", json=body, timeout=10)
+    response = requests.put(f"{url}/books/{book}", json=body, timeout=10, headers=ADMIN)
     response.raise_for_status()
     return response.json()
 
@@ -115,7 +120,8 @@ def prepare_books(url: str, count: int) -> list[int]:
     ids = []
     for i in range(count):
         response = requests.post(f"{url}/books", json={"title": f"Bench book {i + 1}", "topic": SPREAD_TOPIC,
-                                                       "price": 1.0, "stock": BIG_STOCK}, timeout=10)
+                                                       "price": 1.0, "stock": BIG_STOCK}, timeout=10,
+                                 headers=ADMIN)
         response.raise_for_status()
         ids.append(response.json()["id"])
     return ids

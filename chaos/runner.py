@@ -65,9 +65,9 @@ def run(options: ChaosOptions) -> int:
     config_path = options.target or write_config(workdir, distinct_hosts=True, **sections)
     # power-cut needs the storage test mode: every replica keeps a copy of what it made durable.
     env = {POWER_CUT_ENV: str(workdir / "durable")} if "power-cut" in kinds else None
-    # A running cluster (--target) keeps the secret it has: never make one for it.
+    # A running cluster (--target) keeps the secret and admin token it has: never make them for it.
     cluster = LocalCluster(config_path, log_dir=options.out / "logs", env=env,
-                           generate_secret=options.target is None)
+                           generate_secret=options.target is None, generate_admin_token=options.target is None)
     firewall = Firewall() if NEEDS_FIREWALL & set(kinds) else None
     previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
@@ -84,7 +84,7 @@ def run(options: ChaosOptions) -> int:
         nemesis = Nemesis(cluster, firewall, write_load)
         workload = Workload(cluster.frontend_url, list(options.items), options.clients, options.seed,
                             recorder, lambda: nemesis.current.kind if nemesis.current else None,
-                            admin_token=cluster.config.admin_token(), write_load=write_load)
+                            admin_token=cluster.admin_token, write_load=write_load)
         stop = threading.Event()
         workload.start()
         windows = nemesis.run(schedule, t0, stop)
@@ -118,10 +118,9 @@ def _raise_keyboard_interrupt(*_) -> None:
 
 def prepare_items(cluster: LocalCluster, items: tuple[int, ...]) -> dict:
     """Give the workload's items a known stock; return every book's initial state."""
-    token = cluster.config.admin_token()
     for item in items:
         response = requests.put(f"{cluster.frontend_url}/books/{item}", json={"stock": INITIAL_STOCK}, timeout=10,
-                                headers={"Authorization": f"Bearer {token}"} if token else {})
+                                headers=cluster.admin_headers)
         response.raise_for_status()
     leader = cluster.config.node(cluster.leader("catalog"))
     books = requests.get(f"{leader.http.url}/books", timeout=10, auth=cluster.peer_auth).json()["books"]

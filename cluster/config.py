@@ -161,6 +161,14 @@ class RetentionConfig:
 
 
 @dataclass(frozen=True)
+class FrontendSettings:
+    # Host header values every frontend answers besides its own addresses (see
+    # `ClusterConfig.allowed_hosts`): the public name a reverse proxy passes on. An entry is
+    # a host (any port) or host:port; "*" turns the check off.
+    allowed_hosts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     path: Path
     data_dir: Path
@@ -173,6 +181,7 @@ class ClusterConfig:
     order: tuple[NodeConfig, ...]
     frontends: tuple[FrontendConfig, ...]
     retention: RetentionConfig = RetentionConfig()
+    frontend_settings: FrontendSettings = FrontendSettings()
     extra: dict = field(default_factory=dict)
 
     def group(self, name: str) -> tuple[NodeConfig, ...]:
@@ -203,6 +212,20 @@ class ClusterConfig:
         loopback: only then may the cluster run without a secret."""
         processes = self.catalog + self.order + self.frontends
         return all(_is_loopback(host) for process in processes for host in process.addresses())
+
+    def allowed_hosts(self, frontend: FrontendConfig) -> frozenset[str]:
+        """The Host header values (lower case; `host:port`, or a bare host for any port)
+        `frontend` answers: every frontend's advertised address and this one's listen
+        address, localhost, 127.0.0.1 and [::1] with this frontend's port, and the entries
+        of `frontend.allowed_hosts`. A browser sends the name it resolved: a page that
+        rebinds its own name to 127.0.0.1 sends that name, which is in none of these."""
+        port = frontend.http.port
+        hosts = {_host_header(f.http.host, f.http.port) for f in self.frontends}
+        if frontend.listen and frontend.listen not in WILDCARDS:
+            hosts.add(_host_header(frontend.listen, port))
+        hosts.update(_host_header(name, port) for name in ("localhost", "127.0.0.1", "::1"))
+        hosts.update(self.frontend_settings.allowed_hosts)
+        return frozenset(host.lower() for host in hosts)
 
     @property
     def generated_secret_file(self) -> Path:
@@ -239,23 +262,11 @@ class ClusterConfig:
         `generated_secret_file` (0600, in a 0700 data directory), so that every process of
         this cluster file on this machine, and `bazar status`, find the same one.
 
-        Safe when several processes start at once: the secret is written whole to a file
-        of this process's own, then linked to its name, which fails if another got there
-        first; the file under the name is never seen half written, and all use the first."""
+        Safe when several processes start at once (`_write_once`): all use the first."""
         found = self.secret(environ)
         if found:
             return found
-        private_directory(self.data_dir)
-        mine = self.data_dir / f".secret-{os.getpid()}-{secrets.token_hex(4)}"
-        fd = os.open(mine, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "w") as out:
-                out.write(new_secret() + "\n")
-            os.link(mine, self.generated_secret_file)
-        except FileExistsError:
-            pass
-        finally:
-            mine.unlink(missing_ok=True)
+        _write_once(private_directory(self.data_dir), self.generated_secret_file, new_secret())
         return self.secret(environ)
 
     def secret_for_this_process(self, environ: Mapping[str, str] | None = None) -> str | None:
@@ -270,11 +281,72 @@ class ClusterConfig:
             return self.ensure_secret(environ)
         return self.secret(environ)
 
+    @property
+    def generated_admin_token_file(self) -> Path:
+        """Where `bazar up`, or a process started by hand on loopback, keeps the admin token
+        it made for a cluster started without one."""
+        return self.data_dir / "admin-token"
+
+    def given_admin_token(self, environ: Mapping[str, str] | None = None) -> str | None:
+        """The admin token the operator gives, or None: `admin_token_env` (BAZAR_ADMIN_TOKEN),
+        the file named by `<admin_token_env>_FILE`, or the Docker secret
+        /run/secrets/bazar_admin_token, in that order."""
+        return _given(self.admin_token_env, os.environ if environ is None else environ, "the admin token")
+
     def admin_token(self, environ: Mapping[str, str] | None = None) -> str | None:
         """The admin token, or None: from `admin_token_env` (BAZAR_ADMIN_TOKEN), the file
-        named by `<admin_token_env>_FILE`, or the Docker secret /run/secrets/bazar_admin_token,
-        in that order (files for the same reason as the secret's)."""
-        return _given(self.admin_token_env, os.environ if environ is None else environ, "the admin token")
+        named by `<admin_token_env>_FILE`, the Docker secret /run/secrets/bazar_admin_token
+        (files for the same reason as the secret's), or the one made for this cluster
+        (`generated_admin_token_file`), in that order."""
+        given = self.given_admin_token(environ)
+        if given:
+            return given
+        generated = self.generated_admin_token_file
+        return _read_secret(generated, "generated by bazar", "the admin token") if generated.is_file() else None
+
+    def ensure_admin_token(self, environ: Mapping[str, str] | None = None) -> str:
+        """The admin token; if none is given, make one (256 random bits) and keep it in
+        `generated_admin_token_file` (0600, in the 0700 data directory), as `ensure_secret`
+        does the secret: every process of this cluster on this machine, `bazar up`'s user,
+        the tests and the tools read the same one there."""
+        found = self.admin_token(environ)
+        if found:
+            return found
+        _write_once(private_directory(self.data_dir), self.generated_admin_token_file, new_secret())
+        return self.admin_token(environ)
+
+    def admin_token_for_this_process(self, environ: Mapping[str, str] | None = None) -> str | None:
+        """The admin token a frontend checks. Given none and with every address on loopback,
+        the machine's (`ensure_admin_token`: the one `bazar up` made, or a new one), so no
+        store has an admin route open to everyone: a reverse proxy on the same host, or a
+        page that rebinds a name to 127.0.0.1, would make anyone the admin. Off loopback with
+        none given (nor made here before), None: the store then has no admin at all."""
+        if self.all_loopback:
+            return self.ensure_admin_token(environ)
+        return self.admin_token(environ)
+
+
+def _write_once(directory: Path, name: Path, content: str) -> None:
+    """Put `content` (a secret) under `name`, readable by its owner only, unless a file is
+    already there. Safe when several processes start at once: the content is written whole
+    to a file of this process's own in `directory`, then linked to `name`, which fails if
+    another got there first; the file under the name is never seen half written, and
+    every process then reads the first one's."""
+    mine = directory / f".{name.name}-{os.getpid()}-{secrets.token_hex(4)}"
+    fd = os.open(mine, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(content + "\n")
+        os.link(mine, name)
+    except FileExistsError:
+        pass
+    finally:
+        mine.unlink(missing_ok=True)
+
+
+def _host_header(host: str, port: int) -> str:
+    """`host:port` as a Host header writes it (an IPv6 address in brackets)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def private_directory(path: Path) -> Path:
@@ -322,7 +394,7 @@ def parse(raw: Any, path: Path) -> ClusterConfig:
     """Validate an already-parsed cluster document."""
     doc = _mapping(raw, "(top level)")
     known = {"data_dir", "catalog_seed", "secret_env", "admin_token_env", "raft", "cache",
-             "retention", "catalog", "order", "frontends"}
+             "retention", "catalog", "order", "frontends", "frontend"}
     _reject_unknown(doc, known, "")
     base = path.parent
     catalog = _group(doc, "catalog")
@@ -339,6 +411,7 @@ def parse(raw: Any, path: Path) -> ClusterConfig:
         raft=_raft(doc.get("raft", {})),
         cache=_cache(doc.get("cache", {})),
         retention=_retention(doc.get("retention", {})),
+        frontend_settings=_frontend_settings(doc.get("frontend", {})),
         catalog=catalog,
         order=order,
         frontends=frontends,
@@ -475,6 +548,26 @@ def _retention(raw: Any) -> RetentionConfig:
     if not math.isfinite(outcomes):
         raise ConfigError("retention.outcomes: expected a finite number of seconds")
     return RetentionConfig(outcomes)
+
+
+def _frontend_settings(raw: Any) -> FrontendSettings:
+    doc = _mapping(raw, "frontend")
+    _reject_unknown(doc, {"allowed_hosts"}, "frontend.")
+    entries = doc.get("allowed_hosts", [])
+    if not isinstance(entries, list):
+        raise ConfigError("frontend.allowed_hosts: expected a list of host or host:port")
+    hosts = []
+    for i, entry in enumerate(entries):
+        key = f"frontend.allowed_hosts[{i}]"
+        entry = _string(entry, key)
+        if entry != "*":
+            name, sep, port = entry.rpartition(":") if not entry.endswith("]") else ("", "", "")
+            if sep and port.isdigit() and 0 < int(port) < 65536:
+                _host(name.strip("[]"), key)
+            else:
+                _host(entry.strip("[]"), key)
+        hosts.append(entry)
+    return FrontendSettings(tuple(hosts))
 
 
 def _positive(value: Any, key: str) -> float:

@@ -47,7 +47,7 @@ class LocalCluster:
 
     def __init__(self, config_path: str | os.PathLike, log_dir: str | os.PathLike | None = None,
                  env: dict | None = None, launcher: Callable[[str], list[str]] | None = None,
-                 generate_secret: bool = True) -> None:
+                 generate_secret: bool = True, generate_admin_token: bool = True) -> None:
         self.config_path = Path(config_path).resolve()
         self.config: ClusterConfig = load(self.config_path)
         self.log_dir = Path(log_dir) if log_dir else None
@@ -63,6 +63,15 @@ class LocalCluster:
         self.secret = self.config.ensure_secret(self.env) if self.secret_generated else given
         if self.secret is None:
             self.env[INSECURE_ENV] = "1"  # or its processes would make one for themselves
+        # Always an admin token too, made and kept beside the secret when none is given, where
+        # the frontends, the tools and the tests read it (ClusterConfig.admin_token). Only a test
+        # of a store with no admin passes generate_admin_token=False.
+        # admin_token_generated: the token is the one kept in the data directory (made now or
+        # by an earlier run), not one the operator gave.
+        given_token = self.config.given_admin_token(self.env)
+        self.admin_token_generated = given_token is None and generate_admin_token
+        self.admin_token = (self.config.ensure_admin_token(self.env) if self.admin_token_generated
+                            else self.config.admin_token(self.env))
         # Sees the replicas as Bazar's own processes do (it signs with the same secret).
         self.admin = Admin(self.config, secret=self.secret)
         # For `requests` calls straight to a replica: `requests.get(url, auth=cluster.peer_auth)`.
@@ -74,6 +83,11 @@ class LocalCluster:
     def names(self) -> list[str]:
         c = self.config
         return [n.id for n in c.catalog + c.order] + [f.id for f in c.frontends]
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """What a request to an admin route of the frontends sends (nothing if no token)."""
+        return {"Authorization": f"Bearer {self.admin_token}"} if self.admin_token else {}
 
     @property
     def frontend_url(self) -> str:

@@ -20,12 +20,12 @@ def make_cluster():
     directories: list[str] = []
 
     def make(start: bool = True, env: dict | None = None, generate_secret: bool = True,
-             **kwargs) -> LocalCluster:
+             generate_admin_token: bool = True, **kwargs) -> LocalCluster:
         directory = tempfile.mkdtemp(prefix="bazar-test-")
         directories.append(directory)
         path = write_config(directory, **kwargs)
         cluster = LocalCluster(path, log_dir=Path(directory) / "logs", env=env,
-                               generate_secret=generate_secret)
+                               generate_secret=generate_secret, generate_admin_token=generate_admin_token)
         started.append(cluster)
         if start:
             cluster.start(timeout=60)

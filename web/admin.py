@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable
 
@@ -210,6 +211,34 @@ class Admin:
             log.warning("%s refused this process's signed request (is this the cluster's "
                         "secret? see README, Security model): %s", url, response.data[:200])
         return response if response.status == 200 else None
+
+
+class Recent:
+    """The value of `compute()`, computed at most once per `max_age` seconds however many
+    threads ask (a frontend's /cluster and /readyz: each computation is a signed request to
+    every replica, and anyone may ask as often as they like).
+
+    A caller that finds the value older than `max_age` computes it again while holding the
+    lock; callers arriving meanwhile wait for that one computation and share its result, so
+    a crowd costs one computation per period, never one each. The age counts from when a
+    computation finished. The value is shared: callers must not change it. An exception
+    from `compute` reaches the caller that ran it, and the next caller tries again."""
+
+    def __init__(self, compute: Callable[[], object], max_age: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.compute = compute
+        self.max_age = max_age
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._value: object = None
+        self._computed_at: float | None = None
+
+    def get(self):
+        with self._lock:
+            if self._computed_at is None or self.clock() - self._computed_at >= self.max_age:
+                self._value = self.compute()
+                self._computed_at = self.clock()
+            return self._value
 
 
 def _json(response: urllib3.BaseHTTPResponse | None) -> dict | None:

@@ -10,13 +10,19 @@ so its own limits are the first line against hostile clients:
 - up to `CONNECTION_LIMIT` connections are held, so 150 slowloris connections that
   trickle headers do not shut out fresh clients (waitress's default is 100), and
   one idle for `IDLE_SECONDS` is closed;
+- a request must arrive whole within `REQUEST_SECONDS` of its first byte, or its
+  connection is closed (`Channel`): waitress itself has no such deadline, so a client
+  sending a byte every few seconds on each of `CONNECTION_LIMIT` connections held them
+  all, for ever;
 - waitress's own error answers (400, 413, 431, ...) are JSON `{"error": ...}` like
   Bazar's, instead of its plain text.
 
-How it fails: a client that sends a byte every few seconds on each of
-`CONNECTION_LIMIT` connections still ties them all up; waitress has no deadline
-for a whole request. For public traffic put a reverse proxy with such deadlines
-in front (README, "Security model").
+The same limits hold on every Bazar process: the frontends and the replicas, whose
+HTTP ports the threat model lets anyone on the network reach, are served here alike.
+
+How it fails: a client that opens connections faster than `REQUEST_SECONDS` lets them
+go can still keep `CONNECTION_LIMIT` of them busy (a flood from many addresses, which
+only a firewall or a proxy with rate limits stops; README, "Security model").
 """
 from __future__ import annotations
 
@@ -48,6 +54,8 @@ _M_ARENA_MAX = -8  # mallopt's parameter number for the arena cap (glibc's mallo
 MAX_HEADER_BYTES = 32 * 1024
 CONNECTION_LIMIT = 1000   # fds: each process raises its soft limit if it must (see serve)
 IDLE_SECONDS = 15
+REQUEST_SECONDS = 10  # from a request's first byte to its last (headers and a body of 64 KiB)
+CLEANUP_SECONDS = 2   # how often connections are checked against both limits
 DRAIN_SECONDS = 1.0   # how long requests in progress at SIGTERM may take to finish
 FLUSH_SECONDS = 0.05  # then, for the event loop to send the answers they wrote
 
@@ -66,7 +74,42 @@ class JsonErrorTask(ErrorTask):
 
 
 class Channel(HTTPChannel):
+    """A connection: waitress's, with JSON errors and a deadline for each request.
+
+    `request_started` is when the first byte of the request being read (not yet whole)
+    arrived, None between requests. `overdue(now)`: that request has taken longer than
+    `REQUEST_SECONDS`, however steadily its bytes trickle in (each byte resets the idle
+    timer, never this deadline)."""
+
     error_task_class = JsonErrorTask
+    request_started: float | None = None
+
+    def received(self, data):
+        reading = self.request
+        result = super().received(data)
+        if self.request is None:
+            self.request_started = None  # every byte so far made whole requests
+        elif self.request is not reading:
+            self.request_started = time.time()  # a new request began in this data
+        return result
+
+    def overdue(self, now: float) -> bool:
+        return self.request_started is not None and now - self.request_started > REQUEST_SECONDS
+
+
+def _close_overdue(server) -> None:
+    """Make `server`'s periodic maintenance (the idle check) also close every connection
+    whose request is overdue (Channel.overdue). Waitress closes a channel marked
+    `will_close` from its event loop, as it does an idle one."""
+    idle_check = server.maintenance
+
+    def maintenance(now: float) -> None:
+        idle_check(now)
+        for channel in list(server.active_channels.values()):
+            if isinstance(channel, Channel) and channel.overdue(now):
+                channel.will_close = True
+
+    server.maintenance = maintenance
 
 
 class _InFlight:
@@ -111,8 +154,9 @@ def serve(app, address: Address, on_stop: Callable[[], None] = lambda: None,
                            max_request_body_size=MAX_BODY_BYTES,
                            max_request_header_size=MAX_HEADER_BYTES,
                            connection_limit=CONNECTION_LIMIT, channel_timeout=IDLE_SECONDS,
-                           cleanup_interval=5, asyncore_use_poll=True)
+                           cleanup_interval=CLEANUP_SECONDS, asyncore_use_poll=True)
     server.channel_class = Channel
+    _close_overdue(server)
     logging.getLogger("bazar").info("serving HTTP on %s", address.url)
     main_thread = threading.get_ident()
     leaving = threading.Event()

@@ -159,6 +159,16 @@ def browser():
         shutil.rmtree(profile, ignore_errors=True)
 
 
+# The admin headers of each storefront the fixtures hand out, by its base URL: the tests'
+# helpers set stock and list orders (admin routes) knowing only the URL.
+ADMIN_HEADERS: dict[str, dict[str, str]] = {}
+
+
+def admin_headers(store: str) -> dict[str, str]:
+    """What an admin request to the storefront at `store` sends."""
+    return ADMIN_HEADERS[store]
+
+
 def _require_pages(frontend_url: str) -> None:
     """Fail clearly when the frontend does not serve HTML pages (frontend/pages.py not wired in)."""
     response = requests.get(frontend_url + "/", headers={"Accept": "text/html"}, timeout=5)
@@ -171,6 +181,7 @@ def _require_pages(frontend_url: str) -> None:
 def store(shared_cluster) -> str:
     """The base URL of the shared cluster's storefront, which serves HTML pages."""
     _require_pages(shared_cluster.frontend_url)
+    ADMIN_HEADERS[shared_cluster.frontend_url] = shared_cluster.admin_headers
     return shared_cluster.frontend_url
 
 
@@ -179,4 +190,5 @@ def own_cluster(make_cluster):
     """A fresh 3+3+1 cluster for one test that may break it; its frontend serves HTML pages."""
     cluster = make_cluster()
     _require_pages(cluster.frontend_url)
+    ADMIN_HEADERS[cluster.frontend_url] = cluster.admin_headers
     return cluster

@@ -15,6 +15,7 @@ from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
 from bazar.frontend.pages import wants_html
+from tests.browser.conftest import admin_headers
 
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"  # Chromium's
 TOPICS = ["distributed systems", "undergraduate school"]
@@ -64,9 +65,8 @@ def stock(store: str, book_id: int) -> int:
 
 
 def set_stock(store: str, book_id: int, count: int) -> None:
-    token = os.environ.get("BAZAR_ADMIN_TOKEN")
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    response = requests.put(f"{store}/books/{book_id}", json={"stock": count}, headers=headers, timeout=10)
+    response = requests.put(f"{store}/books/{book_id}", json={"stock": count}, headers=admin_headers(store),
+                            timeout=10)
     response.raise_for_status()
 
 
@@ -95,7 +95,7 @@ def assert_shows(row: dict, expected: dict, store: str) -> None:
 
 
 def order_ids(store: str) -> set[str]:
-    response = requests.get(f"{store}/orders", params={"limit": 1000}, timeout=10)
+    response = requests.get(f"{store}/orders", params={"limit": 1000}, headers=admin_headers(store), timeout=10)
     response.raise_for_status()
     return {order["order_id"] for order in response.json()["orders"]}
 
@@ -131,7 +131,7 @@ def test_only_clients_preferring_html_get_pages(accept, html):
 @pytest.mark.parametrize("accept", ["*/*", "application/json"])
 def test_the_json_api_is_unchanged_for_api_clients(store, accept):
     def get(path: str) -> requests.Response:
-        response = requests.get(store + path, headers={"Accept": accept}, timeout=10)
+        response = requests.get(store + path, headers={"Accept": accept, **admin_headers(store)}, timeout=10)
         assert response.headers["Content-Type"] == "application/json", path
         return response
 

@@ -63,7 +63,8 @@ def stock(cluster: LocalCluster, book_id: int) -> int:
 
 
 def set_stock(cluster: LocalCluster, book_id: int, value: int) -> None:
-    response = requests.put(f"{cluster.frontend_url}/books/{book_id}", json={"stock": value}, timeout=10)
+    response = requests.put(f"{cluster.frontend_url}/books/{book_id}", json={"stock": value}, timeout=10,
+                            headers=cluster.admin_headers)
     assert response.status_code == 200, response.text
 
 

@@ -26,8 +26,9 @@ def bazar(config: Path, *args: str) -> subprocess.CompletedProcess:
 class Load:
     """Buyers and an admin restocking, until stopped; remembers every acknowledged purchase."""
 
-    def __init__(self, url: str, buyers: int = 4) -> None:
+    def __init__(self, url: str, admin_headers: dict, buyers: int = 4) -> None:
         self.url = url
+        self.admin_headers = admin_headers  # restocking is an admin write
         self.acknowledged: list[str] = []
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._buy, args=(i,)) for i in range(buyers)]
@@ -59,7 +60,7 @@ class Load:
     def _restock(self) -> None:
         while not self._stop.wait(0.1):
             try:
-                requests.put(f"{self.url}/books/3", json={"restock": 1}, timeout=5)
+                requests.put(f"{self.url}/books/3", json={"restock": 1}, timeout=5, headers=self.admin_headers)
             except requests.RequestException:
                 pass
 
@@ -73,7 +74,7 @@ def backed_up(tmp_path_factory):
     file = directory / "store.backup"
     try:
         cluster.start(timeout=60)
-        with Load(cluster.frontend_url) as load:
+        with Load(cluster.frontend_url, cluster.admin_headers) as load:
             time.sleep(2)
             before = list(load.acknowledged)
             taken = bazar(cluster.config_path, "backup", str(file))

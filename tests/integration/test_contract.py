@@ -47,7 +47,7 @@ def test_purchase_takes_one_copy_and_records_the_order(shared_cluster):
     assert requests.get(f"{url}/info/2?consistency=strong").json()["stock"] == before - 1
     order = requests.get(f"{url}/orders/{body['order_id']}").json()
     assert order["status"] == "completed" and order["id"] == 2
-    newest = requests.get(f"{url}/orders?limit=1").json()["orders"]
+    newest = requests.get(f"{url}/orders?limit=1", headers=shared_cluster.admin_headers).json()["orders"]
     assert newest[0]["order_id"] == body["order_id"]
 
 
@@ -60,7 +60,7 @@ def test_lab_aliases(shared_cluster):
 
 def test_out_of_stock_is_409_and_records_no_completed_order(shared_cluster):
     url = shared_cluster.frontend_url
-    assert requests.put(f"{url}/books/4", json={"stock": 1}).status_code == 200
+    assert requests.put(f"{url}/books/4", json={"stock": 1}, headers=shared_cluster.admin_headers).status_code == 200
     assert requests.post(f"{url}/purchase/4").status_code == 200
     refused = requests.post(f"{url}/purchase/4")
     assert refused.status_code == 409
@@ -84,17 +84,18 @@ def test_same_idempotency_key_gives_the_same_order_once(shared_cluster):
 
 def test_catalog_updates(shared_cluster):
     url = shared_cluster.frontend_url
-    updated = requests.put(f"{url}/books/6", json={"price": 9.5, "restock": 10})
+    admin = shared_cluster.admin_headers
+    updated = requests.put(f"{url}/books/6", json={"price": 9.5, "restock": 10}, headers=admin)
     assert updated.status_code == 200
     assert updated.json()["price"] == 9.5
     created = requests.post(f"{url}/books", json={"title": "Raft in Practice", "topic": "distributed systems",
-                                                  "price": 40, "stock": 3})
+                                                  "price": 40, "stock": 3}, headers=admin)
     assert created.status_code == 201
     new_id = created.json()["id"]
     assert requests.get(f"{url}/info/{new_id}?consistency=strong").json()["title"] == "Raft in Practice"
     titles = [i["title"] for i in requests.get(f"{url}/search/distributed%20systems?consistency=strong").json()["items"]]
     assert "Raft in Practice" in titles
-    assert requests.put(f"{url}/books/999", json={"price": 1}).status_code == 404
+    assert requests.put(f"{url}/books/999", json={"price": 1}, headers=admin).status_code == 404
 
 
 def test_cluster_and_health_endpoints(shared_cluster):
@@ -134,19 +135,20 @@ BAD_REQUESTS = [
 def test_bad_input_is_a_json_error_and_changes_nothing(shared_cluster):
     url = shared_cluster.frontend_url
     before = requests.get(f"{url}/info/1?consistency=strong").json()
-    orders_before = requests.get(f"{url}/orders?limit=1000").json()["orders"]
+    admin = shared_cluster.admin_headers  # the admin routes' bad input is checked past the token
+    orders_before = requests.get(f"{url}/orders?limit=1000", headers=admin).json()["orders"]
     for method, path, body, status in BAD_REQUESTS:
         # Raw strings are sent declared as JSON: what is tested is the parse, not the type
         # (an undeclared body is 415, see test_hostile_input.py).
-        kwargs = ({"data": body, "headers": {"Content-Type": "application/json"}}
-                  if isinstance(body, str) else {"json": body})
+        kwargs = ({"data": body, "headers": {"Content-Type": "application/json", **admin}}
+                  if isinstance(body, str) else {"json": body, "headers": admin})
         response = requests.request(method, url + path, **kwargs)
         assert response.status_code == status, (method, path, body, response.text)
         assert response.headers["Content-Type"].startswith("application/json"), (method, path)
         assert isinstance(response.json()["error"], str), (method, path)
         assert "Traceback" not in response.text
     assert requests.get(f"{url}/info/1?consistency=strong").json() == before
-    assert requests.get(f"{url}/orders?limit=1000").json()["orders"] == orders_before
+    assert requests.get(f"{url}/orders?limit=1000", headers=admin).json()["orders"] == orders_before
     bad_key = requests.post(f"{url}/purchase/1", headers={"Idempotency-Key": "has spaces"})
     assert bad_key.status_code == 400
 
@@ -168,7 +170,7 @@ def test_admin_token_guards_catalog_updates(make_cluster):
 def test_admin_writes_with_the_same_idempotency_key_apply_once(shared_cluster):
     url = shared_cluster.frontend_url
     before = requests.get(f"{url}/info/7?consistency=strong").json()["stock"]
-    headers = {"Idempotency-Key": "restock-once"}
+    headers = {"Idempotency-Key": "restock-once", **shared_cluster.admin_headers}
     first = requests.put(f"{url}/books/7", json={"restock": 5}, headers=headers)
     again = requests.put(f"{url}/books/7", json={"restock": 5}, headers=headers)
     assert first.status_code == again.status_code == 200

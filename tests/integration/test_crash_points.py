@@ -39,8 +39,9 @@ def _wait_for(path: Path, timeout: float) -> None:
         time.sleep(0.02)
 
 
-def _completed_orders(url: str) -> set[str]:
-    orders = requests.get(f"{url}/orders", params={"limit": 1000}, timeout=10).json()["orders"]
+def _completed_orders(url: str, admin_headers: dict) -> set[str]:
+    orders = requests.get(f"{url}/orders", params={"limit": 1000}, timeout=10,
+                          headers=admin_headers).json()["orders"]
     return {order["order_id"] for order in orders if order["status"] == "completed"}
 
 
@@ -65,7 +66,7 @@ def test_a_replica_killed_at_a_compaction_crash_point_keeps_every_acknowledged_o
     cluster.start_process("order1")   # at once: it must be able to bind its ports
     cluster.wait_ready(timeout=60)
 
-    present = _completed_orders(url)
+    present = _completed_orders(url, cluster.admin_headers)
     missing = [order for order in acknowledged if order not in present]
     assert not missing, f"{len(acknowledged) - len(missing)} of {len(acknowledged)} acknowledged orders present"
 

@@ -37,7 +37,7 @@ def test_an_update_through_one_frontend_reaches_another_within_the_bound(make_cl
     assert requests.get(f"{b}/info/2").json()["price"] == 30.0  # B now caches the old price
     assert requests.get(f"{b}/info/2").json()["price"] == 30.0
     assert cache_stats(b)["hits"] >= 1
-    assert requests.put(f"{a}/books/2", json={"price": 31.5}).status_code == 200
+    assert requests.put(f"{a}/books/2", json={"price": 31.5}, headers=cluster.admin_headers).status_code == 200
     bound = cluster.config.cache.max_follower_lag
     deadline = time.monotonic() + bound + 1.0
     price = None
@@ -66,7 +66,8 @@ def test_a_paused_catalog_leader_flushes_the_cache_and_reads_carry_on(make_clust
                 assert response.status_code == 200 and response.json()["id"] == book_id
         assert cache_stats(url)["flushes"] > flushes_before
         # Writes go on under the new leader and are read back correctly.
-        restocked = requests.put(f"{url}/books/3", json={"stock": 77}, timeout=10)
+        restocked = requests.put(f"{url}/books/3", json={"stock": 77}, timeout=10,
+                                 headers=cluster.admin_headers)
         assert restocked.status_code == 200
         assert requests.get(f"{url}/info/3").json()["stock"] == 77
     finally:
@@ -110,7 +111,8 @@ def test_the_storefront_home_page_read_again_asks_no_replica_and_shows_a_new_top
     assert (second["misses"] - first["misses"], second["hits"] - first["hits"]) == (0, 10)
 
     added = requests.post(f"{url}/books", json={"title": "Paxos Made Simpler", "topic": "consensus",
-                                                "price": 9, "stock": 3}, timeout=10)
+                                                "price": 9, "stock": 3}, timeout=10,
+                          headers=cluster.admin_headers)
     assert added.status_code == 201, added.text
     page = requests.get(f"{url}/", headers=html, timeout=10).text
     assert 'data-topic="consensus"' in page and "Paxos Made Simpler" in page

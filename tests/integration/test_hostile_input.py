@@ -333,3 +333,50 @@ def test_a_public_order_shows_no_cluster_wide_counter(cluster):
     order = requests.get(f"{cluster.frontend_url}/orders/counted", timeout=10).json()
     assert order["status"] == "completed" and order["order_id"] == "counted" and order["id"] == 6
     assert not {"seq", "catalog_index"} & order.keys(), order
+
+
+# -- DNS rebinding: a page whose own name now resolves to this machine -----------------------
+
+def _send_as(url: str, host: str, method: str = "GET", path: str = "/", extra: str = "") -> tuple[int, bytes]:
+    """`method path` with `Host: host`, as a browser sends it after its page's name was
+    rebound to the frontend's address (requests would send the URL's own host)."""
+    address = urllib.parse.urlsplit(url)
+    with socket.create_connection((address.hostname, address.port), timeout=30) as conn:
+        conn.sendall(f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Content-Length: 0\r\n"
+                     f"Connection: close\r\n\r\n".encode())
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+def test_a_host_name_rebound_to_the_store_is_refused_before_any_route_runs(cluster):
+    """A page at attacker.example rebinds its name to 127.0.0.1: the browser then reaches the
+    frontend, sending `Host: attacker.example:<port>`, and would read what it answers (same
+    origin to the browser). Every route refuses that Host with a JSON 421 and changes nothing;
+    the store's own names (its address, localhost, 127.0.0.1) are answered."""
+    port = urllib.parse.urlsplit(cluster.frontend_url).port
+    before = _book(cluster, 6)["stock"]
+    for host in (f"attacker.example:{port}", "attacker.example", f"localhost.attacker.example:{port}"):
+        for method, path in (("GET", "/cluster"), ("GET", "/info/6"), ("GET", "/readyz"), ("GET", "/"),
+                             ("POST", "/purchase/6"), ("GET", "/orders/rebound-1"), ("GET", "/metrics")):
+            status, body = _send_as(cluster.frontend_url, host, method, path,
+                                    "Idempotency-Key: rebound-1\r\n" if method == "POST" else "")
+            assert status == 421, (host, method, path, status, body[:200])
+            assert "allowed_hosts" in json.loads(body)["error"]
+    assert _book(cluster, 6)["stock"] == before
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LocalHost:{port}"):
+        status, body = _send_as(cluster.frontend_url, host, "GET", "/info/6")
+        assert status == 200 and json.loads(body)["stock"] == before, (host, status, body[:200])
+    # A replica's routes are signed (a rebound page has no secret): only the frontend checks Host.
+
+
+def test_a_name_in_frontend_allowed_hosts_is_answered(make_cluster):
+    """The public name a reverse proxy passes on is listed in the cluster file."""
+    cluster = make_cluster(catalog=1, order=1, frontend={"allowed_hosts": ["shop.example.com"]})
+    for host in ("shop.example.com", "shop.example.com:443"):
+        status, body = _send_as(cluster.frontend_url, host, "GET", "/info/1")
+        assert status == 200 and json.loads(body)["id"] == 1, (host, status, body[:200])
+    status, _ = _send_as(cluster.frontend_url, "shop.example.com.attacker.example", "GET", "/info/1")
+    assert status == 421

@@ -79,6 +79,43 @@ def test_150_slow_connections_do_not_shut_out_fresh_requests(cluster, where):
             conn.close()
 
 
+def test_a_request_trickled_a_byte_a_second_is_cut_off_at_the_frontend_and_at_a_replica(cluster):
+    """Each byte reset waitress's idle timer, and it has no deadline for a whole request: a
+    client sending a byte a second held a connection for ever, so CONNECTION_LIMIT such
+    connections held a port, a replica's as well as the frontend's (a replica has no proxy in
+    front). Now a request must arrive whole within REQUEST_SECONDS of its first byte."""
+    from bazar.web.server import CLEANUP_SECONDS, REQUEST_SECONDS
+
+    slow = {where: socket.create_connection(address, timeout=5) for where, address in _targets(cluster).items()}
+    cut_off: dict[str, float] = {}
+    started = time.monotonic()
+    try:
+        for conn in slow.values():
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            conn.settimeout(0.5)
+        # Generous: the deadline, the period of the check, and as long again for a busy machine.
+        while len(cut_off) < len(slow) and time.monotonic() - started < 2 * (REQUEST_SECONDS + CLEANUP_SECONDS):
+            for where, conn in slow.items():
+                if where in cut_off:
+                    continue
+                try:
+                    conn.sendall(b"a")  # one more byte of a header that never ends
+                    if conn.recv(1) == b"":
+                        cut_off[where] = time.monotonic() - started
+                except socket.timeout:
+                    pass  # still open, nothing said
+                except OSError:  # reset
+                    cut_off[where] = time.monotonic() - started
+    finally:
+        for conn in slow.values():
+            conn.close()
+    assert set(cut_off) == set(slow), f"still open after {time.monotonic() - started:.0f} s: {set(slow) - set(cut_off)}"
+    for where in slow:  # and a fresh request is answered as ever
+        address = _targets(cluster)[where]
+        assert requests.get(f"http://{address[0]}:{address[1]}/healthz", timeout=5).status_code == 200
+    print("trickling requests cut off after (s):", {k: round(v, 1) for k, v in cut_off.items()})
+
+
 @pytest.mark.parametrize("where", ["frontend", "replica"])
 def test_a_body_over_the_limit_is_refused_before_it_is_sent(cluster, where):
     """Announced as 200 MB: refused with 413 JSON on the headers alone, so no disk fills."""

@@ -41,7 +41,7 @@ def run_trial(cluster, trial: int) -> tuple[SwapOutcome, checker.CheckReport, in
     recorder = Recorder(time.monotonic())
     load = threading.Event()
     workload = Workload(cluster.frontend_url, list(ITEMS), clients=0, seed=trial, recorder=recorder,
-                        current_fault=lambda: "follower-swap", admin_token=cluster.config.admin_token(),
+                        current_fault=lambda: "follower-swap", admin_token=cluster.admin_token,
                         write_load=load)
     load.set()
     workload.start()

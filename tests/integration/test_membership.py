@@ -280,7 +280,7 @@ def test_the_order_group_moves_to_a_new_replica_and_purchases_follow_it(grown_or
     assert grown.status("order4")["role"] == "leader"
     grown.buy(5, "order4-alone")
     assert_the_frontend_finds_the_group(grown, "order4")
-    orders = requests.get(f"{grown.url}/orders?limit=1000", timeout=10)
+    orders = requests.get(f"{grown.url}/orders?limit=1000", timeout=10, headers=grown.cluster.admin_headers)
     assert orders.status_code == 200, orders.text
     assert sorted(o["status"] for o in orders.json()["orders"]) == ["completed"] * 20
     assert stock(grown.cluster, 1) == 10_000 - 20

@@ -81,7 +81,8 @@ def test_a_deposed_order_leader_never_hides_acknowledged_orders(make_cluster):
     answered = 0
     deadline = time.monotonic() + 6
     while time.monotonic() < deadline:
-        listing = requests.get(f"{url}/orders", params={"limit": 1000}, timeout=10)
+        listing = requests.get(f"{url}/orders", params={"limit": 1000}, timeout=10,
+                               headers=cluster.admin_headers)
         assert listing.status_code in (200, 503), listing.text
         if listing.status_code == 200:
             assert acknowledged <= order_ids(listing), f"missing {acknowledged - order_ids(listing)}"
@@ -149,7 +150,7 @@ def test_strong_reads_do_not_grow_the_log(make_cluster):
     assert after["commit_index"] == before["commit_index"]
 
     # Still linearizable: a write through the frontend is seen by the next strong read.
-    update = requests.put(f"{url}/books/3", json={"stock": 4242}, timeout=10)
+    update = requests.put(f"{url}/books/3", json={"stock": 4242}, timeout=10, headers=cluster.admin_headers)
     assert update.status_code == 200, update.text
     assert requests.get(f"{url}/info/3?consistency=strong", timeout=10).json()["stock"] == 4242
     # Followers do not serve strong reads; they name the leader so clients can go there.

@@ -286,7 +286,7 @@ class _CreateFile:
 
 def test_bazar_up_without_a_secret_makes_one_and_runs_no_strangers_pickle(tmp_path):
     path = write_config(tmp_path, catalog=1, order=1)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BAZAR_SECRET")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BAZAR_SECRET", "BAZAR_ADMIN_TOKEN"))}
     proc = subprocess.Popen([sys.executable, "-m", "bazar", "--config", str(path), "up"], cwd=REPO,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
@@ -300,6 +300,15 @@ def test_bazar_up_without_a_secret_makes_one_and_runs_no_strangers_pickle(tmp_pa
                 break
         output = "".join(lines)
         assert "generated one" in output, output
+        token_file = tmp_path / "data" / "admin-token"
+        assert f"admin token (for PUT/POST /books and GET /orders: Authorization: Bearer <token>) in {token_file}" \
+            in output, output
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        store = "http://" + yaml.safe_load(path.read_text())["frontends"][0]["http"]
+        assert requests.put(f"{store}/books/1", json={"price": 0.01}, timeout=10).status_code == 401
+        assert requests.get(f"{store}/orders", timeout=10).status_code == 401
+        token = {"Authorization": f"Bearer {token_file.read_text().strip()}"}
+        assert requests.get(f"{store}/orders", headers=token, timeout=10).status_code == 200
         secret_file = tmp_path / "data" / "secret"
         assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
         assert stat.S_IMODE(secret_file.parent.stat().st_mode) == 0o700
@@ -332,9 +341,10 @@ def test_bazar_up_without_a_secret_makes_one_and_runs_no_strangers_pickle(tmp_pa
 
 def test_a_replica_started_by_hand_on_loopback_without_a_secret_takes_the_machines_one(tmp_path):
     """`bazar node` given no secret, all on loopback: it takes the cluster's secret from the
-    data directory, made there if missing (as `bazar up` does), so it never runs open."""
+    data directory, made there if missing (as `bazar up` does), so it never runs open; and
+    the admin token likewise."""
     path = write_config(tmp_path, catalog=1, order=1)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BAZAR_SECRET")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BAZAR_SECRET", "BAZAR_ADMIN_TOKEN"))}
     config = yaml.safe_load(path.read_text())
     node = config["catalog"][0]
     proc = subprocess.Popen([sys.executable, "-m", "bazar", "--config", str(path), "node", node["id"]], cwd=REPO,
@@ -350,6 +360,8 @@ def test_a_replica_started_by_hand_on_loopback_without_a_secret_takes_the_machin
             time.sleep(0.2)
         secret_file = tmp_path / "data" / "secret"
         assert secret_file.is_file() and stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+        token_file = tmp_path / "data" / "admin-token"  # for the frontends started beside it
+        assert token_file.is_file() and stat.S_IMODE(token_file.stat().st_mode) == 0o600
         unsigned = requests.get(f"http://{node['http']}/state", timeout=10)
         assert unsigned.status_code == 403, unsigned.status_code
         signed = requests.get(f"http://{node['http']}/status", timeout=10,
@@ -385,13 +397,13 @@ def test_a_process_with_a_public_http_address_refuses_to_start_without_a_secret(
 
 def test_a_store_reachable_off_loopback_without_an_admin_token_has_no_admin(make_cluster):
     """Its catalog cannot be changed and its orders not listed by anyone; buying works."""
-    cluster = make_cluster(catalog=1, order=1, start=False)
+    cluster = make_cluster(catalog=1, order=1, start=False, generate_admin_token=False)
     doc = yaml.safe_load(cluster.config_path.read_text())
     doc["frontends"][0]["listen"] = "0.0.0.0"  # a container's frontend, reachable from outside
     cluster.config_path.write_text(yaml.safe_dump(doc, sort_keys=False))
     cluster = LocalCluster(cluster.config_path, log_dir=cluster.log_dir,
                            env={**{k: v for k, v in os.environ.items() if k != "BAZAR_ADMIN_TOKEN"},
-                                "BAZAR_SECRET": SECRET})
+                                "BAZAR_SECRET": SECRET}, generate_admin_token=False)
     try:
         cluster.start(timeout=60)
         url = cluster.frontend_url
@@ -407,3 +419,61 @@ def test_a_store_reachable_off_loopback_without_an_admin_token_has_no_admin(make
         assert ":" + str(cluster.config.catalog[0].raft.port) not in requests.get(f"{url}/cluster", timeout=10).text
     finally:
         cluster.stop()
+
+
+def test_a_loopback_store_given_no_admin_token_has_no_open_admin(make_cluster):
+    """It let everyone be the admin: behind a reverse proxy on the same host, or to a page
+    that rebinds its name to 127.0.0.1, the public could set prices and read every buyer's
+    key. Now a token is made (data_dir/admin-token, 0600) and the admin routes need it."""
+    cluster = make_cluster(catalog=1, order=1, env={"BAZAR_ADMIN_TOKEN": "", "BAZAR_ADMIN_TOKEN_FILE": ""})
+    url = cluster.frontend_url
+    before = requests.get(f"{url}/info/1?consistency=strong", timeout=10).json()
+    for method, path, body in (("PUT", "/books/1", {"price": 0.01}), ("GET", "/orders", None),
+                               ("POST", "/books", {"title": "T", "topic": "t", "price": 1, "stock": 1})):
+        response = requests.request(method, url + path, json=body, timeout=10)
+        assert response.status_code == 401, (method, path, response.status_code, response.text[:200])
+        assert "error" in response.json()
+    assert requests.get(f"{url}/info/1?consistency=strong", timeout=10).json() == before
+    public = requests.get(f"{url}/cluster", timeout=10).text
+    assert f":{cluster.config.catalog[0].raft.port}" not in public
+    token_file = cluster.config.data_dir / "admin-token"
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert cluster.admin_headers == {"Authorization": f"Bearer {token_file.read_text().strip()}"}
+    changed = requests.put(f"{url}/books/1", json={"price": 24.5}, headers=cluster.admin_headers, timeout=10)
+    assert changed.status_code == 200 and changed.json()["price"] == 24.5
+
+
+def _status_requests_answered(node) -> float:
+    """How many GET /status the replica has answered (its public metrics)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = requests.get(node.http.url + "/metrics", timeout=10).text
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name == "bazar_http_requests_total" and sample.labels.get("route") == "/status")
+
+
+def test_anonymous_cluster_and_readyz_calls_share_one_fan_out_per_period(watched):
+    """Each anonymous /cluster or /readyz sent a signed /status to every replica: a crowd of
+    them cost the replicas six requests each. Now the frontend answers them from one view,
+    surveyed at most once per CLUSTER_VIEW_SECONDS, whoever asks and however often."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bazar.frontend.app import CLUSTER_VIEW_SECONDS
+
+    cluster, _ = watched
+    replicas = cluster.config.catalog + cluster.config.order
+    before = {node.id: _status_requests_answered(node) for node in replicas}
+    calls = 120
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        statuses = list(pool.map(lambda i: requests.get(f"{cluster.frontend_url}/{('cluster', 'readyz')[i % 2]}",
+                                                        timeout=30).status_code, range(calls)))
+    elapsed = time.monotonic() - started
+    assert set(statuses) == {200}, statuses
+    # At most one survey per period (and one more for the period the calls began in); each
+    # survey asks each replica once. Without the shared view: `calls` each.
+    surveys_allowed = int(elapsed / CLUSTER_VIEW_SECONDS) + 2
+    for node in replicas:
+        asked = _status_requests_answered(node) - before[node.id]
+        assert asked <= surveys_allowed, (node.id, asked, surveys_allowed, f"{elapsed:.2f} s")
+    print(f"{calls} anonymous calls in {elapsed:.2f} s: at most {surveys_allowed} /status per replica allowed")

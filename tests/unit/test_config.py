@@ -430,3 +430,70 @@ def test_the_admin_token_can_come_from_a_file_or_a_docker_secret_like_the_secret
     monkeypatch.setenv("BAZAR_ADMIN_TOKEN_FILE", str(tmp_path / "missing"))
     with pytest.raises(ConfigError, match=r"cannot read the admin token from .*missing \(\$BAZAR_ADMIN_TOKEN_FILE\)"):
         config.admin_token()
+
+
+@pytest.fixture
+def no_admin_token(monkeypatch, no_secret):
+    monkeypatch.delenv("BAZAR_ADMIN_TOKEN", raising=False)
+    monkeypatch.delenv("BAZAR_ADMIN_TOKEN_FILE", raising=False)
+    return no_secret
+
+
+def test_a_loopback_process_given_no_admin_token_makes_one_every_process_shares(tmp_path, no_admin_token):
+    """Without one, a loopback store let everyone be the admin (a reverse proxy on the same
+    host, or a page rebinding its name to 127.0.0.1, made the public the admin). Now the
+    first process makes one, 0600, and every other one (started at the same time) reads it."""
+    import stat
+    import threading
+
+    config = load(write(tmp_path, document()))
+    assert config.all_loopback and config.admin_token() is None
+    found: list[str] = []
+    threads = [threading.Thread(target=lambda: found.append(config.admin_token_for_this_process()))
+               for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    token_file = config.generated_admin_token_file
+    assert token_file == config.data_dir / "admin-token"
+    assert len(set(found)) == 1 and len(found[0].encode()) >= 32
+    assert token_file.read_text().strip() == found[0] == config.admin_token()
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(config.data_dir.stat().st_mode) == 0o700
+    assert [p.name for p in config.data_dir.iterdir()] == ["admin-token"]  # no temporary file left
+    assert config.admin_token_for_this_process({"BAZAR_ADMIN_TOKEN": "given"}) == "given"  # given wins
+
+
+def test_off_loopback_no_admin_token_is_made_and_none_means_no_admin(tmp_path, no_admin_token):
+    config = load(write(tmp_path, container_document()))
+    assert config.admin_token_for_this_process() is None
+    assert not config.generated_admin_token_file.exists()
+    (no_admin_token / "bazar_admin_token").write_text("mounted-token\n")
+    assert config.admin_token_for_this_process() == "mounted-token"
+
+
+def test_a_frontend_answers_its_own_addresses_loopback_names_and_the_allowed_hosts(tmp_path):
+    doc = document()
+    doc["frontends"].append({"id": "frontend2", "http": "10.0.0.5:8001", "listen": "0.0.0.0"})
+    doc["frontend"] = {"allowed_hosts": ["Shop.Example.com", "api.example.com:8443", "[2001:db8::1]"]}
+    config = load(write(tmp_path, doc))
+    assert config.allowed_hosts(config.frontend("frontend1")) == {
+        "127.0.0.1:8000", "10.0.0.5:8001", "localhost:8000", "[::1]:8000",
+        "shop.example.com", "api.example.com:8443", "[2001:db8::1]"}
+    assert "localhost:8001" in config.allowed_hosts(config.frontend("frontend2"))
+    assert load(write(tmp_path, document())).frontend_settings.allowed_hosts == ()
+
+
+@pytest.mark.parametrize("value, key", [
+    ("shop.example.com", "frontend.allowed_hosts"), ([""], r"frontend.allowed_hosts\[0\]"),
+    (["ok.example", "bad host"], r"frontend.allowed_hosts\[1\]"), ([7], r"frontend.allowed_hosts\[0\]"),
+])
+def test_bad_allowed_hosts_name_the_key(tmp_path, value, key):
+    doc = document()
+    doc["frontend"] = {"allowed_hosts": value}
+    with pytest.raises(ConfigError, match=key):
+        load(write(tmp_path, doc))
+    doc["frontend"] = {"allowed_host": []}
+    with pytest.raises(ConfigError, match="frontend.allowed_host: unknown key"):
+        load(write(tmp_path, doc))
