@@ -58,8 +58,9 @@ case "$command" in
     # chromium + chromedriver: storefront tests in a real browser; iptables + iproute2: chaos
     # partitions and the multi-host test's network namespaces; docker.io + docker-compose +
     # debootstrap: the container test (a Debian base image made here, no registry needed);
-    # prometheus: a real Prometheus scrapes a test cluster (its service is not started).
-    apt_install chromium chromium-driver iptables iproute2 docker.io docker-compose debootstrap prometheus
+    # prometheus: a real Prometheus scrapes a test cluster (its service is not started); wrk: the
+    # hot-item load of perf-compare and the benchmarks (a C load generator, 16 connections).
+    apt_install chromium chromium-driver iptables iproute2 docker.io docker-compose debootstrap prometheus wrk
     ensure_python_env
     exec "$VENV/bin/python" -m pytest "$@"
     ;;

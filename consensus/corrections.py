@@ -86,6 +86,13 @@ CORRECTIONS: tuple[Correction, ...] = (
         (_UNIT + "test_journal.py::test_the_leader_syncs_before_a_commit_index_takes_effect",),
         "none: a speed correction, no schedule can fail without it"),
     Correction(
+        _SYNCOBJ, "_checkCommandsToApply",
+        "group commit: commands that arrive while a round is in flight go out together in the next "
+        "round (one message per follower, one fsync per replica); a lone command is sent at once",
+        (_SIM + "test_group_commit.py::test_commands_arriving_during_a_round_share_the_next_one",
+         _SIM + "test_group_commit.py::test_a_lone_command_is_sent_at_once"),
+        "none: a speed correction; every generated schedule runs with it (tests/sim/test_schedules.py)"),
+    Correction(
         "pysyncobj.serializer.Serializer", "serialize",
         "the forked snapshot writer dies with its replica, gives up its ports and writes durably under its own name",
         (_UNIT + "test_journal_snapshot_writer.py::test_the_writer_dies_with_its_replica",

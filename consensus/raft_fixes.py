@@ -371,19 +371,19 @@ class _SyncObj:
             return
         # Rule 3: skip the entries we already hold (same index and term); at the first
         # conflicting one, delete it and everything after it, unless it is committed.
-        end = self.__getCurrentLogIndex()
-        new = []
-        for position, entry in enumerate(entries):
-            idx, term = entry[1], entry[2]
-            if idx > end:
-                new = entries[position:]
-                break
-            if self.__getEntries(idx, 1)[0][2] == term:
+        # The entries are prevIdx+1, prevIdx+2, ...: the first `held` of them are at indexes
+        # our log has (read in one slice, compared by term), the rest are new.
+        held = min(len(entries), max(0, self.__getCurrentLogIndex() - prevIdx))
+        ours = self.__getEntries(prevIdx + 1, held) if held else []
+        new = entries[held:]
+        for position in range(held):
+            if ours[position][2] == entries[position][2]:
                 continue
+            idx, term = entries[position][1], entries[position][2]
             if idx <= max(self.__raftCommitIndex, self.__raftLastApplied):
                 log.error('refusing append entries from %s: entry %d (term %d) would replace a '
                           'committed entry (term %d); not acknowledged', node, idx, term,
-                          self.__getEntries(idx, 1)[0][2])
+                          ours[position][2])
                 return
             _SyncObj.truncate_from(self, idx)
             new = entries[position:]

@@ -604,7 +604,9 @@ def original_follower():
 
     Replicas built inside the block get the original methods (PySyncObj binds its
     message handler when a SyncObj is built); the corrections return on exit."""
-    fixed = {name: SyncObj.__dict__[name] for name in raft_fixes.REPLACED}
+    # With PySyncObj's own command loop too (one round per command, no group commit:
+    # consensus/group_commit.py): the recorded schedules were found with it.
+    fixed = {name: SyncObj.__dict__[name] for name in raft_fixes.REPLACED + ("_checkCommandsToApply",)}
     try:
         for name in fixed:
             setattr(SyncObj, name, patching.original(SyncObj, name))

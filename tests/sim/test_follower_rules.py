@@ -55,8 +55,12 @@ def stale_reset_then_snapshot(sim: Simulation, stale_reset: bool = True) -> dict
     snapshot_end = entries(sim.replicas[leader].obj)[1][1]
     assert snapshot_end > 2
 
-    sim.write(leader, 30)
+    sim.write(leader, 25)
     sim.tick(leader)
+    sim.write(leader, 5)      # while the 25 are in flight: group commit holds them back ...
+    sim.tick(leader)
+    sim.clock.advance(0.06)
+    sim.tick(leader)          # ... until the next heartbeat carries them
     sim.network.deliver_all_on((leader, follower))            # stored, acknowledged
     if stale_reset:
         sim.network.inject(follower, leader, {'type': 'next_node_idx', 'next_node_idx': 2,
@@ -65,7 +69,7 @@ def stale_reset_then_snapshot(sim: Simulation, stale_reset: bool = True) -> dict
         sim.network.deliver_all_on((follower, leader))        # acks, then the stale reply
     else:
         acks = sim.network.queues[(follower, leader)]
-        while len(acks) > 5:                                  # the last 5 acks are late
+        while len(acks) > 1:                                  # the ack of the last 5 is late
             sim.network.deliver((follower, leader))
         leader_obj = sim.replicas[leader].obj
         for _ in range(2):                                    # commits, then compacts its log

@@ -1,0 +1,74 @@
+"""Group commit (consensus/group_commit.py) on real SyncObj replicas in the simulation:
+commands that arrive while a round is in flight share the next round, and a command
+that arrives alone is sent at once. Counted in messages, never in time."""
+from __future__ import annotations
+
+import contextlib
+
+from pysyncobj.syncobj import SyncObj
+
+from bazar.consensus import patching
+from tests.sim.harness import Simulation, entries
+from tests.sim.test_follower_rules import settle
+
+
+def rounds_with_entries(sim: Simulation, leader: str, follower: str) -> list[int]:
+    """How many entries each append-entries message waiting on leader -> follower carries
+    (heartbeats, which carry none, left out)."""
+    waiting = sim.network.queues.get((leader, follower), [])
+    counts = [len(m.message().get("entries", [])) for m in waiting
+              if m.message().get("type") == "append_entries"]
+    return [count for count in counts if count]
+
+
+@contextlib.contextmanager
+def pysyncobj_own_command_loop():
+    """PySyncObj 0.3.17's own `_checkCommandsToApply`, to show what group commit changes."""
+    ours = SyncObj.__dict__["_checkCommandsToApply"]
+    SyncObj._checkCommandsToApply = patching.original(SyncObj, "_checkCommandsToApply")
+    try:
+        yield
+    finally:
+        SyncObj._checkCommandsToApply = ours
+
+
+def one_in_flight_then_five(sim: Simulation) -> tuple[str, str, list[int]]:
+    """One command is sent and, before any follower answers, five more are submitted and
+    the leader ticks: return (leader, a follower, the entries each waiting round carries)."""
+    leader = settle(sim)
+    follower = next(name for name in sim.names if name != leader)
+    sim.write(leader)
+    sim.tick(leader)          # no time passes: no heartbeat is due
+    sim.write(leader, count=5)
+    sim.tick(leader)
+    return leader, follower, rounds_with_entries(sim, leader, follower)
+
+
+def test_commands_arriving_during_a_round_share_the_next_one():
+    with Simulation() as sim:
+        leader, follower, rounds = one_in_flight_then_five(sim)
+        assert rounds == [1]   # the five wait in the leader's log while the first is in flight
+        assert entries(sim.replicas[leader].obj)[-1][1] - sim.replicas[leader].obj.raftCommitIndex == 6
+        sim.deliver_all()      # the first round is answered ...
+        sim.tick(leader)       # ... and committed; the round announcing it carries the five
+        assert rounds_with_entries(sim, leader, follower) == [5]
+        end = entries(sim.replicas[leader].obj)[-1][1]
+        assert sim.run_until(lambda: all(r.obj.raftLastApplied == end for r in sim.replicas.values()))
+        assert len(sim.world.acknowledged) == 6
+
+
+def test_pysyncobj_sends_one_round_per_command():
+    with pysyncobj_own_command_loop(), Simulation() as sim:
+        _, _, rounds = one_in_flight_then_five(sim)
+        assert rounds == [1, 1, 1, 1, 1, 1]
+
+
+def test_a_lone_command_is_sent_at_once():
+    with Simulation() as sim:
+        leader = settle(sim)
+        for follower in sim.names:
+            if follower != leader:
+                sim.network.deliver_all_on((leader, follower))   # nothing waiting
+        sim.write(leader)
+        sim.tick(leader)
+        assert all(rounds_with_entries(sim, leader, f) == [1] for f in sim.names if f != leader)
