@@ -64,10 +64,20 @@ CORRECTIONS: tuple[Correction, ...] = (
         "generated schedules with hard crashes (tests/sim/test_schedules.py)"),
     Correction(
         _SYNCOBJ, "_SyncObj__applyLogEntries",
-        "a stored commit index beyond the journal's end is remembered as entries to catch up to, not clamped",
+        "a stored commit index beyond the journal's end is remembered as entries to catch up to, not "
+        "clamped; a restarted replica takes the latest configuration in its log (Raft §6)",
         (_SIM + "test_follower_rules.py::"
-                "test_a_replica_that_lost_committed_entries_neither_votes_nor_campaigns_until_caught_up",),
-        "generated schedules with hard crashes (tests/sim/test_schedules.py)"),
+                "test_a_replica_that_lost_committed_entries_neither_votes_nor_campaigns_until_caught_up",
+         _SIM + "test_membership.py::test_a_restarted_replica_uses_the_latest_configuration_in_its_log",
+         _SIM + "test_membership.py::test_a_restarted_replica_two_changes_behind_cannot_form_a_second_majority"),
+        "generated schedules with hard crashes (tests/sim/test_schedules.py); membership: none "
+        "(the generated schedules change no membership), the named tests"),
+    Correction(
+        _SYNCOBJ, "_SyncObj__doApplyCommand",
+        "a membership change takes effect once, when its entry enters the log; applying it later "
+        "changes nothing (it would undo a later change already in the log)",
+        (_SIM + "test_membership.py::test_applying_an_old_membership_entry_does_not_undo_a_later_one",),
+        "none: the generated schedules change no membership; the named test"),
     Correction(
         "pysyncobj.syncobj", "createJournal",
         "a log entry is on disk (fsync, checksummed, append-only, compacted by rename) before anyone relies on it",
