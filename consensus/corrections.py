@@ -48,7 +48,8 @@ CORRECTIONS: tuple[Correction, ...] = (
         (_SIM + "test_stale_resend.py::test_stale_resend_loses_no_acknowledged_write",
          _SIM + "test_follower_rules.py::test_a_committed_entry_is_never_replaced",
          _SIM + "test_follower_rules.py::test_a_heartbeat_commits_only_what_it_covers",
-         _SIM + "test_found_schedules.py::test_found_schedule_is_safe"),
+         _SIM + "test_found_schedules.py::test_found_schedule_is_safe",
+         _SIM + "test_membership.py::test_a_stale_vote_reply_does_not_let_a_duplicated_vote_count_twice"),
         "generated schedules (tests/sim/test_schedules.py)"),
     Correction(
         _SYNCOBJ, "_SyncObj__loadDumpFile",

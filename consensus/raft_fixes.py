@@ -49,7 +49,9 @@ What PySyncObj 0.3.17 gets wrong, and what each correction changes
 4. Votes.  A candidate counted vote messages, not voters: one vote delivered twice
    (the simulation's network duplicates messages; TCP never does) made a leader
    of a candidate with a minority, beside the real one. Now a second vote from
-   the same replica in the same term is ignored.
+   the same replica in the same term is ignored. Only replies of the current term are
+   recorded: a stale reply of another term, recorded too, once wiped the current term's
+   voters, and a duplicate then counted again (tests/sim/test_membership.py).
 
 5. Append replies (`next_node_idx`, in `__onMessageReceived`).  PySyncObj's reply
    carried no term and its leader counted every success it read: a follower's
@@ -288,7 +290,12 @@ class _SyncObj:
                 self.__doChangeCluster(request)
 
     def first_vote_from(self, node, term):
-        """Whether this is the first vote `node` grants us in `term` (remembered per term)."""
+        """Whether this is the first vote `node` grants us in `term`. Only votes of our
+        current term are remembered (and counted, by PySyncObj): a vote of another term is
+        stale and changes nothing here. (Restarting the record on any other term let a
+        stale reply wipe the current term's voters, and a duplicate then count again.)"""
+        if term != self.__raftCurrentTerm:
+            return True  # PySyncObj ignores it (it counts votes of its current term only)
         votedTerm, voters = _VOTERS.get(self, (None, set()))
         if votedTerm != term:
             voters = set()

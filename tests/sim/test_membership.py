@@ -157,3 +157,48 @@ def test_applying_an_old_membership_entry_does_not_undo_a_later_one():
                 wrong.append(f"{late} counts {sorted(counts)}, its log says {sorted(says)}")
         assert configuration(sim, late) == {"n1", "n2", "n3"}
         assert wrong == []
+
+
+# ----------------------------------- 2. a stale vote reply and the duplicate-vote guard
+
+def campaign(sim: Simulation, name: str) -> int:
+    """Replica `name`'s election timer fires: it stands for election; return its new term."""
+    sim.clock.advance(5.0)                              # past any election timeout
+    sim.tick(name)
+    return sim.replicas[name].obj.raftCurrentTerm
+
+
+def test_a_stale_vote_reply_does_not_let_a_duplicated_vote_count_twice():
+    """Five replicas. C stands in term T-1 and B grants it, but B's reply is held up on a
+    connection that is then cut (it arrives later, a straggler). C stands again in term T:
+    A grants it, and A's reply is delivered twice. B's stale T-1 reply arrives between the
+    two copies. The guard remembered voters for one term only and restarted its set on
+    any other term: the stale reply replaced {A} (term T) with {B} (term T-1), so A's copy
+    counted again and C led with 2 of 5 votes (itself and A), beside the leader the other
+    three elect in term T. Seen failing: "assert not True" (C a leader with 2 votes of 5);
+    without that assertion, the World check then raised "SafetyViolation: two leaders in
+    term 3: n2 and n4"."""
+    with Simulation(size=5, seed=3) as sim:
+        leader = settle(sim)
+        c, a, b, d = sorted(n for n in sim.names if n != leader)
+        sim.network.partition({c, b}, {a, d, leader})
+        stale_term = campaign(sim, c)
+        sim.network.deliver((c, b))                     # B grants C its vote in T-1 ...
+        assert sim.network.queues[(b, c)][0].message() == {'type': 'response_vote', 'term': stale_term}
+        sim.network.partition({c, a}, {b, d, leader})   # ... and the reply is held up
+        sim.network.reconnect()                         # C and A connect again
+        term = campaign(sim, c)
+        assert term == stale_term + 1
+        sim.network.deliver((c, a))                     # A grants C its vote in T
+        sim.network.deliver((a, c), duplicate=True)     # delivered, and a copy left behind
+        assert [m.message()['term'] for m in sim.network.stragglers] == [stale_term, term]
+        sim.network.deliver_straggler(0)                # B's stale reply (term T-1)
+        sim.network.deliver_straggler(0)                # A's vote again
+        sim.observe()
+        assert not sim.replicas[c].obj._isLeader()      # 2 votes of 5 elect no one
+        campaign(sim, b)                                # the other three elect B in term T
+        assert sim.replicas[b].obj.raftCurrentTerm == term
+        for _ in range(10):
+            sim.deliver_all()
+            sim.observe()                               # at most one leader per term
+        assert sim.replicas[b].obj._isLeader()
