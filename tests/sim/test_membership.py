@@ -9,6 +9,9 @@ suspected of PySyncObj 0.3.17's dynamic membership, decided by running it.
 3. A new member votes from the moment its change is appended, with an empty log: the
    group may stall until it has caught up (availability), but no majority can be formed
    without a replica holding every committed entry (safety). Holds; kept as proof.
+
+(4., PySyncObj's utility 'add'/'remove' on the Raft port, needs sockets: tests/unit/
+test_utility_messages.py.)
 """
 from __future__ import annotations
 
@@ -108,15 +111,17 @@ def test_a_restarted_replica_two_changes_behind_cannot_form_a_second_majority():
         assert all(sim.lost_acknowledged(name) == [] for name in sim.names)
 
 
-def run_holding(sim: Simulation, held: tuple[str, str], condition, seconds: float = 2.0) -> bool:
-    """Step as `Simulation.step` does, but leave the messages on link `held` waiting."""
+def run_holding(sim: Simulation, held, condition, seconds: float = 2.0) -> bool:
+    """Step as `Simulation.step` does, but leave the messages on link `held` (a (src, dst)
+    pair, or a set of them) waiting."""
+    held = {held} if isinstance(held, tuple) else set(held)
     deadline = sim.clock.now + seconds
     while sim.clock.now < deadline:
         sim.clock.advance(0.01)
         sim.tick_all()
-        while any(link != held for link in sim.network.links()):
+        while any(link not in held for link in sim.network.links()):
             for link in sim.network.links():
-                if link != held:
+                if link not in held:
                     sim.network.deliver(link)
         sim.observe()
         if condition():
@@ -202,3 +207,50 @@ def test_a_stale_vote_reply_does_not_let_a_duplicated_vote_count_twice():
             sim.deliver_all()
             sim.observe()                               # at most one leader per term
         assert sim.replicas[b].obj._isLeader()
+
+
+# --------------------------------------------- 3. a new voter with an empty log
+
+def test_a_new_empty_voter_can_stall_commits_but_never_elects_a_replica_lacking_them():
+    """PySyncObj (and Raft's single-server change) makes a new member a voter as soon as
+    the change is appended, with an empty log; Raft's thesis adds it as a non-voting
+    learner until it has caught up. Decided with this test: only availability suffers.
+
+    Availability: 3 -> 4 voters while one old follower is cut off and the new n4 is
+    connected but slow (nothing reaches it or leaves it yet). The majority is now 3 of 4, and the
+    leader has only the other follower: nothing commits, the change itself included,
+    until n4 has caught up. (Bazar's guard, `RaftMember._check_change`, allows this add:
+    3 of the 4 are connected to the leader; connected is not caught up.)
+
+    Safety: the leader dies before n4 has anything. The cut-off follower comes back
+    lacking 20 committed writes, n4 with an empty log. Neither can be elected: any
+    majority of the new four, and of the old three, includes a replica holding every
+    committed entry, which refuses a candidate whose log is behind (an entry committed
+    under three voters is on two of them; the four add only n4). The follower that has
+    them is elected, and nothing acknowledged is lost; once n4 is reached, all commits."""
+    with Simulation(seed=5) as sim:
+        leader = settle(sim)
+        stays, away = sorted(n for n in sim.names if n != leader)
+        sim.network.partition({leader, stays}, {away})
+        sim.write(leader, 20)
+        assert sim.run_until(lambda: len(sim.world.acknowledged) == 20, seconds=5)
+        sim.add_replica("n4", sim.names)
+        sim.network.partition({leader, stays, "n4"}, {away})
+        slow = {link for n in sim.names if n != "n4" for link in ((n, "n4"), ("n4", n))}
+        outcome: list = []
+        sim.replicas[leader].obj.addNodeToCluster("n4", callback=lambda _, error: outcome.append(error))
+        committed = sim.replicas[leader].obj.raftCommitIndex
+        sim.write(leader, 5)
+        run_holding(sim, slow, lambda: False, seconds=2)
+        assert configuration(sim, leader) == {"n1", "n2", "n3", "n4"}
+        assert outcome == [] and len(sim.world.acknowledged) == 20            # stalled
+        assert sim.replicas[leader].obj.raftCommitIndex == committed
+        assert entries(sim.replicas["n4"].obj)[-1][1] == 1                      # still empty
+
+        sim.crash(leader)
+        sim.network.heal()
+        assert sim.run_until(lambda: sim.leader() is not None, seconds=10)
+        assert sim.leader() == stays                   # not `away` (behind), not n4 (empty)
+        sim.restart(leader)
+        assert sim.run_until(sim.converged, seconds=10)  # the World check ran at every step
+        assert all(sim.lost_acknowledged(name) == [] for name in sim.names)
