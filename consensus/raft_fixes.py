@@ -82,6 +82,13 @@ What PySyncObj 0.3.17 gets wrong, and what each correction changes
    entry of the log, in order (`configure`); and applying a membership entry changes
    nothing (it would undo a later change already in the log).
 
+7. Forwarded changes (`apply_command`, in `__onMessageReceived`).  PySyncObj forwards a
+   membership change (or code-version switch) asked of a follower to the leader, which
+   appended it without Bazar's checks (one change at a time, a majority in touch). Now
+   the leader refuses it (REQUEST_DENIED); Bazar asks the leader itself
+   (consensus/member.py), and consensus/admin_guard.py closes the Raft port's admin
+   commands, the other way around those checks.
+
 What stays PySyncObj's: everything else a leader or candidate does, big-entry
 transmissions, dynamic-membership rollback, timeout_now and the transfer
 bookkeeping, every other message type (handed to the original function).
@@ -104,6 +111,7 @@ import logging
 import weakref
 
 import pysyncobj.pickle as _pickle
+from pysyncobj.config import FAIL_REASON as _FAIL_REASON
 import pysyncobj.syncobj as _syncobj
 from pysyncobj.syncobj import SyncObj, _COMMAND_TYPE, _RAFT_STATE
 
@@ -126,6 +134,9 @@ _TERMLESS: "weakref.WeakKeyDictionary[SyncObj, set]" = weakref.WeakKeyDictionary
 
 # Replicas whose configuration has been set from their log after a start (see `configure`).
 _CONFIGURED: "weakref.WeakSet[SyncObj]" = weakref.WeakSet()
+
+# Log entries only the leader's own code may append: membership changes, code versions.
+_ADMIN_ENTRIES = {bytes((_COMMAND_TYPE.MEMBERSHIP,)), bytes((_COMMAND_TYPE.VERSION,))}
 
 _MESSAGE = "_SyncObj__onMessageReceived"
 _LOAD_DUMP = "_SyncObj__loadDumpFile"
@@ -164,6 +175,8 @@ class _SyncObj:
             return
         if kind == 'next_node_idx':
             _SyncObj.on_append_reply(self, node, message)
+            return
+        if kind == 'apply_command' and _SyncObj.refuse_forwarded_change(self, node, message):
             return
         if kind == 'response_vote' and not _SyncObj.first_vote_from(self, node, message['term']):
             return  # a duplicate: Raft counts votes from distinct servers, PySyncObj counted messages
@@ -288,6 +301,24 @@ class _SyncObj:
             request = self.__parseChangeClusterRequest(entry[0])
             if request is not None:
                 self.__doChangeCluster(request)
+
+    def refuse_forwarded_change(self, node, message):
+        """Whether `message`, a command another node forwards to us to append, is a
+        membership change or a code-version switch, refused here (REQUEST_DENIED to the
+        sender). Bazar changes membership on the leader only, through
+        `RaftMember.change_membership` and its checks (one change at a time, a majority
+        in touch); PySyncObj forwarded a change asked of a follower and the leader appended
+        it unchecked (see consensus/admin_guard.py for the same bypass on the Raft port)."""
+        command = message.get('command')
+        if not isinstance(command, bytes) or command[:1] not in _ADMIN_ENTRIES:
+            return False
+        log.warning('refused a membership or version change forwarded by %s: changes are made '
+                    'on the leader, through `bazar member add/remove`', node)
+        if 'request_id' in message:
+            self.__transport.send(node, {'type': 'apply_command_response',
+                                         'request_id': message['request_id'],
+                                         'error': _FAIL_REASON.REQUEST_DENIED})
+        return True
 
     def first_vote_from(self, node, term):
         """Whether this is the first vote `node` grants us in `term`. Only votes of our
@@ -547,8 +578,9 @@ class _SyncObj:
 _WHY = {
     _MESSAGE: "a follower deleted entries it already held (same index and term) and acknowledged "
               "ones it then lost; it could also cut below its commit index; a candidate counted "
-              "a duplicated vote twice; a leader counted an append reply of an earlier term (the "
-              "reply had no term) and let a stale reset move a next index below the match index",
+              "a duplicated vote twice; a leader appended membership changes forwarded by others; "
+              "a leader counted an append reply of an earlier term (the reply had no term) and let "
+              "a stale reset move a next index below the match index",
     _LOAD_DUMP: "installing a snapshot discarded the whole journal, including matching entries "
                 "after the snapshot (Raft §7 keeps them), even a snapshot older than the "
                 "follower's commit index",
