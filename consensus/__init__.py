@@ -21,6 +21,7 @@ from bazar.consensus import journal, snapshot  # noqa: F401,E402  durable journa
 from bazar.consensus import raft_fixes as _raft_fixes  # noqa: F401,E402  Raft's follower rules (see module)
 from bazar.consensus import frame_guard as _frame_guard  # noqa: E402,F401  (Raft frame limits)
 from bazar.consensus import group_commit as _group_commit  # noqa: E402,F401  (one round per batch)
+from bazar.consensus import admin_guard as _admin_guard  # noqa: E402,F401  (no admin commands)
 
 # The public face: everything outside consensus/ uses these, never pysyncobj.
 from bazar.consensus.group import join  # noqa: E402

@@ -4,6 +4,7 @@ rule it enforces, and the tests that fail without it.
 The replacements themselves live beside the code they belong to (`raft_fixes.py`:
 Raft's receiver and leader rules; `journal.py`: durability; `snapshot.py`: the
 snapshot writer; `frame_guard.py`: what a stranger may make a node buffer;
+`admin_guard.py`: PySyncObj's admin commands on the Raft port;
 `transport.py`: where outgoing connections leave from). Each is installed by
 `consensus.patching.replace`, which refuses to start on any PySyncObj whose source
 differs from the digest the correction was written for.
@@ -48,7 +49,9 @@ CORRECTIONS: tuple[Correction, ...] = (
         (_SIM + "test_stale_resend.py::test_stale_resend_loses_no_acknowledged_write",
          _SIM + "test_follower_rules.py::test_a_committed_entry_is_never_replaced",
          _SIM + "test_follower_rules.py::test_a_heartbeat_commits_only_what_it_covers",
-         _SIM + "test_found_schedules.py::test_found_schedule_is_safe"),
+         _SIM + "test_found_schedules.py::test_found_schedule_is_safe",
+         _SIM + "test_membership.py::test_a_stale_vote_reply_does_not_let_a_duplicated_vote_count_twice",
+         _UNIT + "test_utility_messages.py::test_a_membership_change_forwarded_by_a_follower_is_refused"),
         "generated schedules (tests/sim/test_schedules.py)"),
     Correction(
         _SYNCOBJ, "_SyncObj__loadDumpFile",
@@ -64,10 +67,20 @@ CORRECTIONS: tuple[Correction, ...] = (
         "generated schedules with hard crashes (tests/sim/test_schedules.py)"),
     Correction(
         _SYNCOBJ, "_SyncObj__applyLogEntries",
-        "a stored commit index beyond the journal's end is remembered as entries to catch up to, not clamped",
+        "a stored commit index beyond the journal's end is remembered as entries to catch up to, not "
+        "clamped; a restarted replica takes the latest configuration in its log (Raft §6)",
         (_SIM + "test_follower_rules.py::"
-                "test_a_replica_that_lost_committed_entries_neither_votes_nor_campaigns_until_caught_up",),
-        "generated schedules with hard crashes (tests/sim/test_schedules.py)"),
+                "test_a_replica_that_lost_committed_entries_neither_votes_nor_campaigns_until_caught_up",
+         _SIM + "test_membership.py::test_a_restarted_replica_uses_the_latest_configuration_in_its_log",
+         _SIM + "test_membership.py::test_a_restarted_replica_two_changes_behind_cannot_form_a_second_majority"),
+        "generated schedules with hard crashes (tests/sim/test_schedules.py); membership: none "
+        "(the generated schedules change no membership), the named tests"),
+    Correction(
+        _SYNCOBJ, "_SyncObj__doApplyCommand",
+        "a membership change takes effect once, when its entry enters the log; applying it later "
+        "changes nothing (it would undo a later change already in the log)",
+        (_SIM + "test_membership.py::test_applying_an_old_membership_entry_does_not_undo_a_later_one",),
+        "none: the generated schedules change no membership; the named test"),
     Correction(
         "pysyncobj.syncobj", "createJournal",
         "a log entry is on disk (fsync, checksummed, append-only, compacted by rename) before anyone relies on it",
@@ -103,6 +116,12 @@ CORRECTIONS: tuple[Correction, ...] = (
         "a snapshot received from the leader is durable before it is installed and acknowledged",
         (_UNIT + "test_journal_snapshot_writer.py::test_a_received_snapshot_is_in_place_only_after_the_last_chunk",),
         "generated schedules with hard crashes (tests/sim/test_schedules.py)"),
+    Correction(
+        "pysyncobj.transport.TCPTransport", "_onUtilityMessage",
+        "membership changes come only through Bazar's checks: PySyncObj's admin commands that write "
+        "to the log ('add', 'remove', 'set_version') are refused on the Raft port",
+        (_UNIT + "test_utility_messages.py::test_a_utility_add_or_remove_on_the_raft_port_is_refused",),
+        "none: the simulator has no sockets (a real group on loopback tests it)"),
     Correction(
         "pysyncobj.tcp_connection.TcpConnection", "_TcpConnection__processRead",
         "a connection may make a node buffer at most one frame, of a size bounded before it is trusted",

@@ -49,7 +49,9 @@ What PySyncObj 0.3.17 gets wrong, and what each correction changes
 4. Votes.  A candidate counted vote messages, not voters: one vote delivered twice
    (the simulation's network duplicates messages; TCP never does) made a leader
    of a candidate with a minority, beside the real one. Now a second vote from
-   the same replica in the same term is ignored.
+   the same replica in the same term is ignored. Only replies of the current term are
+   recorded: a stale reply of another term, recorded too, once wiped the current term's
+   voters, and a duplicate then counted again (tests/sim/test_membership.py).
 
 5. Append replies (`next_node_idx`, in `__onMessageReceived`).  PySyncObj's reply
    carried no term and its leader counted every success it read: a follower's
@@ -66,6 +68,26 @@ What PySyncObj 0.3.17 gets wrong, and what each correction changes
    follower's next index to or below its match index: it stays at match + 1, so
    the leader never sends a snapshot or entries older than what the follower is
    known to hold.
+6. Membership (`__applyLogEntries`, `__loadDumpFile`, `__doApplyCommand`).  Raft §6: a
+   server uses the latest configuration in its log, committed or not. PySyncObj made a
+   change when its entry was appended, and again when it was applied; a restarted
+   replica rebuilt its configuration only as it applied entries, up to its stored
+   commit index, which is saved at most once a second. Killed within that second after
+   two quick changes (3 -> 4 -> 5 voters), it restarted with the three-voter
+   configuration, was elected by itself and one old member (2 of 3), and committed
+   entries while the real majority (3 of 5) committed others at the same indexes
+   (tests/sim/test_membership.py). Now, after a start (on the first tick, or once the
+   snapshot is loaded) and after a snapshot install, the configuration is the
+   snapshot's (or the one the replica was started with) followed by every membership
+   entry of the log, in order (`configure`); and applying a membership entry changes
+   nothing (it would undo a later change already in the log).
+
+7. Forwarded changes (`apply_command`, in `__onMessageReceived`).  PySyncObj forwards a
+   membership change (or code-version switch) asked of a follower to the leader, which
+   appended it without Bazar's checks (one change at a time, a majority in touch). Now
+   the leader refuses it (REQUEST_DENIED); Bazar asks the leader itself
+   (consensus/member.py), and consensus/admin_guard.py closes the Raft port's admin
+   commands, the other way around those checks.
 
 What stays PySyncObj's: everything else a leader or candidate does, big-entry
 transmissions, dynamic-membership rollback, timeout_now and the transfer
@@ -89,8 +111,9 @@ import logging
 import weakref
 
 import pysyncobj.pickle as _pickle
+from pysyncobj.config import FAIL_REASON as _FAIL_REASON
 import pysyncobj.syncobj as _syncobj
-from pysyncobj.syncobj import SyncObj, _RAFT_STATE
+from pysyncobj.syncobj import SyncObj, _COMMAND_TYPE, _RAFT_STATE
 
 from bazar.consensus import patching, snapshot
 from bazar.consensus.journal import sync_before_acknowledging
@@ -109,10 +132,17 @@ _VOTERS: "weakref.WeakKeyDictionary[SyncObj, tuple[int, set]]" = weakref.WeakKey
 # Peers whose append replies came without a term (an older Bazar), already warned about.
 _TERMLESS: "weakref.WeakKeyDictionary[SyncObj, set]" = weakref.WeakKeyDictionary()
 
+# Replicas whose configuration has been set from their log after a start (see `configure`).
+_CONFIGURED: "weakref.WeakSet[SyncObj]" = weakref.WeakSet()
+
+# Log entries only the leader's own code may append: membership changes, code versions.
+_ADMIN_ENTRIES = {bytes((_COMMAND_TYPE.MEMBERSHIP,)), bytes((_COMMAND_TYPE.VERSION,))}
+
 _MESSAGE = "_SyncObj__onMessageReceived"
 _LOAD_DUMP = "_SyncObj__loadDumpFile"
 _MAY_CAMPAIGN = "_SyncObj__connectedToAnyone"
 _APPLY = "_SyncObj__applyLogEntries"
+_APPLY_ONE = "_SyncObj__doApplyCommand"
 
 # sha256 of each function's 0.3.17 source (consensus.patching.source_digest).
 _DIGESTS = {
@@ -120,6 +150,7 @@ _DIGESTS = {
     _LOAD_DUMP: "7f12f481c256d7a495c9b9b1a31e8d2fa4df41b5cbe4056e9a88041f968ea669",
     _MAY_CAMPAIGN: "9c5806093b827609921d025296f61aa1e915698b084685c0553f67978dcb6053",
     _APPLY: "9f16906d64eb43652a9ff1c4d7ba2f45ca42fc4e687f24c3194996791ef1dc96",
+    _APPLY_ONE: "11d56654a79679587f835e4c450889666403a00516d4f04b37cf235970057a47",
 }
 
 
@@ -144,6 +175,8 @@ class _SyncObj:
             return
         if kind == 'next_node_idx':
             _SyncObj.on_append_reply(self, node, message)
+            return
+        if kind == 'apply_command' and _SyncObj.refuse_forwarded_change(self, node, message):
             return
         if kind == 'response_vote' and not _SyncObj.first_vote_from(self, node, message['term']):
             return  # a duplicate: Raft counts votes from distinct servers, PySyncObj counted messages
@@ -215,6 +248,7 @@ class _SyncObj:
             _SyncObj.store_commit_index(self)
             if self.__conf.dynamicMembershipChange:
                 self.__updateClusterConfiguration([n for n in cluster if n != self.__selfNode])
+            _SyncObj.configure(self)
             self.__onSetCodeVersion(0)
         except Exception:
             log.exception('failed to load full dump')
@@ -231,14 +265,68 @@ class _SyncObj:
 
     def __applyLogEntries(self):
         """Every tick, before applying up to the commit index: make sure the log backs it
-        (after a restart the stored index may lie beyond a journal that lost its tail)."""
+        (after a restart the stored index may lie beyond a journal that lost its tail),
+        and, on the first tick after a start without a snapshot, take the configuration
+        from the log (`configure`; a snapshot loaded at start does it in __loadDumpFile)."""
+        if self not in _CONFIGURED and not self.__needLoadDumpFile:
+            _SyncObj.configure(self)
         _SyncObj.note_missing_committed(self)
         return patching.original(SyncObj, _APPLY)(self)
 
+    def __doApplyCommand(self, command):
+        """Apply one committed entry. A membership entry changes nothing any more: its
+        change took effect when it entered the log (appended, or read from the journal
+        at start, see `configure`). PySyncObj made it again here, so a replica applying
+        an old change, while a later one was already in its log, went back to the old
+        configuration until it applied the later one."""
+        if command[:1] == bytes((_COMMAND_TYPE.MEMBERSHIP,)) and self.__conf.dynamicMembershipChange:
+            return None
+        return patching.original(SyncObj, _APPLY_ONE)(self, command)
+
     # ------------------------------------------------------------------ helpers
 
+    def configure(self):
+        """Raft §6: a server uses the latest configuration in its log, committed or not.
+        Starting from the configuration it has (the one it was started with, or its
+        snapshot's), replay every membership entry of the log, in order. Each entry sets
+        one node in or out, so the result is the latest configuration whatever prefix of
+        the log the starting one already reflected. PySyncObj re-applied membership
+        entries only as they were applied, so a restarted replica whose stored commit
+        index (saved at most once a second) lay before two quick changes counted the
+        configuration of two changes ago, whose majorities need not meet the new one's."""
+        _CONFIGURED.add(self)
+        if not self.__conf.dynamicMembershipChange:
+            return
+        for entry in self.__getEntries(self.__raftLog[0][1]):
+            request = self.__parseChangeClusterRequest(entry[0])
+            if request is not None:
+                self.__doChangeCluster(request)
+
+    def refuse_forwarded_change(self, node, message):
+        """Whether `message`, a command another node forwards to us to append, is a
+        membership change or a code-version switch, refused here (REQUEST_DENIED to the
+        sender). Bazar changes membership on the leader only, through
+        `RaftMember.change_membership` and its checks (one change at a time, a majority
+        in touch); PySyncObj forwarded a change asked of a follower and the leader appended
+        it unchecked (see consensus/admin_guard.py for the same bypass on the Raft port)."""
+        command = message.get('command')
+        if not isinstance(command, bytes) or command[:1] not in _ADMIN_ENTRIES:
+            return False
+        log.warning('refused a membership or version change forwarded by %s: changes are made '
+                    'on the leader, through `bazar member add/remove`', node)
+        if 'request_id' in message:
+            self.__transport.send(node, {'type': 'apply_command_response',
+                                         'request_id': message['request_id'],
+                                         'error': _FAIL_REASON.REQUEST_DENIED})
+        return True
+
     def first_vote_from(self, node, term):
-        """Whether this is the first vote `node` grants us in `term` (remembered per term)."""
+        """Whether this is the first vote `node` grants us in `term`. Only votes of our
+        current term are remembered (and counted, by PySyncObj): a vote of another term is
+        stale and changes nothing here. (Restarting the record on any other term let a
+        stale reply wipe the current term's voters, and a duplicate then count again.)"""
+        if term != self.__raftCurrentTerm:
+            return True  # PySyncObj ignores it (it counts votes of its current term only)
         votedTerm, voters = _VOTERS.get(self, (None, set()))
         if votedTerm != term:
             voters = set()
@@ -490,13 +578,17 @@ class _SyncObj:
 _WHY = {
     _MESSAGE: "a follower deleted entries it already held (same index and term) and acknowledged "
               "ones it then lost; it could also cut below its commit index; a candidate counted "
-              "a duplicated vote twice; a leader counted an append reply of an earlier term (the "
-              "reply had no term) and let a stale reset move a next index below the match index",
+              "a duplicated vote twice; a leader appended membership changes forwarded by others; "
+              "a leader counted an append reply of an earlier term (the reply had no term) and let "
+              "a stale reset move a next index below the match index",
     _LOAD_DUMP: "installing a snapshot discarded the whole journal, including matching entries "
                 "after the snapshot (Raft §7 keeps them), even a snapshot older than the "
                 "follower's commit index",
     _MAY_CAMPAIGN: "a replica whose journal lost committed entries could stand for election",
-    _APPLY: "a commit index beyond the journal's end was kept (or clamped) without a word",
+    _APPLY: "a commit index beyond the journal's end was kept (or clamped) without a word; "
+            "a restarted replica's configuration was that of its stored commit index",
+    _APPLY_ONE: "applying a committed membership entry made its change again, undoing a later "
+                "change already in the log",
 }
 
 REPLACED = tuple(_WHY)  # the SyncObj methods this module replaces

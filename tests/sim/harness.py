@@ -125,7 +125,8 @@ class SimNetwork:
         for a in names:
             for b in names:
                 pair = frozenset((a, b))
-                if a < b and pair not in self.connected and pair not in self.cut:
+                if a < b and pair not in self.connected and pair not in self.cut \
+                        and self.transports[a].knows(b) and self.transports[b].knows(a):
                     self.connected.add(pair)
                     self.transports[a].peer_connected(b)
                     self.transports[b].peer_connected(a)
@@ -243,6 +244,21 @@ class SimTransport(Transport):
             # the clock ends (after appendEntriesPeriod); in virtual time each piece costs 1 ms.
             self.network.clock.advance(0.001)
         return self.network.send(self.name, node.id, message)
+
+    def knows(self, name: str) -> bool:
+        """Whether this replica's configuration names `name` (PySyncObj connects only to
+        nodes it knows, and refuses a connection from one it does not)."""
+        return name in self.nodes
+
+    def addNode(self, node) -> None:
+        """A membership change added `node`: connect to it, as TCPTransport does."""
+        self.nodes[node.id] = node
+        self.network.reconnect()
+
+    def dropNode(self, node) -> None:
+        """A membership change removed `node`: close the connection to it."""
+        self.network.reset(self.name, node.id)
+        self.nodes.pop(node.id, None)
 
     def receive(self, src: str, message: dict) -> None:
         self._onMessageReceived(self.nodes[src], message)
@@ -412,6 +428,7 @@ class Simulation:
         self.compaction_entries = compaction_entries
         self.payload = b"x" * payload
         self.replicas: dict[str, Replica] = {}
+        self.initial: dict[str, list[str]] = {}  # the peers each replica was first started with
         self.crashed: set[str] = set()
         self.commands = 0
         self.root = Path(tempfile.mkdtemp(prefix="bazar-sim-", dir=_fast_tmp()))
@@ -454,9 +471,13 @@ class Simulation:
         conf.logCompactionSplit = False
         return conf
 
-    def start(self, name: str) -> None:
+    def start(self, name: str, peers: list[str] | None = None) -> None:
+        """Start (or restart) replica `name` knowing `peers` (by default the group it was
+        started with, as a process reads cluster.yaml: later changes come from its log)."""
         recorder = Recorder(self.world, name)
-        obj = SyncObj(name, [n for n in self.names if n != name], conf=self.conf(name),
+        peers = self.initial.get(name, self.names) if peers is None else peers
+        self.initial.setdefault(name, list(peers))
+        obj = SyncObj(name, [n for n in peers if n != name], conf=self.conf(name),
                       consumers=[recorder], nodeClass=Node,
                       transportClass=lambda so, me, others: SimTransport(self.network, so, me, others))
         self.replicas[name] = Replica(name, self.root / name, obj, recorder)
@@ -469,8 +490,25 @@ class Simulation:
         replica.obj._doDestroy()
         self.crashed.add(name)
 
+    def kill(self, name: str) -> None:
+        """The process is killed (SIGKILL): unlike `crash`, nothing more reaches its files.
+        What its journal had written stays; what it had not (entries not yet written, and
+        its state: term, vote and commit index, which it saves at most once a second
+        unless a vote forces it) is lost. Needs Bazar's journal."""
+        journal = self.replicas[name].obj._SyncObj__raftLog
+        journal._pending.clear()
+        journal._state_dirty = False
+        self.crash(name)
+
     def restart(self, name: str) -> None:
         self.start(name)
+        self.network.reconnect()
+
+    def add_replica(self, name: str, peers: list[str]) -> None:
+        """Start a new replica `name` knowing `peers`; it takes part once a membership
+        change adds it (`SyncObj.addNodeToCluster`) to the others' configuration."""
+        self.names.append(name)
+        self.start(name, peers)
         self.network.reconnect()
 
     # -- driving
