@@ -591,6 +591,11 @@ class RaftMember:
             "peers": {str(node.address): sync.isNodeConnected(node) for node in sync.otherNodes},
         }
 
+    def raft_port_stats(self) -> dict:
+        """What the guards of this member's Raft port did (see consensus/transport.py):
+        {"closed": {reason: count}, "listener_rebinds": n, "strangers": n held now}."""
+        return self._transport.port_stats()
+
     @property
     def journal_bytes(self) -> int | None:
         """The size of this member's journal file (None for a non-voting follower, which keeps none)."""

@@ -22,6 +22,8 @@ from bazar.consensus.storage import StoragePath
 # link that has been silent for connectionTimeout, and the first election after a
 # leader's death then fails for want of votes. So silence alone never drops a link;
 # dead peers are still noticed by TCP (RST/FIN, and keepalive after ~30 s).
+# This applies to links whose peer proved it holds the cluster key; a connection that has
+# not done so within consensus.strangers.HANDSHAKE_SECONDS is closed (consensus/transport.py).
 IDLE_LINKS_NEVER_TIME_OUT = 24 * 3600.0
 
 # PySyncObj retries a failed bind of the Raft port for ever by default, and until it binds

@@ -1,4 +1,4 @@
-"""PySyncObj's TCP transport, with two additions Bazar needs.
+"""PySyncObj's TCP transport, with the additions Bazar needs.
 
 - A record of when each peer was last heard from: PySyncObj does not say when
   a follower last heard from its leader, and a non-voting follower needs that
@@ -7,26 +7,142 @@
   On loopback the kernel gives an unbound socket the source 127.0.0.1 whatever
   the destination; with every node on its own 127.0.0.x, a firewall rule on
   (source, destination) then cuts exactly one link (see chaos/network.py).
+- A guarded listener. PySyncObj kept every accepted connection for as long as its peer
+  liked, proved or not, and when accept() failed (as it does once the process is out of
+  file descriptors) it closed its listening socket and never bound it again, silently:
+  a replica flooded with idle connections stopped accepting its peers for good. Now
+  connections that have not proved they hold the cluster key are strangers, held under
+  the rules of `consensus.strangers` (a handshake deadline, caps per source and in all);
+  a listener found closed is bound again at once, and if that keeps failing for
+  BIND_RETRY_SECONDS * BIND_ATTEMPTS the process exits (status 75) so its supervisor
+  restarts it. Every connection closed by these guards or by the frame guard is counted
+  (`port_stats`, exported as bazar_raft_connections_closed_total) and logged, at most one
+  line per kind every few seconds.
 """
 from __future__ import annotations
 
+import logging
+import os
 import socket as _socket
 import time
 
 import pysyncobj.tcp_connection
+from pysyncobj.tcp_connection import CONNECTION_STATE
+from pysyncobj.tcp_server import SERVER_STATE
 from pysyncobj.transport import TCPTransport
+
+from bazar.consensus import frame_guard, strangers
+from bazar.consensus.settings import BIND_ATTEMPTS, BIND_RETRY_SECONDS
+
+LISTENER_LOST_EXIT_STATUS = 75  # as for a failed fsync: "restart me" to a supervisor
+
+log = logging.getLogger("bazar.raft.port")
 
 
 class WatchedTransport(TCPTransport):
-    """A TCPTransport that timestamps every message received, per peer address."""
+    """A TCPTransport that timestamps every message received, per peer address, and guards
+    its listener (see the module's docstring). Everything here runs on the tick thread."""
 
     def __init__(self, *args, **kwargs) -> None:
         self.last_heard: dict[str, float] = {}
+        self._strangers = strangers.Strangers()
+        # Read by other threads (metrics): the keys never change, so a copy is always safe.
+        self._closed = dict.fromkeys(strangers.REASONS, 0)
+        self._listener_rebinds = 0
+        self._rebind_failures = 0
+        self._next_rebind_at = 0.0
+        self._destroyed = False
+        self._port_log = strangers.ThrottledLog(log)
+        self._frames_log = strangers.ThrottledLog(logging.getLogger("bazar.raft.frames"))
         super().__init__(*args, **kwargs)
 
     def _onMessageReceived(self, node, message) -> None:
         self.last_heard[getattr(node, "address", str(node))] = time.monotonic()
         super()._onMessageReceived(node, message)
+
+    def port_stats(self) -> dict:
+        """Connections closed by the guards, per reason; times the listener was bound
+        again; strangers held now."""
+        return {"closed": dict(self._closed), "listener_rebinds": self._listener_rebinds,
+                "strangers": len(self._strangers)}
+
+    # -- strangers ----------------------------------------------------------------
+
+    def _onNewIncomingConnection(self, conn) -> None:
+        super()._onNewIncomingConnection(conn)
+        try:
+            source = conn._TcpConnection__socket.getpeername()[0]
+        except OSError:  # gone before we looked
+            conn.disconnect()
+            return
+        self._strangers.settle(self._no_longer_stranger)
+        for old, where, reason in self._strangers.admit(conn, source, time.monotonic()):
+            self._close(old, where, reason)
+
+    @staticmethod
+    def _no_longer_stranger(conn) -> bool:
+        return conn.state == CONNECTION_STATE.DISCONNECTED or frame_guard.proven(conn)
+
+    def _close(self, conn, source: str, reason: str) -> None:
+        self._closed[reason] += 1
+        self._port_log.warning(reason, "closed an unauthenticated Raft connection from %s (%s; %d so far)",
+                               source, reason.replace("_", " "), self._closed[reason])
+        conn.disconnect()
+
+    def _onDisconnected(self, conn) -> None:
+        refusal = frame_guard.take_refusal(conn)
+        if refusal is not None:
+            reason, length, limit = refusal
+            self._closed[reason] += 1
+            self._frames_log.warning(reason, "closed a Raft connection that announced a %d-byte frame (limit %d)",
+                                     length, limit)
+        super()._onDisconnected(conn)
+
+    # -- the tick -----------------------------------------------------------------
+
+    def _onTick(self) -> None:
+        super()._onTick()
+        self._keep_listening()
+        self._strangers.settle(self._no_longer_stranger)
+        for conn, source, reason in self._strangers.expired(time.monotonic()):
+            self._close(conn, source, reason)
+
+    def _keep_listening(self) -> None:
+        """Bind the listener again if it was closed after it had been bound; exit the process
+        if that keeps failing (nothing else would ever tell anyone)."""
+        server = self._server
+        if server is None or not self._ready or self._destroyed:
+            return  # a non-voting follower, or PySyncObj's own first bind is still under way
+        if server._TcpServer__state == SERVER_STATE.BINDED:
+            return
+        now = time.monotonic()
+        if now < self._next_rebind_at:
+            return
+        if self._rebind_failures == 0:
+            self._port_log.error("listener_closed", "the Raft listener %s:%s was closed (PySyncObj closes it "
+                                 "when accept fails, for example when the process is out of file "
+                                 "descriptors); binding it again", server._TcpServer__host, server._TcpServer__port)
+        try:
+            server.bind()
+        except OSError as error:
+            server.unbind()  # close the socket a failed bind leaves behind
+            self._rebind_failures += 1
+            self._next_rebind_at = now + BIND_RETRY_SECONDS
+            if self._rebind_failures >= BIND_ATTEMPTS:
+                log.critical("stopping: the Raft listener %s:%s could not be bound again in %d attempts (%s); "
+                             "without it no peer can connect to this replica", server._TcpServer__host,
+                             server._TcpServer__port, self._rebind_failures, error)
+                logging.shutdown()
+                os._exit(LISTENER_LOST_EXIT_STATUS)
+            return
+        self._listener_rebinds += 1
+        self._rebind_failures = 0
+        self._port_log.warning("listener_bound", "the Raft listener %s:%s is bound again (%d times so far)",
+                               server._TcpServer__host, server._TcpServer__port, self._listener_rebinds)
+
+    def destroy(self) -> None:
+        self._destroyed = True
+        super().destroy()
 
 
 class _SocketsFrom:

@@ -17,7 +17,11 @@ Replicas (`RaftMetrics`): `bazar_raft_term`, `bazar_raft_commit_index`,
 `bazar_raft_applied_index`, `bazar_raft_is_leader`, `bazar_raft_leader_changes_total`
 (read from the Raft member when scraped), `bazar_raft_commit_duration_seconds` and
 `bazar_raft_commit_failures_total{reason}` (per commit a replica asks for), each
-labelled with the group; `bazar_journal_bytes` and `bazar_journal_fsync_duration_seconds`.
+labelled with the group; `bazar_journal_bytes` and `bazar_journal_fsync_duration_seconds`;
+`bazar_raft_connections_closed_total{reason}` (Raft connections closed by the port's guards:
+handshake_timeout, too_many_from_source, too_many_unauthenticated, oversized_frame) and
+`bazar_raft_listener_rebinds_total` (times the Raft listener was found closed and bound
+again), read from the Raft member when scraped.
 
 Order replicas (`OrderMetrics`): `bazar_purchase_stage_duration_seconds{stage}` for the
 three steps of a purchase (begin, take_stock, finish) and `bazar_orders_pending`.
@@ -208,7 +212,8 @@ class RaftMetrics:
 
 
 class _RaftCollector:
-    """Reads a Raft member's term, indexes, role, leader changes and journal size at scrape time."""
+    """Reads a Raft member's term, indexes, role, leader changes, journal size and Raft port
+    guards' counts at scrape time."""
 
     def __init__(self, group: str, member) -> None:
         self.group = group
@@ -235,6 +240,18 @@ class _RaftCollector:
                                       labels=["group"])
         changes.add_metric([self.group], self.member.leader_changes)
         yield changes
+        port = self.member.raft_port_stats()
+        closed = CounterMetricFamily("bazar_raft_connections_closed",
+                                     "Raft connections this replica closed before they proved the cluster key "
+                                     "(or for an oversized frame), by reason", labels=["group", "reason"])
+        for reason, count in sorted(port["closed"].items()):
+            closed.add_metric([self.group, reason], count)
+        yield closed
+        rebinds = CounterMetricFamily("bazar_raft_listener_rebinds",
+                                      "Times this replica found its Raft listener closed and bound it again",
+                                      labels=["group"])
+        rebinds.add_metric([self.group], port["listener_rebinds"])
+        yield rebinds
 
 
 class OrderMetrics:

@@ -34,7 +34,8 @@ REPLICA = EVERY_PROCESS | {"bazar_raft_term", "bazar_raft_commit_index", "bazar_
                            "bazar_raft_is_leader", "bazar_raft_leader_changes_total",
                            "bazar_raft_commit_duration_seconds", "bazar_raft_commit_failures_total",
                            "bazar_journal_bytes", "bazar_journal_fsync_duration_seconds",
-                           "bazar_outcomes_remembered"}
+                           "bazar_outcomes_remembered", "bazar_raft_connections_closed_total",
+                           "bazar_raft_listener_rebinds_total"}
 FAMILIES = {
     "bazar-frontend": EVERY_PROCESS | {"bazar_cache_hits_total", "bazar_cache_misses_total",
                                        "bazar_cache_invalidations_total", "bazar_cache_flushes_total",

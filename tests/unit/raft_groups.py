@@ -16,13 +16,14 @@ def start_group(directory, size: int = 3, raft: RaftConfig | None = None,
                 with_directory: bool = False, password: str | None = None) -> list[RaftMember]:
     """`size` catalog members on free loopback ports, their files under `directory`; with
     `with_directory`, each knows the others' addresses as the log's membership records would;
-    with `password`, they share that cluster secret."""
+    with `password`, their Raft links are encrypted with it (a cluster secret)."""
     addresses = [f"127.0.0.1:{port}" for port in free_ports(size)]
     members = []
     for i, address in enumerate(addresses):
         known = (Directory({f"m{j}": {"raft": a, "http": f"http://{a}"} for j, a in enumerate(addresses)})
                  if with_directory else None)
-        conf = syncobj_conf(raft or RaftConfig(), directory / f"m{i}", password, bind_address=address)
+        conf = syncobj_conf(raft or RaftConfig(), directory / f"m{i}", password, bind_address=address,
+                            group_size=size)
         members.append(RaftMember(address, addresses, ReplicatedState(CatalogState()), conf, known))
     return members
 

@@ -24,6 +24,7 @@ def defined_families() -> set[str]:
     member = SimpleNamespace(
         status=lambda: {"term": 1, "commit_index": 1, "applied_index": 1, "role": "leader"},
         journal_bytes=0, leader_changes=0,
+        raft_port_stats=lambda: {"closed": {"handshake_timeout": 0}, "listener_rebinds": 0},
         state=SimpleNamespace(read=lambda query: (query(SimpleNamespace(remembered=lambda: 0)),)))
     metrics.RaftMetrics(registry, "catalog", member)  # replicas
     metrics.OrderMetrics(registry, lambda: 0)  # order replicas
