@@ -124,15 +124,17 @@ CORRECTIONS: tuple[Correction, ...] = (
         "none: the simulator has no sockets (a real group on loopback tests it)"),
     Correction(
         "pysyncobj.tcp_connection.TcpConnection", "_TcpConnection__processRead",
-        "a connection may make a node buffer at most one frame, of a size bounded before it is trusted",
+        "a connection may make a node buffer at most one frame, of a size bounded before it is trusted "
+        "(64 KiB until proven, 16 MiB after), assembled with linear copying",
         ("tests/integration/test_raft_port_junk.py::"
-         "test_purchases_keep_being_answered_while_junk_floods_the_leaders_raft_port",),
+         "test_purchases_keep_being_answered_while_junk_floods_the_leaders_raft_port",
+         _UNIT + "test_raft_port_guard.py::test_a_big_frame_arriving_in_many_reads_is_assembled_with_linear_copying"),
         "none: the simulator has no sockets (real processes test it)"),
     Correction(
         "pysyncobj.tcp_connection.TcpConnection", "_TcpConnection__processParseMessage",
-        "(wrapped, unchanged) a connection is trusted only after it delivered a valid message",
-        ("tests/integration/test_raft_port_junk.py::"
-         "test_purchases_keep_being_answered_while_junk_floods_the_leaders_raft_port",),
+        "(wrapped) a connection is trusted only after a message that carried the session key this side "
+        "chose for this connection: a replayed frame proves nothing",
+        (_UNIT + "test_raft_port_guard.py::test_a_replayed_first_frame_does_not_lift_the_frame_limit",),
         "none: the simulator has no sockets (real processes test it)"),
 )
 
