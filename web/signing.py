@@ -62,6 +62,7 @@ import time
 from typing import Mapping
 from urllib.parse import unquote
 
+from requests import RequestException
 from urllib3.util import parse_url
 
 from bazar.web.protocol import (ANSWER_SIGNATURE_HEADER, ANSWERED_HEADERS, DATE_HEADER, NONCE_HEADER,
@@ -249,9 +250,10 @@ class Signer:
                                  status, headers, body)
 
 
-class UnsignedAnswer(Exception):
+class UnsignedAnswer(RequestException):
     """An answer that is not the one the replica asked signed for this request: forged or
-    altered on the way, an old one replayed, or another replica's. Nothing of it is true."""
+    altered on the way, an old one replayed, or another replica's. Nothing of it is true.
+    A `requests` failure like a refused connection, so callers that handle those handle it."""
 
 
 class PeerAuth(Signer):

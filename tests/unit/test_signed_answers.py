@@ -3,11 +3,14 @@ and the sender believes an answer only if the signature covers exactly what arri
 this request, from the replica it called."""
 from __future__ import annotations
 
+import threading
+
 import pytest
+import requests
 
 from bazar.web.protocol import (ANSWER_SIGNATURE_HEADER, ANSWERED_HEADERS, INDEX_HEADER, LEADER_HEADER,
                                 MEMBERS_HEADER, NONCE_HEADER)
-from bazar.web.signing import Signer, Verifier, answer_key, sign_answer, signing_key
+from bazar.web.signing import PeerAuth, Signer, UnsignedAnswer, Verifier, answer_key, sign_answer, signing_key
 
 SECRET = "a cluster secret for answers"
 REPLICA = "127.0.0.1:7201"
@@ -96,3 +99,54 @@ def test_a_request_signature_is_never_an_answer_signature():
 
 def test_a_signer_without_a_secret_checks_nothing():
     assert Signer(None).genuine(URL, {}, 200, {}, b"anything")
+
+
+class _Replica:
+    """One HTTP server answering every GET with `status` and BODY, signed under `signs_with`
+    (None: unsigned), as a replica at its own address would."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.status, self.signs_with = 200, SECRET
+        replica = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                answered = {"Content-Type": "application/json"}
+                self.send_response(replica.status)
+                self.send_header("Content-Type", "application/json")
+                if replica.signs_with is not None:
+                    self.send_header(ANSWER_SIGNATURE_HEADER, sign_answer(
+                        answer_key(replica.signs_with), replica.address, self.headers.get(NONCE_HEADER, ""),
+                        replica.status, answered, BODY))
+                self.send_header("Content-Length", str(len(BODY)))
+                self.end_headers()
+                self.wfile.write(BODY)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True).start()
+
+
+@pytest.fixture
+def replica():
+    started = _Replica()
+    yield started
+    started.server.shutdown()
+    started.server.server_close()
+
+
+def test_peer_auth_raises_on_an_answer_its_replica_did_not_sign(replica):
+    url = f"http://{replica.address}/books/1"
+    assert requests.get(url, auth=PeerAuth(SECRET), timeout=5).content == BODY
+    for forger in (None, "another secret"):
+        replica.signs_with = forger
+        with pytest.raises(UnsignedAnswer, match="forged or altered"):
+            requests.get(url, auth=PeerAuth(SECRET), timeout=5)
+    # A refusal cannot be signed (the replica may not share the key): returned as it is.
+    replica.status, replica.signs_with = 403, None
+    assert requests.get(url, auth=PeerAuth(SECRET), timeout=5).status_code == 403
