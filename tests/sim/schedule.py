@@ -1,0 +1,168 @@
+"""Schedules for the simulator: what a step is, how a schedule is played, and how one is drawn.
+
+A schedule is `(size, steps)` or `(size, steps, fork_writer)`: a group of `size`
+replicas (3 or 5) and a list of steps, each a tuple of plain numbers (so it can be
+printed, kept in test_found_schedules.py and replayed exactly):
+
+  ("run", seed, rounds)       rounds of `Simulation.chaotic_step` (messages in order,
+                              overtaking, twice, late, lost)
+  ("storm", seed, rounds)     rounds of `Simulation.storm_step` (the same, plus messages
+                              held back and released much later, snapshot writers finishing)
+  ("write", i, n)             n commands submitted at replica i
+  ("crash", i)                graceful crash (SIGTERM: `_doDestroy` syncs and saves)
+  ("kill", i, mode, seed)     hard crash: mode 0 SIGKILL, 1 power cut, 2 power cut with a
+                              torn tail drawn from seed
+  ("restart", i[, finishes])  start a crashed replica; its old snapshot writer, if still
+                              running, first renames its file (finishes=1, the default) or dies
+  ("partition", mask)         replicas whose bit is set on one side, the rest on the other
+  ("heal",)                   every link back
+  ("reset", a, b)             the connection a-b cut (its messages may arrive later)
+  ("hold", kind, percent, seed)  hold back that share of the waiting messages of a kind:
+                              0 any, 1 append acknowledgments (next_node_idx), 2 votes,
+                              3 append_entries, 4 acknowledgments and votes
+  ("release", seed, count)    deliver `count` held messages, in an order drawn from seed
+  ("writer", position)        one running snapshot writer renames its file into place
+  ("corrupt", i, seed)        flip a bit of a durable journal record of crashed replica i
+                              (one replica per schedule: Raft tolerates that, not more)
+
+`play` runs a schedule, checking Raft's safety properties after every step
+(tests/sim/harness.py), then heals everything (a replica that refused to start
+on damaged data is recovered the operator's way) and requires every replica to
+converge on one state holding every acknowledged write. `generate(seed)` draws a
+schedule; the same seed gives the same schedule, and `play` replays it exactly.
+"""
+from __future__ import annotations
+
+import random
+
+from tests.sim.harness import Simulation
+
+HOLD_KINDS = {0: (), 1: ("next_node_idx",), 2: ("response_vote",), 3: ("append_entries",),
+              4: ("next_node_idx", "response_vote")}
+
+
+def play(size: int, steps: list, fork_writer: bool = False, check_match: bool = True) -> dict:
+    """Run one schedule; SafetyViolation (or any exception from PySyncObj) fails it.
+    Returns counts: writes acknowledged, messages delivered, starts refused.
+    `check_match` False leaves out the match-index check (World.check_match_indexes), to
+    see what a lying match index goes on to break."""
+    with Simulation(size=size, compaction_entries=40, payload=64, fork_writer=fork_writer) as sim:
+        sim.world.check_match = check_match
+        names = sim.names
+        corrupted: set[str] = set()
+        try:
+            assert sim.run_until(lambda: sim.leader() is not None, seconds=10)
+            for kind, *args in steps:
+                apply(sim, corrupted, kind, args)
+                sim.observe()
+            refused = len(sim.refused)
+            sim.heal_everything()
+            assert sim.run_until(sim.converged, seconds=60), "the healed group did not converge"
+            for name in names:
+                assert sim.lost_acknowledged(name) == [], f"{name} lost acknowledged writes"
+            assert sim.world.violations == []
+        except BaseException as error:
+            error.events = list(sim.events)   # what the faults were, for the report
+            raise
+        return {"acknowledged": len(sim.world.acknowledged), "messages": sim.network.delivered,
+                "refused": refused}
+
+
+def apply(sim: Simulation, corrupted: set, kind: str, args: list) -> None:
+    """Apply one step (see the module doc); a step that does not apply now does nothing."""
+    names, size = sim.names, len(sim.names)
+
+    def replica(i: int) -> str:
+        return names[i % size]
+
+    if kind in ("run", "storm"):
+        rng = random.Random(args[0])
+        for _ in range(args[1]):
+            (sim.chaotic_step if kind == "run" else sim.storm_step)(rng)
+    elif kind == "write":
+        if replica(args[0]) in sim.replicas:
+            sim.write(replica(args[0]), args[1])
+    elif kind in ("crash", "kill"):
+        name = replica(args[0])
+        if name in sim.replicas and len(sim.replicas) > 1:
+            if kind == "crash":
+                sim.crash(name)
+            else:
+                mode, seed = args[1], args[2]
+                sim.kill(name, power=mode > 0, tear=random.Random(seed) if mode == 2 else None)
+    elif kind == "restart":
+        name = replica(args[0])
+        if name in sim.crashed:
+            sim.restart(name, writer_finishes=bool(args[1]) if len(args) > 1 else True)
+    elif kind == "partition":
+        side = {n for i, n in enumerate(names) if args[0] >> i & 1}
+        sim.network.partition(side, set(names) - side)
+    elif kind == "heal":
+        sim.network.heal()
+    elif kind == "reset":
+        a, b = replica(args[0]), replica(args[1])
+        if a != b:
+            sim.network.reset(a, b)
+    elif kind == "hold":
+        sim.network.hold_kind(HOLD_KINDS[args[0] % len(HOLD_KINDS)], random.Random(args[2]), args[1] / 100)
+    elif kind == "release":
+        rng = random.Random(args[0])
+        for _ in range(args[1]):
+            if not sim.network.held:
+                break
+            sim.network.release(rng.randrange(len(sim.network.held)))
+    elif kind == "writer":
+        sim.finish_writer(args[0])
+    elif kind == "corrupt":
+        name = replica(args[0])
+        if name in sim.crashed and not corrupted - {name}:
+            if sim.corrupt(name, random.Random(args[1])) is not None:
+                corrupted.add(name)
+    else:
+        raise ValueError(f"unknown step {kind!r}")
+
+
+# How often each kind of step is drawn (relative weights).
+WEIGHTS = {"storm": 24, "run": 4, "write": 10, "hold": 10, "release": 8, "partition": 8,
+           "heal": 6, "reset": 3, "crash": 3, "kill": 7, "restart": 9, "writer": 5, "corrupt": 3}
+
+
+def draw_step(rng: random.Random, kind: str) -> tuple:
+    big = 2 ** 32 - 1
+    if kind in ("storm", "run"):
+        return (kind, rng.randint(0, big), rng.randint(1, 15))
+    if kind == "write":
+        return (kind, rng.randint(0, 4), rng.randint(1, 25))
+    if kind == "hold":
+        return (kind, rng.randint(0, 4), rng.choice((30, 60, 100)), rng.randint(0, big))
+    if kind == "release":
+        return (kind, rng.randint(0, big), rng.randint(1, 30))
+    if kind == "partition":
+        return (kind, rng.randint(1, 30))
+    if kind == "heal":
+        return (kind,)
+    if kind == "reset":
+        return (kind, rng.randint(0, 4), rng.randint(0, 4))
+    if kind == "crash":
+        return (kind, rng.randint(0, 4))
+    if kind == "kill":
+        return (kind, rng.randint(0, 4), rng.randint(0, 2), rng.randint(0, big))
+    if kind == "restart":
+        return (kind, rng.randint(0, 4), rng.randint(0, 1))
+    if kind == "writer":
+        return (kind, rng.randint(0, 4))
+    if kind == "corrupt":
+        return (kind, rng.randint(0, 4), rng.randint(0, big))
+    raise ValueError(kind)
+
+
+def generate(seed: int, kinds: dict[str, int] | None = None, size: int | None = None) -> tuple[int, list, bool]:
+    """The schedule of `seed`: (size, steps, fork_writer), 3 or 5 replicas (or `size`), 3 to 40
+    steps drawn with `kinds` (default WEIGHTS) as relative weights."""
+    rng = random.Random(seed)
+    weights = WEIGHTS if kinds is None else kinds
+    population, cumulative = list(weights), list(weights.values())
+    drawn = rng.choice((3, 5))
+    size = size or drawn
+    steps = [draw_step(rng, kind) for kind in rng.choices(population, cumulative, k=rng.randint(3, 40))]
+    return size, steps, True
