@@ -671,6 +671,8 @@ class Simulation:
         self.disk = Disk()
         self.writers: dict[int, SnapshotWriter] = {}
         self.events: list[str] = []   # notable faults that happened, to explain a failure
+        self.down_commit: dict[str, int] = {}   # a crashed replica's commit index when it went down
+        self.damaged: set[str] = set()          # replicas whose disk was corrupted
         self._serializers: dict[int, tuple[str, int]] = {}   # id(Serializer) -> (replica, life)
         self.commands = 0
         self.root = Path(tempfile.mkdtemp(prefix="bazar-sim-", dir=_fast_tmp()))
@@ -740,6 +742,7 @@ class Simulation:
         syncs the journal and saves the Raft state, files stay as written."""
         replica = self.replicas.pop(name)
         self.network.detach(name)
+        self.down_commit[name] = replica.obj.raftCommitIndex
         replica.obj._doDestroy()
         self.crashed.add(name)
 
@@ -751,6 +754,7 @@ class Simulation:
         replica = self.replicas.pop(name)
         self.network.detach(name)
         obj = replica.obj
+        self.down_commit[name] = obj.raftCommitIndex
         journal = obj._SyncObj__raftLog
         for fd in (getattr(journal, "_fd", None), getattr(journal, "_lock_fd", None)):
             if fd is not None:
@@ -795,6 +799,7 @@ class Simulation:
         shutil.rmtree(directory)
         self.disk.forget(directory)
         self.refused.pop(name, None)
+        self.down_commit.pop(name, None)
         self.start(name)
 
     def corrupt(self, name: str, rng: random.Random) -> str | None:
@@ -804,6 +809,7 @@ class Simulation:
         durable = self.disk.durable.get(os.path.abspath(path))
         where = corrupt_journal(path, rng, None if durable is None else len(durable))
         if where:
+            self.damaged.add(name)
             self.events.append(f"{name}'s journal: {where}")
         return where
 
@@ -844,7 +850,15 @@ class Simulation:
     def tick(self, name: str) -> None:
         replica = self.replicas[name]
         replica.obj._onTick(0)
-        replica.ticked = True
+        if not replica.ticked:   # its first tick loads the snapshot file
+            replica.ticked = True
+            # Durability: what a replica counted as committed was on its disk (synced before
+            # the commit took effect, snapshots synced before the journal was cut), so a
+            # restart finds it again, unless the disk itself was damaged.
+            end, down = entries(replica.obj)[-1][1], self.down_commit.get(name, 0)
+            if name not in self.damaged and end < down:
+                self.world.fail(f"{name} restarted with its log ending at {end}, below the commit "
+                                f"index {down} it had when it went down (no disk fault)")
 
     def tick_all(self) -> None:
         for name in sorted(self.replicas):
@@ -921,9 +935,12 @@ class Simulation:
                 network.deliver(rng.choice(links))
         self.observe()
 
-    def storm_step(self, rng: random.Random, load: float = 0.5) -> None:
-        """Like `chaotic_step`, with more: messages held back (`SimNetwork.hold`) and released
-        much later, snapshot writers finishing at any point, longer pauses."""
+    def storm_step(self, rng: random.Random, load: float = 0.5, hold: float = 0.07,
+                   writers: float | dict = 0.3) -> None:
+        """Like `chaotic_step`, with more: messages held back (`SimNetwork.hold`, that share of
+        the choices) and released much later, each running snapshot writer finishing with
+        probability `writers` (or `writers[its replica]`: one replica's disk may be slow),
+        longer pauses."""
         self.clock.advance(rng.choice((0.001, 0.01, 0.03, 0.06, 0.15, 0.3, 0.6)))
         names = sorted(self.replicas)
         if names and rng.random() < load:
@@ -933,7 +950,7 @@ class Simulation:
             if rng.random() < 0.9:
                 self.tick(name)
         for writer in self.running_writers():
-            if rng.random() < 0.3:
+            if rng.random() < (writers.get(writer.owner, 0.3) if isinstance(writers, dict) else writers):
                 self._finish(writer)
         network = self.network
         for _ in range(rng.randint(0, 2 * network.in_flight() + 2)):
@@ -951,7 +968,7 @@ class Simulation:
                 network.deliver(rng.choice(links), duplicate=True)
             elif choice < 0.23:
                 network.drop(rng.choice(links))
-            elif choice < 0.30:
+            elif choice < 0.23 + hold:
                 network.hold(rng.choice(links), position=rng.randint(0, 3))
             else:
                 network.deliver(rng.choice(links))

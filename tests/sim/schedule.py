@@ -1,13 +1,15 @@
 """Schedules for the simulator: what a step is, how a schedule is played, and how one is drawn.
 
-A schedule is `(size, steps)` or `(size, steps, fork_writer)`: a group of `size`
-replicas (3 or 5) and a list of steps, each a tuple of plain numbers (so it can be
+A schedule is `(size, steps)` or `(size, steps, fork_writer, compaction)`: a group of
+`size` replicas (3 or 5), with the snapshot writer as an actor of its own or not,
+a snapshot every `compaction` entries (default 40), and a list of steps, each a tuple of plain numbers (so it can be
 printed, kept in test_found_schedules.py and replayed exactly):
 
   ("run", seed, rounds)       rounds of `Simulation.chaotic_step` (messages in order,
                               overtaking, twice, late, lost)
   ("storm", seed, rounds)     rounds of `Simulation.storm_step` (the same, plus messages
-                              held back and released much later, snapshot writers finishing)
+                              held back and released much later, snapshot writers finishing;
+                              how often each, drawn from seed for the whole step)
   ("write", i, n)             n commands submitted at replica i
   ("crash", i)                graceful crash (SIGTERM: `_doDestroy` syncs and saves)
   ("kill", i, mode, seed)     hard crash: mode 0 SIGKILL, 1 power cut, 2 power cut with a
@@ -41,12 +43,13 @@ HOLD_KINDS = {0: (), 1: ("next_node_idx",), 2: ("response_vote",), 3: ("append_e
               4: ("next_node_idx", "response_vote")}
 
 
-def play(size: int, steps: list, fork_writer: bool = False, check_match: bool = True) -> dict:
+def play(size: int, steps: list, fork_writer: bool = False, compaction: int = 40,
+         check_match: bool = True) -> dict:
     """Run one schedule; SafetyViolation (or any exception from PySyncObj) fails it.
     Returns counts: writes acknowledged, messages delivered, starts refused.
     `check_match` False leaves out the match-index check (World.check_match_indexes), to
     see what a lying match index goes on to break."""
-    with Simulation(size=size, compaction_entries=40, payload=64, fork_writer=fork_writer) as sim:
+    with Simulation(size=size, compaction_entries=compaction, payload=64, fork_writer=fork_writer) as sim:
         sim.world.check_match = check_match
         names = sim.names
         corrupted: set[str] = set()
@@ -75,10 +78,16 @@ def apply(sim: Simulation, corrupted: set, kind: str, args: list) -> None:
     def replica(i: int) -> str:
         return names[i % size]
 
-    if kind in ("run", "storm"):
+    if kind == "run":
         rng = random.Random(args[0])
         for _ in range(args[1]):
-            (sim.chaotic_step if kind == "run" else sim.storm_step)(rng)
+            sim.chaotic_step(rng)
+    elif kind == "storm":
+        rng = random.Random(args[0])
+        hold = rng.choice((0.0, 0.07, 0.15))
+        writers = {name: rng.choice((0.0, 0.1, 0.5, 1.0)) for name in sim.names}
+        for _ in range(args[1]):
+            sim.storm_step(rng, hold=hold, writers=writers)
     elif kind == "write":
         if replica(args[0]) in sim.replicas:
             sim.write(replica(args[0]), args[1])
@@ -122,9 +131,21 @@ def apply(sim: Simulation, corrupted: set, kind: str, args: list) -> None:
         raise ValueError(f"unknown step {kind!r}")
 
 
-# How often each kind of step is drawn (relative weights).
+# How often each kind of step is drawn (relative weights), for all faults at once.
 WEIGHTS = {"storm": 24, "run": 4, "write": 10, "hold": 10, "release": 8, "partition": 8,
-           "heal": 6, "reset": 3, "crash": 3, "kill": 7, "restart": 9, "writer": 5, "corrupt": 3}
+           "heal": 6, "reset": 3, "crash": 3, "kill": 7, "restart": 9, "writer": 5, "corrupt": 1}
+
+# A schedule draws one focus, so that each kind of fault also gets schedules of its own
+# (with everything at once, the first violation found hides the rarer ones).
+FOCUS = {
+    "messages": {"storm": 24, "write": 10, "hold": 12, "release": 10, "partition": 10, "heal": 8,
+                 "reset": 3},
+    "snapshots": {"storm": 20, "write": 12, "writer": 8, "partition": 10, "heal": 6, "crash": 4,
+                  "kill": 4, "restart": 10},
+    "disks": {"storm": 20, "write": 10, "kill": 10, "crash": 3, "restart": 12, "corrupt": 3,
+              "partition": 5, "heal": 5, "writer": 4},
+    "everything": WEIGHTS,
+}
 
 
 def draw_step(rng: random.Random, kind: str) -> tuple:
@@ -156,13 +177,16 @@ def draw_step(rng: random.Random, kind: str) -> tuple:
     raise ValueError(kind)
 
 
-def generate(seed: int, kinds: dict[str, int] | None = None, size: int | None = None) -> tuple[int, list, bool]:
-    """The schedule of `seed`: (size, steps, fork_writer), 3 or 5 replicas (or `size`), 3 to 40
-    steps drawn with `kinds` (default WEIGHTS) as relative weights."""
+def generate(seed: int, kinds: dict[str, int] | None = None,
+             size: int | None = None) -> tuple[int, list, bool, int]:
+    """The schedule of `seed`: (size, steps, fork_writer, compaction), 3 or 5 replicas (or
+    `size`), 3 to 40 steps drawn with `kinds` as relative weights (default: one FOCUS drawn
+    from the seed), a snapshot every 10, 20 or 40 entries."""
     rng = random.Random(seed)
-    weights = WEIGHTS if kinds is None else kinds
+    focus = FOCUS[rng.choice(sorted(FOCUS))]
+    weights = focus if kinds is None else kinds
     population, cumulative = list(weights), list(weights.values())
     drawn = rng.choice((3, 5))
     size = size or drawn
     steps = [draw_step(rng, kind) for kind in rng.choices(population, cumulative, k=rng.randint(3, 40))]
-    return size, steps, True
+    return size, steps, True, rng.choice((10, 20, 40))

@@ -1,4 +1,4 @@
-"""Schedules Hypothesis found and shrank (tests/sim/test_schedules.py), kept as regression
+"""Schedules the generator found (tests/sim/test_schedules.py, python -m tests.sim.run), kept as regression
 tests: each breaks a Raft safety property with PySyncObj's own code, and holds with
 Bazar's corrections (consensus/raft_fixes.py)."""
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.sim.harness import SafetyViolation, original_follower
-from tests.sim.test_schedules import play
+from tests.sim.schedule import play
 
 FOUND = {
     # The leader re-sends from an old acknowledgment; the follower cuts entries it had
