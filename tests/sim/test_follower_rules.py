@@ -168,7 +168,9 @@ def lose_journal_tail(sim: Simulation, name: str, keep: int) -> None:
     """Cut a crashed replica's journal to `keep` entries; its stored commit index stays.
 
     With Bazar's journal this is what fsync off allows after a power cut: the
-    state file (commit index) reached the disk, the journal's tail did not."""
+    state file (commit index) reached the disk, the journal's tail did not. The
+    simulation is told (`damaged`): its restart check expects no loss otherwise."""
+    sim.damaged.add(name)
     path = str(sim.root / name / "journal.bin")
     journal = DurableJournal(path) if sim.uses_bazar_journal else PYSYNCOBJ_JOURNAL(path)
     try:
