@@ -555,6 +555,8 @@ class Disk:
 def corrupt_journal(path: Path, rng: random.Random, durable: int | None = None) -> str | None:
     """Flip one bit in a random whole record among the first `durable` bytes (all if None) of
     the journal at `path`; say where (None: no such record)."""
+    if not path.exists():
+        return None
     data = bytearray(path.read_bytes())
     limit = len(data) if durable is None else min(durable, len(data))
     offset, records = journal_module.HEADER_SIZE, []
