@@ -44,7 +44,10 @@ The fault model, in full
   to what was durable (`consensus.storage.record_durable`, which the simulation
   hooks to remember each file's durable content), optionally with a *torn* tail:
   a random part of the undurable bytes kept, possibly garbage. Replicas run with
-  fsync on (their files are on /dev/shm, where fsync is cheap).
+  fsync on (their files are on /dev/shm, where fsync is cheap). A replica can also be
+  *doomed* (`SimNetwork.doom`) to die by SIGKILL or power cut right after its n-th next
+  send, in the middle of handling a message or a tick (an acknowledgment sent, the
+  fsync that was to follow not done); what it sent is still delivered.
 - The snapshot writer (`fork_writer=True`, PySyncObj's `useFork` as Bazar runs it):
   `os.fork` inside the serializer is the simulation's, which records a
   `SnapshotWriter` actor holding the data as it was at the fork; the writer's
@@ -102,6 +105,16 @@ class SafetyViolation(AssertionError):
     """One of Raft's safety properties does not hold."""
 
 
+class ProcessKilled(BaseException):
+    """Raised inside a doomed replica's code right after a send (`SimNetwork.doom`): the
+    process dies there, in the middle of handling a message or a tick. A BaseException, so
+    that no `except Exception` in PySyncObj catches it."""
+
+    def __init__(self, name: str, power: bool) -> None:
+        super().__init__(name)
+        self.name, self.power = name, power
+
+
 # ------------------------------------------------------------------------ time
 
 class VirtualClock:
@@ -146,6 +159,8 @@ class SimNetwork:
         self.queues: dict[tuple[str, str], deque[_InFlight]] = {}
         self.stragglers: list[_InFlight] = []            # deliverable in any order
         self.held: list[_InFlight] = []                  # held back until `release`
+        self.doomed: dict[str, list] = {}                # replica -> [sends left, power cut]
+        self.on_killed = None                            # the Simulation's kill, for doomed ones
         self.cut: set[frozenset[str]] = set()            # pairs kept apart (partition)
         self.connected: set[frozenset[str]] = set()
         self.delivered = 0
@@ -157,13 +172,26 @@ class SimNetwork:
         self.transports[name] = transport
         self.life[name] = self.life.get(name, 0) + 1
 
-    def detach(self, name: str) -> None:
-        """The process died: its connections close and what was in flight to or from it is lost."""
+    def detach(self, name: str, keep_sent: bool = False) -> None:
+        """The process died: its connections close and what was in flight to or from it is lost,
+        except, with `keep_sent`, what it had already sent (in its socket's buffers: the peer
+        reads it before it sees the connection close)."""
         self.transports.pop(name, None)
+        self.doomed.pop(name, None)
         for pair in [p for p in self.connected if name in p]:
+            if keep_sent:
+                other = next(iter(pair - {name}))
+                self.stragglers.extend(m for m in self.queues.get((name, other), ())
+                                       if not _is_stream(m.message()))
             self._close(pair, keep=False)
-        self.stragglers = [m for m in self.stragglers if name not in (m.src, m.dst)]
-        self.held = [m for m in self.held if name not in (m.src, m.dst)]
+        kept = lambda m: m.dst != name and (keep_sent or m.src != name)  # noqa: E731
+        self.stragglers = [m for m in self.stragglers if kept(m)]
+        self.held = [m for m in self.held if kept(m)]
+
+    def doom(self, name: str, sends: int, power: bool = False) -> None:
+        """Replica `name` dies right after its `sends`-th next message has gone out (in the
+        middle of whatever it is doing), by SIGKILL or a power cut."""
+        self.doomed[name] = [sends, power]
 
     # -- connections
 
@@ -328,16 +356,30 @@ class SimTransport(Transport):
             # A leader whose snapshot file is busy sends empty pieces in a loop that only
             # the clock ends (after appendEntriesPeriod); in virtual time each piece costs 1 ms.
             self.network.clock.advance(0.001)
-        return self.network.send(self.name, node.id, message)
+        sent = self.network.send(self.name, node.id, message)
+        doom = self.network.doomed.get(self.name)
+        if doom is not None:
+            doom[0] -= 1
+            if doom[0] <= 0:
+                del self.network.doomed[self.name]
+                raise ProcessKilled(self.name, doom[1])
+        return sent
 
     def receive(self, src: str, message: dict) -> None:
-        self._onMessageReceived(self.nodes[src], message)
+        self.run(self._onMessageReceived, self.nodes[src], message)
 
     def peer_connected(self, name: str) -> None:
-        self._onNodeConnected(self.nodes[name])
+        self.run(self._onNodeConnected, self.nodes[name])
 
     def peer_disconnected(self, name: str) -> None:
-        self._onNodeDisconnected(self.nodes[name])
+        self.run(self._onNodeDisconnected, self.nodes[name])
+
+    def run(self, function, *args) -> None:
+        """Call into the replica; if it dies in there (ProcessKilled), the simulation kills it."""
+        try:
+            function(*args)
+        except ProcessKilled as killed:
+            self.network.on_killed(killed)
 
 
 # ------------------------------------------------------------ the state machine
@@ -662,6 +704,7 @@ class Simulation:
         self.clock = VirtualClock()
         self.random = random.Random(seed)
         self.network = SimNetwork(self.clock)
+        self.network.on_killed = self._killed
         self.world = World()
         self.compaction_entries = compaction_entries
         self.payload = b"x" * payload
@@ -748,13 +791,19 @@ class Simulation:
         replica.obj._doDestroy()
         self.crashed.add(name)
 
-    def kill(self, name: str, power: bool = False, tear: random.Random | None = None) -> None:
+    def _killed(self, killed: ProcessKilled) -> None:
+        """A doomed replica died right after a send: what it sent stays deliverable."""
+        self.events.append(f"{killed.name} died right after a send ({'power cut' if killed.power else 'SIGKILL'})")
+        self.kill(killed.name, power=killed.power, keep_sent=True)
+
+    def kill(self, name: str, power: bool = False, tear: random.Random | None = None,
+             keep_sent: bool = False) -> None:
         """Hard crash. SIGKILL (`power` False): entries appended but not yet written are lost,
         written files stay as the kernel has them. Power cut (`power`): the replica's files go
         back to what was durable, with a torn tail if `tear` is given (Disk.power_cut), and its
-        snapshot writer dies with it."""
+        snapshot writer dies with it. `keep_sent`: what it sent is still delivered."""
         replica = self.replicas.pop(name)
-        self.network.detach(name)
+        self.network.detach(name, keep_sent=keep_sent)
         obj = replica.obj
         self.down_commit[name] = obj.raftCommitIndex
         journal = obj._SyncObj__raftLog
@@ -851,7 +900,9 @@ class Simulation:
 
     def tick(self, name: str) -> None:
         replica = self.replicas[name]
-        replica.obj._onTick(0)
+        replica.obj._SyncObj__transport.run(replica.obj._onTick, 0)
+        if name not in self.replicas:
+            return   # it died in there
         if not replica.ticked:   # its first tick loads the snapshot file
             replica.ticked = True
             # Durability: what a replica counted as committed was on its disk (synced before
@@ -864,7 +915,8 @@ class Simulation:
 
     def tick_all(self) -> None:
         for name in sorted(self.replicas):
-            self.tick(name)
+            if name in self.replicas:
+                self.tick(name)
 
     def write(self, name: str, count: int = 1) -> list[str]:
         """Submit `count` commands at replica `name`; an acknowledgment is recorded in World."""
@@ -917,7 +969,7 @@ class Simulation:
             self.write(rng.choice(names), rng.randint(1, 6))
         rng.shuffle(names)
         for name in names:
-            if rng.random() < 0.9:
+            if rng.random() < 0.9 and name in self.replicas:
                 self.tick(name)
         network = self.network
         for _ in range(rng.randint(0, 2 * network.in_flight() + 2)):
@@ -949,7 +1001,7 @@ class Simulation:
             self.write(rng.choice(names), rng.randint(1, 6))
         rng.shuffle(names)
         for name in names:
-            if rng.random() < 0.9:
+            if rng.random() < 0.9 and name in self.replicas:
                 self.tick(name)
         for writer in self.running_writers():
             if rng.random() < (writers.get(writer.owner, 0.3) if isinstance(writers, dict) else writers):
@@ -1006,7 +1058,8 @@ class Simulation:
 
     def heal_everything(self) -> None:
         """Every replica back (refusing ones recovered by the operator), every link up,
-        nothing late or held back any more."""
+        nothing late or held back any more, nobody doomed."""
+        self.network.doomed.clear()
         for name in sorted(self.crashed):
             if not self.restart(name):
                 self.recover(name)

@@ -14,6 +14,8 @@ printed, kept in test_found_schedules.py and replayed exactly):
   ("crash", i)                graceful crash (SIGTERM: `_doDestroy` syncs and saves)
   ("kill", i, mode, seed)     hard crash: mode 0 SIGKILL, 1 power cut, 2 power cut with a
                               torn tail drawn from seed
+  ("doom", i, sends, power)   replica i dies (SIGKILL, or a power cut if power) right after
+                              its `sends`-th next message, in the middle of what it does
   ("restart", i[, finishes])  start a crashed replica; its old snapshot writer, if still
                               running, first renames its file (finishes=1, the default) or dies
   ("partition", mask)         replicas whose bit is set on one side, the rest on the other
@@ -99,6 +101,10 @@ def apply(sim: Simulation, corrupted: set, kind: str, args: list) -> None:
             else:
                 mode, seed = args[1], args[2]
                 sim.kill(name, power=mode > 0, tear=random.Random(seed) if mode == 2 else None)
+    elif kind == "doom":
+        name = replica(args[0])
+        if name in sim.replicas and len(sim.replicas) > 1:
+            sim.network.doom(name, args[1], power=bool(args[2]))
     elif kind == "restart":
         name = replica(args[0])
         if name in sim.crashed:
@@ -133,7 +139,8 @@ def apply(sim: Simulation, corrupted: set, kind: str, args: list) -> None:
 
 # How often each kind of step is drawn (relative weights), for all faults at once.
 WEIGHTS = {"storm": 24, "run": 4, "write": 10, "hold": 10, "release": 8, "partition": 8,
-           "heal": 6, "reset": 3, "crash": 3, "kill": 7, "restart": 9, "writer": 5, "corrupt": 1}
+           "heal": 6, "reset": 3, "crash": 3, "kill": 7, "restart": 9, "writer": 5, "corrupt": 1,
+           "doom": 3}
 
 # A schedule draws one focus, so that each kind of fault also gets schedules of its own
 # (with everything at once, the first violation found hides the rarer ones).
@@ -143,7 +150,8 @@ FOCUS = {
     "snapshots": {"storm": 20, "write": 12, "writer": 8, "partition": 10, "heal": 6, "crash": 4,
                   "kill": 4, "restart": 10},
     "disks": {"storm": 20, "write": 10, "kill": 10, "crash": 3, "restart": 12, "corrupt": 3,
-              "partition": 5, "heal": 5, "writer": 4},
+              "partition": 5, "heal": 5, "writer": 4, "doom": 8},
+    "crash points": {"storm": 20, "write": 10, "doom": 12, "restart": 12, "partition": 5, "heal": 5},
     "everything": WEIGHTS,
 }
 
@@ -170,6 +178,8 @@ def draw_step(rng: random.Random, kind: str) -> tuple:
         return (kind, rng.randint(0, 4), rng.randint(0, 2), rng.randint(0, big))
     if kind == "restart":
         return (kind, rng.randint(0, 4), rng.randint(0, 1))
+    if kind == "doom":
+        return (kind, rng.randint(0, 4), rng.randint(1, 40), rng.randint(0, 1))
     if kind == "writer":
         return (kind, rng.randint(0, 4))
     if kind == "corrupt":

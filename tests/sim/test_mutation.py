@@ -14,17 +14,19 @@ import pytest
 
 from tests.sim.mutation import corrections, hunt
 
-# correction -> schedules of seed 1 within which the simulator catches it (measured: 3, 3,
-# 21, 4 and 13), with room to spare.
-CAUGHT_QUICKLY = {"createJournal": 30, "serialize": 30, "setTransmissionData": 120,
-                  "onMessageReceived": 30, "loadDumpFile": 80}
+# correction -> schedules of seed 1 within which the simulator catches it (measured: 1, 10
+# and 1), with room to spare. Also caught, in the slow table: sendNextNodeIdx (306
+# schedules; only by a replica dying right after its acknowledgment), setTransmissionData
+# (206), loadDumpFile (226), applyLogEntries (87).
+CAUGHT_QUICKLY = {"createJournal": 20, "serialize": 40, "onMessageReceived": 20}
 
 OUTSIDE_THE_MODEL = {
-    "sendNextNodeIdx": "the follower's fsync before its acknowledgment: PySyncObj syncs anyway "
-                       "(setRaftCommitIndex) at the end of the same message's handling, and the "
-                       "simulator crashes replicas only between handlings",
     "sendAppendEntries": "the leader's fsync right after sending: a speed-up only; its commit "
-                         "syncs first anyway",
+                         "syncs first anyway, so nothing observable changes",
+    "connectedToAnyone": "a replica whose journal lost committed entries must not campaign: "
+                         "with fsync on, the simulator's faults never make a journal lose "
+                         "committed entries without a damaged disk (test_follower_rules.py "
+                         "covers it by cutting a journal by hand)",
     "processRead": "PySyncObj's TCP framing: the simulated network hands over whole messages",
     "processParseMessage": "PySyncObj's TCP framing: the simulated network hands over whole messages",
 }
