@@ -69,8 +69,10 @@ What is NOT modelled: PySyncObj's TCP transport and its framing (Bazar's
 `frame_guard` and `transport` corrections are never exercised here), encryption,
 a full disk or failing fsync (`fatal_io_error`), renames that are not atomic, a
 file system losing a rename whose directory was fsynced, several processes
-sharing a data directory, clocks that run at different speeds, and dynamic
-membership changes.
+sharing a data directory, clocks that run at different speeds, a crash inside
+`rebase_log` between its `clear()` and its `add()`s (replicas die only at a send or
+between steps), dynamic membership changes, and reads (read index) checked
+against a linearization.
 """
 from __future__ import annotations
 

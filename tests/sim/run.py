@@ -10,6 +10,7 @@ for a failing schedule replays it exactly (`--replay`), also with the same `--si
 `--kinds` given. Options:
 
   --size 3|5          every schedule on that many replicas (default: drawn, 3 or 5)
+  --compaction N      a snapshot every N entries (default: drawn, 10, 20 or 40)
   --kinds storm,hold  draw only these step kinds (default: all, schedule.WEIGHTS)
   --no-match-check    leave out the match-index check, to see what a lying match
                       index goes on to break (a Figure 3 property)
@@ -40,14 +41,14 @@ def schedule_seeds(seed: int, count: int) -> range:
     return range(seed * SEED_STRIDE, seed * SEED_STRIDE + count)
 
 
-def run(seeds, size=None, kinds=None, check_match=True, stop_after=1, out=print) -> dict:
+def run(seeds, size=None, kinds=None, check_match=True, stop_after=1, out=print, compaction=None) -> dict:
     """Play the schedules of `seeds`; return {"played", "seconds", "failures": [(seed, error)]}."""
     failures, played, started = [], 0, time.monotonic()
     logging.disable(logging.CRITICAL)   # replicas log every refused vote and torn tail
     try:
         for seed in seeds:
             try:
-                play(*generate(seed, kinds, size), check_match=check_match)
+                play(*generate(seed, kinds, size, compaction), check_match=check_match)
             except Exception as error:  # a violation, or an exception out of PySyncObj
                 failures.append((seed, error, time.monotonic() - started, played + 1))
                 if out:
@@ -87,6 +88,7 @@ def main(argv=None) -> int:
     parser.add_argument("--replay", type=int)
     parser.add_argument("--shrink", action="store_true")
     parser.add_argument("--size", type=int, choices=(3, 5))
+    parser.add_argument("--compaction", type=int)
     parser.add_argument("--kinds")
     parser.add_argument("--no-match-check", action="store_true")
     parser.add_argument("--revert")
@@ -95,6 +97,7 @@ def main(argv=None) -> int:
     kinds = None if not args.kinds else {k: WEIGHTS[k] for k in args.kinds.split(",")}
     check = not args.no_match_check
     extra = "".join([f" --size {args.size}" if args.size else "", f" --kinds {args.kinds}" if args.kinds else "",
+                     f" --compaction {args.compaction}" if args.compaction else "",
                      " --no-match-check" if args.no_match_check else "",
                      f" --revert {args.revert}" if args.revert else ""])
     if args.revert:
@@ -104,9 +107,9 @@ def main(argv=None) -> int:
         context = nullcontext()
     with context:
         if args.replay is not None:
-            schedule = generate(args.replay, kinds, args.size)
+            schedule = generate(args.replay, kinds, args.size, args.compaction)
             print(f"schedule {args.replay}: {schedule!r}")
-            outcome = run([args.replay], args.size, kinds, check)
+            outcome = run([args.replay], args.size, kinds, check, compaction=args.compaction)
             if outcome["failures"] and args.shrink:
                 def fails(candidate):
                     try:
@@ -122,7 +125,7 @@ def main(argv=None) -> int:
         print(f"seed {seed}: {args.schedules} schedules (python -m tests.sim.run --schedules "
               f"{args.schedules} --seed {seed}{extra})", flush=True)
         outcome = run(schedule_seeds(seed, args.schedules), args.size, kinds, check, args.stop_after,
-                      out=lambda line: print(line, flush=True))
+                      out=lambda line: print(line, flush=True), compaction=args.compaction)
     rate = outcome["played"] / max(outcome["seconds"], 1e-9)
     print(f"{outcome['played']} schedules in {outcome['seconds']:.1f} s ({rate:.1f}/s), "
           f"{len(outcome['failures'])} failed")

@@ -188,10 +188,10 @@ def draw_step(rng: random.Random, kind: str) -> tuple:
 
 
 def generate(seed: int, kinds: dict[str, int] | None = None,
-             size: int | None = None) -> tuple[int, list, bool, int]:
+             size: int | None = None, compaction: int | None = None) -> tuple[int, list, bool, int]:
     """The schedule of `seed`: (size, steps, fork_writer, compaction), 3 or 5 replicas (or
     `size`), 3 to 40 steps drawn with `kinds` as relative weights (default: one FOCUS drawn
-    from the seed), a snapshot every 10, 20 or 40 entries."""
+    from the seed), a snapshot every 10, 20 or 40 entries (or `compaction`)."""
     rng = random.Random(seed)
     focus = FOCUS[rng.choice(sorted(FOCUS))]
     weights = focus if kinds is None else kinds
@@ -199,4 +199,5 @@ def generate(seed: int, kinds: dict[str, int] | None = None,
     drawn = rng.choice((3, 5))
     size = size or drawn
     steps = [draw_step(rng, kind) for kind in rng.choices(population, cumulative, k=rng.randint(3, 40))]
-    return size, steps, True, rng.choice((10, 20, 40))
+    drawn_compaction = rng.choice((10, 20, 40))
+    return size, steps, True, compaction or drawn_compaction
