@@ -86,12 +86,21 @@ STATE_SUFFIX = ".state"
 LOCK_SUFFIX = ".lock"
 
 
+REPAIR_ENV = "BAZAR_REPAIR_JOURNAL"  # "1": repair durable damage from peers instead of refusing (see _load)
+
+
 class JournalCorrupt(RuntimeError):
     """The journal or state file holds damaged data that was already durable; not retryable.
 
     The replica refuses to start rather than forget entries it may have
-    acknowledged. Recovery: stop it, move its data directory away, start it
-    again; the leader sends it a snapshot and the log."""
+    acknowledged. Recovery from a damaged journal: start it once with
+    `BAZAR_REPAIR_JOURNAL=1` (see `DurableJournal._load`): its saved term and vote
+    keep it from voting twice in a term, and its raised commit index keeps it from
+    voting or standing for election until a leader has sent it everything it had
+    (consensus/raft_fixes.py). Moving the whole data directory away forgets both
+    (the simulator found two leaders in one term that way). A damaged state file
+    cannot be recovered in place: replace the member (`bazar member remove`, empty
+    its data directory, `bazar member add`)."""
 
 
 class JournalLocked(RuntimeError):
@@ -151,7 +160,13 @@ class DurableJournal(Journal):
 
         - Corruption of durable entries: fsync is on and the damaged record's index is at
           or below the saved commit index (saved only after the entries up to it were
-          synced). JournalCorrupt: nothing is cut, the operator decides.
+          synced). JournalCorrupt: nothing is cut, the operator decides. Started again with
+          `BAZAR_REPAIR_JOURNAL=1`, the replica repairs from its peers instead, as below:
+          the sound entries before the damage are kept, the rest cut, and the saved commit
+          index (never lowered) raised to the highest sound index after the damage, so it
+          votes again only once a leader has sent it everything it had. (Moving the whole
+          data directory away instead forgets its term and vote too: the simulator found
+          two leaders in one term that way.)
         - Corruption of entries that may have been acknowledged: fsync is on, the damaged
           record's index is past the saved commit index (which lags the acknowledged one:
           it is saved at most once a second), and sound records follow it. The entries
@@ -179,12 +194,18 @@ class DurableJournal(Journal):
                  f"{'unknown' if damaged is None else damaged}; entries up to {committed} were "
                  f"committed and synced)")
         sound_after = None
+        durable = (self.fsync and damaged is not None and committed is not None and damaged <= committed
+                   and damaged != repairing)
+        if durable and os.environ.get(REPAIR_ENV) != "1":
+            raise JournalCorrupt(where + ": the disk corrupted durable data. Refusing to start. To repair "
+                                 f"from its peers, start it once with {REPAIR_ENV}=1: it keeps the sound "
+                                 "entries before the damage and neither votes nor stands for election until "
+                                 "a leader has sent it the rest. Do not move its data directory away: that "
+                                 "forgets its term and vote too")
         if self.fsync:
-            if damaged is not None and committed is not None and damaged <= committed and damaged != repairing:
-                raise JournalCorrupt(where + ": the disk corrupted durable data. Refusing to start: move this "
-                                     "replica's data directory away and start it again to copy the log from "
-                                     "its peers")
             sound_after = _highest_sound_index(scan)
+        if sound_after is None and durable:
+            sound_after = committed   # nothing sound after the damage: catch up to the saved index
         if sound_after is None:
             log.warning("%s: a write torn by a crash; cutting %d bytes (entries from %s on), the leader sends "
                         "them again", where, size - scan.valid, "unknown" if damaged is None else damaged)
@@ -487,7 +508,9 @@ def _read_state(path: Path) -> dict:
     if (not data.startswith(STATE_MAGIC) or len(data) < len(STATE_MAGIC) + 4
             or struct.unpack_from("<I", data, len(STATE_MAGIC))[0] != zlib.crc32(body)):
         # Written atomically and durably, so never torn: damage here is the disk's.
-        raise JournalCorrupt(f"{path}: damaged Raft state (term and vote); refusing to start")
+        raise JournalCorrupt(f"{path}: damaged Raft state (term and vote); refusing to start. Its vote is "
+                             "lost, so it must not rejoin as it is: replace the member (bazar member remove, "
+                             "empty its data directory, bazar member add)")
     return json.loads(body)
 
 

@@ -28,12 +28,59 @@ back. What the simulation replaces is everything around it:
   (Figure 3 of the Raft paper) plus "no acknowledged write is lost".
 
 Nothing here sleeps or reads the real clock: a schedule replays exactly.
+
+The fault model, in full
+------------------------
+- Messages: delayed, reordered (a later one overtaking earlier ones on a link),
+  duplicated, lost; *held back* for as long as the schedule likes (`SimNetwork.hold`:
+  across elections, partitions and reconnects, then `release`d in any order), which
+  is how an old term's append acknowledgment (it carries no term in PySyncObj
+  0.3.17) or vote reaches a later term. Messages to or from a process incarnation
+  that has since died are never delivered (its TCP connections died with it).
+- Processes: a *graceful* crash (`crash`: PySyncObj's `_doDestroy`, which syncs the
+  journal and saves the Raft state, as a SIGTERM does), a *kill* (`kill`: SIGKILL:
+  appended entries not yet written are lost, files stay as the kernel has them),
+  and a *power cut* (`kill(..., power=True)`): every file of the replica goes back
+  to what was durable (`consensus.storage.record_durable`, which the simulation
+  hooks to remember each file's durable content), optionally with a *torn* tail:
+  a random part of the undurable bytes kept, possibly garbage. Replicas run with
+  fsync on (their files are on /dev/shm, where fsync is cheap). A replica can also be
+  *doomed* (`SimNetwork.doom`) to die by SIGKILL or power cut right after its n-th next
+  send, in the middle of handling a message or a tick (an acknowledgment sent, the
+  fsync that was to follow not done); what it sent is still delivered.
+- The snapshot writer (`fork_writer=True`, PySyncObj's `useFork` as Bazar runs it):
+  `os.fork` inside the serializer is the simulation's, which records a
+  `SnapshotWriter` actor holding the data as it was at the fork; the writer's
+  work (Bazar's: `snapshot.write_snapshot`; PySyncObj's own: a `.tmp` file and a
+  rename) runs when the schedule says (`finish_writer`), possibly after the replica
+  installed a newer snapshot from its leader, and `waitpid` tells the replica so
+  on its next tick. A writer survives its replica's kill or crash as a straggler
+  that holds the data directory's lock (it inherited the descriptor,
+  `consensus.journal._lock`): a restart first waits for it to end, which it does
+  either by finishing its rename or by dying (PR_SET_PDEATHSIG) before it; the
+  schedule says which. A power cut kills it with everything.
+- Disks: `corrupt` flips one bit of a durable journal record of a crashed replica.
+  A replica may then refuse to start (`JournalCorrupt`): it stays down
+  (`Simulation.refused`) and that is not a violation; at the end the operator's
+  recovery runs (its data directory moved away, it starts empty and copies the log
+  from its peers). Losing an acknowledged write, or any safety property, is one.
+
+What is NOT modelled: PySyncObj's TCP transport and its framing (Bazar's
+`frame_guard` and `transport` corrections are never exercised here), encryption,
+a full disk or failing fsync (`fatal_io_error`), renames that are not atomic, a
+file system losing a rename whose directory was fsynced, several processes
+sharing a data directory, clocks that run at different speeds, a crash inside
+`rebase_log` between its `clear()` and its `add()`s (replicas die only at a send or
+between steps), dynamic membership changes, and reads (read index) checked
+against a linearization.
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import pickle
+import sys
 import random
 import shutil
 import tempfile
@@ -45,15 +92,29 @@ from bazar import consensus  # noqa: F401  installs Bazar's corrections to PySyn
 import pysyncobj.syncobj as syncobj_module
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConsumer, replicated
 from pysyncobj.node import Node
+from pysyncobj.serializer import Serializer
 from pysyncobj.transport import Transport
+import pysyncobj.serializer as serializer_module
+from pysyncobj.atomic_replace import atomicReplace
 
 from bazar.cluster.config import RaftConfig
-from bazar.consensus import patching, raft_fixes
+from bazar.consensus import journal as journal_module
+from bazar.consensus import journal_repair, patching, raft_fixes, snapshot, storage
 from bazar.consensus.settings import syncobj_conf
 
 
 class SafetyViolation(AssertionError):
     """One of Raft's safety properties does not hold."""
+
+
+class ProcessKilled(BaseException):
+    """Raised inside a doomed replica's code right after a send (`SimNetwork.doom`): the
+    process dies there, in the middle of handling a message or a tick. A BaseException, so
+    that no `except Exception` in PySyncObj catches it."""
+
+    def __init__(self, name: str, power: bool) -> None:
+        super().__init__(name)
+        self.name, self.power = name, power
 
 
 # ------------------------------------------------------------------------ time
@@ -99,6 +160,9 @@ class SimNetwork:
         self.life: dict[str, int] = {}                   # incarnation of each replica
         self.queues: dict[tuple[str, str], deque[_InFlight]] = {}
         self.stragglers: list[_InFlight] = []            # deliverable in any order
+        self.held: list[_InFlight] = []                  # held back until `release`
+        self.doomed: dict[str, list] = {}                # replica -> [sends left, power cut]
+        self.on_killed = None                            # the Simulation's kill, for doomed ones
         self.cut: set[frozenset[str]] = set()            # pairs kept apart (partition)
         self.connected: set[frozenset[str]] = set()
         self.delivered = 0
@@ -110,12 +174,26 @@ class SimNetwork:
         self.transports[name] = transport
         self.life[name] = self.life.get(name, 0) + 1
 
-    def detach(self, name: str) -> None:
-        """The process died: its connections close and what was in flight to or from it is lost."""
+    def detach(self, name: str, keep_sent: bool = False) -> None:
+        """The process died: its connections close and what was in flight to or from it is lost,
+        except, with `keep_sent`, what it had already sent (in its socket's buffers: the peer
+        reads it before it sees the connection close)."""
         self.transports.pop(name, None)
+        self.doomed.pop(name, None)
         for pair in [p for p in self.connected if name in p]:
+            if keep_sent:
+                other = next(iter(pair - {name}))
+                self.stragglers.extend(m for m in self.queues.get((name, other), ())
+                                       if not _is_stream(m.message()))
             self._close(pair, keep=False)
-        self.stragglers = [m for m in self.stragglers if name not in (m.src, m.dst)]
+        kept = lambda m: m.dst != name and (keep_sent or m.src != name)  # noqa: E731
+        self.stragglers = [m for m in self.stragglers if kept(m)]
+        self.held = [m for m in self.held if kept(m)]
+
+    def doom(self, name: str, sends: int, power: bool = False) -> None:
+        """Replica `name` dies right after its `sends`-th next message has gone out (in the
+        middle of whatever it is doing), by SIGKILL or a power cut."""
+        self.doomed[name] = [sends, power]
 
     # -- connections
 
@@ -178,7 +256,7 @@ class SimNetwork:
         return sorted(link for link, queue in self.queues.items() if queue)
 
     def in_flight(self) -> int:
-        return sum(len(q) for q in self.queues.values()) + len(self.stragglers)
+        return sum(len(q) for q in self.queues.values()) + len(self.stragglers) + len(self.held)
 
     def deliver(self, link: tuple[str, str], position: int = 0, duplicate: bool = False) -> bool:
         """Deliver a message waiting on `link`: the oldest (position 0, FIFO) or a later one
@@ -212,6 +290,44 @@ class SimNetwork:
         else:
             queue.popleft()
 
+    def hold(self, link: tuple[str, str], position: int = 0) -> bool:
+        """Take a message off `link` and keep it back until `release`: it arrives (if both
+        ends still run the same incarnation) whenever the schedule says, after elections,
+        partitions and reconnects. Stream pieces are never held (TCP keeps them in order)."""
+        queue = self.queues.get(link)
+        if not queue:
+            return False
+        position = min(position, len(queue) - 1)
+        if _is_stream(queue[position].message()):
+            return False
+        self.held.append(queue[position])
+        del queue[position]
+        return True
+
+    def hold_kind(self, kinds: tuple[str, ...], rng: random.Random, share: float) -> int:
+        """Hold back about `share` of the waiting messages whose type is in `kinds`
+        (every type if empty); return how many were held."""
+        count = 0
+        for link in self.links():
+            queue = self.queues[link]
+            keep = deque()
+            for item in queue:
+                message = item.message()
+                if not _is_stream(message) and (not kinds or message.get('type') in kinds) \
+                        and rng.random() < share:
+                    self.held.append(item)
+                    count += 1
+                else:
+                    keep.append(item)
+            self.queues[link] = keep
+        return count
+
+    def release(self, position: int) -> bool:
+        """Deliver one held message (any of them: `position` modulo how many there are)."""
+        if not self.held:
+            return False
+        return self._hand_over(self.held.pop(position % len(self.held)))
+
     def deliver_straggler(self, position: int) -> bool:
         if not self.stragglers:
             return False
@@ -243,7 +359,14 @@ class SimTransport(Transport):
             # A leader whose snapshot file is busy sends empty pieces in a loop that only
             # the clock ends (after appendEntriesPeriod); in virtual time each piece costs 1 ms.
             self.network.clock.advance(0.001)
-        return self.network.send(self.name, node.id, message)
+        sent = self.network.send(self.name, node.id, message)
+        doom = self.network.doomed.get(self.name)
+        if doom is not None:
+            doom[0] -= 1
+            if doom[0] <= 0:
+                del self.network.doomed[self.name]
+                raise ProcessKilled(self.name, doom[1])
+        return sent
 
     def knows(self, name: str) -> bool:
         """Whether this replica's configuration names `name` (PySyncObj connects only to
@@ -261,13 +384,20 @@ class SimTransport(Transport):
         self.nodes.pop(node.id, None)
 
     def receive(self, src: str, message: dict) -> None:
-        self._onMessageReceived(self.nodes[src], message)
+        self.run(self._onMessageReceived, self.nodes[src], message)
 
     def peer_connected(self, name: str) -> None:
-        self._onNodeConnected(self.nodes[name])
+        self.run(self._onNodeConnected, self.nodes[name])
 
     def peer_disconnected(self, name: str) -> None:
-        self._onNodeDisconnected(self.nodes[name])
+        self.run(self._onNodeDisconnected, self.nodes[name])
+
+    def run(self, function, *args) -> None:
+        """Call into the replica; if it dies in there (ProcessKilled), the simulation kills it."""
+        try:
+            function(*args)
+        except ProcessKilled as killed:
+            self.network.on_killed(killed)
 
 
 # ------------------------------------------------------------ the state machine
@@ -302,6 +432,7 @@ class World:
     applied_at: dict[int, str] = field(default_factory=dict)                 # index -> command applied there
     acknowledged: dict[str, int] = field(default_factory=dict)               # command -> index
     violations: list[str] = field(default_factory=list)
+    check_match: bool = True   # the match-index check (an early sign, not one of Figure 3's)
 
     def fail(self, text: str) -> None:
         self.violations.append(text)
@@ -347,7 +478,37 @@ class World:
                     self.fail(f"index {index} committed twice with different entries "
                               f"(term {seen[0]} and term {entry_term}, seen by {name})")
             replica.checked_commit = max(replica.checked_commit, obj.raftCommitIndex)
+            # A replica's applied state only moves forward while it runs (a restart begins
+            # again from its snapshot): going back means it installed an older snapshot.
+            if obj.raftLastApplied < replica.last_applied:
+                self.fail(f"{name}'s applied state went back from index {replica.last_applied} "
+                          f"to {obj.raftLastApplied} (an older snapshot installed)")
+            replica.last_applied = obj.raftLastApplied
         self.check_logs(sim)
+        if self.check_match:
+            self.check_match_indexes(sim)
+
+    def check_match_indexes(self, sim: "Simulation") -> None:
+        """What a leader counts towards a commit is true: when it records that a follower in
+        its own term holds its log up to index m, the follower's log has the leader's
+        entries there (acknowledged entries are synced, so no crash loses them). An old
+        term's acknowledgment counted in a new term breaks this before it breaks a commit."""
+        for name, replica in sim.replicas.items():
+            obj = replica.obj
+            if not obj._isLeader():
+                continue
+            log, term = entries(obj), obj.raftCurrentTerm
+            for node, match in obj._SyncObj__raftMatchIndex.items():
+                other = sim.replicas.get(node.id)
+                if other is None or other.obj.raftCurrentTerm != term or match < log[0][1]:
+                    continue
+                theirs = entries(other.obj)
+                if match < theirs[0][1]:
+                    continue
+                if match > theirs[-1][1] or theirs[match - theirs[0][1]] != log[match - log[0][1]]:
+                    held = theirs[match - theirs[0][1]][2] if match <= theirs[-1][1] else "nothing"
+                    self.fail(f"leader {name} (term {term}) counts {node.id} as holding its entry "
+                              f"{match} (term {log[match - log[0][1]][2]}), but {node.id} holds {held} there")
 
     def check_logs(self, sim: "Simulation") -> None:
         logs = {name: entries(replica.obj) for name, replica in sim.replicas.items()}
@@ -399,6 +560,142 @@ def check_log_matching(world: World, a: str, log_a: list, b: str, log_b: list) -
                        f"differ at {index}")
 
 
+# ------------------------------------------------------------------ the disks
+
+class Disk:
+    """Each file's durable content, as `consensus.storage.record_durable` reports it
+    (the simulation hooks that function), and what a power cut leaves of a directory."""
+
+    def __init__(self) -> None:
+        self.durable: dict[str, bytes] = {}
+
+    def record(self, path, length: int | None = None) -> None:
+        path = os.path.abspath(path)
+        with open(path, "rb") as file:
+            self.durable[path] = file.read() if length is None else file.read(length)
+
+    def power_cut(self, directory: Path, tear: random.Random | None = None) -> dict[str, int]:
+        """Put every file of `directory` back to its durable content (removing files that never
+        became durable, restoring durable ones removed or renamed away since). With `tear`, a file
+        whose undurable part follows its durable content keeps a random prefix of that part,
+        garbage a third of the time. Returns the bytes each file lost."""
+        lost = {}
+        for current in sorted(directory.iterdir()):
+            if not current.is_file():
+                continue
+            key = os.path.abspath(current)
+            data = current.read_bytes()
+            durable = self.durable.get(key)
+            if durable is None:
+                current.unlink()
+                lost[current.name] = len(data)
+                continue
+            keep = durable
+            if tear is not None and len(data) > len(durable) and data.startswith(durable):
+                torn = data[len(durable):len(durable) + tear.randint(0, len(data) - len(durable))]
+                if torn and tear.random() < 1 / 3:
+                    torn = tear.randbytes(len(torn))
+                keep = durable + torn
+            if keep != data:
+                current.write_bytes(keep)
+            lost[current.name] = len(data) - len(keep)
+        for key, content in self.durable.items():
+            path = Path(key)
+            if path.parent == directory and not path.exists():
+                path.write_bytes(content)
+                lost[path.name] = -len(content)
+        return lost
+
+    def forget(self, directory: Path) -> None:
+        """The directory was moved away (an operator's recovery): nothing in it is durable."""
+        for key in [k for k in self.durable if Path(k).parent == directory]:
+            del self.durable[key]
+
+
+def corrupt_journal(path: Path, rng: random.Random, durable: int | None = None) -> str | None:
+    """Flip one bit in a random whole record among the first `durable` bytes (all if None) of
+    the journal at `path`; say where (None: no such record)."""
+    if not path.exists():
+        return None
+    data = bytearray(path.read_bytes())
+    limit = len(data) if durable is None else min(durable, len(data))
+    offset, records = journal_module.HEADER_SIZE, []
+    while offset + journal_module.RECORD.size <= len(data):
+        length, _ = journal_module.RECORD.unpack_from(data, offset)
+        end = offset + journal_module.RECORD.size + length
+        if length < journal_module.ENTRY.size or end > limit:
+            break
+        records.append((offset, end))
+        offset = end
+    if not records:
+        return None
+    start, end = rng.choice(records)
+    byte = rng.randrange(start, end)
+    data[byte] ^= 1 << rng.randrange(8)
+    path.write_bytes(bytes(data))
+    return f"bit flipped at byte {byte} (record {records.index((start, end)) + 1} of {len(records)})"
+
+
+@dataclass
+class SnapshotWriter:
+    """A forked snapshot writer (PySyncObj's useFork) as an actor of its own.
+
+    It holds the data as it was at the fork. `finish` does the child's work: Bazar's
+    (`snapshot.write_snapshot`: a unique temporary file, fsync, rename, fsync of the
+    directory) or, when PySyncObj's own `serialize` forked it, PySyncObj's (a fixed
+    `.tmp` name and a rename, no fsync)."""
+
+    pid: int
+    owner: str
+    life: int                  # the incarnation of the replica that forked it
+    file_name: str             # the StoragePath the replica gave its Serializer
+    data: bytes                # pickled at the fork
+    bazar: bool
+    status: int | None = None  # None: running; 0: exited after its rename; 1: died or failed
+
+    def finish(self) -> None:
+        data = pickle.loads(self.data)
+        try:
+            if self.bazar:
+                snapshot.write_snapshot(self.file_name, data)
+            else:
+                import gzip
+                from pysyncobj import pickle as pysyncobj_pickle
+                temporary = self.file_name + '.tmp'
+                with open(temporary, 'wb') as file, gzip.GzipFile(fileobj=file, mode='wb') as packed:
+                    pysyncobj_pickle.dump(data, packed)
+                atomicReplace(temporary, self.file_name)
+            self.status = 0
+        except Exception:
+            self.status = 1
+
+    def die(self) -> None:
+        self.status = 1
+
+
+class _SimOs:
+    """The `os` module the serializers see in a simulation with `fork_writer`: `fork` starts
+    a SnapshotWriter (the parent's side of the fork; the child's work is `finish`) and
+    `waitpid` reports on it. Everything else is the real `os`."""
+
+    def __init__(self, sim: "Simulation") -> None:
+        self._sim = sim
+
+    def __getattr__(self, name):
+        return getattr(os, name)
+
+    def fork(self) -> int:
+        caller = sys._getframe(1)   # Bazar's or PySyncObj's Serializer.serialize
+        return self._sim._fork(caller.f_locals["self"], caller.f_locals["data"],
+                               bazar=caller.f_code is snapshot.serialize.__code__)
+
+    def waitpid(self, pid: int, options: int) -> tuple[int, int]:
+        writer = self._sim.writers[pid]
+        if writer.status is None:
+            return 0, 0
+        return pid, 0 if writer.status == 0 else 256
+
+
 # ------------------------------------------------------------- the simulation
 
 @dataclass
@@ -409,6 +706,7 @@ class Replica:
     recorder: Recorder
     checked_commit: int = 0
     ticked: bool = False
+    last_applied: int = 0
 
 
 class Simulation:
@@ -419,17 +717,27 @@ class Simulation:
     """
 
     def __init__(self, size: int = 3, seed: int = 0, compaction_entries: int = 1_000_000,
-                 payload: int = 0, journal=None, fsync: bool = False) -> None:
+                 payload: int = 0, journal=None, fsync: bool = True, fork_writer: bool = False) -> None:
         self.names = [f"n{i + 1}" for i in range(size)]
         self.clock = VirtualClock()
         self.random = random.Random(seed)
         self.network = SimNetwork(self.clock)
+        self.network.on_killed = self._killed
         self.world = World()
         self.compaction_entries = compaction_entries
         self.payload = b"x" * payload
         self.replicas: dict[str, Replica] = {}
         self.initial: dict[str, list[str]] = {}  # the peers each replica was first started with
         self.crashed: set[str] = set()
+        self.refused: dict[str, str] = {}     # replicas that refused to start, and why
+        self.fsync = fsync
+        self.fork_writer = fork_writer
+        self.disk = Disk()
+        self.writers: dict[int, SnapshotWriter] = {}
+        self.events: list[str] = []   # notable faults that happened, to explain a failure
+        self.down_commit: dict[str, int] = {}   # a crashed replica's commit index when it went down
+        self.damaged: set[str] = set()          # replicas whose disk was corrupted
+        self._serializers: dict[int, tuple[str, int]] = {}   # id(Serializer) -> (replica, life)
         self.commands = 0
         self.root = Path(tempfile.mkdtemp(prefix="bazar-sim-", dir=_fast_tmp()))
         self._journal = journal        # another createJournal for PySyncObj (None: Bazar's)
@@ -444,8 +752,16 @@ class Simulation:
         if self._journal is not None:
             swaps.append(("createJournal", self._journal))
         for name, value in swaps:
-            self._saved.append((name, getattr(syncobj_module, name)))
+            self._saved.append((syncobj_module, name, getattr(syncobj_module, name)))
             setattr(syncobj_module, name, value)
+        # What becomes durable is remembered here, for power cuts (see Disk).
+        others = [(storage, "record_durable", self.disk.record)]
+        if self.fork_writer:
+            fake = _SimOs(self)
+            others += [(snapshot, "os", fake), (serializer_module, "os", fake)]
+        for module, name, value in others:
+            self._saved.append((module, name, getattr(module, name)))
+            setattr(module, name, value)
         for name in self.names:
             self.start(name)
         self.network.reconnect()
@@ -456,8 +772,8 @@ class Simulation:
             for name in list(self.replicas):
                 self.crash(name)
         finally:
-            for name, value in reversed(self._saved):
-                setattr(syncobj_module, name, value)
+            for module, name, value in reversed(self._saved):
+                setattr(module, name, value)
             shutil.rmtree(self.root, ignore_errors=True)
 
     # -- processes
@@ -467,42 +783,150 @@ class Simulation:
                                        compaction_period=10 ** 9),
                             self.root / name, password=None, group_size=len(self.names))
         conf.autoTick = False          # the simulation ticks
-        conf.useFork = False           # snapshots written in-line, deterministically
+        conf.useFork = self.fork_writer  # else snapshots are written in-line
         conf.logCompactionSplit = False
         return conf
 
     def start(self, name: str, peers: list[str] | None = None) -> None:
-        """Start (or restart) replica `name` knowing `peers` (by default the group it was
-        started with, as a process reads cluster.yaml: later changes come from its log)."""
+        """Start (or restart) replica `name` from its files, knowing `peers` (by default the
+        group it was started with, as a process reads cluster.yaml: later changes come from
+        its log). Raises what PySyncObj or the journal raise (JournalCorrupt: the replica
+        refuses to start; see `restart`)."""
         recorder = Recorder(self.world, name)
         peers = self.initial.get(name, self.names) if peers is None else peers
         self.initial.setdefault(name, list(peers))
-        obj = SyncObj(name, [n for n in peers if n != name], conf=self.conf(name),
-                      consumers=[recorder], nodeClass=Node,
-                      transportClass=lambda so, me, others: SimTransport(self.network, so, me, others))
+        try:
+            obj = SyncObj(name, [n for n in peers if n != name], conf=self.conf(name),
+                          consumers=[recorder], nodeClass=Node,
+                          transportClass=lambda so, me, others: SimTransport(self.network, so, me, others))
+        except BaseException:
+            self.network.detach(name)
+            raise
+        self._serializers[id(obj._SyncObj__serializer)] = (name, self.network.life.get(name, 0))
         self.replicas[name] = Replica(name, self.root / name, obj, recorder)
         self.crashed.discard(name)
 
     def crash(self, name: str) -> None:
-        """The process dies: in-flight messages are lost, files stay as written."""
+        """Graceful crash (SIGTERM): in-flight messages are lost, PySyncObj's `_doDestroy`
+        syncs the journal and saves the Raft state, files stay as written."""
         replica = self.replicas.pop(name)
         self.network.detach(name)
+        self.down_commit[name] = replica.obj.raftCommitIndex
         replica.obj._doDestroy()
         self.crashed.add(name)
 
-    def kill(self, name: str) -> None:
-        """The process is killed (SIGKILL): unlike `crash`, nothing more reaches its files.
-        What its journal had written stays; what it had not (entries not yet written, and
-        its state: term, vote and commit index, which it saves at most once a second
-        unless a vote forces it) is lost. Needs Bazar's journal."""
-        journal = self.replicas[name].obj._SyncObj__raftLog
-        journal._pending.clear()
-        journal._state_dirty = False
-        self.crash(name)
+    def _killed(self, killed: ProcessKilled) -> None:
+        """A doomed replica died right after a send: what it sent stays deliverable."""
+        self.events.append(f"{killed.name} died right after a send ({'power cut' if killed.power else 'SIGKILL'})")
+        self.kill(killed.name, power=killed.power, keep_sent=True)
 
-    def restart(self, name: str) -> None:
-        self.start(name)
+    def kill(self, name: str, power: bool = False, tear: random.Random | None = None,
+             keep_sent: bool = False) -> None:
+        """Hard crash. SIGKILL (`power` False): entries appended but not yet written are lost,
+        written files stay as the kernel has them. Power cut (`power`): the replica's files go
+        back to what was durable, with a torn tail if `tear` is given (Disk.power_cut), and its
+        snapshot writer dies with it. `keep_sent`: what it sent is still delivered."""
+        replica = self.replicas.pop(name)
+        self.network.detach(name, keep_sent=keep_sent)
+        obj = replica.obj
+        self.down_commit[name] = obj.raftCommitIndex
+        journal = obj._SyncObj__raftLog
+        for fd in (getattr(journal, "_fd", None), getattr(journal, "_lock_fd", None)):
+            if fd is not None:
+                os.close(fd)
+        serializer = obj._SyncObj__serializer
+        incoming = serializer._Serializer__incomingTransmissionFile
+        if incoming is not None and not isinstance(incoming, bytes):
+            incoming.close()
+        for transmission in serializer._Serializer__transmissions.values():
+            if "file" in transmission:
+                transmission["file"].close()
+        if power:
+            for writer in self.running_writers(name):
+                writer.die()
+            self.disk.power_cut(replica.directory, tear)
+        self.crashed.add(name)
+
+    def restart(self, name: str, writer_finishes: bool = True) -> bool:
+        """Start a crashed replica again; False if it refused to (JournalCorrupt: damaged
+        durable data), which is recorded in `refused` and is no violation.
+
+        The data directory's lock is held by any snapshot writer the replica's previous
+        incarnation forked (it inherited the descriptor), so the new process waits until
+        that writer has ended: with its rename done (`writer_finishes`) or killed before
+        it (PR_SET_PDEATHSIG)."""
+        for writer in self.running_writers(name):
+            self._finish(writer) if writer_finishes else writer.die()
+        try:
+            self.start(name)
+        except journal_module.JournalCorrupt as error:
+            self.refused[name] = str(error)
+            self.events.append(f"{name} refused to start: {error}")
+            return False
+        self.refused.pop(name, None)
         self.network.reconnect()
+        return True
+
+    def recover(self, name: str) -> None:
+        """The operator's recovery of a replica that refused to start on damaged durable
+        entries, as JournalCorrupt's message says: start it once with
+        BAZAR_REPAIR_JOURNAL=1. It keeps its term, vote and the sound entries before the
+        damage, and neither votes nor campaigns until a leader has sent it the rest.
+        (Moving its data directory away and starting it empty, the procedure documented
+        before, forgot its vote and its log: two leaders in one term.)"""
+        self.refused.pop(name, None)
+        saved = os.environ.get(journal_module.REPAIR_ENV)
+        os.environ[journal_module.REPAIR_ENV] = "1"
+        try:
+            self.start(name)
+        finally:
+            if saved is None:
+                os.environ.pop(journal_module.REPAIR_ENV, None)
+            else:
+                os.environ[journal_module.REPAIR_ENV] = saved
+
+    def corrupt(self, name: str, rng: random.Random) -> str | None:
+        """Flip a bit in a durable record of crashed replica `name`'s journal."""
+        assert name in self.crashed
+        path = self.root / name / "journal.bin"
+        durable = self.disk.durable.get(os.path.abspath(path))
+        where = corrupt_journal(path, rng, None if durable is None else len(durable))
+        if where:
+            self.damaged.add(name)
+            self.events.append(f"{name}'s journal: {where}")
+        return where
+
+    # -- snapshot writers
+
+    def _fork(self, serializer, data, bazar: bool) -> int:
+        owner, life = self._serializers[id(serializer)]
+        pid = 1_000_000 + len(self.writers)
+        self.writers[pid] = SnapshotWriter(pid, owner, life, serializer._Serializer__fileName,
+                                           pickle.dumps(data), bazar)
+        return pid
+
+    def running_writers(self, name: str | None = None) -> list[SnapshotWriter]:
+        return [w for w in self.writers.values()
+                if w.status is None and (name is None or w.owner == name)]
+
+    def finish_writer(self, position: int) -> bool:
+        """Let one running snapshot writer (any: `position` modulo their number) rename its file."""
+        running = self.running_writers()
+        if not running:
+            return False
+        self._finish(running[position % len(running)])
+        return True
+
+    def _finish(self, writer: SnapshotWriter) -> None:
+        """Let `writer` rename its snapshot; note it when that puts an older one in place."""
+        path = Path(writer.file_name)
+        before = journal_repair.snapshot_tail(path)[1][1] if path.exists() else 0
+        writer.finish()
+        written = pickle.loads(writer.data)[1][1]
+        if writer.status == 0 and written < before:
+            alive = writer.owner in self.replicas and self.network.life.get(writer.owner) == writer.life
+            self.events.append(f"{writer.owner}'s snapshot writer renamed its snapshot of index {written} "
+                               f"over one of index {before} ({'its replica running' if alive else 'a straggler'})")
 
     def add_replica(self, name: str, peers: list[str]) -> None:
         """Start a new replica `name` knowing `peers`; it takes part once a membership
@@ -515,12 +939,23 @@ class Simulation:
 
     def tick(self, name: str) -> None:
         replica = self.replicas[name]
-        replica.obj._onTick(0)
-        replica.ticked = True
+        replica.obj._SyncObj__transport.run(replica.obj._onTick, 0)
+        if name not in self.replicas:
+            return   # it died in there
+        if not replica.ticked:   # its first tick loads the snapshot file
+            replica.ticked = True
+            # Durability: what a replica counted as committed was on its disk (synced before
+            # the commit took effect, snapshots synced before the journal was cut), so a
+            # restart finds it again, unless the disk itself was damaged.
+            end, down = entries(replica.obj)[-1][1], self.down_commit.get(name, 0)
+            if name not in self.damaged and end < down:
+                self.world.fail(f"{name} restarted with its log ending at {end}, below the commit "
+                                f"index {down} it had when it went down (no disk fault)")
 
     def tick_all(self) -> None:
         for name in sorted(self.replicas):
-            self.tick(name)
+            if name in self.replicas:
+                self.tick(name)
 
     def write(self, name: str, count: int = 1) -> list[str]:
         """Submit `count` commands at replica `name`; an acknowledgment is recorded in World."""
@@ -553,8 +988,11 @@ class Simulation:
         return count
 
     def step(self, seconds: float = 0.01) -> None:
-        """One round of normal operation: time passes, every replica ticks, messages arrive."""
+        """One round of normal operation: time passes, snapshot writers finish, every replica
+        ticks, messages arrive."""
         self.clock.advance(seconds)
+        for writer in self.running_writers():
+            self._finish(writer)
         self.tick_all()
         self.deliver_all()
         self.observe()
@@ -570,7 +1008,7 @@ class Simulation:
             self.write(rng.choice(names), rng.randint(1, 6))
         rng.shuffle(names)
         for name in names:
-            if rng.random() < 0.9:
+            if rng.random() < 0.9 and name in self.replicas:
                 self.tick(name)
         network = self.network
         for _ in range(rng.randint(0, 2 * network.in_flight() + 2)):
@@ -586,6 +1024,45 @@ class Simulation:
                 network.deliver(rng.choice(links), duplicate=True)
             elif choice < 0.23:
                 network.drop(rng.choice(links))
+            else:
+                network.deliver(rng.choice(links))
+        self.observe()
+
+    def storm_step(self, rng: random.Random, load: float = 0.5, hold: float = 0.07,
+                   writers: float | dict = 0.3) -> None:
+        """Like `chaotic_step`, with more: messages held back (`SimNetwork.hold`, that share of
+        the choices) and released much later, each running snapshot writer finishing with
+        probability `writers` (or `writers[its replica]`: one replica's disk may be slow),
+        longer pauses."""
+        self.clock.advance(rng.choice((0.001, 0.01, 0.03, 0.06, 0.15, 0.3, 0.6)))
+        names = sorted(self.replicas)
+        if names and rng.random() < load:
+            self.write(rng.choice(names), rng.randint(1, 6))
+        rng.shuffle(names)
+        for name in names:
+            if rng.random() < 0.9 and name in self.replicas:
+                self.tick(name)
+        for writer in self.running_writers():
+            if rng.random() < (writers.get(writer.owner, 0.3) if isinstance(writers, dict) else writers):
+                self._finish(writer)
+        network = self.network
+        for _ in range(rng.randint(0, 2 * network.in_flight() + 2)):
+            links = network.links()
+            choice = rng.random()
+            if network.held and (choice < 0.005 or not links and choice < 0.05):
+                network.release(rng.randrange(len(network.held)))
+            elif network.stragglers and (choice < 0.08 or not links):
+                network.deliver_straggler(rng.randrange(len(network.stragglers)))
+            elif not links:
+                break
+            elif choice < 0.16:
+                network.deliver(rng.choice(links), position=rng.randint(1, 8))
+            elif choice < 0.20:
+                network.deliver(rng.choice(links), duplicate=True)
+            elif choice < 0.23:
+                network.drop(rng.choice(links))
+            elif choice < 0.23 + hold:
+                network.hold(rng.choice(links), position=rng.randint(0, 3))
             else:
                 network.deliver(rng.choice(links))
         self.observe()
@@ -619,10 +1096,15 @@ class Simulation:
             len({r.recorder.digest() for r in self.replicas.values()}) == 1
 
     def heal_everything(self) -> None:
+        """Every replica back (refusing ones recovered by the operator), every link up,
+        nothing late or held back any more, nobody doomed."""
+        self.network.doomed.clear()
         for name in sorted(self.crashed):
-            self.start(name)
+            if not self.restart(name):
+                self.recover(name)
         self.network.heal()
         self.network.stragglers.clear()
+        self.network.held.clear()
 
     def lost_acknowledged(self, name: str) -> list[str]:
         """Acknowledged commands that replica `name`'s applied state does not hold."""

@@ -198,7 +198,9 @@ def lose_journal_tail(sim: Simulation, name: str, keep: int) -> None:
     """Cut a crashed replica's journal to `keep` entries; its stored commit index stays.
 
     With Bazar's journal this is what fsync off allows after a power cut: the
-    state file (commit index) reached the disk, the journal's tail did not."""
+    state file (commit index) reached the disk, the journal's tail did not. The
+    simulation is told (`damaged`): its restart check expects no loss otherwise."""
+    sim.damaged.add(name)
     path = str(sim.root / name / "journal.bin")
     journal = DurableJournal(path) if sim.uses_bazar_journal else PYSYNCOBJ_JOURNAL(path)
     try:
@@ -263,6 +265,7 @@ def damage_mid_journal(sim: Simulation, name: str, saved_commit: int, damaged: i
     data = bytearray(path.read_bytes())
     data[position] ^= 0x04
     path.write_bytes(bytes(data))
+    sim.damaged.add(name)   # its disk lost entries: the restart check must not call that a bug
 
 
 def test_a_replica_repaired_after_mid_journal_damage_votes_only_once_it_has_the_entries_back():

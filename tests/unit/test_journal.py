@@ -428,3 +428,30 @@ def test_raft_fsync_is_on_by_default_and_reaches_the_journal_and_snapshot_names(
     assert conf.journalFile.fsync is False and conf.fullDumpFile.fsync is False
     assert conf.journalFile.snapshot == conf.fullDumpFile == str(tmp_path / "n1" / "snapshot.bin")
     assert syncobj_conf(RaftConfig(), tmp_path / "n2", None).journalFile.fsync is True
+
+
+def test_durable_damage_is_repaired_from_peers_when_the_operator_asks(tmp_path, monkeypatch):
+    """BAZAR_REPAIR_JOURNAL=1: the sound entries before the damage stay, the saved commit
+    index is never lowered (it is raised to the sound entries after the damage), so the
+    replica votes again only once a leader has given it everything it had; its term and
+    vote stay. (Moving the data directory away instead forgets them: the simulator found
+    two leaders in one term that way.)"""
+    path = tmp_path / "journal.bin"
+    journal = DurableJournal(path)
+    for index in range(1, 21):
+        journal.add(*_entry(index))
+    journal.setCurrentTerm(3, "n2")
+    journal.setRaftCommitIndex(15)
+    journal._destroy()
+    _flip_a_byte_in_entry(path, 8)
+
+    monkeypatch.setenv("BAZAR_REPAIR_JOURNAL", "1")
+    repaired = DurableJournal(path)
+    assert [repaired[i][1] for i in range(len(repaired))] == list(range(1, 8))
+    assert repaired.getRaftCommitIndex() == 20          # the sound entries 9..20 after the damage
+    assert (repaired.getCurrentTerm(), repaired.getVotedForNodeId()) == (3, "n2")
+    repaired._destroy()
+    monkeypatch.delenv("BAZAR_REPAIR_JOURNAL")
+    again = DurableJournal(path)                        # repaired for good: no refusal now
+    assert len(again) == 7 and again.getRaftCommitIndex() == 20
+    again._destroy()

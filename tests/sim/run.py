@@ -1,0 +1,138 @@
+"""Run freshly drawn simulator schedules from a seed, and replay or shrink a failing one.
+
+    python -m tests.sim.run --schedules 2000 --seed 17      # draw and play 2000 schedules
+    python -m tests.sim.run --schedules 2000                # the same from a random seed (printed)
+    python -m tests.sim.run --replay 17000042               # play one schedule again, verbosely
+    python -m tests.sim.run --replay 17000042 --shrink      # ... and print a minimal equivalent
+
+Schedule i of seed S is `tests.sim.schedule.generate(S * 10**6 + i)`: the number printed
+for a failing schedule replays it exactly (`--replay`), also with the same `--size` and
+`--kinds` given. Options:
+
+  --size 3|5          every schedule on that many replicas (default: drawn, 3 or 5)
+  --compaction N      a snapshot every N entries (default: drawn, 10, 20 or 40)
+  --kinds storm,hold  draw only these step kinds (default: all, schedule.WEIGHTS)
+  --no-match-check    leave out the match-index check, to see what a lying match
+                      index goes on to break (a Figure 3 property)
+  --revert NAME       run with one of Bazar's corrections reverted to PySyncObj's own
+                      code (NAME as tests/sim/mutation.py lists them; see there)
+  --stop-after K      stop after K failing schedules (default 1; 0: never stop)
+
+It prints schedules/s, each failure (the violated property, the faults that led
+there, and a one-line command to replay it), and exits 1 if any schedule failed.
+A failing schedule worth keeping goes into tests/sim/test_found_schedules.py as a
+named regression (print it with --replay N --shrink).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import sys
+import time
+from contextlib import nullcontext
+
+from tests.sim.schedule import WEIGHTS, generate, play
+
+SEED_STRIDE = 10 ** 6
+
+
+def schedule_seeds(seed: int, count: int) -> range:
+    return range(seed * SEED_STRIDE, seed * SEED_STRIDE + count)
+
+
+def run(seeds, size=None, kinds=None, check_match=True, stop_after=1, out=print, compaction=None) -> dict:
+    """Play the schedules of `seeds`; return {"played", "seconds", "failures": [(seed, error)]}."""
+    failures, played, started = [], 0, time.monotonic()
+    logging.disable(logging.CRITICAL)   # replicas log every refused vote and torn tail
+    try:
+        for seed in seeds:
+            try:
+                play(*generate(seed, kinds, size, compaction), check_match=check_match)
+            except Exception as error:  # a violation, or an exception out of PySyncObj
+                failures.append((seed, error, time.monotonic() - started, played + 1))
+                if out:
+                    out(f"FAILED schedule {seed} (after {played + 1} schedules, "
+                        f"{time.monotonic() - started:.1f} s): {type(error).__name__}: {error}")
+                    for event in getattr(error, "events", [])[-5:]:
+                        out(f"    fault: {event}")
+                if stop_after and len(failures) >= stop_after:
+                    played += 1
+                    break
+            played += 1
+    finally:
+        logging.disable(logging.NOTSET)
+    return {"played": played, "seconds": time.monotonic() - started, "failures": failures}
+
+
+def shrink(schedule: tuple, fails) -> tuple:
+    """A schedule with as few steps as greedy removal finds, for which `fails(schedule)` holds."""
+    size, steps, *rest = schedule
+    chunk = max(1, len(steps) // 2)
+    while chunk >= 1:
+        i = 0
+        while i < len(steps):
+            candidate = steps[:i] + steps[i + chunk:]
+            if candidate and fails((size, candidate, *rest)):
+                steps = candidate
+            else:
+                i += chunk
+        chunk //= 2
+    return (size, steps, *rest)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--schedules", type=int, default=500)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--replay", type=int)
+    parser.add_argument("--shrink", action="store_true")
+    parser.add_argument("--size", type=int, choices=(3, 5))
+    parser.add_argument("--compaction", type=int)
+    parser.add_argument("--kinds")
+    parser.add_argument("--no-match-check", action="store_true")
+    parser.add_argument("--revert")
+    parser.add_argument("--stop-after", type=int, default=1)
+    args = parser.parse_args(argv)
+    kinds = None if not args.kinds else {k: WEIGHTS[k] for k in args.kinds.split(",")}
+    check = not args.no_match_check
+    extra = "".join([f" --size {args.size}" if args.size else "", f" --kinds {args.kinds}" if args.kinds else "",
+                     f" --compaction {args.compaction}" if args.compaction else "",
+                     " --no-match-check" if args.no_match_check else "",
+                     f" --revert {args.revert}" if args.revert else ""])
+    if args.revert:
+        from tests.sim.mutation import reverted
+        context = reverted(args.revert)
+    else:
+        context = nullcontext()
+    with context:
+        if args.replay is not None:
+            schedule = generate(args.replay, kinds, args.size, args.compaction)
+            print(f"schedule {args.replay}: {schedule!r}")
+            outcome = run([args.replay], args.size, kinds, check, compaction=args.compaction)
+            if outcome["failures"] and args.shrink:
+                def fails(candidate):
+                    try:
+                        logging.disable(logging.CRITICAL)
+                        play(*candidate, check_match=check)
+                        return False
+                    except Exception:
+                        return True
+                print(f"shrunk: {shrink(schedule, fails)!r}")
+            print("failed" if outcome["failures"] else "passed")
+            return 1 if outcome["failures"] else 0
+        seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10 ** 6)
+        print(f"seed {seed}: {args.schedules} schedules (python -m tests.sim.run --schedules "
+              f"{args.schedules} --seed {seed}{extra})", flush=True)
+        outcome = run(schedule_seeds(seed, args.schedules), args.size, kinds, check, args.stop_after,
+                      out=lambda line: print(line, flush=True), compaction=args.compaction)
+    rate = outcome["played"] / max(outcome["seconds"], 1e-9)
+    print(f"{outcome['played']} schedules in {outcome['seconds']:.1f} s ({rate:.1f}/s), "
+          f"{len(outcome['failures'])} failed")
+    for failing, *_ in outcome["failures"]:
+        print(f"replay: python -m tests.sim.run --replay {failing}{extra}")
+    return 1 if outcome["failures"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

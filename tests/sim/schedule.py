@@ -1,0 +1,203 @@
+"""Schedules for the simulator: what a step is, how a schedule is played, and how one is drawn.
+
+A schedule is `(size, steps)` or `(size, steps, fork_writer, compaction)`: a group of
+`size` replicas (3 or 5), with the snapshot writer as an actor of its own or not,
+a snapshot every `compaction` entries (default 40), and a list of steps, each a tuple of plain numbers (so it can be
+printed, kept in test_found_schedules.py and replayed exactly):
+
+  ("run", seed, rounds)       rounds of `Simulation.chaotic_step` (messages in order,
+                              overtaking, twice, late, lost)
+  ("storm", seed, rounds)     rounds of `Simulation.storm_step` (the same, plus messages
+                              held back and released much later, snapshot writers finishing;
+                              how often each, drawn from seed for the whole step)
+  ("write", i, n)             n commands submitted at replica i
+  ("crash", i)                graceful crash (SIGTERM: `_doDestroy` syncs and saves)
+  ("kill", i, mode, seed)     hard crash: mode 0 SIGKILL, 1 power cut, 2 power cut with a
+                              torn tail drawn from seed
+  ("doom", i, sends, power)   replica i dies (SIGKILL, or a power cut if power) right after
+                              its `sends`-th next message, in the middle of what it does
+  ("restart", i[, finishes])  start a crashed replica; its old snapshot writer, if still
+                              running, first renames its file (finishes=1, the default) or dies
+  ("partition", mask)         replicas whose bit is set on one side, the rest on the other
+  ("heal",)                   every link back
+  ("reset", a, b)             the connection a-b cut (its messages may arrive later)
+  ("hold", kind, percent, seed)  hold back that share of the waiting messages of a kind:
+                              0 any, 1 append acknowledgments (next_node_idx), 2 votes,
+                              3 append_entries, 4 acknowledgments and votes
+  ("release", seed, count)    deliver `count` held messages, in an order drawn from seed
+  ("writer", position)        one running snapshot writer renames its file into place
+  ("corrupt", i, seed)        flip a bit of a durable journal record of crashed replica i
+                              (one replica per schedule: Raft tolerates that, not more)
+
+`play` runs a schedule, checking Raft's safety properties after every step
+(tests/sim/harness.py), then heals everything (a replica that refused to start
+on damaged data is recovered the operator's way) and requires every replica to
+converge on one state holding every acknowledged write. `generate(seed)` draws a
+schedule; the same seed gives the same schedule, and `play` replays it exactly.
+"""
+from __future__ import annotations
+
+import random
+
+from tests.sim.harness import Simulation
+
+HOLD_KINDS = {0: (), 1: ("next_node_idx",), 2: ("response_vote",), 3: ("append_entries",),
+              4: ("next_node_idx", "response_vote")}
+
+
+def play(size: int, steps: list, fork_writer: bool = False, compaction: int = 40,
+         check_match: bool = True) -> dict:
+    """Run one schedule; SafetyViolation (or any exception from PySyncObj) fails it.
+    Returns counts: writes acknowledged, messages delivered, starts refused.
+    `check_match` False leaves out the match-index check (World.check_match_indexes), to
+    see what a lying match index goes on to break."""
+    with Simulation(size=size, compaction_entries=compaction, payload=64, fork_writer=fork_writer) as sim:
+        sim.world.check_match = check_match
+        names = sim.names
+        corrupted: set[str] = set()
+        try:
+            assert sim.run_until(lambda: sim.leader() is not None, seconds=10)
+            for kind, *args in steps:
+                apply(sim, corrupted, kind, args)
+                sim.observe()
+            refused = len(sim.refused)
+            sim.heal_everything()
+            assert sim.run_until(sim.converged, seconds=60), "the healed group did not converge"
+            for name in names:
+                assert sim.lost_acknowledged(name) == [], f"{name} lost acknowledged writes"
+            assert sim.world.violations == []
+        except BaseException as error:
+            error.events = list(sim.events)   # what the faults were, for the report
+            raise
+        return {"acknowledged": len(sim.world.acknowledged), "messages": sim.network.delivered,
+                "refused": refused}
+
+
+def apply(sim: Simulation, corrupted: set, kind: str, args: list) -> None:
+    """Apply one step (see the module doc); a step that does not apply now does nothing."""
+    names, size = sim.names, len(sim.names)
+
+    def replica(i: int) -> str:
+        return names[i % size]
+
+    if kind == "run":
+        rng = random.Random(args[0])
+        for _ in range(args[1]):
+            sim.chaotic_step(rng)
+    elif kind == "storm":
+        rng = random.Random(args[0])
+        hold = rng.choice((0.0, 0.07, 0.15))
+        writers = {name: rng.choice((0.0, 0.1, 0.5, 1.0)) for name in sim.names}
+        for _ in range(args[1]):
+            sim.storm_step(rng, hold=hold, writers=writers)
+    elif kind == "write":
+        if replica(args[0]) in sim.replicas:
+            sim.write(replica(args[0]), args[1])
+    elif kind in ("crash", "kill"):
+        name = replica(args[0])
+        if name in sim.replicas and len(sim.replicas) > 1:
+            if kind == "crash":
+                sim.crash(name)
+            else:
+                mode, seed = args[1], args[2]
+                sim.kill(name, power=mode > 0, tear=random.Random(seed) if mode == 2 else None)
+    elif kind == "doom":
+        name = replica(args[0])
+        if name in sim.replicas and len(sim.replicas) > 1:
+            sim.network.doom(name, args[1], power=bool(args[2]))
+    elif kind == "restart":
+        name = replica(args[0])
+        if name in sim.crashed:
+            sim.restart(name, writer_finishes=bool(args[1]) if len(args) > 1 else True)
+    elif kind == "partition":
+        side = {n for i, n in enumerate(names) if args[0] >> i & 1}
+        sim.network.partition(side, set(names) - side)
+    elif kind == "heal":
+        sim.network.heal()
+    elif kind == "reset":
+        a, b = replica(args[0]), replica(args[1])
+        if a != b:
+            sim.network.reset(a, b)
+    elif kind == "hold":
+        sim.network.hold_kind(HOLD_KINDS[args[0] % len(HOLD_KINDS)], random.Random(args[2]), args[1] / 100)
+    elif kind == "release":
+        rng = random.Random(args[0])
+        for _ in range(args[1]):
+            if not sim.network.held:
+                break
+            sim.network.release(rng.randrange(len(sim.network.held)))
+    elif kind == "writer":
+        sim.finish_writer(args[0])
+    elif kind == "corrupt":
+        name = replica(args[0])
+        if name in sim.crashed and not corrupted - {name}:
+            if sim.corrupt(name, random.Random(args[1])) is not None:
+                corrupted.add(name)
+    else:
+        raise ValueError(f"unknown step {kind!r}")
+
+
+# How often each kind of step is drawn (relative weights), for all faults at once.
+WEIGHTS = {"storm": 24, "run": 4, "write": 10, "hold": 10, "release": 8, "partition": 8,
+           "heal": 6, "reset": 3, "crash": 3, "kill": 7, "restart": 9, "writer": 5, "corrupt": 1,
+           "doom": 3}
+
+# A schedule draws one focus, so that each kind of fault also gets schedules of its own
+# (with everything at once, the first violation found hides the rarer ones).
+FOCUS = {
+    "messages": {"storm": 24, "write": 10, "hold": 12, "release": 10, "partition": 10, "heal": 8,
+                 "reset": 3},
+    "snapshots": {"storm": 20, "write": 12, "writer": 8, "partition": 10, "heal": 6, "crash": 4,
+                  "kill": 4, "restart": 10},
+    "disks": {"storm": 20, "write": 10, "kill": 10, "crash": 3, "restart": 12, "corrupt": 3,
+              "partition": 5, "heal": 5, "writer": 4, "doom": 8},
+    "crash points": {"storm": 20, "write": 10, "doom": 12, "restart": 12, "partition": 5, "heal": 5},
+    "everything": WEIGHTS,
+}
+
+
+def draw_step(rng: random.Random, kind: str) -> tuple:
+    big = 2 ** 32 - 1
+    if kind in ("storm", "run"):
+        return (kind, rng.randint(0, big), rng.randint(1, 15))
+    if kind == "write":
+        return (kind, rng.randint(0, 4), rng.randint(1, 25))
+    if kind == "hold":
+        return (kind, rng.randint(0, 4), rng.choice((30, 60, 100)), rng.randint(0, big))
+    if kind == "release":
+        return (kind, rng.randint(0, big), rng.randint(1, 30))
+    if kind == "partition":
+        return (kind, rng.randint(1, 30))
+    if kind == "heal":
+        return (kind,)
+    if kind == "reset":
+        return (kind, rng.randint(0, 4), rng.randint(0, 4))
+    if kind == "crash":
+        return (kind, rng.randint(0, 4))
+    if kind == "kill":
+        return (kind, rng.randint(0, 4), rng.randint(0, 2), rng.randint(0, big))
+    if kind == "restart":
+        return (kind, rng.randint(0, 4), rng.randint(0, 1))
+    if kind == "doom":
+        return (kind, rng.randint(0, 4), rng.randint(1, 40), rng.randint(0, 1))
+    if kind == "writer":
+        return (kind, rng.randint(0, 4))
+    if kind == "corrupt":
+        return (kind, rng.randint(0, 4), rng.randint(0, big))
+    raise ValueError(kind)
+
+
+def generate(seed: int, kinds: dict[str, int] | None = None,
+             size: int | None = None, compaction: int | None = None) -> tuple[int, list, bool, int]:
+    """The schedule of `seed`: (size, steps, fork_writer, compaction), 3 or 5 replicas (or
+    `size`), 3 to 40 steps drawn with `kinds` as relative weights (default: one FOCUS drawn
+    from the seed), a snapshot every 10, 20 or 40 entries (or `compaction`)."""
+    rng = random.Random(seed)
+    focus = FOCUS[rng.choice(sorted(FOCUS))]
+    weights = focus if kinds is None else kinds
+    population, cumulative = list(weights), list(weights.values())
+    drawn = rng.choice((3, 5))
+    size = size or drawn
+    steps = [draw_step(rng, kind) for kind in rng.choices(population, cumulative, k=rng.randint(3, 40))]
+    drawn_compaction = rng.choice((10, 20, 40))
+    return size, steps, True, compaction or drawn_compaction
