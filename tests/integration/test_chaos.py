@@ -6,6 +6,10 @@ commit with the resumed follower's acknowledgment, SIGKILL during a log
 compaction, a whole group SIGKILLed in a loop, a power cut that keeps only what
 was fsynced); their windows report what they saw, and the test checks they
 really struck.
+
+The run is as short as a schedule with every fault kind can be: 77 s with seed 18383,
+whose ten faults (one of each kind) end at 74.4 s; of seeds 0 to 19,999, none puts all ten
+in under 75.4 s (the old seed 11 needs 89.1 s). The schedule test checks that they fit.
 """
 from __future__ import annotations
 
@@ -17,26 +21,30 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from bazar.chaos.nemesis import FAULT_KINDS, FAULT_LENGTHS, plan
 
 REPO = Path(__file__).resolve().parents[2]
+DURATION, SEED = 77, 18383  # every fault kind once, in about the shortest run that allows
 
 
 def test_the_schedule_is_reproducible_and_covers_every_fault_kind():
-    first = plan(list(FAULT_KINDS), 95, seed=11)
-    assert first == plan(list(FAULT_KINDS), 95, seed=11)
-    assert first != plan(list(FAULT_KINDS), 95, seed=12)
+    first = plan(list(FAULT_KINDS), DURATION, seed=SEED)
+    assert first == plan(list(FAULT_KINDS), DURATION, seed=SEED)
+    assert first != plan(list(FAULT_KINDS), DURATION, seed=SEED + 1)
     assert {f.kind for f in first} == set(FAULT_KINDS)
     assert all(a.start + a.length < b.start for a, b in zip(first, first[1:]))
     swaps = [f for f in first if f.kind == "follower-swap"]
     assert all(FAULT_LENGTHS["follower-swap"][0] <= f.length <= FAULT_LENGTHS["follower-swap"][1] for f in swaps)
 
 
+@pytest.mark.slow
 def test_a_short_chaos_run_with_every_fault_kind_checks_clean(tmp_path):
     out = tmp_path / "chaos"
     result = subprocess.run(
-        [sys.executable, "-m", "bazar", "chaos", "--duration", "95", "--clients", "6",
-         "--seed", "11", "--out", str(out)],
+        [sys.executable, "-m", "bazar", "chaos", "--duration", str(DURATION), "--clients", "6",
+         "--seed", str(SEED), "--out", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     summary = result.stdout
     assert result.returncode == 0, summary + result.stderr[-3000:]
