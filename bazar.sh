@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Bazar's quickstart, on a fresh machine with Python 3.11:
 #   ./bazar.sh up      install what Bazar needs, then run the whole local cluster (Ctrl-C stops it)
-#   ./bazar.sh test    install what the tests need, then run the whole test suite
+#   ./bazar.sh test    install what the tests need, then run the whole test suite (pytest --full;
+#                      plain `pytest` runs only the fast set: docs/testing.md)
 # Anything after the command is passed on (to `bazar up` or to pytest).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -62,7 +63,7 @@ case "$command" in
     # hot-item load of perf-compare and the benchmarks (a C load generator, 16 connections).
     apt_install chromium chromium-driver iptables iproute2 docker.io docker-compose debootstrap prometheus wrk
     ensure_python_env
-    exec "$VENV/bin/python" -m pytest "$@"
+    exec "$VENV/bin/python" -m pytest --full "$@"
     ;;
   *)
     echo "usage: ./bazar.sh up | ./bazar.sh test [pytest args]" >&2

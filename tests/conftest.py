@@ -1,4 +1,19 @@
-"""Shared fixtures: throwaway clusters on free loopback ports, always cleaned up."""
+"""Which tests a run selects, and shared fixtures: throwaway clusters on free loopback
+ports, always cleaned up.
+
+The suite has a fast set and the rest (docs/testing.md):
+
+- Every test in tests/integration is marked `integration` (it starts real processes), every
+  test in tests/deploy and tests/browser `system` (Docker, network namespaces, a browser);
+  a test that takes long (a chaos run, the soak, the long simulator run...) is also marked
+  `slow` by hand (`@pytest.mark.slow`, or `pytestmark = pytest.mark.slow` for a module).
+- `pytest` alone (no path, no -m, no -k) runs the fast set: every test with none of those
+  three markers. A module that wants a long test and a short one marks the long one `slow`.
+- A path, `-m` or `-k` runs what it names, whatever its markers: `pytest tests/integration`,
+  `pytest -m "integration and not slow"`, `pytest -k chaos`.
+- `--full` runs everything (what `./bazar.sh test`, and so CI, runs) but the tests marked
+  `manual` (longer than CI's budget), which run only when `-m` names them.
+"""
 from __future__ import annotations
 
 import shutil
@@ -8,6 +23,53 @@ from pathlib import Path
 import pytest
 
 from bazar.cluster.local import LocalCluster, write_config
+
+TESTS = Path(__file__).resolve().parent
+FOLDER_MARKERS = {"integration": "integration", "deploy": "system", "browser": "system"}
+OUTSIDE_THE_FAST_SET = ("integration", "system", "slow")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--full", action="store_true", default=False,
+                     help="run every test (the default, with no path, -m or -k, is the fast set)")
+
+
+def fast_set_only(config) -> bool:
+    """True when nothing on the command line chose tests: then only the fast set runs."""
+    return (config.args_source == pytest.Config.ArgsSource.TESTPATHS
+            and not config.getoption("--full")
+            and not config.getoption("markexpr")
+            and not config.getoption("keyword"))
+
+
+def pytest_report_header(config):
+    if fast_set_only(config):
+        return ["fast set only (unit tests, short simulator pass); the rest: `pytest --full` "
+                "(what ./bazar.sh test runs), or -m integration / system / slow, or a path"]
+    return []
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark tests by folder; with nothing chosen on the command line, keep the fast set."""
+    for item in items:
+        relative = Path(item.fspath).resolve().relative_to(TESTS)
+        marker = FOLDER_MARKERS.get(relative.parts[0])
+        if marker is not None:
+            item.add_marker(marker)
+    if not config.getoption("markexpr"):
+        manual = [item for item in items if item.get_closest_marker("manual")]
+        if manual:
+            config.hook.pytest_deselected(items=manual)
+            items[:] = [item for item in items if not item.get_closest_marker("manual")]
+    if not fast_set_only(config):
+        return
+    kept, deselected = [], []
+    for item in items:
+        outside = any(item.get_closest_marker(name) for name in OUTSIDE_THE_FAST_SET)
+        (deselected if outside else kept).append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
 
 
 @pytest.fixture

@@ -3,17 +3,26 @@
 In order, as a deployment would go (each step's time is printed at the end):
 
 1. A Docker daemon. If `docker info` answers, that daemon is used. Otherwise the test
-   starts its own, `dockerd --storage-driver=vfs --iptables=false --ip6tables=false
-   --ip-forward=false --bridge=none`, with its data root, exec root, socket, config file
-   and log in a temporary directory (DOCKER_HOST points there), and stops it at the end.
+   starts its own, `dockerd --iptables=false --ip6tables=false --ip-forward=false
+   --bridge=none`, with its exec root, socket, config file and log in a temporary
+   directory (DOCKER_HOST points there), and stops it at the end. Its data root, where
+   images live, is the image cache (see below): /var/cache/bazar-tests/dockerd, or
+   $BAZAR_TEST_CACHE/dockerd; one run at a time uses it (a lock file next to it, which a
+   second run waits for). The storage driver is dockerd's own choice: overlay2 where the
+   kernel and the cache's file system allow it, else vfs.
    Docker must leave the firewall alone: the chaos tests use their own iptables chain
    (BAZAR-CHAOS) and tests/deploy/test_multihost.py a bridge in network namespaces, and
    both would break if Docker set FORWARD to DROP, loaded br_netfilter or turned on
    forwarding. The test compares `iptables -S` (filter and nat), `ip6tables -S`,
    net.ipv4.ip_forward, br_netfilter and the host's bridge/veth links before and after.
 2. A base image from Debian's archive (deploy/base-image.sh: debootstrap, docker import;
-   no registry is needed), and the Bazar image on it, built by Compose from the
-   compose file's own build section (`network: host`, BASE_IMAGE=bazar-base:bookworm).
+   no registry is needed), tagged bazar-base:bookworm-<hash of what it is made from: the
+   script, the mirror and the CA bundle it copies in>, and the Bazar image on it, built by
+   Compose from the compose file's own build section (`network: host`, BASE_IMAGE=that tag).
+   Both are cached between runs, keyed by their inputs: base-image.sh keeps a tag that
+   exists, and Docker's build cache reuses each layer whose instruction and copied files
+   (by content, not by date: a fresh clone hits it) are unchanged, so a run with nothing
+   changed rebuilds nothing, and a code change rebuilds only the last layers.
 3. The compose cluster (catalog1-3, order1-3, frontend1), under a project name of its
    own, on a free port (BAZAR_PORT, published on 127.0.0.1 only) and with the secret in a
    file (BAZAR_SECRET_FILE, readable by the image's uid 10001): once every container is
@@ -24,26 +33,27 @@ In order, as a deployment would go (each step's time is printed at the end):
 5. `down` and `up` (volumes kept): every acknowledged order is still there, completed,
    the stock still matches, an old Idempotency-Key still names its old order.
 6. `down -v`: no container, network or volume of the project is left (anonymous volumes
-   included). A daemon the test started is stopped and its directory deleted, images and
-   all, so nothing is left on disk. On a daemon that was already running, the two images
-   stay cached on purpose (bazar-base:bookworm and bazar:container-test: the next run
-   then skips debootstrap and rebuilds only changed layers); the image a rebuild replaced
-   is removed.
+   included). A daemon the test started is stopped and its temporary directory deleted;
+   it must hold no container and no volume at all by then: only the two images stay, on
+   purpose (bazar-base:bookworm-<hash> and bazar:container-test), on any daemon. The image
+   a rebuild replaced, base images of other hashes and dangling layers are removed, so the
+   cache holds one version of each.
 
 Compose: `docker compose` (v2) when that plugin is installed, else Debian's `docker-compose`
 (v1). Debian bookworm ships only v1 (docker-compose 1.29.2), so on a Debian CI machine this
 tests v1. Builds use the classic builder (DOCKER_BUILDKIT=0): Debian's Docker has no buildx.
 
 Needs root (dockerd, debootstrap, iptables); installs docker.io, docker-compose, debootstrap
-and iptables with apt-get when missing. With the vfs storage driver every build step and
-container copies the whole image, so this takes minutes: 4.8 on this 2-core machine
-with a load average of 8 from other work, 7.5 with 15-20 (the step times show where).
+and iptables with apt-get when missing. The first run on a machine builds both images
+(minutes: debootstrap and pip); later runs reuse them (the step times show where it went).
 """
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import fcntl
+import hashlib
 import signal
 import socket
 import subprocess
@@ -57,8 +67,12 @@ import pytest
 import requests
 
 REPO = Path(__file__).resolve().parents[2]
-BASE_IMAGE = "bazar-base:bookworm"
 IMAGE = "bazar:container-test"
+BASE_REPOSITORY = "bazar-base"
+# The image cache: the data root of the dockerd this test starts (not the checkout's: CI
+# clones afresh every run).
+CACHE = Path(os.environ.get("BAZAR_TEST_CACHE", "/var/cache/bazar-tests"))
+DEBIAN_MIRROR = "http://deb.debian.org/debian"  # base-image.sh's default
 CATALOG = ["catalog1", "catalog2", "catalog3"]
 ORDER = ["order1", "order2", "order3"]
 SERVICES = CATALOG + ORDER + ["frontend1"]
@@ -67,6 +81,7 @@ DOS = "How to get a good grade in DOS in 40 minutes a day"
 
 pytestmark = [
     pytest.mark.container,
+    pytest.mark.slow,
     pytest.mark.timeout(1200),  # a hard stop only: the whole run takes 5 to 8 minutes here
     pytest.mark.skipif(not os.path.isdir("/proc/sys/net") or os.geteuid() != 0,
                        reason="starting dockerd, debootstrap and reading iptables need root on Linux"),
@@ -177,6 +192,22 @@ def processes_mentioning(text: str) -> list[tuple[int, str]]:
     return found
 
 
+def base_image_tag() -> str:
+    """bazar-base:bookworm-<hash of base-image.sh, its mirror and the CA bundle it copies in>.
+
+    base-image.sh keeps a tag that exists: with its inputs in the tag, an image made from an
+    older script (or mirror, or bundle) is never taken for the current one."""
+    digest = hashlib.sha256()
+    digest.update((REPO / "deploy" / "base-image.sh").read_bytes())
+    digest.update(os.environ.get("DEBIAN_MIRROR", DEBIAN_MIRROR).encode())
+    bundle = Path("/etc/ssl/certs/ca-certificates.crt")
+    digest.update(bundle.read_bytes() if bundle.exists() else b"no bundle")
+    return f"{BASE_REPOSITORY}:bookworm-{digest.hexdigest()[:12]}"
+
+
+BASE_IMAGE = base_image_tag()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -238,11 +269,13 @@ def steps(request):
 class Docker:
     """A Docker daemon to talk to: `env` for the docker and compose commands."""
 
-    def __init__(self, env: dict, process: subprocess.Popen | None = None, root: Path | None = None) -> None:
+    def __init__(self, env: dict, process: subprocess.Popen | None = None, root: Path | None = None,
+                 lock=None) -> None:
         self.env = env
         self.compose: list[str] = []  # the compose command, `docker compose` or `docker-compose`
         self.process = process  # the dockerd this test started, or None
-        self.root = root
+        self.root = root        # its temporary directory (socket, exec root, log)
+        self.lock = lock        # the open lock file that makes its data root (the cache) ours
 
     @property
     def started_here(self) -> bool:
@@ -259,21 +292,34 @@ class Docker:
             return False
 
 
+def lock_cache(steps: Steps):
+    """Take the image cache for this run (an exclusive lock); wait while another run has it."""
+    CACHE.mkdir(mode=0o700, parents=True, exist_ok=True)
+    lock = open(CACHE / "dockerd.lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        steps.say(f"waiting for another run to release {CACHE / 'dockerd.lock'}")
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    return lock
+
+
 def start_dockerd(steps: Steps) -> Docker:
+    lock = lock_cache(steps)
     root = Path(tempfile.mkdtemp(prefix="bazar-dockerd-"))
     (root / "daemon.json").write_text("{}\n")  # not /etc/docker/daemon.json: only these flags count
     env = {key: value for key, value in os.environ.items() if key not in ("DOCKER_CONTEXT", "DOCKER_CONFIG")}
     env["DOCKER_HOST"] = f"unix://{root}/docker.sock"
     env["DOCKER_CONFIG"] = str(root / "client")  # the CLI's own files (contexts, auth) stay in here
     command = ["dockerd", "--config-file", str(root / "daemon.json"),
-               "--storage-driver=vfs", "--iptables=false", "--ip6tables=false", "--ip-forward=false",
+               "--iptables=false", "--ip6tables=false", "--ip-forward=false",
                "--bridge=none",  # no docker0: Compose makes its own bridge, builds use the host's network
-               "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
+               "--data-root", str(CACHE / "dockerd"), "--exec-root", str(root / "exec"),
                "--pidfile", str(root / "dockerd.pid"), "--host", env["DOCKER_HOST"]]
     with open(root / "dockerd.log", "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    start_new_session=True)
-    docker = Docker(env, process, root)
+    docker = Docker(env, process, root, lock)
     deadline = time.monotonic() + 90
     while not docker.answers():
         if process.poll() is not None or time.monotonic() > deadline:
@@ -281,7 +327,8 @@ def start_dockerd(steps: Steps) -> Docker:
             stop_dockerd(docker)
             raise AssertionError(f"dockerd did not come up (exit {process.poll()}):\n{log_tail}")
         time.sleep(0.5)
-    steps.say(f"started dockerd (pid {process.pid}) in {root}")
+    driver = docker("info", "--format", "{{.Driver}}").stdout.strip()
+    steps.say(f"started dockerd (pid {process.pid}) in {root}, images in {CACHE / 'dockerd'} ({driver})")
     return docker
 
 
@@ -316,6 +363,12 @@ def stop_dockerd(docker: Docker) -> list[str]:
         problems.append(f"could not unmount {mounts_under(root)}; {root} NOT deleted")
     else:
         shutil.rmtree(root)
+    # Nothing of that daemon may stay mounted in the cache either (overlay2 mounts each
+    # running container's file system under the data root).
+    for point in mounts_under(CACHE / "dockerd"):
+        problems.append(f"still mounted after dockerd stopped: {point}")
+        subprocess.run(["umount", "--lazy", point], capture_output=True)
+    docker.lock.close()  # the cache is free for the next run
     return problems
 
 
@@ -485,9 +538,20 @@ def cluster(docker, steps):
             image_now = docker("image", "inspect", "--format", "{{.Id}}", IMAGE, check=False).stdout.strip()
             if image_before and image_now != image_before:  # the image this build replaced
                 docker("image", "rm", image_before, check=False)
+            # The cache keeps one version of each image: base images made from other inputs go.
+            bases = docker("image", "ls", BASE_REPOSITORY, "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
+            stale = [tag for tag in bases if tag != BASE_IMAGE]
+            if stale:
+                docker("image", "rm", *stale, check=False, timeout=600)
+            everything = {}
+            if docker.started_here:  # the cache's daemon: nothing but images may stay in it
+                docker("image", "prune", "--force", check=False, timeout=600)  # layers no tag uses
+                everything = {"containers": docker("ps", "-a", "-q").stdout.split(),
+                              "volumes": docker("volume", "ls", "-q").stdout.split()}
             assert down.returncode == 0, f"down -v exited {down.returncode}: {tail(down.stderr)}"
             assert not any(left.values()), f"left behind by down -v: {left}"
             assert not leaked, f"anonymous volumes left behind: {leaked}"
+            assert not any(everything.values()), f"left in the image cache's daemon: {everything}"
 
 
 # -- the test ---------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow  # one `bazar bench --quick` run, shared by the module
 OPERATIONS = ["floor", "info_cached", "info_local", "info_strong", "search", "purchase_3x3", "purchase_1x1",
               "purchase_hot", "purchase_spread"]
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from bazar.chaos import checker
 from bazar.chaos.nemesis import SwapOutcome, swap_followers_and_kill_leader
 from bazar.chaos.runner import final_state, prepare_items
@@ -57,6 +59,7 @@ def run_trial(cluster, trial: int) -> tuple[SwapOutcome, checker.CheckReport, in
     return outcome, report, sum(1 for op in recorder.operations if op.ok)
 
 
+@pytest.mark.slow
 def test_the_follower_swap_loses_no_acknowledged_write_and_leaves_no_replica_stuck(make_cluster):
     cluster = make_cluster(catalog=3, order=1)
     trials = [run_trial(cluster, trial) for trial in range(TRIALS)]

@@ -4,7 +4,8 @@ family dashboards and alerts rely on is there.
 
 The package must be installed (`./bazar.sh test` installs it); the test fails, never
 skips, without it. Prometheus runs on a free loopback port with its data in a temporary
-directory, and is stopped when the test ends.
+directory; one cluster and one Prometheus serve the module's tests (each counts from what
+was there before it) and are stopped when the module ends.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from bazar.cluster.local import _die_with_parent, free_ports
 from bazar.cluster.prometheus import prometheus_yaml
@@ -70,11 +72,11 @@ def wait_for(condition, timeout: float, message: str):
         time.sleep(0.5)
 
 
-@pytest.fixture
-def prometheus(make_cluster):
+@pytest.fixture(scope="module")
+def prometheus(shared_cluster):
     if not os.access(PROMETHEUS, os.X_OK):
         pytest.fail("this test needs Debian's prometheus package: apt-get install -y prometheus", pytrace=False)
-    cluster = make_cluster()
+    cluster = shared_cluster
     tmp_path = Path(tempfile.mkdtemp(prefix="bazar-prometheus-"))
     config_file = tmp_path / "prometheus.yml"
     config_file.write_text(prometheus_yaml(cluster.config, scrape_interval="1s"))
@@ -102,6 +104,7 @@ def prometheus(make_cluster):
 def test_prometheus_finds_every_target_up_and_every_family(prometheus):
     cluster, base = prometheus
     expected = {p.id for p in cluster.config.catalog + cluster.config.order + cluster.config.frontends}
+    before = purchases_counted(cluster.frontend_url)
     response = requests.post(f"{cluster.frontend_url}/purchase/1", timeout=10)  # a purchase: stages, commits
     assert response.status_code == 200
 
@@ -125,9 +128,23 @@ def test_prometheus_finds_every_target_up_and_every_family(prometheus):
     loaded = [rule for group in rules for rule in group["rules"]]
     assert len(loaded) == 9 and all(rule["health"] != "err" for rule in loaded), loaded
 
-    purchases = wait_for(lambda: query(base, 'bazar_http_requests_total{job="bazar-frontend",'
-                                             'route="/purchase/<raw_id>",status="200"}'), 30, "the purchase counted")
-    assert [r["value"][1] for r in purchases] == ["1"]
+    # The frontend counted exactly this purchase, and Prometheus scraped that count.
+    assert purchases_counted(cluster.frontend_url) == before + 1
+    counted = f"{before + 1:g}"
+    wait_for(lambda: [r for r in query(base, PURCHASES_200) if r["value"][1] == counted], 30, "the purchase counted")
+    assert [r["value"][1] for r in query(base, PURCHASES_200)] == [counted]
+
+
+PURCHASES_200 = 'bazar_http_requests_total{job="bazar-frontend",route="/purchase/<raw_id>",status="200"}'
+
+
+def purchases_counted(frontend_url: str) -> float:
+    """The frontend's own count of purchases answered 200, from its /metrics (0 before any)."""
+    text = requests.get(f"{frontend_url}/metrics", timeout=5).text
+    return sum(sample.value for family in text_string_to_metric_families(text)
+               for sample in family.samples
+               if sample.name == "bazar_http_requests_total" and sample.labels.get("route") == "/purchase/<raw_id>"
+               and sample.labels.get("status") == "200")
 
 
 def wait_all_up(cluster, base: str) -> None:

@@ -15,6 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_the_soak_samples_rss_and_remembered_outcomes(tmp_path):
     out = tmp_path / "soak.json"

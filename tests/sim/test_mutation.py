@@ -4,7 +4,7 @@ that passes with every correction in place.)
 
 The fast test covers the corrections generated schedules catch within a few dozen
 schedules of seed 1 (deterministic: the same schedules every run). The slow one
-(`pytest -m slow tests/sim/test_mutation.py`) hunts for every correction and prints the
+(`pytest -m manual tests/sim/test_mutation.py`, longer than CI's budget) hunts for every correction and prints the
 table; the corrections in OUTSIDE_THE_MODEL cannot be caught by this simulator, for
 the reasons given there, and are reported, not asserted.
 """
@@ -40,7 +40,7 @@ def test_reverting_a_correction_is_caught(name):
     assert result["caught"], f"{result['schedules']} schedules passed with {name} reverted"
 
 
-@pytest.mark.slow
+@pytest.mark.manual
 def test_mutation_table():
     names = sorted(corrections())
     rows = {name: hunt(name, seed=1, schedules=3000, seconds=float("inf")) for name in names}
