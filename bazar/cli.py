@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _up(config, args) -> int:
-    from bazar.cluster.local import GaveUp, LocalCluster, Supervisor
+    from bazar.local.cluster import GaveUp, LocalCluster, Supervisor
 
     cluster = LocalCluster(config.path)
     if cluster.secret_generated:

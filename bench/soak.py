@@ -28,7 +28,7 @@ from pathlib import Path
 
 import requests
 
-from bazar.cluster.local import LocalCluster, write_config
+from bazar.local.cluster import LocalCluster, write_config
 from bazar.node.commands import MAX_STOCK
 
 BOOKS = 16

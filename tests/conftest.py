@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bazar.cluster.local import LocalCluster, write_config
+from bazar.local.cluster import LocalCluster, write_config
 
 
 @pytest.fixture

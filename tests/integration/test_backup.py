@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from bazar.cluster.local import LocalCluster, write_config
+from bazar.local.cluster import LocalCluster, write_config
 from tests.integration.probes import replica_states, wait_converged
 
 ROOT = Path(__file__).resolve().parents[2]

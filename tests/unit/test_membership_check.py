@@ -15,9 +15,9 @@ from types import SimpleNamespace
 import pytest
 
 from bazar.cluster.config import RaftConfig
-from bazar.cluster.local import free_ports
 from bazar.consensus.directory import Directory
 from bazar.consensus.member import CommitError, MembershipRefused, RaftMember
+from bazar.local.cluster import free_ports
 from tests.unit.raft_groups import leader_of, start_group
 
 A, B, C, D, E, NEW = (f"10.0.0.1:{port}" for port in (1, 2, 3, 4, 5, 9))
