@@ -1,4 +1,4 @@
-"""RaftMember's refusals of a membership change (consensus/member.py `_check_change`):
+"""RaftMember's refusals of a membership change (consensus/membership.py `_check_change`):
 a change that would leave the group without a majority of members in touch with its
 leader, and a change while another is still in flight, are refused before anything is
 written to the log.
@@ -16,7 +16,8 @@ import pytest
 
 from bazar.cluster.config import RaftConfig
 from bazar.consensus.directory import Directory
-from bazar.consensus.member import CommitError, MembershipRefused, RaftMember
+from bazar.consensus.errors import CommitError, MembershipRefused
+from bazar.consensus.member import RaftMember
 from bazar.local.cluster import free_ports
 from tests.unit.raft_groups import leader_of, start_group
 

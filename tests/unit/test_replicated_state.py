@@ -11,7 +11,8 @@ from pysyncobj import FAIL_REASON, SyncObj
 
 from bazar.cluster.config import RaftConfig
 from bazar.consensus.directory import Directory
-from bazar.consensus.member import CommitError, RaftMember
+from bazar.consensus.errors import CommitError
+from bazar.consensus.member import RaftMember
 from bazar.consensus.settings import syncobj_conf
 from bazar.consensus.state import ReplicatedState
 from bazar.local.cluster import free_ports
