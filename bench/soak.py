@@ -29,7 +29,7 @@ from pathlib import Path
 import requests
 
 from bazar.local.cluster import LocalCluster, write_config
-from bazar.node.commands import MAX_STOCK
+from bazar.node.validation import MAX_STOCK
 
 BOOKS = 16
 
