@@ -7,8 +7,8 @@ generic name (web, node, cluster...) lands in site-packages.
 
 The layers, bottom to top (tests/unit/test_shape.py checks that imports only run down):
 
-- `bazar.cluster`: cluster.yaml, validated (`config`), and what follows from it alone
-  (`prometheus`: the scrape configuration);
+- `bazar.cluster`: cluster.yaml, validated (`config`), its secret and admin token
+  (`secrets`), and the Prometheus scrape configuration that follows from it (`prometheus`);
 - `bazar.consensus` (the only package that knows PySyncObj: `consensus.join` gives a
   member) and `bazar.web` (HTTP protocol, errors, the group and admin clients);
 - `bazar.node`: the catalog and order replicas (state machines, commands, routes);

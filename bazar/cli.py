@@ -304,7 +304,7 @@ _corrections.needs_config = False
 
 def _secret(config, args) -> int:
     """Print a secret good for a cluster (`bazar up` makes one itself when given none)."""
-    from bazar.cluster.config import new_secret
+    from bazar.cluster.secrets import new_secret
 
     print(new_secret())
     return 0
