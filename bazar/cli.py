@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
                                                   "(or of the ones named) from FILE, before the cluster starts")
     restore.add_argument("file")
     restore.add_argument("nodes", nargs="*", metavar="id", help="only these replicas (the ones this machine runs)")
+    restore.add_argument("--unsigned", action="store_true",
+                         help="accept a backup that carries no signature (an older Bazar's, or one from a "
+                              "cluster without a secret): only if you know where it came from")
     member = commands.add_parser("member", help="add a replica to its running group, or remove one")
     member.add_argument("op", choices=("add", "remove"))
     member.add_argument("id", help="the replica, as the cluster file names it (with its addresses)")
@@ -260,6 +263,9 @@ def _backup(config, args) -> int:
         return 1
     for group, part in taken["groups"].items():
         print(f"bazar backup: {group} at index {part['index']} (digest {part['digest']})")
+    if "mac" not in taken:
+        print("bazar backup: the cluster has no secret, so the backup is not signed: "
+              "restoring it will need --unsigned", file=sys.stderr)
     print(f"bazar backup: wrote {args.file}")
     return 0
 
@@ -270,7 +276,8 @@ def _restore(config, args) -> int:
     from bazar.node import backup
 
     try:
-        written = backup.restore(config, backup.read(Path(args.file)), args.nodes or None)
+        checked = backup.read(Path(args.file), config.secret(), unsigned=args.unsigned)
+        written = backup.restore(config, checked, args.nodes or None)
     except backup.BackupError as exc:
         print(f"bazar restore: {exc}; nothing was written", file=sys.stderr)
         return 1

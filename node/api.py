@@ -6,7 +6,7 @@ import json
 import time
 from typing import Any
 
-from flask import Flask, jsonify, request
+from flask import Flask, g, jsonify, request
 
 from bazar.cluster.config import ClusterConfig, ConfigError, NodeConfig, address
 from bazar import __version__
@@ -15,8 +15,8 @@ from bazar.node.validation import NODE_ID, fields_of
 from bazar.node.wire import to_wire
 from bazar.web import errors, metrics
 from bazar.web.errors import ApiError, BadRequest, json_body, unavailable
-from bazar.web.protocol import INDEX_HEADER, LEADER_HEADER, MEMBERS_HEADER
-from bazar.web.signing import Refused, Verifier, signing_key
+from bazar.web.protocol import ANSWER_SIGNATURE_HEADER, INDEX_HEADER, LEADER_HEADER, MEMBERS_HEADER, NONCE_HEADER
+from bazar.web.signing import Refused, Verifier, answer_key, signing_key
 
 # The only routes open to anyone: liveness (for a container's HEALTHCHECK, which holds no
 # secret) and metrics (for a Prometheus that holds none). They show nothing private.
@@ -37,8 +37,10 @@ class Replica:
         secret = config.secret()
         # Every other route is for Bazar's own processes, which sign their requests
         # (web/signing.py). No secret at all is allowed only on loopback (consensus.security).
-        # Its own advertised address is the destination its peers sign (web/signing.py).
-        self.verifier = Verifier(signing_key(secret), str(node.http)) if secret else None
+        # Its own advertised address is the destination its peers sign (web/signing.py), and
+        # the one it signs its answers as.
+        self.verifier = (Verifier(signing_key(secret), str(node.http), answer_key=answer_key(secret))
+                         if secret else None)
         # How far behind its leader this replica's state may be for local reads (and for
         # naming that leader to clients): the same bound the frontend's cache lives by.
         self.max_lag = config.cache.max_follower_lag
@@ -132,6 +134,17 @@ class Replica:
                                  request.get_data(cache=True))
         except Refused as exc:
             raise ApiError(403, str(exc)) from None
+        g.verified_nonce = request.headers[NONCE_HEADER]
+
+    def sign_answer(self, response) -> None:
+        """Sign `response`, the whole answer to the request being served, if that request
+        was verified (`require_peer`): its sender believes nothing of it otherwise
+        (web/signing.py). Answers to public routes and refusals go unsigned."""
+        nonce = g.get("verified_nonce")
+        if nonce is None or self.verifier is None:
+            return
+        response.headers[ANSWER_SIGNATURE_HEADER] = self.verifier.sign_answer(
+            nonce, response.status_code, response.headers, response.get_data())
 
 
 def _query() -> str:
@@ -169,9 +182,25 @@ def membership_change(body: Any) -> dict:
     return change
 
 
+class ReplicaApp(Flask):
+    """A replica's Flask app: every answer to a verified request leaves signed.
+
+    Signed in `process_response`, after every `after_request` hook (this module's and any a
+    service adds) has set its headers, so the signature covers the answer as sent; it runs
+    for error answers too (ApiError, 404, a 500)."""
+
+    replica: "Replica"
+
+    def process_response(self, response):
+        response = super().process_response(response)
+        self.replica.sign_answer(response)
+        return response
+
+
 def create_app(replica: Replica) -> Flask:
     """A Flask app with the routes common to all replicas."""
-    app = Flask(f"bazar.{replica.node.id}")
+    app = ReplicaApp(f"bazar.{replica.node.id}")
+    app.replica = replica
     errors.install(app)
     metrics.instrument(app, replica.metrics)
 

@@ -9,20 +9,40 @@ any order whose coordinator died (node/orders/recovery.py).
 
 The file is JSON:
 
-    {"bazar_backup": 1, "taken_at": "...",
+    {"bazar_backup": 2, "taken_at": "...",
      "groups": {"catalog": {"index", "term", "snapshot_format", "digest", "state"},
                 "order":   {...}},
+     "key_id": "<which cluster secret signed it>",
+     "mac": "<HMAC-SHA256 of the canonical JSON of everything above, under the backup key>",
      "sha256": "<hex digest of the canonical JSON of everything else>"}
 
 `state` is the state machine's snapshot as plain data, `digest` the one the
 replicas' /state reports for it. A restore checks everything before it writes
-anything: the format, the checksum, each group's digest, and that each state
-loads into its state machine; then it fills every replica's data directory
-(each must be absent or empty) so that the cluster starts with exactly that state.
+anything: the format, the checksum, the signature, each group's digest, and that
+each state loads into its state machine; then it fills every replica's data
+directory (each must be absent or empty) so that the cluster starts with exactly
+that state.
+
+Who may make a backup: a holder of the cluster secret. The state is read from
+answers the replicas sign (web/signing.py), so a man in the middle cannot hand
+`bazar backup` a state of his own, and the file is signed with the *backup key*
+(derived from the secret under a label of its own), so a file changed after it
+was written (or made up) is refused by `bazar restore`, which would otherwise write
+whatever it holds into every data directory. The checksum tells accidental damage
+("corrupt") from a deliberate change that recomputed it ("altered or forged").
+
+`key_id` names the secret that signed (an HMAC of another label under it: it reveals
+nothing of the secret), so a restore run with another secret says so rather than
+"forged". Such a restore is refused: run it with the secret the backup was taken
+under (`BAZAR_SECRET=<old> bazar restore FILE`); the data directories it fills hold
+no secret, so the cluster may then start under a new one. A backup with no signature
+(format 1, or taken from a cluster run without a secret) is refused unless the
+operator, who knows where it came from, says so (`bazar restore --unsigned`).
 """
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import time
@@ -35,8 +55,11 @@ from bazar.node.api import digest
 from bazar.node.catalog import CatalogState
 from bazar.node.orders import OrderState
 from bazar.web.admin import Admin
+from bazar.web.signing import derived_key
 
-BACKUP_FORMAT = 1
+BACKUP_FORMAT = 2  # 2: signed (key_id, mac)
+_KEY_LABEL = b"bazar backup signing v1"
+_KEY_ID_LABEL = b"bazar backup key id v1"
 MACHINES = {"catalog": CatalogState, "order": OrderState}
 LEADER_WAIT_SECONDS = 30.0
 
@@ -48,12 +71,26 @@ class BackupError(Exception):
 # -- taking one ---------------------------------------------------------------------
 
 def take(config: ClusterConfig, admin: Admin | None = None, wait: float = LEADER_WAIT_SECONDS) -> dict:
-    """Both groups' states, each read on its leader at a committed index."""
+    """Both groups' states, each read on its leader at a committed index, signed with the
+    cluster secret (unsigned if the cluster has none)."""
     admin = admin or Admin(config)
     groups = {group: _read_group(admin, group, wait) for group in GROUPS}
     backup = {"bazar_backup": BACKUP_FORMAT, "taken_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "groups": groups}
+    return seal(backup, config.secret())
+
+
+def seal(backup: dict, secret: str | None) -> dict:
+    """`backup` with its signature under `secret` (none without one) and its checksum."""
+    if secret is not None:
+        backup = {**backup, "key_id": key_id(secret)}
+        backup = {**backup, "mac": _mac(derived_key(secret, _KEY_LABEL), backup)}
     return {**backup, "sha256": _checksum(backup)}
+
+
+def key_id(secret: str) -> str:
+    """Which secret signed a backup: a fingerprint that reveals nothing of it."""
+    return derived_key(secret, _KEY_ID_LABEL).hex()[:16]
 
 
 def _read_group(admin: Admin, group: str, wait: float) -> dict:
@@ -82,8 +119,10 @@ def write(backup: dict, path: Path) -> None:
 
 # -- reading and restoring one -------------------------------------------------------
 
-def read(path: Path) -> dict:
-    """The backup in `path`, checked through and through; BackupError if it is not sound."""
+def read(path: Path, secret: str | None, unsigned: bool = False) -> dict:
+    """The backup in `path`, checked through and through; BackupError if it is not sound,
+    or not signed under `secret` (see the module; with `unsigned`, one that carries no
+    signature at all is let through: the operator vouches for it)."""
     try:
         backup = json.loads(Path(path).read_bytes())
     except OSError as error:
@@ -98,12 +137,34 @@ def read(path: Path) -> dict:
     body = {key: value for key, value in backup.items() if key != "sha256"}
     if backup.get("sha256") != _checksum(body):
         raise BackupError(f"{path} is corrupt: its checksum does not match its content")
+    _check_signature(path, body, secret, unsigned)
     groups = backup.get("groups")
     if not isinstance(groups, dict) or set(groups) != set(GROUPS):
         raise BackupError(f"{path} does not hold both groups ({', '.join(GROUPS)})")
     for group, part in groups.items():
         _check_group(path, group, part)
     return backup
+
+
+def _check_signature(path: Path, body: dict, secret: str | None, unsigned: bool) -> None:
+    """Refuse a backup not signed with the backup key of `secret` (see the module)."""
+    if "mac" not in body:
+        if unsigned:
+            return
+        raise BackupError(f"{path} is not signed (taken by an older Bazar, or from a cluster without a "
+                          f"secret): nothing shows it came from your cluster. If you know it did, "
+                          f"restore it with --unsigned")
+    if secret is None:
+        raise BackupError(f"{path} is signed with a cluster secret and none is given: set $BAZAR_SECRET "
+                          f"(or its _FILE) to the secret it was taken under")
+    if body.get("key_id") != key_id(secret):
+        raise BackupError(f"{path} was signed under another cluster secret than the one given: restore it "
+                          f"with the secret it was taken under (the data directories keep no secret, so "
+                          f"the cluster may then start with a new one)")
+    signed = {key: value for key, value in body.items() if key != "mac"}
+    given = body["mac"] if isinstance(body["mac"], str) else ""
+    if not hmac.compare_digest(_mac(derived_key(secret, _KEY_LABEL), signed).encode(), given.encode()):
+        raise BackupError(f"{path} has been altered or forged: its signature does not match its content")
 
 
 def _check_group(path: Path, group: str, part: dict) -> None:
@@ -138,5 +199,13 @@ def restore(config: ClusterConfig, backup: dict, nodes: list[str] | None = None)
     return [path for _, path in targets]
 
 
+def _canonical(body: dict) -> bytes:
+    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
 def _checksum(body: dict) -> str:
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return hashlib.sha256(_canonical(body)).hexdigest()
+
+
+def _mac(key: bytes, body: dict) -> str:
+    return hmac.new(key, _canonical(body), hashlib.sha256).hexdigest()

@@ -26,6 +26,12 @@ believed, and only a newer one than the last: the members never point outside wh
 group itself recorded. A frontend also asks where its own clients call each group
 (`also_ask`): they follow the log on every request, while the admin is asked only now
 and then.
+
+Every answer is checked before it is believed: a replica signs its answer to each signed
+request (web/signing.py), and an answer without that signature (forged or altered on
+the way, replayed, another replica's) counts as no answer at all: the replica is reported
+unreachable, its /members listing and its /backup are not taken, and a warning is logged
+(at most once per `COMPLAINT_SECONDS` per replica).
 """
 from __future__ import annotations
 
@@ -40,7 +46,7 @@ import urllib3
 from urllib3.exceptions import HTTPError
 
 from bazar.cluster.config import GROUPS, ClusterConfig, NodeConfig, address
-from bazar.web.client import announces_newer, parse_members
+from bazar.web.client import Complaints, announces_newer, origin, parse_members, unsigned_message
 from bazar.web.signing import Signer
 
 log = logging.getLogger("bazar.admin")
@@ -70,6 +76,7 @@ class Admin:
         # Thread-safe (the frontend's request threads share one Admin, and collect() asks every
         # replica at once), keep-alive, and never through a proxy: replicas are reached directly.
         self._pool = urllib3.PoolManager(maxsize=4, block=False, retries=False)
+        self._complaints = Complaints(log)
 
     def members(self, group: str) -> tuple[NodeConfig, ...]:
         """The replicas of `group`, as the newest listing this admin has seen has them (the
@@ -201,15 +208,21 @@ class Admin:
         return _json(self._request(self._node(node).http.url + path, timeout))
 
     def _request(self, url: str, timeout: float) -> urllib3.BaseHTTPResponse | None:
-        """The replica's 200 answer to a signed GET of `url`, or None."""
+        """The replica's 200 answer to a signed GET of `url`, signed by that replica for this
+        request; else None."""
+        signature = self.signer.headers("GET", url)
         try:
-            response = self._pool.request("GET", url, headers=self.signer.headers("GET", url), redirect=False,
+            response = self._pool.request("GET", url, headers=signature, redirect=False,
                                           timeout=urllib3.Timeout(total=timeout))
         except HTTPError:
             return None
         if response.status == 403:
             log.warning("%s refused this process's signed request (is this the cluster's "
                         "secret? see README, Security model): %s", url, response.data[:200])
+            return None
+        if not self.signer.genuine(url, signature, response.status, response.headers, response.data):
+            self._complaints.warn(origin(url), unsigned_message(url, response.status))
+            return None
         return response if response.status == 200 else None
 
 

@@ -15,6 +15,16 @@ what was signed. Either way asking again cannot help, so a 403 is a definite
 failure: logged once and raised as `Refused` at once, never taken for a replica
 that is down and retried until the deadline.
 
+Answers are believed only when signed: every answer a replica gives a signed request
+carries its signature over the status, the headers this client acts on (the leader hint,
+the membership index, Retry-After, ...), the body, this request's nonce and the
+replica's address (web/signing.py). An answer without it, or with a wrong one, was
+forged or altered on the way, or replayed: the client takes it as a failure of that
+replica (logged, at most once per `COMPLAINT_SECONDS` for each; skipped for a back-off
+like a replica that is down) and believes nothing of it: not its body, not a leader it
+names, not a membership it announces. So someone on the path between this process and
+a replica can stop its answers (as by cutting the wire), never change them.
+
 Paths: a `.` or `..` segment (a topic or an order id that is just dots) is sent
 percent-encoded (`%2E`), so that urllib3, which removes dot segments before sending,
 sends the path the caller wrote; the replica decodes it back to the same segment.
@@ -56,6 +66,7 @@ from bazar.web.signing import Signer
 BACKOFF_SECONDS = 1.0        # a replica that refused a connection is skipped this long
 SLOW_BACKOFF_SECONDS = 3.0   # one that timed out (paused, overloaded) this long
 READ_ATTEMPT_SECONDS = 0.8   # a paused replica must not hold a read for long
+COMPLAINT_SECONDS = 10.0     # an unsigned answer is logged at most this often per replica
 log = logging.getLogger("bazar.client")
 
 POOL_SIZE = 32               # keep-alive connections per replica (one per concurrent request)
@@ -68,6 +79,40 @@ class Unavailable(Exception):
 class Refused(Exception):
     """A replica refused this process's signed request (403): another cluster secret, or
     a request that was changed on the way. Definite: the call is not retried."""
+
+
+class Unsigned(Exception):
+    """A replica's answer that does not carry its signature for this request (forged,
+    altered, replayed, or another replica's): a failure of that replica, never data."""
+
+
+class Complaints:
+    """Log a warning about a replica at most once per `interval` seconds (a man in the middle
+    that forges every answer must not flood the log). Thread-safe."""
+
+    def __init__(self, logger: logging.Logger, interval: float = COMPLAINT_SECONDS) -> None:
+        self.logger = logger
+        self.interval = interval
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def warn(self, replica: str, message: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last.get(replica, -self.interval) < self.interval:
+                return
+            self._last[replica] = now
+        self.logger.warning("%s", message)
+
+
+def origin(url: str) -> str:
+    """`scheme://host:port` of a URL: the replica it names, whatever the path."""
+    return "/".join(url.split("/", 3)[:3])
+
+
+def unsigned_message(url: str, status: int) -> str:
+    return (f"{url} answered {status} without its signature for this request: forged or altered "
+            f"on the way (or a replica with another cluster secret); not believed")
 
 
 def escape_dot_segments(path: str) -> str:
@@ -130,6 +175,7 @@ class GroupClient:
         self._down_until: dict[str, float] = {}
         self._turn = itertools.count()
         self._signer = Signer(secret)  # every request is signed; the secret is never sent
+        self._complaints = Complaints(log)
         pool_options = {"source_address": (source_host, 0)} if source_host else {}
         self._pool = urllib3.PoolManager(maxsize=POOL_SIZE, block=False, retries=False, **pool_options)
 
@@ -186,6 +232,10 @@ class GroupClient:
                     last = exc
                     self._mark_down(url, BACKOFF_SECONDS)
                     continue
+                except Unsigned as exc:
+                    last = exc
+                    self._mark_down(url, BACKOFF_SECONDS)
+                    continue
                 if reply.status_code == 403:
                     # The replica refuses this process's signature: another cluster secret (a
                     # misconfiguration, or a secret change half done), or a request changed on
@@ -208,10 +258,17 @@ class GroupClient:
         raise Unavailable(f"no replica answered: {last}")
 
     def _send(self, method: str, url: str, payload: bytes | None, headers: dict, timeout: float) -> Reply:
+        """The replica's answer, checked; `Unsigned` if it is not the one the replica signed
+        for this request. A 403 is returned as it is: a replica refusing a request cannot
+        sign its refusal (it may not share the key), and nothing of one is believed."""
         # Signed per attempt: each carries its own date and nonce, so none looks like a replay.
-        headers = {**headers, **self._signer.headers(method, url, payload, headers)}
-        response = self._pool.request(method, url, body=payload, headers=headers,
+        signature = self._signer.headers(method, url, payload, headers)
+        response = self._pool.request(method, url, body=payload, headers={**headers, **signature},
                                       timeout=urllib3.Timeout(total=timeout), redirect=False)
+        if response.status != 403 and not self._signer.genuine(url, signature, response.status,
+                                                                response.headers, response.data):
+            self._complaints.warn(origin(url), unsigned_message(url, response.status))
+            raise Unsigned(unsigned_message(url, response.status))
         return Reply(response.status, response.headers, response.data)
 
     def _healthy(self, url: str) -> bool:
@@ -230,7 +287,7 @@ class GroupClient:
         try:
             index, members = parse_members(self._send("GET", url + "/members", None, {},
                                                       READ_ATTEMPT_SECONDS).body)
-        except (HTTPError, ValueError):
+        except (HTTPError, Unsigned, ValueError):
             return  # asked again on the next answer that announces it
         self.adopt_members(index, [m["http"] for m in members])
 

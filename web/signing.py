@@ -33,6 +33,22 @@ nothing. What is *not* protected is the confidentiality of bodies and answers:
 HTTP between processes is plain, so run it on a private network, or put TLS in
 between (README, "Security model").
 
+Answers are signed too. A replica answers every request it verified with
+`X-Bazar-Answer-Signature`: HMAC-SHA256, under the *answer key* (derived from the
+secret like the signing key, under another label, so that no request signature is ever
+a valid answer signature or the reverse), of its own address, the request's nonce, the
+status, each header of `ANSWERED_HEADERS` (the leader hint, the membership index, the
+log index, Retry-After, Content-Type) and the SHA-256 of the body, one per line. The
+sender checks it (`Signer.genuine`) before it believes anything of the answer: so a man
+in the middle cannot forge or alter an answer, and cannot replay an old one (the nonce
+is this request's own), nor pass one replica's answer off as another's (the address is
+the one the sender dialled). An answer the replica could not sign is one to a request it
+refused (403, which clients take as a definite refusal and believe nothing of) or one
+waitress gave before the request reached the replica (400, 413, 431: a malformed
+request, which no Bazar process sends); clients take any other unsigned answer as a
+failure of that replica, never as data. Each side computes one HMAC per answer; the keys
+are derived once, when a `Signer` or `Verifier` is made.
+
 This module is pure (no Flask, no network): `sign` for senders, `Verifier` for
 receivers, `PeerAuth` for senders that use `requests`.
 """
@@ -46,17 +62,31 @@ import time
 from typing import Mapping
 from urllib.parse import unquote
 
+from requests import RequestException
 from urllib3.util import parse_url
 
-from bazar.web.protocol import DATE_HEADER, NONCE_HEADER, SIGNATURE_HEADER
+from bazar.web.protocol import (ANSWER_SIGNATURE_HEADER, ANSWERED_HEADERS, DATE_HEADER, NONCE_HEADER,
+                                SIGNATURE_HEADER)
 
 WINDOW_SECONDS = 30
 _LABEL = b"bazar http request signing v1"
+_ANSWER_LABEL = b"bazar http answer signing v1"
 
 
 def signing_key(secret: str) -> bytes:
     """The key requests are signed with, derived from (and not revealing) the secret."""
-    return hmac.new(secret.encode(), _LABEL, hashlib.sha256).digest()
+    return derived_key(secret, _LABEL)
+
+
+def answer_key(secret: str) -> bytes:
+    """The key replicas sign their answers with: another one derived from the secret."""
+    return derived_key(secret, _ANSWER_LABEL)
+
+
+def derived_key(secret: str, label: bytes) -> bytes:
+    """A key for one purpose (`label`), derived from the secret: HMAC-SHA256 of the label
+    under the secret. Keys of different labels reveal nothing of each other or the secret."""
+    return hmac.new(secret.encode(), label, hashlib.sha256).digest()
 
 
 def _message(method: str, destination: str, target: str, date: str, nonce: str, idempotency_key: str,
@@ -99,6 +129,28 @@ def sign(key: bytes, method: str, to: str, target: str, body: bytes | None = Non
     return {DATE_HEADER: date, NONCE_HEADER: nonce, SIGNATURE_HEADER: mac}
 
 
+def _answer_message(replica: str, nonce: str, status: int, headers: Mapping[str, str], body: bytes) -> bytes:
+    return "\n".join([replica.lower(), nonce, str(status),
+                      *(f"{name}:{headers.get(name) or ''}" for name in ANSWERED_HEADERS),
+                      hashlib.sha256(body).hexdigest()]).encode()
+
+
+def sign_answer(key: bytes, replica: str, nonce: str, status: int, headers: Mapping[str, str],
+                body: bytes) -> str:
+    """The `X-Bazar-Answer-Signature` of an answer from `replica` (its `host:port`) to the
+    request that carried `nonce`. A header of ANSWERED_HEADERS that is absent is signed as
+    empty (an empty leader hint means none, as an absent one does)."""
+    return hmac.new(key, _answer_message(replica, nonce, status, headers, body), hashlib.sha256).hexdigest()
+
+
+def answer_is_genuine(key: bytes, replica: str, nonce: str, status: int, headers: Mapping[str, str],
+                      body: bytes) -> bool:
+    """True if the answer carries the signature `replica` makes for it (constant time)."""
+    given = headers.get(ANSWER_SIGNATURE_HEADER) or ""
+    expected = sign_answer(key, replica, nonce, status, headers, body)
+    return hmac.compare_digest(expected.encode(), given.encode())
+
+
 class Refused(Exception):
     """A request that is not signed by a holder of the key; the message says why."""
 
@@ -107,8 +159,10 @@ class Verifier:
     """Checks the signed requests one replica receives: the replica at `address`
     (`host:port`, as its peers name it: its advertised HTTP address). Thread-safe."""
 
-    def __init__(self, key: bytes, address: str, window: float = WINDOW_SECONDS) -> None:
+    def __init__(self, key: bytes, address: str, window: float = WINDOW_SECONDS,
+                 answer_key: bytes | None = None) -> None:
         self._key = key
+        self._answer_key = answer_key
         self._address = address
         self._window = window
         # The nonces seen, by the date they were signed with. A replay carries the date it
@@ -153,6 +207,13 @@ class Verifier:
                 raise Refused("the request was already received once (a replay)")
             nonces.add(nonce)
 
+    def sign_answer(self, nonce: str, status: int, headers: Mapping[str, str], body: bytes) -> str | None:
+        """The signature of this replica's answer to the verified request that carried
+        `nonce` (see `sign_answer`); None if this verifier was given no answer key."""
+        if self._answer_key is None:
+            return None
+        return sign_answer(self._answer_key, self._address, nonce, status, headers, body)
+
     def _forget_older_than(self, oldest: float) -> None:
         """Drop the nonces of dates before `oldest`: the window check refuses those dates.
         (If this replica's own clock steps back, a forgotten nonce could pass once more, as
@@ -168,6 +229,7 @@ class Signer:
 
     def __init__(self, secret: str | None) -> None:
         self._key = signing_key(secret) if secret else None
+        self._answer_key = answer_key(secret) if secret else None
 
     def headers(self, method: str, url: str, body: bytes | None = None,
                 headers: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -177,13 +239,45 @@ class Signer:
             return {}
         return sign(self._key, method, destination(url), signed_target(url), body, headers)
 
+    def genuine(self, url: str, sent: Mapping[str, str], status: int, headers: Mapping[str, str],
+                body: bytes) -> bool:
+        """True if an answer (`status`, `headers`, `body`) is the one the replica at `url`
+        signed for the request sent with the signature headers `sent` (`headers` above).
+        Always True for a signer without a secret, whose replicas sign nothing either."""
+        if self._answer_key is None:
+            return True
+        return answer_is_genuine(self._answer_key, destination(url), sent.get(NONCE_HEADER, ""),
+                                 status, headers, body)
+
+
+class UnsignedAnswer(RequestException):
+    """An answer that is not the one the replica asked signed for this request: forged or
+    altered on the way, an old one replayed, or another replica's. Nothing of it is true.
+    A `requests` failure like a refused connection, so callers that handle those handle it."""
+
 
 class PeerAuth(Signer):
-    """A `requests` auth hook that signs each request: `requests.get(url, auth=PeerAuth(s))`."""
+    """A `requests` auth hook that signs each request, `requests.get(url, auth=PeerAuth(s))`,
+    and checks each answer: one not signed by the replica for this request raises
+    `UnsignedAnswer` from the call, but a 403 (a refusal, which says nothing else) and the
+    answers waitress gives before a request reaches the replica (400, 413, 431: see the
+    module), which `requests` returns as they are."""
+
+    UNSIGNABLE = frozenset({400, 403, 413, 431})
 
     def __call__(self, prepared):
         body = prepared.body or b""
         if isinstance(body, str):
             body = body.encode()
-        prepared.headers.update(self.headers(prepared.method, prepared.url, body, prepared.headers))
+        sent = self.headers(prepared.method, prepared.url, body, prepared.headers)
+        prepared.headers.update(sent)
+        if sent:
+            prepared.register_hook("response", lambda response, **_: self._check(response, sent))
         return prepared
+
+    def _check(self, response, sent) -> None:
+        if response.status_code in self.UNSIGNABLE and ANSWER_SIGNATURE_HEADER not in response.headers:
+            return
+        if not self.genuine(response.url, sent, response.status_code, response.headers, response.content):
+            raise UnsignedAnswer(f"{response.url} answered {response.status_code} without its signature "
+                                 f"for this request: forged or altered on the way")

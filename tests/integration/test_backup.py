@@ -2,7 +2,9 @@
 the refusals: against real clusters, through the `bazar` command."""
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -13,14 +15,18 @@ import pytest
 import requests
 
 from bazar.local.cluster import LocalCluster, write_config
+from bazar.node.api import digest
 from tests.integration.probes import replica_states, wait_converged
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def bazar(config: Path, *args: str) -> subprocess.CompletedProcess:
+def bazar(config: Path, *args: str, secret: str | None = None) -> subprocess.CompletedProcess:
+    """Run `bazar` on the cluster file `config`, with the cluster secret `secret` if given
+    (else the one the file's data directory holds)."""
+    env = {**os.environ, "BAZAR_SECRET": secret} if secret else None
     return subprocess.run([sys.executable, "-m", "bazar", "--config", str(config), *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=90)
+                          cwd=ROOT, capture_output=True, text=True, timeout=90, env=env)
 
 
 class Load:
@@ -67,8 +73,9 @@ class Load:
 
 @pytest.fixture(scope="module")
 def backed_up(tmp_path_factory):
-    """A backup file taken by `bazar backup` from a 3+3 cluster under load, and what the
-    load had acknowledged before the backup began."""
+    """A backup file taken by `bazar backup` from a 3+3 cluster under load, what the load had
+    acknowledged before the backup began, what `bazar backup` said, and the cluster's secret
+    (the backup is signed with it: each test's fresh cluster has a secret of its own)."""
     directory = tmp_path_factory.mktemp("source")
     cluster = LocalCluster(write_config(directory), log_dir=directory / "logs")
     file = directory / "store.backup"
@@ -81,7 +88,7 @@ def backed_up(tmp_path_factory):
             time.sleep(1)
         assert taken.returncode == 0, taken.stderr
         assert len(load.acknowledged) > len(before) > 20  # the backup ran while purchases went on
-        yield file, before, taken.stdout
+        yield file, before, taken.stdout, cluster.secret
     finally:
         cluster.stop()
 
@@ -94,16 +101,17 @@ def fresh_cluster(make_cluster, **sections) -> LocalCluster:
 
 
 def test_a_backup_under_load_restores_to_exactly_that_state(backed_up, make_cluster):
-    file, acknowledged, said = backed_up
+    file, acknowledged, said, secret = backed_up
     backup = json.loads(file.read_text())
-    assert backup["bazar_backup"] == 1 and set(backup["groups"]) == {"catalog", "order"}
+    assert backup["bazar_backup"] == 2 and set(backup["groups"]) == {"catalog", "order"}
     assert "catalog at index" in said and "order at index" in said
     # Read at a committed index on the leader: every purchase acknowledged before is in it.
     assert set(acknowledged) <= set(backup["groups"]["catalog"]["state"]["purchases"])
     assert set(acknowledged) <= set(backup["groups"]["order"]["state"]["orders"])
 
     target = fresh_cluster(make_cluster)
-    restored = bazar(target.config_path, "restore", str(file))
+    # Restored with the secret it was signed under; the cluster then runs with its own.
+    restored = bazar(target.config_path, "restore", str(file), secret=secret)
     assert restored.returncode == 0, restored.stderr
     target.start(timeout=60)
     for group in ("catalog", "order"):
@@ -129,29 +137,50 @@ def test_a_backup_under_load_restores_to_exactly_that_state(backed_up, make_clus
 
 
 def test_restore_refuses_data_directories_that_hold_anything(backed_up, make_cluster):
-    file, _, _ = backed_up
+    file, _, _, secret = backed_up
     target = fresh_cluster(make_cluster)
-    assert bazar(target.config_path, "restore", str(file)).returncode == 0
+    assert bazar(target.config_path, "restore", str(file), secret=secret).returncode == 0
     journal = target.config.data_dir / "catalog2" / "journal.bin"
     before = journal.read_bytes()
-    again = bazar(target.config_path, "restore", str(file))
+    again = bazar(target.config_path, "restore", str(file), secret=secret)
     assert again.returncode == 1
     assert "fills empty data directories only" in again.stderr and "nothing was written" in again.stderr
     assert journal.read_bytes() == before
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda text: text[: len(text) // 2], "not JSON: truncated or corrupt"),
-    (lambda text: text.replace('"stock":', '"stock":1', 1), "checksum does not match"),
-    (lambda text: text.replace('"bazar_backup":1', '"bazar_backup":2'), "newer than this Bazar reads"),
+def _forged(text: str, unsign: bool = False) -> str:
+    """The backup `text` as someone without the cluster secret would change it: every book
+    at 0.01, the state's digest and the checksum computed again (and with `unsign`, the
+    signature dropped)."""
+    backup = json.loads(text)
+    catalog = backup["groups"]["catalog"]
+    for book in catalog["state"]["books"].values():
+        book["price"] = 0.01
+    catalog["digest"] = digest(catalog["state"])
+    body = {k: v for k, v in backup.items() if k != "sha256" and not (unsign and k in ("mac", "key_id"))}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return json.dumps({**body, "sha256": hashlib.sha256(canonical).hexdigest()})
+
+
+@pytest.mark.parametrize("damage, message, options, own_secret", [
+    (lambda text: text[: len(text) // 2], "not JSON: truncated or corrupt", (), False),
+    (lambda text: text.replace('"stock":', '"stock":1', 1), "checksum does not match", (), False),
+    (lambda text: text.replace('"bazar_backup":2', '"bazar_backup":3'), "newer than this Bazar reads", (), False),
+    (_forged, "has been altered or forged", (), False),
+    (_forged, "has been altered or forged", ("--unsigned",), False),
+    (lambda text: _forged(text, unsign=True), "is not signed", (), False),
+    (lambda text: text, "signed under another cluster secret", (), True),
 ])
-def test_restore_refuses_a_damaged_or_newer_backup_and_writes_nothing(backed_up, make_cluster, tmp_path,
-                                                                       damage, message):
-    file, _, _ = backed_up
+def test_restore_refuses_a_damaged_forged_or_newer_backup_and_writes_nothing(backed_up, make_cluster, tmp_path,
+                                                                              damage, message, options, own_secret):
+    """Forged: changed by someone without the cluster secret, checksum and all. Own secret:
+    a sound backup restored with another secret than the one it was taken under (the fresh
+    cluster's own)."""
+    file, _, _, secret = backed_up
     damaged = tmp_path / "damaged.backup"
     damaged.write_text(damage(file.read_text()))
     target = fresh_cluster(make_cluster)
-    refused = bazar(target.config_path, "restore", str(damaged))
+    refused = bazar(target.config_path, "restore", str(damaged), *options, secret=None if own_secret else secret)
     assert refused.returncode == 1
     assert message in refused.stderr and "nothing was written" in refused.stderr
     # Nothing written: no replica directory (the data directory holds only the cluster's

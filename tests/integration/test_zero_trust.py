@@ -7,6 +7,7 @@ port). Everything the cluster sends that replica is then in the recording.
 """
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
@@ -270,6 +271,184 @@ def test_orders_for_unknown_books_are_never_recorded(watched):
     assert direct.status_code == 200 and direct.json()["error"] == "not_found", direct.text
     recorded = cluster.admin.state(leader)["state"]["orders"]
     assert not [k for k in recorded if k.startswith("unknown-")]
+
+
+# -- a man in the middle who rewrites a replica's answers ------------------------------
+
+class ForgingProxy:
+    """A man in the middle at the HTTP level: listens on `front`, passes every request on to
+    `back` exactly as sent (so its signature is still good and the replica serves it), and
+    hands the client back what `forge(path, status, headers, body)` makes of the answer.
+    `forged` counts the answers rewritten (`forge` None: passed on as they are)."""
+
+    HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "date", "server"}
+
+    def __init__(self, front: tuple[str, int], back: tuple[str, int], forge=None) -> None:
+        import urllib3
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        proxy = self
+        self.forge = forge
+        self.forged = 0
+        upstream = urllib3.PoolManager(retries=False)
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _relay(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                sent = {k: v for k, v in self.headers.items() if k.lower() not in proxy.HOP_BY_HOP}
+                answer = upstream.request(self.command, f"http://{back[0]}:{back[1]}{self.path}", body=body or None,
+                                          headers=sent, redirect=False, timeout=30)
+                status, headers, data = answer.status, {k: v for k, v in answer.headers.items()
+                                                        if k.lower() not in proxy.HOP_BY_HOP}, answer.data
+                if proxy.forge is not None:
+                    status, headers, data = proxy.forge(self.path, status, headers, data)
+                    proxy.forged += 1
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = _relay
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(front, Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+FORGED_PRICE = 0.01
+FORGED_TITLE = "FORGED"
+
+
+def _forge_catalog_answer(me: str):
+    """What the man in the middle in front of catalog replica `me` (its advertised
+    `host:port`) answers: every book at FORGED_PRICE and renamed, every
+    purchase a success, itself the leader, and a newer membership of itself alone (every
+    client would then call only it)."""
+    def rewrite(value):
+        if isinstance(value, dict):
+            value = {k: rewrite(v) for k, v in value.items()}
+            if "price" in value:
+                value.update(price=FORGED_PRICE, title=FORGED_TITLE)
+            if "ok" in value:
+                value.update(ok=True, error=None)
+            return value
+        return [rewrite(v) for v in value] if isinstance(value, list) else value
+
+    def forge(path, status, headers, body):
+        headers = {**headers, "X-Bazar-Leader": f"http://{me}", "X-Bazar-Members": "99"}
+        if path.startswith("/members"):
+            listing = {"changed_index": 99, "members": [{"id": "catalog1", "raft": me, "http": f"http://{me}"}]}
+            return 200, headers, json.dumps(listing).encode()
+        try:
+            return (200 if status == 409 else status), headers, json.dumps(rewrite(json.loads(body))).encode()
+        except ValueError:
+            return status, headers, body
+
+    return forge
+
+
+@pytest.fixture
+def forged(make_cluster):
+    """A 3+1+1 cluster whose catalog1 is reached (HTTP and Raft) through a man in the middle:
+    relays on 127.0.0.1 in front of catalog1 listening on 127.0.0.2. The HTTP one passes
+    everything on until the test sets its `forge`. catalog1 is made a follower first, so that
+    writes have a leader whose answers arrive unchanged."""
+    cluster = make_cluster(catalog=3, order=1, start=False, env={"BAZAR_SECRET": SECRET,
+                                                                   "BAZAR_ADMIN_TOKEN": ADMIN_TOKEN})
+    doc = yaml.safe_load(cluster.config_path.read_text())
+    doc["catalog"][0]["listen"] = "127.0.0.2"
+    cluster.config_path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    cluster = LocalCluster(cluster.config_path, log_dir=cluster.log_dir,
+                           env={"BAZAR_SECRET": SECRET, "BAZAR_ADMIN_TOKEN": ADMIN_TOKEN})
+    catalog1 = cluster.config.catalog[0]
+    raft = RecordingRelay(("127.0.0.1", catalog1.raft.port), ("127.0.0.2", catalog1.raft.port))
+    proxy = ForgingProxy(("127.0.0.1", catalog1.http.port), ("127.0.0.2", catalog1.http.port))
+    try:
+        cluster.start(timeout=60)
+        if cluster.admin.leader("catalog") == "catalog1":
+            cluster.kill("catalog1", signal.SIGTERM)  # a leader told to stop hands its role over
+            deadline = time.monotonic() + 30
+            while cluster.is_running("catalog1") and time.monotonic() < deadline:
+                time.sleep(0.1)
+            cluster.start_process("catalog1")
+            cluster.wait_ready(timeout=60)
+        while cluster.admin.status("catalog1") is None:
+            time.sleep(0.2)
+        yield cluster, proxy
+    finally:
+        cluster.stop()
+        proxy.close()
+        raft.close()
+
+
+def test_answers_forged_on_the_way_are_never_believed(forged):
+    """Everything the man in front of catalog1 answers is forged: prices, purchase results,
+    the leader, the membership. The frontend never serves his price or title (nor caches
+    them: a forged /info answer would otherwise be served from the cache), purchases record the catalog's real outcome, and neither the frontend's clients
+    nor the admin follow his leader or his members. (Before answers were signed, a third
+    of the frontend's reads, then all of them, came back at his price.)"""
+    from bazar.web.client import GroupClient
+
+    cluster, proxy = forged
+    url = cluster.frontend_url
+    catalog1 = cluster.config.catalog[0]
+    real = {i: requests.get(f"{url}/info/{i}?consistency=strong", timeout=10).json() for i in range(1, 8)}
+    proxy.forge = _forge_catalog_answer(str(catalog1.http))
+
+    served = []
+    for round_ in range(4):
+        for i in range(1, 8):
+            for query in ("", "?consistency=strong"):
+                response = requests.get(f"{url}/info/{i}{query}", timeout=30)
+                served.append((i, response.status_code, response.text))
+    purchases = [requests.post(f"{url}/purchase/{1 + i % 7}", headers={"Idempotency-Key": f"mitm-{i}"},
+                               timeout=30) for i in range(6)]
+    searched = requests.get(f"{url}/search/distributed%20systems", timeout=30)
+
+    assert proxy.forged > 0, "the man in the middle was never asked: the test proves nothing"
+    for i, status, text in served:
+        assert FORGED_TITLE not in text, (i, status, text[:200])
+        if status == 200:
+            assert (json.loads(text)["price"], json.loads(text)["title"]) == (real[i]["price"], real[i]["title"])
+    for i in real:  # and the cache holds no forged answer either
+        assert requests.get(f"{url}/info/{i}", timeout=10).json()["price"] == real[i]["price"]
+    assert sum(status == 200 for _, status, _ in served) >= len(served) // 2, "the honest replicas served too few"
+    for response in purchases:
+        assert FORGED_TITLE not in response.text, response.text[:200]
+        assert response.status_code in (200, 409), response.text[:200]
+    assert FORGED_TITLE not in searched.text
+    # The stock the catalog really holds went down by exactly the purchases acknowledged.
+    bought = {}
+    for response in purchases:
+        if response.status_code == 200:
+            bought[response.json()["id"]] = bought.get(response.json()["id"], 0) + 1
+    honest = cluster.config.catalog[1].id
+    state = cluster.admin.state(honest)["state"]["books"]
+    for i, count in bought.items():
+        assert state[str(i)]["stock"] == real[i]["stock"] - count, (i, state[str(i)], real[i])
+
+    # Neither a group client nor the admin follows his leader or his membership.
+    client = GroupClient([n.http.url for n in cluster.config.catalog], SECRET, timeout=10)
+    for i in range(9):
+        assert FORGED_TITLE not in client.read(f"/books/{1 + i % 7}").body.decode()
+    assert client.urls == [n.http.url for n in cluster.config.catalog] and client.leader != catalog1.http.url
+    groups = cluster.admin.collect()
+    assert [(n["id"], n["reachable"]) for n in groups["catalog"]["nodes"]] == [
+        ("catalog1", False), ("catalog2", True), ("catalog3", True)]
+    assert groups["catalog"]["leader"] in ("catalog2", "catalog3")
+    public = requests.get(f"{url}/cluster", timeout=10).json()
+    assert [n["id"] for n in public["groups"]["catalog"]["nodes"]] == ["catalog1", "catalog2", "catalog3"]
 
 
 # -- the default `bazar up`: never without a secret ------------------------------------

@@ -12,7 +12,10 @@ import yaml
 
 from bazar.cluster.config import load
 from bazar.web.admin import Admin
-from bazar.web.protocol import MEMBERS_HEADER
+from bazar.web.protocol import ANSWER_SIGNATURE_HEADER, MEMBERS_HEADER, NONCE_HEADER
+from bazar.web.signing import answer_key, sign_answer
+
+SECRET = "the admin's cluster secret, 32 bytes or more"
 
 
 class FakeReplica:
@@ -22,6 +25,7 @@ class FakeReplica:
         self.id, self.group, self.role = node_id, group, role
         self.members: tuple[int, list["FakeReplica"]] | None = None  # (changed_index, members) announced
         self.listing: bytes | None = None  # a /members body to send instead of `members`
+        self.signs_with: str | None = None  # the secret whose answer key signs its answers, if any
         self.hits: list[str] = []
         replica = self
 
@@ -32,8 +36,14 @@ class FakeReplica:
                 if body is None:
                     status, body = 404, b"{}"
                 self.send_response(status)
-                self.send_header(MEMBERS_HEADER, str(replica.members[0] if replica.members else 0))
+                announced = str(replica.members[0] if replica.members else 0)
+                self.send_header(MEMBERS_HEADER, announced)
                 self.send_header("Content-Type", "application/json")
+                if replica.signs_with is not None:
+                    answered = {MEMBERS_HEADER: announced, "Content-Type": "application/json"}
+                    self.send_header(ANSWER_SIGNATURE_HEADER, sign_answer(
+                        answer_key(replica.signs_with), replica.http, self.headers.get(NONCE_HEADER, ""),
+                        status, answered, body))
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -85,15 +95,17 @@ def fakes():
             replica.stop()
 
 
-def admin_for(tmp_path, catalog: list[FakeReplica], order: list[FakeReplica], **options) -> Admin:
-    """An Admin whose cluster file names these replicas only."""
+def admin_for(tmp_path, catalog: list[FakeReplica], order: list[FakeReplica], secret: str = "",
+              **options) -> Admin:
+    """An Admin whose cluster file names these replicas only (with `secret`, it checks their
+    answers' signatures; by default it has none, and checks nothing)."""
     def entries(replicas):
         return [{"id": r.id, "raft": r.raft, "http": r.http} for r in replicas]
 
     path = tmp_path / "cluster.yaml"
     path.write_text(yaml.safe_dump({"data_dir": "data", "catalog": entries(catalog), "order": entries(order),
                                     "frontends": [{"id": "frontend1", "http": "127.0.0.1:1"}]}))
-    return Admin(load(path), secret="", **options)
+    return Admin(load(path), secret=secret, **options)
 
 
 def test_collect_follows_a_group_that_moved_to_replicas_the_file_does_not_name(tmp_path, fakes):
@@ -173,3 +185,41 @@ def test_also_ask_finds_a_group_whose_file_replicas_are_all_gone(tmp_path, fakes
     catalog = admin.collect()["catalog"]
     assert catalog["leader"] == "catalog4" and [n["id"] for n in catalog["nodes"]] == ["catalog4"]
     assert catalog["has_quorum"]
+
+
+@pytest.mark.parametrize("forger_key", [None, "another cluster's secret, 32 bytes long"])
+def test_an_answer_not_signed_by_its_replica_is_never_believed(tmp_path, fakes, caplog, forger_key):
+    """A man in the middle answers for catalog2 and for the order group's leader: a listing
+    that moves the catalog group to a server of his own, a leadership, a backup of his own.
+    The admin takes none of it: those replicas are reported unreachable, the group keeps the
+    members its file names, the stranger is never asked, and no backup is returned."""
+    honest, forger = fakes("catalog1", "catalog", "leader"), fakes("catalog2", "catalog")
+    order_forger, stranger = fakes("order1", "order", "leader"), fakes("evil9", "catalog", "leader")
+    for replica in (honest, forger, order_forger, stranger):
+        replica.signs_with = SECRET
+    forger.signs_with = order_forger.signs_with = forger_key
+    forger.members = (9, [stranger])
+    admin = admin_for(tmp_path, [honest, forger], [order_forger], secret=SECRET)
+
+    with caplog.at_level("WARNING", logger="bazar.admin"):
+        groups = admin.collect()
+        assert admin.backup("order1") is None
+    assert [(n["id"], n["reachable"]) for n in groups["catalog"]["nodes"]] == [("catalog1", True),
+                                                                             ("catalog2", False)]
+    assert [n.id for n in admin.members("catalog")] == ["catalog1", "catalog2"]
+    assert stranger.hits == []
+    assert groups["order"]["leader"] is None and admin.leader("order") is None
+    assert any(forger.url in r.getMessage() for r in caplog.records)
+
+
+def test_signed_answers_are_believed(tmp_path, fakes):
+    """The same admin follows a listing, a leader and a backup its replicas sign."""
+    old, order1 = fakes("catalog1", "catalog"), fakes("order1", "order", "leader")
+    new4 = fakes("catalog4", "catalog", "leader")
+    old.members = new4.members = (5, [new4])
+    for replica in (old, order1, new4):
+        replica.signs_with = SECRET
+    admin = admin_for(tmp_path, [old], [order1], secret=SECRET)
+    assert admin.leader("catalog") == "catalog4"
+    assert admin.backup("catalog4") == {"group": "catalog", "id": "catalog4"}
+    assert admin.leader("order") == "order1"

@@ -19,6 +19,7 @@ from bazar.node.api import digest, to_json
 from bazar.node.catalog import CatalogState
 from bazar.node.orders import OrderState
 
+SECRET = "the backed-up cluster's secret, 32 bytes or more"
 BOOKS = [{"title": "A", "topic": "t", "price": 10.0, "stock": 5}, {"title": "B", "topic": "u", "price": 2.5, "stock": 1}]
 
 
@@ -40,14 +41,15 @@ def order_state() -> OrderState:
     return state
 
 
-def a_backup() -> dict:
+def a_backup(secret: str | None = SECRET, version: int = backup.BACKUP_FORMAT) -> dict:
+    """A backup of `catalog_state` and `order_state`, signed under `secret` (none: unsigned)."""
     groups = {}
     for group, machine, index in (("catalog", catalog_state(), 40), ("order", order_state(), 31)):
         snapshot = machine.snapshot()
         groups[group] = {"index": index, "term": 3, "snapshot_format": 1, "digest": digest(snapshot),
                          "state": to_json(snapshot)}
-    body = {"bazar_backup": 1, "taken_at": "2026-12-03T12:00:00+00:00", "groups": groups}
-    return {**body, "sha256": backup._checksum(body)}
+    body = {"bazar_backup": version, "taken_at": "2026-12-03T12:00:00+00:00", "groups": groups}
+    return backup.seal(body, secret)
 
 
 def saved(tmp_path, content) -> str:
@@ -59,7 +61,7 @@ def saved(tmp_path, content) -> str:
 def test_a_sound_backup_reads_back_as_written(tmp_path):
     written = a_backup()
     backup.write(written, tmp_path / "b.json")
-    assert backup.read(tmp_path / "b.json") == written
+    assert backup.read(tmp_path / "b.json", SECRET) == written
     assert not (tmp_path / "b.json.partial").exists()
 
 
@@ -69,9 +71,21 @@ def _edit(change):
     return edited
 
 
+def _unsealed(backup_: dict) -> dict:
+    return {k: v for k, v in backup_.items() if k not in ("sha256", "mac", "key_id")}
+
+
 def _resealed(change):
-    """A backup edited and given a matching checksum: only the deeper checks can catch it."""
+    """A backup edited and signed again with the cluster's secret: only the deeper checks
+    can catch it (a bug in whoever holds the key, not a forger)."""
+    return backup.seal(_unsealed(_edit(change)), SECRET)
+
+
+def _forged(change, keep_signature: bool = True):
+    """A backup edited by someone without the key, who recomputed its checksum."""
     edited = _edit(change)
+    if not keep_signature:
+        edited = {k: v for k, v in edited.items() if k not in ("mac", "key_id")}
     edited["sha256"] = backup._checksum({k: v for k, v in edited.items() if k != "sha256"})
     return edited
 
@@ -81,7 +95,7 @@ def _resealed(change):
     ("", "not JSON"),
     ([1, 2], "no format version"),
     (_edit(lambda b: b["groups"]["catalog"]["state"]["books"]["1"].update(stock=99)), "checksum does not match"),
-    (_edit(lambda b: b.update(bazar_backup=2)), "backup format 2, newer than this Bazar reads"),
+    (_edit(lambda b: b.update(bazar_backup=3)), "backup format 3, newer than this Bazar reads"),
     (_resealed(lambda b: b["groups"]["catalog"]["state"]["books"]["1"].update(stock=99)),
      "catalog state does not match its digest"),
     (_resealed(lambda b: b["groups"].pop("order")), "does not hold both groups"),
@@ -90,7 +104,38 @@ def _resealed(change):
 ])
 def test_a_bad_backup_is_refused_with_a_clear_message(tmp_path, content, message):
     with pytest.raises(backup.BackupError, match=message):
-        backup.read(saved(tmp_path, content))
+        backup.read(saved(tmp_path, content), SECRET)
+
+
+@pytest.mark.parametrize("content, message", [
+    (_forged(lambda b: b["groups"]["catalog"]["state"]["books"]["1"].update(price=0.01)), "altered or forged"),
+    (_forged(lambda b: b["groups"]["order"].update(index=10 ** 6)), "altered or forged"),
+    (_forged(lambda b: b.update(taken_at="2030-01-01T00:00:00+00:00")), "altered or forged"),
+    (_forged(lambda b: b.update(key_id=backup.key_id("another secret"))), "another cluster secret"),
+    (a_backup(secret="another cluster's secret, made up by whoever wrote this file"), "another cluster secret"),
+    (_forged(lambda b: b["groups"]["catalog"]["state"]["books"]["1"].update(price=0.01), keep_signature=False),
+     "not signed.*--unsigned"),
+    (a_backup(secret=None, version=1), "not signed.*--unsigned"),
+])
+def test_a_backup_not_signed_by_this_cluster_is_refused(tmp_path, content, message):
+    """Whoever can write the backup file but holds no secret cannot choose what a restore
+    writes: not the state, not its index, not even the date."""
+    with pytest.raises(backup.BackupError, match=message):
+        backup.read(saved(tmp_path, content), SECRET)
+
+
+def test_a_signed_backup_read_without_a_secret_says_which_is_needed(tmp_path):
+    with pytest.raises(backup.BackupError, match="none is given.*BAZAR_SECRET"):
+        backup.read(saved(tmp_path, a_backup()), None)
+
+
+def test_an_unsigned_backup_is_read_only_when_the_operator_vouches_for_it(tmp_path):
+    """An older Bazar's backup (format 1, no signature) restores with --unsigned."""
+    old = a_backup(secret=None, version=1)
+    assert backup.read(saved(tmp_path, old), SECRET, unsigned=True) == old
+    # --unsigned lets through a backup with no signature, never one with a wrong one.
+    with pytest.raises(backup.BackupError, match="altered or forged"):
+        backup.read(saved(tmp_path, _forged(lambda b: b.update(taken_at="x"))), SECRET, unsigned=True)
 
 
 def test_a_state_that_no_machine_loads_is_refused(tmp_path):
@@ -98,7 +143,7 @@ def test_a_state_that_no_machine_loads_is_refused(tmp_path):
         b["groups"]["order"]["state"] = {"version": 2, "nothing": 1}
         b["groups"]["order"]["digest"] = digest(b["groups"]["order"]["state"])
     with pytest.raises(backup.BackupError, match="order state is not one this Bazar can load"):
-        backup.read(saved(tmp_path, _resealed(break_it)))
+        backup.read(saved(tmp_path, _resealed(break_it)), SECRET)
 
 
 def _config(tmp_path):

@@ -12,7 +12,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from bazar.web.client import LEADER_HEADER, GroupClient, Refused, Unavailable
-from bazar.web.protocol import MEMBERS_HEADER
+from bazar.web.protocol import ANSWER_SIGNATURE_HEADER, MEMBERS_HEADER, NONCE_HEADER
+from bazar.web.signing import answer_key, sign_answer
+
+SECRET = "the group client's cluster secret"
 
 
 class FakeReplica:
@@ -22,6 +25,7 @@ class FakeReplica:
         self.status = 200
         self.leader: str | None = None  # the X-Bazar-Leader value to send, None for none
         self.members: tuple[int, list[str]] | None = None  # (changed_index, HTTP URLs) it announces
+        self.signs_with: str | None = None  # the secret whose answer key signs its answers, if any
         self.hits: list[tuple[str, str]] = []
         replica = self
 
@@ -45,6 +49,14 @@ class FakeReplica:
                 if replica.status == 503:
                     self.send_header("Retry-After", "1")
                 self.send_header("Content-Type", "application/json")
+                if replica.signs_with is not None:
+                    answered = {LEADER_HEADER: replica.leader or "",
+                                MEMBERS_HEADER: str(replica.members[0]) if replica.members else "",
+                                "Retry-After": "1" if replica.status == 503 else "",
+                                "Content-Type": "application/json"}
+                    self.send_header(ANSWER_SIGNATURE_HEADER, sign_answer(
+                        answer_key(replica.signs_with), replica.url.removeprefix("http://"),
+                        self.headers.get(NONCE_HEADER, ""), status, answered, body))
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -201,3 +213,42 @@ def test_a_dot_segment_reaches_the_replica_as_written(replicas, path, arrives):
     client = client_for(replicas)
     client.read(path)
     assert [hit for r in replicas for hit in r.hits] == [("GET", arrives)]
+
+
+@pytest.mark.parametrize("forger_key", [None, "another cluster's secret"])
+def test_an_answer_not_signed_by_its_replica_is_never_believed(replicas, caplog, forger_key):
+    """One replica's answers are forged on the way (unsigned, or signed under a key that is
+    not the cluster's): they name a leader, announce a membership of the forger alone, and
+    carry a body of their own. The client believes none of it, and still serves every call
+    from the honest replicas; it logs the forger once, however often it is met."""
+    honest_leader, forger, other = replicas
+    for replica in replicas:
+        replica.signs_with = SECRET
+        replica.leader = honest_leader.url
+    forger.signs_with = forger_key
+    forger.leader = forger.url
+    forger.members = (9, [forger.url])
+    client = GroupClient([r.url for r in replicas], secret=SECRET, timeout=3.0, write_attempt_timeout=1.0)
+    with caplog.at_level("WARNING", logger="bazar.client"):
+        for i in range(9):
+            reply = client.read(f"/books/{i}")
+            assert served_by(reply) != forger.url
+            assert client.leader != forger.url
+        assert served_by(client.write("POST", "/purchase", {"id": 1})) == honest_leader.url
+    assert any(path.startswith("/books/") for _, path in forger.hits), "the forger was never asked"
+    assert client.urls == [r.url for r in replicas] and client.members_index == 0
+    complaints = [r for r in caplog.records if r.name == "bazar.client" and forger.url in r.getMessage()]
+    assert len(complaints) == 1, [r.getMessage() for r in complaints]
+
+
+def test_signed_answers_are_believed(replicas):
+    """The same client believes a leader and a membership its replicas sign."""
+    a, b, c = replicas
+    for replica in replicas:
+        replica.signs_with = SECRET
+        replica.leader = b.url
+    a.members = (5, [b.url, c.url])
+    client = GroupClient([a.url], secret=SECRET, timeout=3.0)
+    client.read("/books/1")
+    assert client.urls == [b.url, c.url] and client.members_index == 5
+    assert client.leader == b.url
