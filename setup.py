@@ -4,7 +4,7 @@ from setuptools import find_packages, setup
 
 # One installed name: each top-level folder of the repository is installed as bazar.<folder>
 # (node/ is bazar.node), so that nothing generic (web, node, cluster...) lands in site-packages.
-FOLDERS = ("node", "frontend", "consensus", "cluster", "web", "chaos", "bench")
+FOLDERS = ("node", "frontend", "consensus", "cluster", "web", "local", "chaos", "bench")
 PACKAGES = ["bazar"] + [f"bazar.{name}" for name in find_packages(
     include=[f"{folder}{sub}" for folder in FOLDERS for sub in ("", ".*")])]
 if not os.path.isdir("bazar"):  # setup.py alone (the Dockerfile's dependency layer): dependencies only

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _up(config, args) -> int:
-    from bazar.cluster.local import GaveUp, LocalCluster, Supervisor
+    from bazar.local.cluster import GaveUp, LocalCluster, Supervisor
 
     cluster = LocalCluster(config.path)
     if cluster.secret_generated:
@@ -311,7 +311,7 @@ _corrections.needs_config = False
 
 def _secret(config, args) -> int:
     """Print a secret good for a cluster (`bazar up` makes one itself when given none)."""
-    from bazar.cluster.config import new_secret
+    from bazar.cluster.secrets import new_secret
 
     print(new_secret())
     return 0

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import requests
 
-from bazar.cluster.local import _die_with_parent, free_ports
+from bazar.local.cluster import _die_with_parent, free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def build_journal_subprocess(config_path: Path, node_id: str, purchases: int) -> dict:
     """Run `build-journal` in a child process (its Raft threads die with it); its JSON answer."""
-    from bazar.cluster.local import _die_with_parent
+    from bazar.local.cluster import _die_with_parent
 
     done = subprocess.run([sys.executable, "-m", "bazar.bench.journal", "build-journal", str(config_path), node_id,
                            str(purchases)], cwd=str(ROOT), capture_output=True, text=True, timeout=900,

@@ -28,7 +28,7 @@ from bazar.bench.probes import (ADMIN_TOKEN, BIG_STOCK, cache_stats, concurrent_
                                 journal_fsyncs, oversold_check, prepare_books, put, rss_mb, stock, wait_caught_up,
                                 wait_settled)
 from bazar.bench.settings import Settings
-from bazar.cluster.local import LocalCluster, write_config
+from bazar.local.cluster import LocalCluster, write_config
 
 SEARCH_TOPIC = "distributed systems"
 INFO_BOOK = 1        # read by the info benchmarks; never bought from, so a cache entry stays valid

@@ -12,7 +12,7 @@ from pathlib import Path
 import requests
 
 from bazar.bench import measure
-from bazar.cluster.local import LocalCluster
+from bazar.local.cluster import LocalCluster
 
 BIG_STOCK = 1_000_000
 # The admin token of every cluster this bench run starts (bench/phases.py gives it to them):

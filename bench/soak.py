@@ -28,8 +28,8 @@ from pathlib import Path
 
 import requests
 
-from bazar.cluster.local import LocalCluster, write_config
-from bazar.node.commands import MAX_STOCK
+from bazar.local.cluster import LocalCluster, write_config
+from bazar.node.validation import MAX_STOCK
 
 BOOKS = 16
 

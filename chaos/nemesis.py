@@ -43,8 +43,8 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from bazar.chaos.network import Firewall
-from bazar.cluster.local import LocalCluster
 from bazar.consensus.storage import POWER_CUT_ENV, not_yet_durable, power_cut
+from bazar.local.cluster import LocalCluster
 
 log = logging.getLogger("bazar.chaos.nemesis")
 

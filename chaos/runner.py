@@ -23,8 +23,8 @@ from bazar.chaos.history import save_history
 from bazar.chaos.nemesis import COMPACTION_FORCED, FAULT_KINDS, NEEDS_FIREWALL, Nemesis, plan
 from bazar.chaos.network import Firewall, unavailable_reason
 from bazar.chaos.workload import Recorder, Workload
-from bazar.cluster.local import LocalCluster, write_config
 from bazar.consensus.storage import POWER_CUT_ENV
+from bazar.local.cluster import LocalCluster, write_config
 
 log = logging.getLogger("bazar.chaos")
 

@@ -1,1 +1,3 @@
-"""The cluster as a whole: its topology (`config`), its processes (`local`), its status, and the `bazar` command."""
+"""The cluster file: its topology, validated (`config`), where its secret and admin token
+come from (`secrets`), and the Prometheus scrape configuration that follows from it
+(`prometheus`). The bottom layer: it imports nothing else of Bazar's."""

@@ -3,7 +3,8 @@
 - `state.ReplicatedState` applies committed commands to a plain state machine
   and tells listeners what was applied.
 - `member.RaftMember` is one process's membership in a group: submit a command,
-  wait for an index, report status.
+  wait for an index, serve a read index, change the membership (`membership`),
+  report status; how it fails is in `errors`.
 - `join(config, group, machine, node_id)` builds a started member from
   `cluster.yaml`: the one way anything outside this package gets one.
 - `restore.write_data_dir` writes a replica's data directory holding a given
@@ -25,7 +26,8 @@ from bazar.consensus import admin_guard as _admin_guard  # noqa: E402,F401  (no 
 
 # The public face: everything outside consensus/ uses these, never pysyncobj.
 from bazar.consensus.group import join  # noqa: E402
-from bazar.consensus.member import BindFailed, CommitError, MembershipRefused, RaftMember, ReadRefused  # noqa: E402
+from bazar.consensus.errors import BindFailed, CommitError, MembershipRefused, ReadRefused  # noqa: E402
+from bazar.consensus.member import RaftMember  # noqa: E402
 from bazar.consensus.state import SNAPSHOT_FORMAT, ApplyListener  # noqa: E402
 from bazar.consensus.restore import write_data_dir  # noqa: E402
 

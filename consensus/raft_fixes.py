@@ -86,7 +86,7 @@ What PySyncObj 0.3.17 gets wrong, and what each correction changes
    membership change (or code-version switch) asked of a follower to the leader, which
    appended it without Bazar's checks (one change at a time, a majority in touch). Now
    the leader refuses it (REQUEST_DENIED); Bazar asks the leader itself
-   (consensus/member.py), and consensus/admin_guard.py closes the Raft port's admin
+   (consensus/membership.py), and consensus/admin_guard.py closes the Raft port's admin
    commands, the other way around those checks.
 
 What stays PySyncObj's: everything else a leader or candidate does, big-entry

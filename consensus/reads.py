@@ -27,7 +27,7 @@ round trip but is not safe with PySyncObj 0.3.17: its followers vote for a
 candidate even right after hearing from a live leader, so a leader can be
 deposed well inside any lease.)
 
-How a heartbeat is known to be newer than step 2: `consensus.member` stamps
+How a heartbeat is known to be newer than step 2: `consensus.probing` stamps
 every append-entries message with the leader's current *probe round*, and every
 follower reply carries back the newest round it has received from that leader.
 Reads admitted in one tick share one new round; an echo of that round or a

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from pysyncobj import SyncObjConf
 
-from bazar.cluster.config import RaftConfig, private_directory
+from bazar.cluster.config import RaftConfig
+from bazar.cluster.secrets import private_directory
 from bazar.consensus.storage import StoragePath
 
 # Follower-to-follower links carry no traffic between elections. PySyncObj drops a

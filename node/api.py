@@ -1,18 +1,20 @@
-"""The HTTP routes every replica has, whatever its group: health, status, state, backup."""
+"""The HTTP routes every replica has, whatever its group: health, status, members, state, backup."""
 from __future__ import annotations
 
 import hashlib
 import json
 import time
+from typing import Any
 
 from flask import Flask, g, jsonify, request
 
-from bazar.cluster.config import ClusterConfig, NodeConfig
+from bazar.cluster.config import ClusterConfig, ConfigError, NodeConfig, address
 from bazar import __version__
 from bazar.consensus import SNAPSHOT_FORMAT, CommitError, MembershipRefused, RaftMember, ReadRefused
-from bazar.node.commands import membership_change, to_wire
+from bazar.node.validation import NODE_ID, fields_of
+from bazar.node.wire import to_wire
 from bazar.web import errors, metrics
-from bazar.web.errors import ApiError, json_body, unavailable
+from bazar.web.errors import ApiError, BadRequest, json_body, unavailable
 from bazar.web.protocol import ANSWER_SIGNATURE_HEADER, INDEX_HEADER, LEADER_HEADER, MEMBERS_HEADER, NONCE_HEADER
 from bazar.web.signing import Refused, Verifier, answer_key, signing_key
 
@@ -156,6 +158,28 @@ def strong_requested() -> bool:
     if consistency not in ("local", "strong"):
         raise ApiError(400, "consistency must be local or strong on a replica")
     return consistency == "strong"
+
+
+def membership_change(body: Any) -> dict:
+    """A membership change as `RaftMember.change_membership` takes it, from a JSON body:
+    {"op": "add", "id", "raft": "host:port", "http": "host:port"} or
+    {"op": "remove", "id", "raft": "host:port"}."""
+    fields = fields_of(body, {"op", "id", "raft", "http"})
+    op = fields.get("op")
+    if op not in ("add", "remove"):
+        raise BadRequest("op must be add or remove")
+    node_id = fields.get("id")
+    if not isinstance(node_id, str) or not NODE_ID.fullmatch(node_id):
+        raise BadRequest("id must be 1-64 letters, digits, '-' or '_'")
+    wanted = ("raft", "http") if op == "add" else ("raft",)
+    try:
+        addresses = {key: address(fields.get(key), key) for key in wanted}
+    except ConfigError as exc:
+        raise BadRequest(str(exc)) from None
+    change = {"op": op, "id": node_id, "raft": str(addresses["raft"])}
+    if op == "add":
+        change["http"] = addresses["http"].url
+    return change
 
 
 class ReplicaApp(Flask):

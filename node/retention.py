@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import ClassVar, Iterable
 
-from bazar.node.commands import to_wire
+from bazar.node.wire import to_wire
 
 log = logging.getLogger("bazar.retention")
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from bazar.cluster.local import LocalCluster, write_config
+from bazar.local.cluster import LocalCluster, write_config
 
 TESTS = Path(__file__).resolve().parent
 FOLDER_MARKERS = {"integration": "integration", "deploy": "system", "browser": "system"}

@@ -2,7 +2,7 @@
 
 Each operation is a frozen dataclass; `OP` is its name on the wire. Commands
 travel and sit in journals as plain, versioned dicts (`{"op": "purchase", "v": 1,
-...}`, see node/commands.py), because journals written by earlier versions hold
+...}`, see node/wire.py), because journals written by earlier versions hold
 exactly those; `to_wire` and `from_wire` are the only two places that convert.
 `CatalogState.apply` takes a wire dict, decodes it here and dispatches through one
 table. The builders (`purchase`, `update_book`, `add_book`) validate client input
@@ -22,9 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Union
 
-from bazar.node.commands import (BadRequest, Malformed, book_id, decode, fields, fields_of,  # noqa: F401
-                                 order_id, price, request_id, stock_count, text, to_wire)
 from bazar.node.retention import Expire
+from bazar.node.validation import book_id, fields_of, order_id, price, request_id, stock_count, text  # noqa: F401
+from bazar.node.wire import Malformed, decode, fields, to_wire  # noqa: F401
+from bazar.web.errors import BadRequest
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 from bazar.node import retention
 from bazar.node.catalog import commands
-from bazar.node.commands import failure, ok
+from bazar.node.results import failure, ok
 
 # The layout of `snapshot()`: 2 added the log's clock and the outcomes' stamps (node/retention.py).
 STATE_VERSION = 2

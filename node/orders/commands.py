@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Union
 
-from bazar.node.commands import Malformed, decode, to_wire  # noqa: F401
 from bazar.node.retention import Expire
+from bazar.node.wire import Malformed, decode, to_wire  # noqa: F401
 
 
 @dataclass(frozen=True)

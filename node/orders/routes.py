@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from flask import Flask, jsonify, request
 
-from bazar.node import commands
+from bazar.node import validation
 from bazar.node.api import Replica, strong_requested
 from bazar.node.orders.purchase import PurchaseCoordinator
 from bazar.web import params
@@ -17,8 +17,8 @@ def register(app: Flask, replica: Replica, coordinator: PurchaseCoordinator) -> 
     @app.post("/purchase")
     def purchase():
         body = json_object(request)
-        book_id = commands.book_id(body.get("id"))
-        order_id = commands.order_id(body.get("order_id"))
+        book_id = validation.book_id(body.get("id"))
+        order_id = validation.order_id(body.get("order_id"))
         order = coordinator.purchase(book_id, order_id)
         return jsonify(order)
 

@@ -19,7 +19,7 @@ import copy
 from typing import Any
 
 from bazar.node import retention
-from bazar.node.commands import failure, ok
+from bazar.node.results import failure, ok
 from bazar.node.orders import commands
 
 PENDING, COMPLETED, FAILED = "pending", "completed", "failed"

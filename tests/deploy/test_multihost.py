@@ -18,7 +18,7 @@ import pytest
 import requests
 import yaml
 
-from bazar.cluster.local import LocalCluster
+from bazar.local.cluster import LocalCluster
 from tests.deploy.netns import PrivateNetwork, existing_namespaces
 from tests.integration.probes import buy_until_done, stock, wait_converged
 

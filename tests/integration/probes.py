@@ -12,7 +12,7 @@ from pathlib import Path
 
 import requests
 
-from bazar.cluster.local import LocalCluster, write_config
+from bazar.local.cluster import LocalCluster, write_config
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from bazar.cluster.local import LocalCluster, write_config
+from bazar.local.cluster import LocalCluster, write_config
 from bazar.node.api import digest
 from tests.integration.probes import replica_states, wait_converged
 

@@ -16,7 +16,7 @@ import pytest
 import requests
 import yaml
 
-from bazar.cluster.local import LocalCluster, write_config
+from bazar.local.cluster import LocalCluster, write_config
 from tests.integration.probes import set_stock, stock
 
 REPO = Path(__file__).resolve().parents[2]

@@ -22,7 +22,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from bazar import __version__
-from bazar.cluster.local import LocalCluster, write_config
+from bazar.local.cluster import LocalCluster, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "observability-test-secret-0123456789"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import requests
 
-from bazar.cluster.local import write_config
+from bazar.local.cluster import write_config
 from tests.integration.probes import buy_until_done
 
 REPO = Path(__file__).resolve().parents[2]

@@ -21,8 +21,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from bazar.cluster.local import _die_with_parent, free_ports
 from bazar.cluster.prometheus import prometheus_yaml
+from bazar.local.cluster import _die_with_parent, free_ports
 
 PROMETHEUS = Path("/usr/bin/prometheus")
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"

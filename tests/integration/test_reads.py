@@ -17,7 +17,7 @@ import time
 
 import requests
 
-from bazar.cluster.local import LocalCluster
+from bazar.local.cluster import LocalCluster
 from bazar.web.signing import PeerAuth
 from tests.integration.probes import buy_until_done
 

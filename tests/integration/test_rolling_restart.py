@@ -10,7 +10,7 @@ import time
 
 import requests
 
-from bazar.cluster.local import LocalCluster, write_config
+from bazar.local.cluster import LocalCluster, write_config
 from tests.integration.probes import Up, set_stock, stock
 
 # The contract for a rolling restart: no purchase answered later than this.

@@ -14,7 +14,7 @@ from pathlib import Path
 import requests
 import yaml
 
-from bazar.cluster.local import write_config
+from bazar.local.cluster import write_config
 
 
 class _CreateFile:

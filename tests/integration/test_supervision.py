@@ -13,7 +13,7 @@ from pathlib import Path
 import requests
 import yaml
 
-from bazar.cluster.local import write_config
+from bazar.local.cluster import write_config
 from tests.integration.probes import Up
 
 REPO = Path(__file__).resolve().parents[2]

@@ -24,7 +24,7 @@ import pytest
 import requests
 import yaml
 
-from bazar.cluster.local import write_config
+from bazar.local.cluster import write_config
 
 REPO = Path(__file__).resolve().parents[2]
 # Never copied into the build: what the tree accumulates but does not ship.
@@ -72,7 +72,7 @@ def test_the_wheel_ships_every_package_and_data_file(installed):
             "print(r.files('bazar.frontend').joinpath('templates', 'home.html').is_file());"
             "print(u.find_spec('matplotlib') is None);"
             # One installed name: none of the folders' own names is importable on its own.
-            "print([n for n in ('node', 'frontend', 'consensus', 'cluster', 'web', 'chaos', 'bench')"
+            "print([n for n in ('node', 'frontend', 'consensus', 'cluster', 'web', 'local', 'chaos', 'bench')"
             " if u.find_spec(n) is not None])")
     lines = run([str(installed / "bin" / "python"), "-c", code], cwd=installed, env=clean_env()).stdout.split("\n")
     assert Path(lines[0]).is_relative_to(installed), "imported from outside the venv"

@@ -26,7 +26,7 @@ import pytest
 import requests
 import yaml
 
-from bazar.cluster.local import LocalCluster, write_config
+from bazar.local.cluster import LocalCluster, write_config
 from bazar.web.signing import PeerAuth
 
 SECRET = "zero-trust-cluster-secret-7f3a-0c9d1e"

@@ -4,11 +4,11 @@ from __future__ import annotations
 import time
 
 from bazar.cluster.config import RaftConfig
-from bazar.cluster.local import free_ports
 from bazar.consensus.directory import Directory
 from bazar.consensus.member import RaftMember
 from bazar.consensus.settings import syncobj_conf
 from bazar.consensus.state import ReplicatedState
+from bazar.local.cluster import free_ports
 from bazar.node.catalog import CatalogState
 
 

@@ -9,11 +9,11 @@ import json
 import pytest
 
 from bazar.cluster.config import ConfigError, RaftConfig, parse
-from bazar.cluster.local import free_ports
 from bazar.consensus import write_data_dir
 from bazar.consensus.member import RaftMember
 from bazar.consensus.settings import syncobj_conf
 from bazar.consensus.state import ReplicatedState
+from bazar.local.cluster import free_ports
 from bazar.node import backup
 from bazar.node.api import digest, to_json
 from bazar.node.catalog import CatalogState

@@ -1,5 +1,5 @@
 """node/catalog/commands.py builders and web/params.py: client input -> well-typed log commands, or BadRequest;
-and node/commands.py's command format, as journals old and new hold it."""
+node/wire.py's command format, as journals old and new hold it; node/api.py's membership change bodies."""
 from __future__ import annotations
 
 import copy
@@ -13,18 +13,21 @@ from hypothesis import strategies as st
 
 from types import SimpleNamespace
 
-from bazar.node import commands as shared
+from bazar.node import validation
+from bazar.node.api import membership_change
 from bazar.node.catalog import CatalogState
 from bazar.node.catalog import commands as catalog
 from bazar.node.orders import OrderState
 from bazar.node.orders import commands as orders
-from bazar.node.commands import MAX_BOOK_ID, MAX_PRICE, MAX_STOCK, MAX_TEXT, BadRequest
+from bazar.node.validation import MAX_BOOK_ID, MAX_PRICE, MAX_STOCK, MAX_TEXT
+from bazar.node.wire import COMMAND_FORMAT, FORMAT_KEY, Malformed
 from bazar.web import params
+from bazar.web.errors import BadRequest
 
 # The builders' commands as they go into the log (wire dicts): that is the format journals
 # hold, so it is what these tests pin down; topic and limit are HTTP parameters.
 commands = SimpleNamespace(
-    book_id=shared.book_id, order_id=shared.order_id,
+    book_id=validation.book_id, order_id=validation.order_id,
     purchase=lambda *args: catalog.to_wire(catalog.purchase(*args)),
     update_book=lambda *args: catalog.to_wire(catalog.update_book(*args)),
     add_book=lambda *args: catalog.to_wire(catalog.add_book(*args)),
@@ -358,13 +361,13 @@ UNVERSIONED = [
 def test_an_unversioned_command_is_format_1_and_reads_as_the_same_command(vocabulary, wire):
     command = vocabulary.from_wire(wire)
     assert vocabulary.from_wire({**wire, "v": 1}) == command
-    assert vocabulary.to_wire(command) == {**wire, "v": shared.COMMAND_FORMAT}
+    assert vocabulary.to_wire(command) == {**wire, "v": COMMAND_FORMAT}
 
 
 def test_to_wire_writes_the_format_and_stays_compact():
     wire = catalog.to_wire(catalog.purchase(1, "o1"))
-    assert wire[shared.FORMAT_KEY] == shared.COMMAND_FORMAT == 1
-    assert shared.FORMAT_KEY == "v" and set(wire) == {"op", "v", "id", "order_id"}
+    assert wire[FORMAT_KEY] == COMMAND_FORMAT == 1
+    assert FORMAT_KEY == "v" and set(wire) == {"op", "v", "id", "order_id"}
 
 
 @pytest.mark.parametrize("vocabulary, machine, wire", [
@@ -373,10 +376,10 @@ def test_to_wire_writes_the_format_and_stays_compact():
     (orders, OrderState, {"op": "begin", "order_id": "o1", "id": 1, "created_at": 1.0, "later_field": 1}),
 ], ids=["known-op", "unknown-op", "unknown-field"])
 def test_a_newer_command_format_is_refused_saying_so_the_same_on_every_replica(vocabulary, machine, wire):
-    newer = {**wire, "v": shared.COMMAND_FORMAT + 1}
-    message = (f"command format {shared.COMMAND_FORMAT + 1} was written by a newer Bazar "
-               f"(this one reads format {shared.COMMAND_FORMAT} and older)")
-    with pytest.raises(shared.Malformed) as refused:
+    newer = {**wire, "v": COMMAND_FORMAT + 1}
+    message = (f"command format {COMMAND_FORMAT + 1} was written by a newer Bazar "
+               f"(this one reads format {COMMAND_FORMAT} and older)")
+    with pytest.raises(Malformed) as refused:
         vocabulary.from_wire(newer)
     assert str(refused.value) == message
     states = [machine(), machine()]
@@ -387,13 +390,13 @@ def test_a_newer_command_format_is_refused_saying_so_the_same_on_every_replica(v
 
 @pytest.mark.parametrize("version", [0, -1, True, "1", 1.0, None, [1]])
 def test_a_command_format_that_is_not_a_positive_integer_is_malformed(version):
-    with pytest.raises(shared.Malformed, match="^malformed command$"):
+    with pytest.raises(Malformed, match="^malformed command$"):
         catalog.from_wire({"op": "purchase", "v": version, "id": 1, "order_id": "o1"})
 
 
 @pytest.mark.parametrize("wire", [None, [], "purchase", {}, {"op": ["purchase"]}, {"op": {"a": 1}}, {"op": 3}])
 def test_a_log_entry_without_a_known_op_is_an_unknown_command(wire):
-    with pytest.raises(shared.Malformed, match="^unknown command$"):
+    with pytest.raises(Malformed, match="^unknown command$"):
         catalog.from_wire(wire)
 
 
@@ -401,10 +404,10 @@ def test_a_log_entry_without_a_known_op_is_an_unknown_command(wire):
 
 
 def test_membership_change_accepts_an_add_and_a_remove():
-    assert shared.membership_change({"op": "add", "id": "catalog4", "raft": "10.0.0.4:7101",
-                                     "http": "10.0.0.4:8101"}) == {
+    assert membership_change({"op": "add", "id": "catalog4", "raft": "10.0.0.4:7101",
+                              "http": "10.0.0.4:8101"}) == {
         "op": "add", "id": "catalog4", "raft": "10.0.0.4:7101", "http": "http://10.0.0.4:8101"}
-    assert shared.membership_change({"op": "remove", "id": "catalog4", "raft": "10.0.0.4:7101"}) == {
+    assert membership_change({"op": "remove", "id": "catalog4", "raft": "10.0.0.4:7101"}) == {
         "op": "remove", "id": "catalog4", "raft": "10.0.0.4:7101"}
 
 
@@ -420,4 +423,4 @@ def test_membership_change_accepts_an_add_and_a_remove():
 ])
 def test_membership_change_rejects_bad_bodies(body):
     with pytest.raises(BadRequest):
-        shared.membership_change(body)
+        membership_change(body)

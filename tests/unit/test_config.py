@@ -1,4 +1,4 @@
-"""cluster/config.py (cluster.yaml) and consensus/security.py (the Raft secret)."""
+"""cluster/config.py (cluster.yaml), cluster/secrets.py and consensus/security.py (the Raft secret)."""
 from __future__ import annotations
 
 import copy
@@ -344,12 +344,12 @@ def test_an_http_or_listen_address_off_loopback_needs_the_secret_too(tmp_path, m
 @pytest.fixture
 def no_secret(monkeypatch, tmp_path):
     """No secret in the environment, and an empty stand-in for /run/secrets."""
-    from bazar.cluster import config as cluster_config
+    from bazar.cluster import secrets as cluster_secrets
     monkeypatch.delenv("BAZAR_SECRET", raising=False)
     monkeypatch.delenv("BAZAR_SECRET_FILE", raising=False)
     secrets = tmp_path / "run-secrets"
     secrets.mkdir()
-    monkeypatch.setattr(cluster_config, "SECRETS_DIR", secrets)
+    monkeypatch.setattr(cluster_secrets, "SECRETS_DIR", secrets)
     return secrets
 
 

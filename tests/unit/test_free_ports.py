@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bazar.cluster.local import ephemeral_port_range, free_ports
+from bazar.local.cluster import ephemeral_port_range, free_ports
 
 RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 

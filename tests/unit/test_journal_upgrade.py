@@ -5,9 +5,9 @@ import copy
 
 import pysyncobj.syncobj
 
-from bazar.cluster.local import free_ports
 from bazar.consensus import journal as journal_module
 from bazar.consensus import patching
+from bazar.local.cluster import free_ports
 from tests.unit.test_replicated_state import BOOKS, _member, _shut_down, members  # noqa: F401  (fixture)
 
 

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from bazar.consensus.member import ReadRefused
 from bazar.cluster.config import RaftConfig
+from bazar.consensus.errors import ReadRefused
 from tests.unit.raft_groups import cut_off, leader_of, start_group, start_non_voter
 
 BOOK = {"title": "A", "topic": "t", "price": 10.0, "stock": 5}

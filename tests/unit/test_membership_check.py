@@ -1,4 +1,4 @@
-"""RaftMember's refusals of a membership change (consensus/member.py `_check_change`):
+"""RaftMember's refusals of a membership change (consensus/membership.py `_check_change`):
 a change that would leave the group without a majority of members in touch with its
 leader, and a change while another is still in flight, are refused before anything is
 written to the log.
@@ -15,9 +15,10 @@ from types import SimpleNamespace
 import pytest
 
 from bazar.cluster.config import RaftConfig
-from bazar.cluster.local import free_ports
 from bazar.consensus.directory import Directory
-from bazar.consensus.member import CommitError, MembershipRefused, RaftMember
+from bazar.consensus.errors import CommitError, MembershipRefused
+from bazar.consensus.member import RaftMember
+from bazar.local.cluster import free_ports
 from tests.unit.raft_groups import leader_of, start_group
 
 A, B, C, D, E, NEW = (f"10.0.0.1:{port}" for port in (1, 2, 3, 4, 5, 9))

@@ -10,11 +10,12 @@ import pytest
 from pysyncobj import FAIL_REASON, SyncObj
 
 from bazar.cluster.config import RaftConfig
-from bazar.cluster.local import free_ports
 from bazar.consensus.directory import Directory
-from bazar.consensus.member import CommitError, RaftMember
+from bazar.consensus.errors import CommitError
+from bazar.consensus.member import RaftMember
 from bazar.consensus.settings import syncobj_conf
 from bazar.consensus.state import ReplicatedState
+from bazar.local.cluster import free_ports
 from bazar.node.catalog import CatalogState
 from bazar.node.orders import OrderState
 

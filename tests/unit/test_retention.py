@@ -17,8 +17,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from bazar.cluster.config import ConfigError, RetentionConfig, parse
 from bazar.node import retention
 from bazar.node.catalog import CatalogState
-from bazar.node.commands import to_wire
 from bazar.node.orders import OrderState
+from bazar.node.wire import to_wire
 
 BOOKS = [{"title": "A", "topic": "t", "price": 10.0, "stock": 100},
          {"title": "B", "topic": "t", "price": 2.5, "stock": 100}]

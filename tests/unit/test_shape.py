@@ -9,16 +9,16 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("bazar", "cluster", "consensus", "web", "node", "frontend", "chaos", "bench")
+PACKAGES = ("bazar", "cluster", "consensus", "web", "node", "frontend", "local", "chaos", "bench")
 
 # Bottom to top; a module may import its own layer and the ones below it. The command
 # line (bazar.cli) and the tools' command definitions sit on top of everything.
 LAYERS = [
-    ["bazar", "bazar.cluster", "bazar.cluster.config"],
+    ["bazar", "bazar.cluster"],
     ["bazar.consensus", "bazar.web"],
     ["bazar.node"],
     ["bazar.frontend"],
-    ["bazar.cluster.local"],
+    ["bazar.local"],
     ["bazar.chaos", "bazar.bench"],
     ["bazar.cli", "bazar.__main__", "bazar.chaos.cli", "bazar.bench.cli"],
 ]

@@ -22,16 +22,16 @@ from pathlib import Path
 import pytest
 
 from bazar.cluster.config import RaftConfig
-from bazar.cluster.local import free_ports
 from bazar.consensus.directory import ADD, DIRECTORY_FORMAT, REMOVE, Directory
 from bazar.consensus.journal import DurableJournal
 from bazar.consensus.member import RaftMember
 from bazar.consensus.settings import syncobj_conf
 from bazar.consensus.state import ReplicatedState, SnapshotFormatError
+from bazar.local.cluster import free_ports
 from bazar.node.api import digest
-from bazar.node.commands import COMMAND_FORMAT, FORMAT_KEY
 from bazar.node.catalog import CatalogState
 from bazar.node.orders import OrderState
+from bazar.node.wire import COMMAND_FORMAT, FORMAT_KEY
 from tests.fixtures import write_data_dirs
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"

@@ -1,9 +1,9 @@
-"""The restart policy of `bazar up` (cluster/local.py Supervisor), on a clock the test moves."""
+"""The restart policy of `bazar up` (local/cluster.py Supervisor), on a clock the test moves."""
 from __future__ import annotations
 
 import pytest
 
-from bazar.cluster.local import GaveUp, Supervisor
+from bazar.local.cluster import GaveUp, Supervisor
 
 
 class FakeProcess:

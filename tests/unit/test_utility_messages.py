@@ -22,7 +22,7 @@ import pytest
 from pysyncobj import FAIL_REASON
 from pysyncobj.utility import TcpUtility
 
-from bazar.cluster.local import free_ports
+from bazar.local.cluster import free_ports
 from tests.unit.raft_groups import leader_of, start_group
 
 SECRET = "utility-test-secret"

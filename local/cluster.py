@@ -21,7 +21,8 @@ from typing import Callable
 import requests
 import yaml
 
-from bazar.cluster.config import INSECURE_ENV, ClusterConfig, load
+from bazar.cluster.config import ClusterConfig, load
+from bazar.cluster.secrets import INSECURE_ENV
 from bazar.web.admin import Admin
 from bazar.web.signing import PeerAuth
 
