@@ -20,7 +20,8 @@ Replicas (`RaftMetrics`): `bazar_raft_term`, `bazar_raft_commit_index`,
 labelled with the group; `bazar_journal_bytes` and `bazar_journal_fsync_duration_seconds`.
 
 Order replicas (`OrderMetrics`): `bazar_purchase_stage_duration_seconds{stage}` for the
-three steps of a purchase (begin, take_stock, finish) and `bazar_orders_pending`.
+three steps of a purchase (begin, take_stock, finish; the buyer waits for the first two only,
+and finish is timed from its proposal until it has applied) and `bazar_orders_pending`.
 
 The frontend (`FrontendCollector`): `bazar_cache_hits_total`, `bazar_cache_misses_total`,
 `bazar_cache_invalidations_total`, `bazar_cache_flushes_total`,
