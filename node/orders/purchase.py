@@ -16,8 +16,12 @@ The purchase is *decided* when step 2 commits: from then on the catalog answers
 every purchase, retry or lookup for that order id with the same remembered outcome,
 and no `finish` can carry another one. So the coordinator answers as soon as step 2
 has committed, with the order as that outcome decides it (`state.settle`), and
-proposes `finish` without waiting for it (it rides the order leader's next group-commit
-round). Nothing is lost if that proposal is: a coordinator that dies, a leader that
+lets `finish` follow without waiting for it. `finish` is not even proposed at once: it
+waits (`FinishQueue`) for the next purchase's `begin`, and both go to the followers in
+one append-entries round (consensus/group_commit.py), or, when no purchase comes,
+it is proposed alone FINISH_DELAY later. Proposed at once, it would have a round of its
+own, and the next sequential purchase's `begin`, arriving while that round is in
+flight, would wait for it. Nothing is lost if a `finish` is: a coordinator that dies, a leader that
 loses its role before `finish` commits, all leave the order pending, and
 
 - every read of an order (`resolved`) shows a pending order as the catalog's remembered
@@ -47,6 +51,7 @@ the guarantee simple and unconditional, so `begin` commits first.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 from bazar.node.api import Replica
@@ -59,6 +64,10 @@ from bazar.web.metrics import OrderMetrics
 from bazar.web.protocol import INDEX_HEADER
 
 log = logging.getLogger("bazar.purchase")
+
+# The longest a decided order's `finish` waits for a `begin` to share a round with. Reads
+# of the order meanwhile ask the catalog (`resolved`), so it is kept short.
+FINISH_DELAY = 0.02
 
 # The longest a read of a pending order waits for the catalog's answer: well inside the
 # time a frontend gives one order replica for a read (web/client.py READ_ATTEMPT_SECONDS),
@@ -73,6 +82,7 @@ class PurchaseCoordinator:
         self.replica = replica
         self.catalog = catalog
         self.metrics = metrics  # each step's duration: the per-stage breakdown of a purchase
+        self.finishes = FinishQueue(replica, FINISH_DELAY)
 
     def purchase(self, book_id: int, order_id: str) -> dict:
         """Buy one copy of `book_id` as order `order_id`; return the order.
@@ -82,6 +92,7 @@ class PurchaseCoordinator:
         docstring); it is pending only if the catalog could not be reached, and then the
         recovery loop decides it later. 503 if `begin` did not commit (nothing was asked
         of the catalog), 422 if the order id was used for another book."""
+        self.finishes.propose()  # the finishes waiting share this begin's round
         with self.metrics.stage("begin"):
             begun = self.replica.commit(commands.begin(book_id, order_id, time.time()))
         if begun.get("error") == "conflict":
@@ -134,9 +145,9 @@ class PurchaseCoordinator:
         return settle(order, outcome, catalog_index)
 
     def _record(self, order: dict, outcome: dict, catalog_index: int) -> None:
-        """Propose `finish` and return at once; the stage metric times it until applied.
-        A `finish` that fails is only logged: the order stays pending, which every reader
-        resolves and the recovery loop finishes."""
+        """Have `finish` proposed soon (FinishQueue) and return at once; the stage metric
+        times it from here until applied. A `finish` that fails is only logged: the order
+        stays pending, which every reader resolves and the recovery loop finishes."""
         timer = self.metrics.stages["finish"]
         started = time.perf_counter()
 
@@ -147,7 +158,7 @@ class PurchaseCoordinator:
                 log.info("order %s: finish not committed; the recovery loop will record it",
                          order["order_id"])
 
-        self.replica.commit_nowait(commands.finish(order["order_id"], outcome, catalog_index), done)
+        self.finishes.add(commands.finish(order["order_id"], outcome, catalog_index), done)
 
     def _take_stock(self, order: dict) -> tuple[dict, int] | None:
         """The catalog's outcome for this order and the catalog index it was applied at."""
@@ -170,3 +181,43 @@ class PurchaseCoordinator:
                         response.status_code)
             return None
         return response.json(), int(response.headers.get(INDEX_HEADER, 0))
+
+
+class FinishQueue:
+    """`finish` commands waiting to be proposed: by the next `begin` (`propose`, so both
+    share one append-entries round), or by a daemon thread `delay` seconds after the first
+    of them arrived. Losing them (the process dies) loses nothing: see the module docstring."""
+
+    def __init__(self, replica: Replica, delay: float) -> None:
+        self.replica = replica
+        self.delay = delay
+        self._lock = threading.Lock()
+        self._waiting: list[tuple[commands.Finish, object]] = []
+        self._arrived = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, command: commands.Finish, on_done) -> None:
+        """Queue `command`; `on_done(result, ok)` as `Replica.commit_nowait` calls it."""
+        with self._lock:
+            self._waiting.append((command, on_done))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="finish-queue", daemon=True)
+                self._thread.start()
+        self._arrived.set()
+
+    def propose(self) -> None:
+        """Propose every queued command now, in the order they were queued."""
+        with self._lock:
+            waiting, self._waiting = self._waiting, []
+        for command, on_done in waiting:
+            self.replica.commit_nowait(command, on_done)
+
+    def _run(self) -> None:
+        while True:
+            self._arrived.wait()
+            time.sleep(self.delay)
+            self._arrived.clear()
+            try:
+                self.propose()
+            except Exception:  # never lose the thread; a lost finish is recovered anyway
+                log.exception("could not propose the queued finishes")

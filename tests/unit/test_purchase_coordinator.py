@@ -3,6 +3,7 @@ is shown to readers, with an in-process order state and a scripted catalog."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -92,25 +93,49 @@ class FakeMetrics:
 @pytest.fixture
 def parts():
     replica, catalog = FakeReplica(), FakeCatalog()
-    return replica, catalog, PurchaseCoordinator(replica, catalog, FakeMetrics())
+    coordinator = PurchaseCoordinator(replica, catalog, FakeMetrics())
+    coordinator.finishes.delay = 3600  # queued finishes go with the next begin, or when a test says
+    return replica, catalog, coordinator
 
 
 def test_a_purchase_is_answered_decided_before_its_finish_applies(parts):
     replica, catalog, coordinator = parts
     answer = coordinator.purchase(1, "o1")
     assert answer["status"] == COMPLETED and answer["catalog_index"] == 9
-    assert replica.state.order("o1")["status"] == PENDING           # finish only proposed
+    assert replica.state.order("o1")["status"] == PENDING           # finish only queued
+    assert replica.proposed == []
+    coordinator.finishes.propose()
     assert replica.proposed == [commands.finish("o1", OK, 9)]
     replica.apply_proposed()
     assert replica.state.order("o1") == answer                       # what it recorded is what it said
 
 
+def test_a_queued_finish_is_proposed_with_the_next_begin(parts):
+    replica, catalog, coordinator = parts
+    coordinator.purchase(1, "o1")
+    coordinator.purchase(1, "o2")
+    assert replica.proposed == [commands.finish("o1", OK, 9)]       # o2's waits for the next one
+    replica.apply_proposed()
+    assert replica.state.order("o1")["status"] == COMPLETED
+
+
+def test_a_queued_finish_is_proposed_after_the_delay_when_no_purchase_comes():
+    replica, catalog = FakeReplica(), FakeCatalog()
+    coordinator = PurchaseCoordinator(replica, catalog, FakeMetrics())
+    coordinator.purchase(1, "o1")
+    deadline = time.monotonic() + 5
+    while not replica.proposed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert replica.proposed == [commands.finish("o1", OK, 9)]
+
+
 def test_a_pending_order_is_shown_as_the_catalog_decided_it(parts):
     replica, catalog, coordinator = parts
     coordinator.purchase(1, "o1")
-    replica.proposed.clear()  # the finish is lost (the coordinator died)
+    coordinator.finishes = type(coordinator.finishes)(replica, 3600)  # its finish is lost (the coordinator died)
     shown = coordinator.resolved(replica.state.order("o1"))
     assert shown["status"] == COMPLETED and shown["title"] == OK["title"]
+    coordinator.finishes.propose()
     assert replica.proposed == [commands.finish("o1", OK, 9)]       # and the record is caught up
 
 
@@ -142,6 +167,7 @@ def test_a_pending_order_the_catalog_cannot_tell_about_is_a_503_not_pending(part
 def test_a_decided_order_is_shown_as_recorded_without_asking_the_catalog(parts):
     replica, catalog, coordinator = parts
     coordinator.purchase(1, "o5")
+    coordinator.finishes.propose()
     replica.apply_proposed()
     calls = len(catalog.calls)
     assert coordinator.resolved(replica.state.order("o5"))["status"] == COMPLETED
