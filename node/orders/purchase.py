@@ -15,14 +15,14 @@ What the buyer waits for: steps 1 and 2, not step 3
 The purchase is *decided* when step 2 commits: from then on the catalog answers
 every purchase, retry or lookup for that order id with the same remembered outcome,
 and no `finish` can carry another one. So the coordinator answers as soon as step 2
-has committed, with the order as that outcome decides it (`state.settle`), and
-lets `finish` follow without waiting for it. `finish` is not even proposed at once: it
-waits (`FinishQueue`) for the next purchase's `begin`, and both go to the followers in
-one append-entries round (consensus/group_commit.py), or, when no purchase comes,
-it is proposed alone FINISH_DELAY later. Proposed at once, it would have a round of its
-own, and the next sequential purchase's `begin`, arriving while that round is in
-flight, would wait for it. Nothing is lost if a `finish` is: a coordinator that dies, a leader that
-loses its role before `finish` commits, all leave the order pending, and
+has committed, with the order as that outcome decides it (`state.settle`), and lets
+`finish` follow without waiting for it. `finish` is not even proposed at once: it waits
+(`FinishQueue`) for the next purchase's `begin`, and both go to the followers in one
+append-entries round (consensus/group_commit.py), or, when no purchase comes, it is
+proposed alone FINISH_DELAY later. Proposed at once, it would have a round of its own,
+and the next sequential purchase's `begin`, arriving while that round is in flight,
+would wait for it. Nothing is lost if a `finish` never commits (its coordinator dies,
+or its leader loses its role first): the order stays pending, and
 
 - every read of an order (`resolved`) shows a pending order as the catalog's remembered
   outcome decides it, asked of the catalog leader at a confirmed read index (so it
