@@ -24,8 +24,9 @@ from bazar.bench import measure, schema
 from bazar.bench.floor import Floor
 from bazar.bench.journal import build_journal_subprocess
 from bazar.bench.load import ClientPool, ClientTask
-from bazar.bench.probes import (ADMIN_TOKEN, BIG_STOCK, cache_stats, concurrent_fsync_latency, fsync_latency, fsyncs_per_purchase,
-                                journal_fsyncs, oversold_check, prepare_books, put, rss_mb, stock, wait_caught_up,
+from bazar.bench.probes import (ADMIN_TOKEN, BIG_STOCK, cache_stats, concurrent_fsync_latency, cpu_by_role, fsync_latency,
+                                fsyncs_per_purchase, journal_fsyncs, oversold_check, prepare_books, process_roles,
+                                purchase_stages, put, rss_mb, stage_means, stock, wait_caught_up,
                                 wait_settled)
 from bazar.bench.settings import Settings
 from bazar.local.cluster import LocalCluster, write_config
@@ -137,7 +138,7 @@ class Phases:
             load = self.load(self.same_for_all("GET", f"{url}/search/{topic}"))
             self.record("search", samples, load)
 
-            self.purchases(url, "3x3", spread_ids, with_hot=True)
+            self.purchases(cluster, "3x3", spread_ids, with_hot=True)
             self.results["rss_mb"].update(
                 {name: rss_mb(cluster.pid(name)) for name in cluster.names if cluster.is_running(name)})
 
@@ -148,17 +149,30 @@ class Phases:
             floor.stop()
             cluster.stop()
 
-    def purchases(self, url: str, tag: str, spread_ids: list[int], with_hot: bool) -> None:
+    def purchases(self, cluster: LocalCluster, tag: str, spread_ids: list[int], with_hot: bool) -> None:
+        url = cluster.frontend_url
         put(url, PURCHASE_BOOK, {"stock": BIG_STOCK})
         prefix = f"bench-{self.run_id}-{tag}"
+        stages_before = purchase_stages(cluster)
         samples = self.latency(url, lambda i: ("POST", f"/purchase/{PURCHASE_BOOK}", None,
                                                {"Idempotency-Key": f"{prefix}-{i}"}))
+        time.sleep(0.2)  # the last purchase's finish applies after its answer
+        stages = stage_means(stages_before, purchase_stages(cluster))
+        roles = process_roles(cluster)
         # Spread: client i buys its own book, so no two clients touch the same item.
         before = {b: stock(url, b) for b in spread_ids}
         load = self.load([ClientTask("POST", f"{url}/purchase/{spread_ids[c % len(spread_ids)]}")
                           for c in range(self.s.clients)])
         after = {b: stock(url, b) for b in spread_ids}
-        self.record(f"purchase_{tag}", samples, load)
+        entry = self.record(f"purchase_{tag}", samples, load)
+        # Where a sequential purchase's time and CPU go: each stage on the coordinating order
+        # replica, and the server CPU per purchase of each role.
+        entry["stages_ms"] = stages
+        if samples.server_cpu_ms_per_op:
+            entry["server_cpu_ms_by_role"] = cpu_by_role(samples.server_cpu_ms_per_op, roles)
+        progress("    stages: " + ", ".join(f"{name} {_fmt(s['mean_ms'])} ms" for name, s in stages.items())
+                 + "; CPU by role: " + ", ".join(f"{role} {r['ms']:.2f} ms" for role, r in
+                                                 sorted(entry.get("server_cpu_ms_by_role", {}).items())))
         if not with_hot:
             return
         spread = self.record("purchase_spread", None, load,
@@ -206,7 +220,7 @@ class Phases:
             self.watch(cluster)
             url = cluster.frontend_url
             spread_ids = prepare_books(url, self.s.clients)
-            self.purchases(url, "1x1", spread_ids, with_hot=False)
+            self.purchases(cluster, "1x1", spread_ids, with_hot=False)
             self.results["rss_mb"].update({f"{name} (1+1)": rss_mb(cluster.pid(name))
                                            for name in cluster.names if cluster.is_running(name)})
         finally:

@@ -46,9 +46,10 @@ def fsyncs_per_purchase(before: dict, after: dict, leaders: dict[str, str], purc
     """What the group leaders' fsyncs cost each purchase, between two `journal_fsyncs` looks.
 
     A purchase commits in turn in the order group (begin), the catalog group (take the
-    stock) and the order group again (finish); each commit waits for one fsync round, the
-    leader's own fsync overlapping its followers'. The leaders' count per purchase and mean
-    time, measured inside the replicas, therefore tell how much of a purchase is disk time."""
+    stock) and the order group again (finish, after the answer: it shares the next begin's
+    round); each commit waits for one fsync round, the leader's own fsync overlapping its
+    followers'. The leaders' count per purchase and mean time, measured inside the
+    replicas, therefore tell how much of a purchase is disk time."""
     groups = {}
     for group, leader in leaders.items():
         count = after[leader]["count"] - before[leader]["count"]
@@ -57,6 +58,57 @@ def fsyncs_per_purchase(before: dict, after: dict, leaders: dict[str, str], purc
                          "mean_ms": round(1000 * seconds / count, 3) if count else None}
     path = sum(g["per_purchase"] * g["mean_ms"] for g in groups.values() if g["mean_ms"] is not None)
     return {"groups": groups, "path_ms": round(path, 3)}
+
+
+def purchase_stages(cluster: LocalCluster) -> dict[str, dict]:
+    """The order replicas' `bazar_purchase_stage_duration_seconds` so far, summed over the
+    replicas (whichever coordinated): {stage: {"count", "seconds"}}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    totals: dict[str, dict] = {}
+    for node in cluster.config.order:
+        text = requests.get(f"{node.http.url}/metrics", timeout=5).text
+        for family in text_string_to_metric_families(text):
+            if family.name != "bazar_purchase_stage_duration_seconds":
+                continue
+            for sample in family.samples:
+                stage = totals.setdefault(sample.labels["stage"], {"count": 0.0, "seconds": 0.0})
+                if sample.name.endswith("_count"):
+                    stage["count"] += sample.value
+                elif sample.name.endswith("_sum"):
+                    stage["seconds"] += sample.value
+    return totals
+
+
+def stage_means(before: dict, after: dict) -> dict[str, dict]:
+    """Each purchase stage's count and mean time between two `purchase_stages` looks. The
+    buyer waits for begin and take_stock; finish is timed from the answer until applied."""
+    means = {}
+    for stage, totals in after.items():
+        count = totals["count"] - before.get(stage, {}).get("count", 0.0)
+        seconds = totals["seconds"] - before.get(stage, {}).get("seconds", 0.0)
+        means[stage] = {"count": int(count), "mean_ms": round(1000 * seconds / count, 3) if count else None}
+    return means
+
+
+def process_roles(cluster: LocalCluster) -> dict[str, str]:
+    """Each running process's role now: "<group> leader", "<group> follower" or "frontend"."""
+    leaders = {group: cluster.leader(group) for group in ("catalog", "order")}
+    roles = {frontend.id: "frontend" for frontend in cluster.config.frontends}
+    for node in cluster.config.catalog + cluster.config.order:
+        roles[node.id] = f"{node.group} {'leader' if leaders[node.group] == node.id else 'follower'}"
+    return roles
+
+
+def cpu_by_role(cpu_ms_per_op: dict[str, float], roles: dict[str, str]) -> dict[str, dict]:
+    """Server CPU per request summed by role: {role: {"processes", "ms"}} (followers: all of
+    them together; divide by `processes` for one)."""
+    by_role: dict[str, dict] = {}
+    for name, ms in cpu_ms_per_op.items():
+        role = by_role.setdefault(roles.get(name, "other"), {"processes": 0, "ms": 0.0})
+        role["processes"] += 1
+        role["ms"] = round(role["ms"] + ms, 3)
+    return by_role
 
 
 def rss_mb(pid: int) -> float | None:

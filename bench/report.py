@@ -317,6 +317,8 @@ def markdown(results: dict) -> str:
             parts.append(f"- hot item, {name.replace('_', ' ')}: {hot[name]}")
     if "stock_check" in ops.get("purchase_spread", {}):
         parts.append(f"- spread purchases, stock check: {ops['purchase_spread']['stock_check']}")
+    for key in ("purchase_3x3", "purchase_1x1"):
+        parts += purchase_breakdown(ops.get(key, {}))
     cache = ops.get("info_cached", {}).get("frontend_cache")
     parts.append(f"- frontend cache counters (GET /cluster) around the cached-info runs: {cache}")
     for group, f in results.get("failover", {}).items():
@@ -357,6 +359,23 @@ def _statuses(statuses: dict | None) -> str:
     if not statuses:
         return "-"
     return ", ".join(f"{status}: {count}" for status, count in sorted(statuses.items()))
+
+
+def purchase_breakdown(entry: dict) -> list[str]:
+    """Where a sequential purchase's time and server CPU go: the mean of each stage on the
+    coordinating order replica, and the CPU per purchase of each process role."""
+    lines = []
+    stages = entry.get("stages_ms")
+    if stages:
+        lines.append(f"- {entry['label']}, stages on the order replica (mean; the buyer waits for begin and "
+                     "take_stock, finish is timed from the answer until applied): "
+                     + ", ".join(f"{name} {_ms(s.get('mean_ms'))}" for name, s in stages.items()))
+    roles = entry.get("server_cpu_ms_by_role")
+    if roles:
+        lines.append(f"- {entry['label']}, server CPU per purchase by role: "
+                     + ", ".join(f"{role} {r['ms']:.2f} ms" + (f" ({r['processes']} together)" if r["processes"] > 1 else "")
+                                 for role, r in sorted(roles.items())))
+    return lines
 
 
 def _cpu(per_op: dict | None) -> str:

@@ -70,7 +70,11 @@ class Gateway:
                              prefer_leader=True)
 
     def order(self, order_id: str) -> dict:
-        """One order as its buyer may see it (PUBLIC_ORDER_FIELDS), read on the order leader."""
+        """One order as its buyer may see it (PUBLIC_ORDER_FIELDS), read on the order leader.
+
+        An order whose outcome the order group has not recorded yet is shown as the catalog
+        decided it (node/orders/purchase.py), so right after a purchase's 200 this shows it
+        completed; 503 (retry) while neither group can say."""
         order = self._checked(self.orders.read, f"/orders/{quote(order_id, safe='')}?consistency=strong",
                               prefer_leader=True)
         return {key: order[key] for key in PUBLIC_ORDER_FIELDS if key in order}
@@ -78,7 +82,12 @@ class Gateway:
     # -- writes ---------------------------------------------------------------
 
     def purchase(self, raw_id: str, idempotency_key: str | None) -> dict:
-        """Buy one copy; the same Idempotency-Key always yields the same single order."""
+        """Buy one copy; the same Idempotency-Key always yields the same single order.
+
+        Answered once the catalog has committed the stock take (or its refusal): the order
+        group records the outcome without making the buyer wait, and every read of the
+        order (`order`, `orders_list`) shows it as answered from then on. A 503 leaves the
+        order undecided or unknown: retry with the same key to learn its outcome."""
         command = commands.purchase(raw_id, idempotency_key or "")
         self._require_book(command.id)
         order = self._checked(self.orders.write, "POST", "/purchase", {"id": command.id, "order_id": command.order_id})

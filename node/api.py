@@ -78,6 +78,24 @@ class Replica:
         self.raft_metrics.commit_duration.observe(time.perf_counter() - started)
         return result
 
+    def commit_nowait(self, command, on_done=None) -> None:
+        """Propose a typed command and return at once, for a write nobody waits for (a
+        purchase's `finish`); `on_done(result, ok)` is called on the Raft tick thread when
+        it is applied (ok True) or refused (ok False), and must not block. It may never be
+        called (the leader lost its role with the entry uncommitted): the caller must not
+        depend on it. Timed like `commit` when it applies."""
+        started = time.perf_counter()
+
+        def done(result, ok: bool) -> None:
+            if ok:
+                self.raft_metrics.commit_duration.observe(time.perf_counter() - started)
+            else:
+                self.raft_metrics.commit_failed("refused")
+            if on_done is not None:
+                on_done(result, ok)
+
+        self.member.submit_nowait(to_wire(command), done)
+
     def change_membership(self, change: dict) -> dict:
         """Add or remove a member (see `RaftMember.change_membership`): the new directory, or
         409 (another change in flight, or no majority would be left), 404 (no such member),

@@ -77,7 +77,10 @@ def register(app: Flask, replica: Replica) -> None:
 
     @app.get("/purchases/<order_id>")
     def purchase_outcome(order_id: str):
-        outcome, index = replica.read_local(lambda m: m.purchase_outcome(order_id))
+        """The outcome remembered for an order id (404: never applied, or forgotten after the
+        retention). Order replicas ask with `consistency=strong` to decide an order whose
+        `finish` has not applied: that read includes every purchase acknowledged before it."""
+        outcome, index = replica.read(lambda m: m.purchase_outcome(order_id), strong=strong_requested())
         if outcome is None:
             raise ApiError(404, "no purchase applied with that order id")
         return _with_index(jsonify(outcome), index)

@@ -1,7 +1,9 @@
 """HTTP routes of an order replica: purchases (coordinated here) and the order record.
 
 Order reads take `?consistency=local|strong` like catalog reads; the frontend asks
-for `strong` (the leader's view, including every acknowledged purchase)."""
+for `strong` (the leader's view, including every acknowledged purchase). An order
+still pending in the record is shown as the catalog's remembered outcome decides it
+(`PurchaseCoordinator.resolved`): a purchase is answered before its `finish` applies."""
 from __future__ import annotations
 
 from flask import Flask, jsonify, request
@@ -28,7 +30,11 @@ def register(app: Flask, replica: Replica, coordinator: PurchaseCoordinator) -> 
         status = request.args.get("status")
         if status not in (None, "pending", "completed", "failed"):
             raise ApiError(400, "status must be pending, completed or failed")
-        listing, index = replica.read(lambda m: m.newest(limit, status), strong=strong_requested())
+        # Pending orders may be decided already: read them too, decide them, then pick.
+        listing, index = replica.read(lambda m: m.newest(limit, status, with_pending=True),
+                                      strong=strong_requested())
+        decided = [coordinator.resolved(order) for order in listing]
+        listing = [order for order in decided if status is None or order["status"] == status][:limit]
         return jsonify(orders=listing, applied_index=index)
 
     @app.get("/orders/<order_id>")
@@ -36,4 +42,4 @@ def register(app: Flask, replica: Replica, coordinator: PurchaseCoordinator) -> 
         found, _ = replica.read(lambda m: m.order(order_id), strong=strong_requested())
         if found is None:
             raise ApiError(404, "no order with that id")
-        return jsonify(found)
+        return jsonify(coordinator.resolved(found))

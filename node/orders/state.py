@@ -10,6 +10,12 @@ ever taken without an order; a pending order whose coordinator died is finished
 later by the order group's leader (see node/orders/recovery.py). Both commands are
 idempotent per order id, so retries never record an order twice.
 
+"pending" here means "no outcome recorded in this group yet", not "undecided": the
+coordinator answers the buyer once the catalog has decided, and sends `finish`
+without waiting for it, so for a moment a decided order is still pending here.
+Readers therefore never show a pending order as it is stored: they ask the catalog
+for the outcome it remembers and show the order `settle`d by it (node/orders/purchase.py).
+
 A finished order is remembered for the retention (node/retention.py), then
 forgotten; a pending one is kept until it is finished.
 """
@@ -25,6 +31,21 @@ from bazar.node.orders import commands
 PENDING, COMPLETED, FAILED = "pending", "completed", "failed"
 # The layout of `snapshot()`: 2 added the log's clock, the finished orders' stamps and next_seq.
 STATE_VERSION = 2
+
+
+def settle(order: dict, outcome: dict, catalog_index: int | None) -> dict:
+    """The pending `order` as the catalog's `outcome` for it decides it (a new dict).
+
+    The one place an outcome becomes a status: `finish` records it, and the coordinator
+    answers and reads show it before `finish` has applied (node/orders/purchase.py).
+    `catalog_index` is where the catalog applied it: it lets any frontend wait for that
+    entry (read-your-writes on the book's stock)."""
+    decided = dict(order, catalog_index=catalog_index)
+    if outcome.get("ok"):
+        decided.update(status=COMPLETED, title=outcome["title"], price=outcome["price"])
+    else:
+        decided.update(status=FAILED, error=outcome.get("error", "failed"))
+    return decided
 
 
 class OrderState:
@@ -67,21 +88,16 @@ class OrderState:
         if order is None:
             return failure("not_found")
         if order["status"] == PENDING:  # the first outcome wins; later ones are retries
-            outcome = command.outcome
-            if outcome.get("error") == "not_found":
+            decided = settle(order, command.outcome, command.catalog_index)
+            self.pending_ids.discard(command.order_id)
+            if decided["error"] == "not_found":
                 # No such book: there is no order to keep (book ids are never removed, so the
                 # frontend, which checks first, never gets here; a peer skipping it can).
                 del self.orders[command.order_id]
-                self.pending_ids.discard(command.order_id)
-                return ok(order={**order, "status": FAILED, "error": "not_found"})
-            # Where the catalog applied it: lets any frontend wait for it (read-your-writes).
-            order["catalog_index"] = command.catalog_index
-            if outcome.get("ok"):
-                order.update(status=COMPLETED, title=outcome["title"], price=outcome["price"])
-            else:
-                order.update(status=FAILED, error=outcome.get("error", "failed"))
-            self.pending_ids.discard(order["order_id"])
-            self.finished.stamp(order["order_id"], self.clock)
+                return ok(order=decided)
+            self.orders[command.order_id] = decided  # same key: its place in log order stays
+            self.finished.stamp(command.order_id, self.clock)
+            return ok(order=dict(decided))
         return ok(order=dict(order))
 
     def _expire(self, command: retention.Expire) -> dict:
@@ -101,16 +117,24 @@ class OrderState:
         order = self.orders.get(order_id)
         return dict(order) if order else None
 
-    def newest(self, limit: int, status: str | None = None) -> list[dict]:
-        """Up to `limit` orders, newest first, optionally of one status."""
+    def newest(self, limit: int, status: str | None = None, with_pending: bool = False) -> list[dict]:
+        """Up to `limit` orders, newest first, optionally of one status.
+
+        With `with_pending`, the pending orders met on the way come too, without counting
+        towards `limit`: whoever decides them (node/orders/purchase.py's `resolved`) can then
+        pick the newest `limit` of `status` as decided, none missing."""
         result: list[dict] = []
         if limit <= 0:
             return result
+        counted = 0
         for order in reversed(self.orders.values()):
             if status is None or order["status"] == status:
                 result.append(dict(order))
-                if len(result) >= limit:
+                counted += 1
+                if counted >= limit:
                     break
+            elif with_pending and order["status"] == PENDING:
+                result.append(dict(order))
         return result
 
     def pending(self) -> list[dict]:

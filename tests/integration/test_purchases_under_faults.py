@@ -4,10 +4,12 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import pytest
 import requests
 
-from tests.integration.probes import buy_until_done, set_stock, stock, wait_converged
+from tests.integration.probes import buy_until_done, replica_states, set_stock, stock, wait_converged
 
 
 def test_concurrent_buys_of_a_low_stock_item_never_oversell(make_cluster):
@@ -151,3 +153,72 @@ def test_an_order_left_pending_by_a_dead_catalog_is_finished_without_the_client(
     assert stock(cluster, 6) == before - 1
     catalogs = wait_converged(cluster, "catalog")
     assert all(s["state"]["purchases"]["orphan-1"]["took_stock"] is True for s in catalogs.values())
+
+
+COORDINATOR_HOOKS = Path(__file__).resolve().parent / "coordinator_hooks"
+
+
+def test_an_order_reads_completed_right_after_the_answer_while_its_finish_is_held_back(make_cluster):
+    # Read-your-writes: a purchase is answered once the catalog has committed, before its
+    # `finish` applies; here `finish` never applies at all (nor does the recovery loop
+    # record it), so every read below can only be right by asking the catalog.
+    cluster = make_cluster(env={"PYTHONPATH": str(COORDINATOR_HOOKS), "BAZAR_HOLD_FINISH": "held-"})
+    url = cluster.frontend_url
+    before = stock(cluster, 5)
+    answer = requests.post(f"{url}/purchase/5", headers={"Idempotency-Key": "held-1"}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    read = requests.get(f"{url}/orders/held-1", timeout=10)
+    assert read.status_code == 200, read.text
+    assert read.json()["status"] == "completed"
+    assert {k: read.json()[k] for k in ("order_id", "id", "title", "price")} == answer.json()
+    listed = requests.get(f"{url}/orders?limit=5", headers=cluster.admin_headers, timeout=10).json()["orders"]
+    assert [o["status"] for o in listed if o["order_id"] == "held-1"] == ["completed"]
+    completed = requests.get(f"{url}/orders?limit=5&status=completed", headers=cluster.admin_headers,
+                             timeout=10).json()["orders"]
+    assert "held-1" in {o["order_id"] for o in completed}
+    # The record itself is still pending everywhere: the answers above came from the catalog.
+    for state in replica_states(cluster, "order").values():
+        assert state["state"]["orders"]["held-1"]["status"] == "pending"
+    # A retry answers the same order and takes no more stock.
+    again = requests.post(f"{url}/purchase/5", headers={"Idempotency-Key": "held-1"}, timeout=10)
+    assert again.json() == answer.json()
+    assert stock(cluster, 5) == before - 1
+
+
+def test_a_coordinator_killed_after_the_catalog_commit_and_before_finish(make_cluster, tmp_path):
+    cluster = make_cluster(env={"PYTHONPATH": str(COORDINATOR_HOOKS), "BAZAR_DIE_BEFORE_FINISH": "die-",
+                                "BAZAR_HOOK_DIR": str(tmp_path)})
+    url = cluster.frontend_url
+    before = stock(cluster, 6)
+    leader = cluster.leader("order")
+    leader_url = cluster.config.node(leader).http.url
+    # Straight to the order leader (as the frontend does), so that no retry hides the crash.
+    with pytest.raises(requests.ConnectionError):
+        requests.post(f"{leader_url}/purchase", json={"id": 6, "order_id": "die-1"}, timeout=30,
+                      auth=cluster.peer_auth)
+    assert (tmp_path / "died-die-1").exists()
+    cluster.processes[leader].wait(timeout=10)  # it killed itself (or this raises)
+    # The stock was taken; the order is shown completed as soon as the group has a leader.
+    deadline, read = time.monotonic() + 30, None
+    while time.monotonic() < deadline:
+        read = requests.get(f"{url}/orders/die-1", timeout=10)
+        if read.status_code == 200:
+            break
+        time.sleep(0.2)
+    assert read is not None and read.status_code == 200, read.text if read is not None else None
+    assert read.json()["status"] == "completed"
+    assert stock(cluster, 6) == before - 1
+    # A retry by the buyer changes nothing, and the record catches up on every replica.
+    assert buy_until_done(url, 6, "die-1", time.monotonic() + 20).status_code == 200
+    cluster.start_process(leader)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        states = wait_converged(cluster, "order", timeout=30)
+        if all(s["state"]["orders"]["die-1"]["status"] == "completed" for s in states.values()):
+            break
+        time.sleep(0.3)
+    assert leader in states
+    assert all(s["state"]["orders"]["die-1"]["status"] == "completed" for s in states.values())
+    assert stock(cluster, 6) == before - 1
+    catalogs = wait_converged(cluster, "catalog")
+    assert all(s["state"]["purchases"]["die-1"]["took_stock"] is True for s in catalogs.values())

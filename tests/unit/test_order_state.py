@@ -268,3 +268,31 @@ def test_finish_records_where_the_catalog_applied_the_purchase():
     state.apply({"op": "finish", "order_id": "a", "catalog_index": 42,
                  "outcome": {"ok": True, "title": "T", "price": 2.0}})
     assert state.order("a")["catalog_index"] == 42
+
+
+# -- settle: the one place an outcome becomes a status ------------------------------
+
+
+def test_settle_decides_a_copy_as_finish_records_it():
+    from bazar.node.orders.state import settle
+    state = OrderState()
+    pending = begin(state, "a")["order"]
+    shown = settle(pending, OK, 42)
+    assert pending["status"] == PENDING  # the argument is left as it was
+    recorded = state.apply({"op": "finish", "order_id": "a", "catalog_index": 42, "outcome": OK})["order"]
+    assert shown == recorded == state.order("a")
+    assert settle(pending, OUT, 7)["status"] == FAILED and settle(pending, OUT, 7)["error"] == "out_of_stock"
+
+
+def test_newest_with_pending_brings_the_pending_orders_met_without_counting_them():
+    state = OrderState()
+    for order in "abcde":
+        begin(state, order)
+    finish(state, "a", OK)
+    finish(state, "c", OK)
+    finish(state, "e", OUT)
+    # newest first: e (failed), d (pending), c (completed), b (pending), a (completed)
+    assert [o["order_id"] for o in state.newest(1, COMPLETED)] == ["c"]
+    assert [o["order_id"] for o in state.newest(1, COMPLETED, with_pending=True)] == ["d", "c"]
+    assert [o["order_id"] for o in state.newest(2, COMPLETED, with_pending=True)] == ["d", "c", "b", "a"]
+    assert [o["order_id"] for o in state.newest(2, None, with_pending=True)] == ["e", "d"]
