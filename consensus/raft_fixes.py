@@ -549,30 +549,59 @@ class _SyncObj:
 
     def verified(self, idx):
         """Entries up to idx are now known to match the leader's log: a catch-up to the
-        stored commit index ends once idx reaches it."""
+        stored commit index (or the journal's index to catch up to) ends once idx reaches it."""
         target = _CATCHING_UP.get(self)
         if target is not None and idx >= target:
             del _CATCHING_UP[self]
-            log.warning('caught up to the stored commit index %d: voting again', target)
+            if hasattr(self.__raftLog, 'set_catch_up_to'):
+                self.__raftLog.set_catch_up_to(None)
+            log.warning('caught up to the stored index %d: voting again', target)
 
     def note_missing_committed(self):
-        """If the commit index lies beyond the log's end, this replica lost entries it once
-        counted as committed: remember the index (it must catch up to it before voting) and
-        clamp the in-memory commit index to what the log holds. Idempotent."""
+        """Whether this replica lost entries it may have counted towards a commit, and must
+        have them again before it votes or campaigns (`_CATCHING_UP`). Two signs:
+
+        - the commit index lies beyond the log's end: entries up to it were committed and
+          the journal lost some (a tail lost with fsync off, or a repair of durable damage).
+          The in-memory commit index is clamped to the log's end (entries up to there are
+          committed too); a journal that can (Bazar's) keeps the lost index as its index to
+          catch up to, and saves the commit index it has;
+        - the journal's index to catch up to (`catch_up_to`: a repair cut entries that may
+          have been acknowledged, committed or not) lies beyond the log's end. The commit
+          index is left alone: those entries need not be committed, and counting the log's
+          end as committed would apply entries a new leader replaces.
+        Idempotent."""
         end = self.__getCurrentLogIndex()
-        if self.__raftCommitIndex <= end:
-            return
-        lost = self.__raftCommitIndex
-        _CATCHING_UP[self] = max(_CATCHING_UP.get(self, 0), lost)
-        log.error('the stored commit index %d is beyond the journal end %d: committed entries '
-                  'were lost from disk. This replica will neither vote nor stand for election '
-                  'until a leader has sent them again', lost, end)
-        self.__raftCommitIndex = end
+        journal = self.__raftLog
+        marker = journal.catch_up_to() if hasattr(journal, 'catch_up_to') else None
+        lost = self.__raftCommitIndex if self.__raftCommitIndex > end else None
+        if lost is not None:
+            log.error('the stored commit index %d is beyond the journal end %d: committed entries '
+                      'were lost from disk. This replica will neither vote nor stand for election '
+                      'until a leader has sent them again', lost, end)
+            self.__raftCommitIndex = end
+            if hasattr(journal, 'set_catch_up_to'):
+                marker = max(marker or 0, lost)
+                journal.set_catch_up_to(marker)
+        if marker is not None and marker <= end and self not in _CATCHING_UP:
+            journal.set_catch_up_to(None)   # caught up before a crash let it be saved
+            marker = None
+        target = max(lost or 0, marker or 0)
+        if target and target > _CATCHING_UP.get(self, 0):
+            if lost is None:
+                log.error('this replica\'s journal was repaired: it lost entries up to %d it may '
+                          'have acknowledged, and will neither vote nor stand for election until a '
+                          'leader has sent them again', target)
+            _CATCHING_UP[self] = target
 
     def store_commit_index(self):
-        """Persist the commit index, but never below an index we still have to catch up to
-        (so a restart before catching up remembers the loss)."""
-        self.__raftLog.setRaftCommitIndex(max(self.__raftCommitIndex, _CATCHING_UP.get(self, 0)))
+        """Persist the commit index. A journal without an index to catch up to (PySyncObj's)
+        is given the index we still have to catch up to instead, if higher, so that a restart
+        before catching up remembers the loss (it is a committed index there)."""
+        if hasattr(self.__raftLog, 'catch_up_to'):
+            self.__raftLog.setRaftCommitIndex(self.__raftCommitIndex)
+        else:
+            self.__raftLog.setRaftCommitIndex(max(self.__raftCommitIndex, _CATCHING_UP.get(self, 0)))
 
 
 _WHY = {

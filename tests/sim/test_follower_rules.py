@@ -293,3 +293,31 @@ def test_a_replica_repaired_after_mid_journal_damage_votes_only_once_it_has_the_
         assert sim.run_until(sim.converged, seconds=10)
         assert missing_committed_up_to(sim.replicas[repaired].obj) is None
         assert all(sim.lost_acknowledged(name) == [] for name in sim.names)
+
+
+def test_entries_kept_after_mid_journal_damage_are_not_counted_committed():
+    """A deposed leader appended 30 entries no one else holds (uncommitted) and its disk
+    damaged one of them. The repair cuts the log at the damage and keeps it from voting
+    until it has entries up to the last sound one again; it must not count anything past
+    its real commit index as committed. (The repair once raised the saved commit index to
+    that last sound index, the replica then took its log's end for committed, applied the
+    uncommitted entries and refused the new leader's entries there: schedule 146 of seed 0.)"""
+    with Simulation(seed=17, fsync=True) as sim:
+        old = settle(sim)
+        committed = last_index(sim, old)
+        others = set(sim.names) - {old}
+        sim.network.partition({old}, others)
+        sim.write(old, 30)
+        sim.run_until(lambda: last_index(sim, old) >= committed + 30, seconds=2)
+        assert sim.replicas[old].obj.raftCommitIndex == committed  # alone: nothing commits
+        sim.crash(old)
+        damage_mid_journal(sim, old, saved_commit=committed, damaged=committed + 10)
+        sim.restart(old)
+        assert last_index(sim, old) == committed + 9               # cut at the damage
+        assert sim.run_until(lambda: sim.leader() in others, seconds=5)
+        sim.write(sim.leader(), 5)                                 # other entries at the same indexes
+        sim.network.heal()
+        assert sim.run_until(sim.converged, seconds=10), sim.world.violations
+        assert sim.replicas[old].obj.raftCommitIndex >= committed + 5
+        assert all(sim.lost_acknowledged(name) == [] for name in sim.names)
+        assert sim.world.violations == []

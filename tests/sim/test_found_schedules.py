@@ -49,6 +49,11 @@ GENERATED = {
     # recovery is now BAZAR_REPAIR_JOURNAL=1 (keeps term, vote and a raised commit index).
     "a wiped replica votes twice in a term": (13001014, None, None),
     "a wiped replica elects a leader lacking committed entries": (13001445, None, None),
+    # A deposed leader's journal is damaged mid-log; the repair raised its saved commit index
+    # to the last sound entry, so it took its uncommitted entries before the damage for
+    # committed, applied them and refused the new leader's entries there (index 6 committed
+    # in term 2 and term 6). The repair now saves an index to catch up to instead.
+    "a repaired journal counts a deposed leader's entries committed": (146, None, None),
 }
 
 
