@@ -67,7 +67,10 @@ What PySyncObj 0.3.17 gets wrong, and what each correction changes
    `on_append_reply`). And a failure reply (a stale "reset") never moves a
    follower's next index to or below its match index: it stays at match + 1, so
    the leader never sends a snapshot or entries older than what the follower is
-   known to hold.
+   known to hold. The one exception is a follower whose repaired journal lost entries
+   it had acknowledged (rule 3): its failure replies say so (`behind`), and the leader
+   lowers its match index to the follower's log instead (else it would send from past
+   that log's end for the rest of the term, and the follower never catch up).
 6. Membership (`__applyLogEntries`, `__loadDumpFile`, `__doApplyCommand`).  Raft §6: a
    server uses the latest configuration in its log, committed or not. PySyncObj made a
    change when its entry was appended, and again when it was applied; a restarted
@@ -376,13 +379,19 @@ class _SyncObj:
         sync_before_acknowledging(self)
         if nextNodeIdx is None:
             nextNodeIdx = self.__getCurrentLogIndex() + 1
-        self.__transport.send(node, {
+        message = {
             'type': 'next_node_idx',
             'next_node_idx': nextNodeIdx,
             'reset': reset,
             'success': success,
             'term': self.__raftCurrentTerm,
-        })
+        }
+        if reset and self in _CATCHING_UP:
+            # Our disk lost entries we may have acknowledged in this very term (a repaired
+            # journal): the leader's match index for us may lie past our log's end, and it
+            # must go back (see on_append_reply), or the leader never sends them again.
+            message['behind'] = True
+        self.__transport.send(node, message)
 
     def on_append_reply(self, node, message):
         """A follower's answer to our append entries (Raft: AppendEntries results).
@@ -398,7 +407,8 @@ class _SyncObj:
           after leader_fallback_timeout, leaving the role to a replica that can commit.
         - Its term is ours: PySyncObj's bookkeeping, except that a failure reply never
           moves the next index to or below the match index (a stale "reset" would send the
-          follower entries, or a snapshot, older than what it is known to hold).
+          follower entries, or a snapshot, older than what it is known to hold), unless
+          the reply says the follower's disk lost entries (`behind`, see `acknowledge`).
         """
         term = message.get('term')
         if term is not None and term > self.__raftCurrentTerm:
@@ -418,7 +428,14 @@ class _SyncObj:
         if term != self.__raftCurrentTerm:
             return
         nextNodeIdx = message['next_node_idx']
-        if message['reset']:
+        if message['reset'] and message.get('behind'):
+            # The follower lost entries from its disk (a repaired journal, which keeps it from
+            # voting until it has them again): its log really is shorter than its earlier
+            # acknowledgments said. Lowering a match index only counts less; kept, the clamp
+            # below would send from past its log's end for the rest of the term.
+            self.__raftMatchIndex[node] = min(self.__raftMatchIndex[node], nextNodeIdx - 1)
+            self.__raftNextIndex[node] = nextNodeIdx
+        elif message['reset']:
             self.__raftNextIndex[node] = max(nextNodeIdx, self.__raftMatchIndex[node] + 1)
         if message['success'] and self.__raftMatchIndex[node] < nextNodeIdx - 1:
             self.__raftMatchIndex[node] = nextNodeIdx - 1

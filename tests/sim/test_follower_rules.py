@@ -321,3 +321,27 @@ def test_entries_kept_after_mid_journal_damage_are_not_counted_committed():
         assert sim.replicas[old].obj.raftCommitIndex >= committed + 5
         assert all(sim.lost_acknowledged(name) == [] for name in sim.names)
         assert sim.world.violations == []
+
+
+def test_a_follower_repaired_within_the_leaders_term_catches_up():
+    """A follower acknowledged 40 entries, crashed, and its journal was repaired (cut at a
+    damaged entry) while the same leader ran on. The leader's match index for it lies past
+    its log's end now; its failure replies say it lost entries (`behind`), and the leader
+    sends from its log's end. (Holding the next index at match + 1, the guard against stale
+    resets, sent from past that end for the rest of the term: it never caught up.)"""
+    with Simulation(seed=17, fsync=True) as sim:
+        leader = settle(sim)
+        term = sim.replicas[leader].obj.raftCurrentTerm
+        repaired = min(n for n in sim.names if n != leader)
+        sim.write(leader, 40)
+        settle(sim)
+        saved = sim.replicas[repaired].obj.raftCommitIndex - 30
+        sim.crash(repaired)
+        damage_mid_journal(sim, repaired, saved_commit=saved, damaged=saved + 5)
+        sim.restart(repaired)
+        sim.tick(repaired)
+        assert missing_committed_up_to(sim.replicas[repaired].obj) is not None
+        assert sim.run_until(sim.converged, seconds=10), "the repaired follower never caught up"
+        assert sim.replicas[leader].obj.raftCurrentTerm == term and sim.leader() == leader
+        assert missing_committed_up_to(sim.replicas[repaired].obj) is None
+        assert all(sim.lost_acknowledged(name) == [] for name in sim.names)

@@ -54,6 +54,11 @@ GENERATED = {
     # committed, applied them and refused the new leader's entries there (index 6 committed
     # in term 2 and term 6). The repair now saves an index to catch up to instead.
     "a repaired journal counts a deposed leader's entries committed": (146, None, None),
+    # A follower's journal is repaired (a damaged first record) while the same leader runs
+    # on; the leader's match index for it lay past its log's end, and holding the next index
+    # at match + 1 (the stale-reset guard) it sent from there forever: the follower never
+    # caught up. Its failure replies now say it lost entries (`behind`).
+    "a follower repaired within the leader's term is sent its lost entries": (15705000083, None, None),
 }
 
 
