@@ -510,7 +510,7 @@ class World:
                 if match < theirs[0][1]:
                     continue
                 if match > theirs[-1][1] and node.id in sim.damaged and \
-                        (raft_fixes.missing_committed_up_to(other.obj) or 0) >= match:
+                        refuses_votes_until(other.obj) >= match:
                     # Its disk lost them (a detected corruption, repaired from the peers: the
                     # leader's match index predates the repair). It knows, and neither votes
                     # nor campaigns until it holds entries up to there again, so no leader
@@ -554,6 +554,16 @@ def entries(obj: SyncObj) -> list:
     """A replica's Raft log, as (command, index, term) tuples (the harness may look inside)."""
     journal = obj._SyncObj__raftLog
     return [journal[i] for i in range(len(journal))]
+
+
+def refuses_votes_until(obj: SyncObj) -> int:
+    """The index replica `obj` must hold again before it votes or campaigns (0: none): its
+    disk lost entries (consensus/raft_fixes.py, rule 3). Read from the journal too, as the
+    replica does on its first tick or vote request, whichever comes first."""
+    journal = obj._SyncObj__raftLog
+    marker = journal.catch_up_to() if hasattr(journal, "catch_up_to") else None
+    lost = obj.raftCommitIndex if obj.raftCommitIndex > entries(obj)[-1][1] else None
+    return max(raft_fixes.missing_committed_up_to(obj) or 0, marker or 0, lost or 0)
 
 
 def check_log_matching(world: World, a: str, log_a: list, b: str, log_b: list) -> None:
