@@ -1047,7 +1047,7 @@ class Simulation:
         cut connections) or never."""
         self.clock.advance(rng.choice((0.001, 0.01, 0.03, 0.06, 0.15, 0.3)))
         names = sorted(self.replicas)
-        if rng.random() < load:
+        if names and rng.random() < load:   # every replica may be down (doomed ones die in here)
             self.write(rng.choice(names), rng.randint(1, 6))
         rng.shuffle(names)
         for name in names:

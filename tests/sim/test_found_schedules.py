@@ -69,3 +69,17 @@ def generated(number: int, kinds: str | None, size: int | None) -> tuple:
 @pytest.mark.parametrize("found", GENERATED.values(), ids=GENERATED.keys())
 def test_generated_schedule_is_safe(found):
     play(*generated(*found))
+
+
+def test_a_chaotic_round_with_every_replica_down_only_lets_time_pass():
+    """Doomed replicas can all die (schedule 15705002971: the last live one died at a send):
+    a round then has no replica to write at (it once raised IndexError from random.choice)."""
+    import random
+
+    from tests.sim.harness import Simulation
+    with Simulation(size=3) as sim:
+        for name in list(sim.replicas):
+            sim.kill(name)
+        before = sim.clock.now
+        sim.chaotic_step(random.Random(1), load=1.0)
+        assert sim.clock.now > before and sim.world.violations == []
