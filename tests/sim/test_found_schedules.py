@@ -59,6 +59,11 @@ GENERATED = {
     # at match + 1 (the stale-reset guard) it sent from there forever: the follower never
     # caught up. Its failure replies now say it lost entries (`behind`).
     "a follower repaired within the leader's term is sent its lost entries": (15705000083, None, None),
+    # A repaired replica (it may not campaign until caught up) holds a term above the
+    # leader's; it ignored the leader's appends without a reply, so the leader never
+    # learnt of the newer term and the replica never caught up. Raft rule 1 now: reply
+    # false with our term, and the stale leader steps down.
+    "a repaired replica ahead in term is not left out": (7000174, None, None),
 }
 
 
