@@ -67,10 +67,12 @@ CORRECTIONS: tuple[Correction, ...] = (
         "generated schedules with hard crashes (tests/sim/test_schedules.py)"),
     Correction(
         _SYNCOBJ, "_SyncObj__applyLogEntries",
-        "a stored commit index beyond the journal's end is remembered as entries to catch up to, not "
-        "clamped; a restarted replica takes the latest configuration in its log (Raft §6)",
+        "a stored commit index beyond the journal's end, or a repaired journal's index to catch up "
+        "to, is remembered as entries to catch up to (the latter never counted committed); a restarted "
+        "replica takes the latest configuration in its log (Raft §6)",
         (_SIM + "test_follower_rules.py::"
                 "test_a_replica_that_lost_committed_entries_neither_votes_nor_campaigns_until_caught_up",
+         _SIM + "test_follower_rules.py::test_entries_kept_after_mid_journal_damage_are_not_counted_committed",
          _SIM + "test_membership.py::test_a_restarted_replica_uses_the_latest_configuration_in_its_log",
          _SIM + "test_membership.py::test_a_restarted_replica_two_changes_behind_cannot_form_a_second_majority"),
         "generated schedules with hard crashes (tests/sim/test_schedules.py); membership: none "

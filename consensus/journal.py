@@ -20,7 +20,8 @@ name), with these rules:
   while the followers do theirs instead of after, and the commit finds nothing
   left to sync. One fsync covers every entry of one append-entries message or
   one send.
-- `journal.bin.state`: term, vote and commit index, checksummed; replaced
+- `journal.bin.state`: term, vote, commit index and the index to catch up to
+  after a repair (see below), checksummed; replaced
   atomically and durably (`storage.replace_atomically`) before a new term or
   vote takes effect, i.e. before a vote is requested or granted; the commit
   index alone is saved at most once a second (it is only a hint for restarts).
@@ -35,10 +36,12 @@ name), with these rules:
   - the last thing in the file (nothing sound after it): a torn tail, cut with
     a warning;
   - followed by sound records, past the saved commit index: the disk lost
-    entries this replica may have acknowledged. They are cut, the saved commit
-    index is raised to the highest sound index found after the damage, and an
-    ERROR is logged; the replica then neither votes nor stands for election
-    until a leader has sent them again (`consensus.raft_fixes`, rule 3);
+    entries this replica may have acknowledged. They are cut, the highest sound
+    index found after the damage is saved as the index to catch up to
+    (`catch_up_to`; the commit index stays what it was: those entries may never
+    have been committed), and an ERROR is logged; the replica then neither votes
+    nor stands for election until a leader has sent it entries up to there
+    (`consensus.raft_fixes`, rule 3);
   - at or below the saved commit index: corruption of durable entries, the
     replica refuses to start (`JournalCorrupt`).
   All of that happens under an exclusive lock on the data directory, which a
@@ -162,24 +165,29 @@ class DurableJournal(Journal):
           or below the saved commit index (saved only after the entries up to it were
           synced). JournalCorrupt: nothing is cut, the operator decides. Started again with
           `BAZAR_REPAIR_JOURNAL=1`, the replica repairs from its peers instead, as below:
-          the sound entries before the damage are kept, the rest cut, and the saved commit
-          index (never lowered) raised to the highest sound index after the damage, so it
-          votes again only once a leader has sent it everything it had. (Moving the whole
+          the sound entries before the damage are kept, the rest cut, and the index to
+          catch up to set to the saved commit index or the highest sound index after the
+          damage, whichever is higher, so it votes again only once a leader has sent it
+          everything it had. (Moving the whole
           data directory away instead forgets its term and vote too: the simulator found
           two leaders in one term that way.)
         - Corruption of entries that may have been acknowledged: fsync is on, the damaged
           record's index is past the saved commit index (which lags the acknowledged one:
           it is saved at most once a second), and sound records follow it. The entries
-          before the damage are kept, the rest cut, and the saved commit index raised to
-          the highest index among those sound records (saved before the cut, with a mark
-          so that a crash in between finishes the repair on the next start instead of
-          calling it corruption). An ERROR names the file, the byte and the entries
-          dropped. `consensus.raft_fixes` sees a commit index beyond the log's end, and
-          the replica neither votes nor stands for election until a leader has sent
-          those entries again: it can never help elect a leader that lacks them.
+          before the damage are kept, the rest cut, and the highest index among those
+          sound records saved as the index to catch up to (`catch_up_to`; saved before
+          the cut, with a mark so that a crash in between finishes the repair on the next
+          start instead of calling it corruption). An ERROR names the file, the byte and
+          the entries dropped. `consensus.raft_fixes` reads that index, and the replica
+          neither votes nor stands for election until a leader has sent it entries up to
+          there: it can never help elect a leader that lacks them. The commit index is
+          not raised: the entries cut may never have been committed (a deposed leader's,
+          say), and a commit index covers committed entries only; raising it made the
+          replica apply the sound entries before the damage up to its log's end as if
+          committed, and refuse the new leader's entries there (simulator schedule 146).
           After a power cut, pages may reach the disk out of order, so the sound records
           after a hole may also be entries that were never synced nor acknowledged; the
-          raised commit index then only delays this replica's vote until the group's log
+          index to catch up to then only delays this replica's vote until the group's log
           is that long again, which is safe.
         - A torn tail: the damaged record is the last sound-looking thing in the file
           (nothing sound after it), the write a crash interrupted; or fsync is off
@@ -211,13 +219,13 @@ class DurableJournal(Journal):
                         "them again", where, size - scan.valid, "unknown" if damaged is None else damaged)
             _cut(self.path, scan.valid, self.fsync)
             return scan.entries, scan.starts, scan.valid
-        raised = max(committed or 0, sound_after)
+        raised = max(committed or 0, sound_after, self._state.get("catch_up_to") or 0)
         log.error("%s, and sound records up to entry %d follow it: the disk lost entries this replica may "
-                  "have acknowledged. Dropping entries %s to %d (cutting %d bytes) and raising the saved "
-                  "commit index to %d: this replica neither votes nor stands for election until a leader "
-                  "has sent them again", where, sound_after, "unknown" if damaged is None else damaged,
-                  sound_after, size - scan.valid, raised)
-        self._state.update(commit_index=raised, repairing_from=damaged)
+                  "have acknowledged. Dropping entries %s to %d (cutting %d bytes); this replica neither "
+                  "votes nor stands for election until a leader has sent it entries up to %d", where,
+                  sound_after, "unknown" if damaged is None else damaged, sound_after,
+                  size - scan.valid, raised)
+        self._state.update(catch_up_to=raised, repairing_from=damaged)
         _write_state(self._state_path, self._state, self.fsync)   # first: see the docstring
         _cut(self.path, scan.valid, self.fsync)
         del self._state["repairing_from"]
@@ -333,6 +341,21 @@ class DurableJournal(Journal):
 
     def getRaftCommitIndex(self):
         return self._state.get("commit_index", 1)
+
+    def catch_up_to(self) -> int | None:
+        """The index this replica must hold again before it votes or campaigns (entries it
+        may have acknowledged were lost from its disk), or None. Not a commit index: the
+        entries up to it need not be committed."""
+        return self._state.get("catch_up_to")
+
+    def set_catch_up_to(self, index: int | None) -> None:
+        """Record the index to catch up to (None: caught up); saved with the next state write."""
+        if self._state.get("catch_up_to") != index:
+            if index is None:
+                self._state.pop("catch_up_to", None)
+            else:
+                self._state["catch_up_to"] = index
+            self._state_dirty = True
 
     def setCurrentTerm(self, term, votedForNodeId):
         self._state["term"] = term

@@ -67,7 +67,12 @@ What PySyncObj 0.3.17 gets wrong, and what each correction changes
    `on_append_reply`). And a failure reply (a stale "reset") never moves a
    follower's next index to or below its match index: it stays at match + 1, so
    the leader never sends a snapshot or entries older than what the follower is
-   known to hold.
+   known to hold. A follower catching up to lost entries (rule 3) answers append entries
+   of an older term with its own term (Raft rule 1; PySyncObj ignores them silently), so a
+   stale leader steps down although that follower may not campaign. The one exception is a follower whose repaired journal lost entries
+   it had acknowledged (rule 3): its failure replies say so (`behind`), and the leader
+   lowers its match index to the follower's log instead (else it would send from past
+   that log's end for the rest of the term, and the follower never catch up).
 6. Membership (`__applyLogEntries`, `__loadDumpFile`, `__doApplyCommand`).  Raft §6: a
    server uses the latest configuration in its log, committed or not. PySyncObj made a
    change when its entry was appended, and again when it was applied; a restarted
@@ -339,7 +344,15 @@ class _SyncObj:
     def on_append_entries(self, node, message):
         """A leader's append entries (entries, a heartbeat, or a snapshot chunk)."""
         if message['term'] < self.__raftCurrentTerm:
-            return  # Raft rule 1: a stale leader is ignored (PySyncObj sends no reply)
+            # Raft rule 1 (reply false with our term, so that a stale leader steps down),
+            # for a replica catching up to lost entries only: PySyncObj sends no reply and
+            # counts on the follower's own election to raise the term, and such a replica
+            # never campaigns, so a leader of an older term kept it (and its term) out for
+            # good (schedule 7000174). Replying always, as Raft does, made schedule 7002355
+            # lose an acknowledged write, not yet understood: left as PySyncObj has it.
+            if self in _CATCHING_UP:
+                _SyncObj.acknowledge(self, node, success=False, reset=False)
+            return
         # A leader of this term or a newer one: follow it, exactly as PySyncObj does.
         if message['term'] > self.__raftCurrentTerm:
             self.__transferInProgress = False  # a newer leader supersedes a pending transfer
@@ -376,13 +389,19 @@ class _SyncObj:
         sync_before_acknowledging(self)
         if nextNodeIdx is None:
             nextNodeIdx = self.__getCurrentLogIndex() + 1
-        self.__transport.send(node, {
+        message = {
             'type': 'next_node_idx',
             'next_node_idx': nextNodeIdx,
             'reset': reset,
             'success': success,
             'term': self.__raftCurrentTerm,
-        })
+        }
+        if reset and self in _CATCHING_UP:
+            # Our disk lost entries we may have acknowledged in this very term (a repaired
+            # journal): the leader's match index for us may lie past our log's end, and it
+            # must go back (see on_append_reply), or the leader never sends them again.
+            message['behind'] = True
+        self.__transport.send(node, message)
 
     def on_append_reply(self, node, message):
         """A follower's answer to our append entries (Raft: AppendEntries results).
@@ -398,7 +417,8 @@ class _SyncObj:
           after leader_fallback_timeout, leaving the role to a replica that can commit.
         - Its term is ours: PySyncObj's bookkeeping, except that a failure reply never
           moves the next index to or below the match index (a stale "reset" would send the
-          follower entries, or a snapshot, older than what it is known to hold).
+          follower entries, or a snapshot, older than what it is known to hold), unless
+          the reply says the follower's disk lost entries (`behind`, see `acknowledge`).
         """
         term = message.get('term')
         if term is not None and term > self.__raftCurrentTerm:
@@ -418,7 +438,14 @@ class _SyncObj:
         if term != self.__raftCurrentTerm:
             return
         nextNodeIdx = message['next_node_idx']
-        if message['reset']:
+        if message['reset'] and message.get('behind'):
+            # The follower lost entries from its disk (a repaired journal, which keeps it from
+            # voting until it has them again): its log really is shorter than its earlier
+            # acknowledgments said. Lowering a match index only counts less; kept, the clamp
+            # below would send from past its log's end for the rest of the term.
+            self.__raftMatchIndex[node] = min(self.__raftMatchIndex[node], nextNodeIdx - 1)
+            self.__raftNextIndex[node] = nextNodeIdx
+        elif message['reset']:
             self.__raftNextIndex[node] = max(nextNodeIdx, self.__raftMatchIndex[node] + 1)
         if message['success'] and self.__raftMatchIndex[node] < nextNodeIdx - 1:
             self.__raftMatchIndex[node] = nextNodeIdx - 1
@@ -549,30 +576,59 @@ class _SyncObj:
 
     def verified(self, idx):
         """Entries up to idx are now known to match the leader's log: a catch-up to the
-        stored commit index ends once idx reaches it."""
+        stored commit index (or the journal's index to catch up to) ends once idx reaches it."""
         target = _CATCHING_UP.get(self)
         if target is not None and idx >= target:
             del _CATCHING_UP[self]
-            log.warning('caught up to the stored commit index %d: voting again', target)
+            if hasattr(self.__raftLog, 'set_catch_up_to'):
+                self.__raftLog.set_catch_up_to(None)
+            log.warning('caught up to the stored index %d: voting again', target)
 
     def note_missing_committed(self):
-        """If the commit index lies beyond the log's end, this replica lost entries it once
-        counted as committed: remember the index (it must catch up to it before voting) and
-        clamp the in-memory commit index to what the log holds. Idempotent."""
+        """Whether this replica lost entries it may have counted towards a commit, and must
+        have them again before it votes or campaigns (`_CATCHING_UP`). Two signs:
+
+        - the commit index lies beyond the log's end: entries up to it were committed and
+          the journal lost some (a tail lost with fsync off, or a repair of durable damage).
+          The in-memory commit index is clamped to the log's end (entries up to there are
+          committed too); a journal that can (Bazar's) keeps the lost index as its index to
+          catch up to, and saves the commit index it has;
+        - the journal's index to catch up to (`catch_up_to`: a repair cut entries that may
+          have been acknowledged, committed or not) lies beyond the log's end. The commit
+          index is left alone: those entries need not be committed, and counting the log's
+          end as committed would apply entries a new leader replaces.
+        Idempotent."""
         end = self.__getCurrentLogIndex()
-        if self.__raftCommitIndex <= end:
-            return
-        lost = self.__raftCommitIndex
-        _CATCHING_UP[self] = max(_CATCHING_UP.get(self, 0), lost)
-        log.error('the stored commit index %d is beyond the journal end %d: committed entries '
-                  'were lost from disk. This replica will neither vote nor stand for election '
-                  'until a leader has sent them again', lost, end)
-        self.__raftCommitIndex = end
+        journal = self.__raftLog
+        marker = journal.catch_up_to() if hasattr(journal, 'catch_up_to') else None
+        lost = self.__raftCommitIndex if self.__raftCommitIndex > end else None
+        if lost is not None:
+            log.error('the stored commit index %d is beyond the journal end %d: committed entries '
+                      'were lost from disk. This replica will neither vote nor stand for election '
+                      'until a leader has sent them again', lost, end)
+            self.__raftCommitIndex = end
+            if hasattr(journal, 'set_catch_up_to'):
+                marker = max(marker or 0, lost)
+                journal.set_catch_up_to(marker)
+        if marker is not None and marker <= end and self not in _CATCHING_UP:
+            journal.set_catch_up_to(None)   # caught up before a crash let it be saved
+            marker = None
+        target = max(lost or 0, marker or 0)
+        if target and target > _CATCHING_UP.get(self, 0):
+            if lost is None:
+                log.error('this replica\'s journal was repaired: it lost entries up to %d it may '
+                          'have acknowledged, and will neither vote nor stand for election until a '
+                          'leader has sent them again', target)
+            _CATCHING_UP[self] = target
 
     def store_commit_index(self):
-        """Persist the commit index, but never below an index we still have to catch up to
-        (so a restart before catching up remembers the loss)."""
-        self.__raftLog.setRaftCommitIndex(max(self.__raftCommitIndex, _CATCHING_UP.get(self, 0)))
+        """Persist the commit index. A journal without an index to catch up to (PySyncObj's)
+        is given the index we still have to catch up to instead, if higher, so that a restart
+        before catching up remembers the loss (it is a committed index there)."""
+        if hasattr(self.__raftLog, 'catch_up_to'):
+            self.__raftLog.setRaftCommitIndex(self.__raftCommitIndex)
+        else:
+            self.__raftLog.setRaftCommitIndex(max(self.__raftCommitIndex, _CATCHING_UP.get(self, 0)))
 
 
 _WHY = {

@@ -59,16 +59,19 @@ The fault model, in full
   `consensus.journal._lock`): a restart first waits for it to end, which it does
   either by finishing its rename or by dying (PR_SET_PDEATHSIG) before it; the
   schedule says which. A power cut kills it with everything.
-- Disks: `corrupt` flips one bit of a durable journal record of a crashed replica.
+- Disks: `corrupt` flips one bit of a durable journal record of a crashed replica,
+  one the journal can tell from a torn write (`corrupt_journal` says which and why).
   A replica may then refuse to start (`JournalCorrupt`): it stays down
   (`Simulation.refused`) and that is not a violation; at the end the operator's
-  recovery runs (its data directory moved away, it starts empty and copies the log
-  from its peers). Losing an acknowledged write, or any safety property, is one.
+  recovery runs (`recover`: BAZAR_REPAIR_JOURNAL=1, it keeps its term, vote and the
+  sound entries before the damage and copies the rest from its peers). Losing an acknowledged write, or any safety property, is one.
 
 What is NOT modelled: PySyncObj's TCP transport and its framing (Bazar's
 `frame_guard` and `transport` corrections are never exercised here), encryption,
 a full disk or failing fsync (`fatal_io_error`), renames that are not atomic, a
-file system losing a rename whose directory was fsynced, several processes
+file system losing a rename whose directory was fsynced, damage to a journal's last
+record past its saved commit index (indistinguishable from a torn write: see
+`corrupt_journal`), several processes
 sharing a data directory, clocks that run at different speeds, a crash inside
 `rebase_log` between its `clear()` and its `add()`s (replicas die only at a send or
 between steps), dynamic membership changes, and reads (read index) checked
@@ -491,7 +494,8 @@ class World:
     def check_match_indexes(self, sim: "Simulation") -> None:
         """What a leader counts towards a commit is true: when it records that a follower in
         its own term holds its log up to index m, the follower's log has the leader's
-        entries there (acknowledged entries are synced, so no crash loses them). An old
+        entries there (acknowledged entries are synced, so no crash loses them; a disk that
+        lost them must have left the follower unable to vote until it has them again). An old
         term's acknowledgment counted in a new term breaks this before it breaks a commit."""
         for name, replica in sim.replicas.items():
             obj = replica.obj
@@ -504,6 +508,14 @@ class World:
                     continue
                 theirs = entries(other.obj)
                 if match < theirs[0][1]:
+                    continue
+                if match > theirs[-1][1] and node.id in sim.damaged and \
+                        refuses_votes_until(other.obj) >= match:
+                    # Its disk lost them (a detected corruption, repaired from the peers: the
+                    # leader's match index predates the repair). It knows, and neither votes
+                    # nor campaigns until it holds entries up to there again, so no leader
+                    # lacking them can win with it: Raft's quorum intersection still holds,
+                    # through a replica that refuses to vote instead of one that holds them.
                     continue
                 if match > theirs[-1][1] or theirs[match - theirs[0][1]] != log[match - log[0][1]]:
                     held = theirs[match - theirs[0][1]][2] if match <= theirs[-1][1] else "nothing"
@@ -542,6 +554,16 @@ def entries(obj: SyncObj) -> list:
     """A replica's Raft log, as (command, index, term) tuples (the harness may look inside)."""
     journal = obj._SyncObj__raftLog
     return [journal[i] for i in range(len(journal))]
+
+
+def refuses_votes_until(obj: SyncObj) -> int:
+    """The index replica `obj` must hold again before it votes or campaigns (0: none): its
+    disk lost entries (consensus/raft_fixes.py, rule 3). Read from the journal too, as the
+    replica does on its first tick or vote request, whichever comes first."""
+    journal = obj._SyncObj__raftLog
+    marker = journal.catch_up_to() if hasattr(journal, "catch_up_to") else None
+    lost = obj.raftCommitIndex if obj.raftCommitIndex > entries(obj)[-1][1] else None
+    return max(raft_fixes.missing_committed_up_to(obj) or 0, marker or 0, lost or 0)
 
 
 def check_log_matching(world: World, a: str, log_a: list, b: str, log_b: list) -> None:
@@ -612,21 +634,40 @@ class Disk:
             del self.durable[key]
 
 
-def corrupt_journal(path: Path, rng: random.Random, durable: int | None = None) -> str | None:
+def corrupt_journal(path: Path, rng: random.Random, durable: int | None = None,
+                    committed: int | None = None) -> str | None:
     """Flip one bit in a random whole record among the first `durable` bytes (all if None) of
-    the journal at `path`; say where (None: no such record)."""
+    the journal at `path`; say where (None: no such record).
+
+    Never in the file's last whole record when its index is past `committed` (the saved
+    commit index; None: none saved): with nothing sound after it, damage there looks exactly
+    like a write torn by a crash, which the journal cuts (consensus/journal.py, `_load`).
+    With one fsync per append no journal can tell the two apart: a torn tail is bytes
+    written after the last fsync, corruption of the last record is bytes written before it,
+    and nothing on disk records where that fsync ended (it would take a second durable
+    write per append, such as the "persist record" of protocol-aware recovery). Cutting
+    such a record on a replica that had acknowledged it is a disk losing a synced write
+    undetectably, outside Raft's stable-storage assumption, like an fsync that lies (not
+    modelled either): a leader that counted that replica can then commit an entry only
+    it still holds (schedule 15705000083 showed it). Damage the journal can detect (a
+    sound record after it, or at or below the saved commit index) is what is modelled."""
     if not path.exists():
         return None
     data = bytearray(path.read_bytes())
     limit = len(data) if durable is None else min(durable, len(data))
-    offset, records = journal_module.HEADER_SIZE, []
+    offset, records, last = journal_module.HEADER_SIZE, [], None
     while offset + journal_module.RECORD.size <= len(data):
         length, _ = journal_module.RECORD.unpack_from(data, offset)
         end = offset + journal_module.RECORD.size + length
-        if length < journal_module.ENTRY.size or end > limit:
+        if length < journal_module.ENTRY.size or end > len(data):
             break
-        records.append((offset, end))
+        index, _ = journal_module.ENTRY.unpack_from(data, offset + journal_module.RECORD.size)
+        last = (offset, end, index)
+        if end <= limit:
+            records.append((offset, end))
         offset = end
+    if last is not None and last[:2] in records and (committed is None or last[2] > committed):
+        records.remove(last[:2])
     if not records:
         return None
     start, end = rng.choice(records)
@@ -890,7 +931,9 @@ class Simulation:
         assert name in self.crashed
         path = self.root / name / "journal.bin"
         durable = self.disk.durable.get(os.path.abspath(path))
-        where = corrupt_journal(path, rng, None if durable is None else len(durable))
+        state = path.with_name(path.name + journal_module.STATE_SUFFIX)
+        committed = journal_module._read_state(state).get("commit_index") if state.exists() else None
+        where = corrupt_journal(path, rng, None if durable is None else len(durable), committed)
         if where:
             self.damaged.add(name)
             self.events.append(f"{name}'s journal: {where}")
@@ -1004,7 +1047,7 @@ class Simulation:
         cut connections) or never."""
         self.clock.advance(rng.choice((0.001, 0.01, 0.03, 0.06, 0.15, 0.3)))
         names = sorted(self.replicas)
-        if rng.random() < load:
+        if names and rng.random() < load:   # every replica may be down (doomed ones die in here)
             self.write(rng.choice(names), rng.randint(1, 6))
         rng.shuffle(names)
         for name in names:

@@ -293,3 +293,55 @@ def test_a_replica_repaired_after_mid_journal_damage_votes_only_once_it_has_the_
         assert sim.run_until(sim.converged, seconds=10)
         assert missing_committed_up_to(sim.replicas[repaired].obj) is None
         assert all(sim.lost_acknowledged(name) == [] for name in sim.names)
+
+
+def test_entries_kept_after_mid_journal_damage_are_not_counted_committed():
+    """A deposed leader appended 30 entries no one else holds (uncommitted) and its disk
+    damaged one of them. The repair cuts the log at the damage and keeps it from voting
+    until it has entries up to the last sound one again; it must not count anything past
+    its real commit index as committed. (The repair once raised the saved commit index to
+    that last sound index, the replica then took its log's end for committed, applied the
+    uncommitted entries and refused the new leader's entries there: schedule 146 of seed 0.)"""
+    with Simulation(seed=17, fsync=True) as sim:
+        old = settle(sim)
+        committed = last_index(sim, old)
+        others = set(sim.names) - {old}
+        sim.network.partition({old}, others)
+        sim.write(old, 30)
+        sim.run_until(lambda: last_index(sim, old) >= committed + 30, seconds=2)
+        assert sim.replicas[old].obj.raftCommitIndex == committed  # alone: nothing commits
+        sim.crash(old)
+        damage_mid_journal(sim, old, saved_commit=committed, damaged=committed + 10)
+        sim.restart(old)
+        assert last_index(sim, old) == committed + 9               # cut at the damage
+        assert sim.run_until(lambda: sim.leader() in others, seconds=5)
+        sim.write(sim.leader(), 5)                                 # other entries at the same indexes
+        sim.network.heal()
+        assert sim.run_until(sim.converged, seconds=10), sim.world.violations
+        assert sim.replicas[old].obj.raftCommitIndex >= committed + 5
+        assert all(sim.lost_acknowledged(name) == [] for name in sim.names)
+        assert sim.world.violations == []
+
+
+def test_a_follower_repaired_within_the_leaders_term_catches_up():
+    """A follower acknowledged 40 entries, crashed, and its journal was repaired (cut at a
+    damaged entry) while the same leader ran on. The leader's match index for it lies past
+    its log's end now; its failure replies say it lost entries (`behind`), and the leader
+    sends from its log's end. (Holding the next index at match + 1, the guard against stale
+    resets, sent from past that end for the rest of the term: it never caught up.)"""
+    with Simulation(seed=17, fsync=True) as sim:
+        leader = settle(sim)
+        term = sim.replicas[leader].obj.raftCurrentTerm
+        repaired = min(n for n in sim.names if n != leader)
+        sim.write(leader, 40)
+        settle(sim)
+        saved = sim.replicas[repaired].obj.raftCommitIndex - 30
+        sim.crash(repaired)
+        damage_mid_journal(sim, repaired, saved_commit=saved, damaged=saved + 5)
+        sim.restart(repaired)
+        sim.tick(repaired)
+        assert missing_committed_up_to(sim.replicas[repaired].obj) is not None
+        assert sim.run_until(sim.converged, seconds=10), "the repaired follower never caught up"
+        assert sim.replicas[leader].obj.raftCurrentTerm == term and sim.leader() == leader
+        assert missing_committed_up_to(sim.replicas[repaired].obj) is None
+        assert all(sim.lost_acknowledged(name) == [] for name in sim.names)

@@ -49,6 +49,21 @@ GENERATED = {
     # recovery is now BAZAR_REPAIR_JOURNAL=1 (keeps term, vote and a raised commit index).
     "a wiped replica votes twice in a term": (13001014, None, None),
     "a wiped replica elects a leader lacking committed entries": (13001445, None, None),
+    # A deposed leader's journal is damaged mid-log; the repair raised its saved commit index
+    # to the last sound entry, so it took its uncommitted entries before the damage for
+    # committed, applied them and refused the new leader's entries there (index 6 committed
+    # in term 2 and term 6). The repair now saves an index to catch up to instead.
+    "a repaired journal counts a deposed leader's entries committed": (146, None, None),
+    # A follower's journal is repaired (a damaged first record) while the same leader runs
+    # on; the leader's match index for it lay past its log's end, and holding the next index
+    # at match + 1 (the stale-reset guard) it sent from there forever: the follower never
+    # caught up. Its failure replies now say it lost entries (`behind`).
+    "a follower repaired within the leader's term is sent its lost entries": (15705000083, None, None),
+    # A repaired replica (it may not campaign until caught up) holds a term above the
+    # leader's; it ignored the leader's appends without a reply, so the leader never
+    # learnt of the newer term and the replica never caught up. Raft rule 1 now: reply
+    # false with our term, and the stale leader steps down.
+    "a repaired replica ahead in term is not left out": (7000174, None, None),
 }
 
 
@@ -59,3 +74,17 @@ def generated(number: int, kinds: str | None, size: int | None) -> tuple:
 @pytest.mark.parametrize("found", GENERATED.values(), ids=GENERATED.keys())
 def test_generated_schedule_is_safe(found):
     play(*generated(*found))
+
+
+def test_a_chaotic_round_with_every_replica_down_only_lets_time_pass():
+    """Doomed replicas can all die (schedule 15705002971: the last live one died at a send):
+    a round then has no replica to write at (it once raised IndexError from random.choice)."""
+    import random
+
+    from tests.sim.harness import Simulation
+    with Simulation(size=3) as sim:
+        for name in list(sim.replicas):
+            sim.kill(name)
+        before = sim.clock.now
+        sim.chaotic_step(random.Random(1), load=1.0)
+        assert sim.clock.now > before and sim.world.violations == []

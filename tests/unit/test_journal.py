@@ -172,7 +172,7 @@ def test_a_flipped_byte_in_committed_entries_refuses_to_start(tmp_path):
     assert path.read_bytes() == before   # nothing cut, nothing lost: the operator decides
 
 
-def test_a_flipped_byte_past_the_saved_commit_index_cuts_there_and_raises_the_commit_index(tmp_path):
+def test_a_flipped_byte_past_the_saved_commit_index_cuts_there_and_sets_an_index_to_catch_up_to(tmp_path):
     path = tmp_path / "journal.bin"
     journal = DurableJournal(path)
     for index in range(1, 21):
@@ -181,7 +181,8 @@ def test_a_flipped_byte_past_the_saved_commit_index_cuts_there_and_raises_the_co
     journal._destroy()
     _flip_a_byte_in_entry(path, 18)
     journal = DurableJournal(path)
-    assert ([e[1] for e in journal[:]], journal.getRaftCommitIndex()) == (list(range(1, 18)), 20)
+    assert [e[1] for e in journal[:]] == list(range(1, 18))
+    assert (journal.getRaftCommitIndex(), journal.catch_up_to()) == (15, 20)   # 16, 17: not raised
     journal._destroy()
 
 
@@ -208,15 +209,16 @@ def test_damage_in_the_middle_past_the_saved_commit_index_waits_for_the_peers(tm
     with caplog.at_level("ERROR", logger="bazar.journal"):
         journal = DurableJournal(path)
     # The entries before the damage stay; 6..11 come back from the peers. Until they have,
-    # the commit index says this replica held entries up to 11 (so it neither votes nor campaigns).
+    # the index to catch up to says this replica held entries up to 11 (so it neither votes
+    # nor campaigns); its commit index stays the saved one (6..11 need not be committed).
     assert [e[1] for e in journal[:]] == [1, 2, 3, 4, 5]
-    assert journal.getRaftCommitIndex() == 11
+    assert (journal.getRaftCommitIndex(), journal.catch_up_to()) == (3, 11)
     journal._destroy()
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and str(path) in errors[0] and f"byte {offset}" in errors[0]
     assert "entries 6 to 11" in errors[0]
-    journal = DurableJournal(path)       # the repair is on disk, and the raised index too
-    assert ([e[1] for e in journal[:]], journal.getRaftCommitIndex()) == ([1, 2, 3, 4, 5], 11)
+    journal = DurableJournal(path)       # the repair is on disk, and the index to catch up to too
+    assert ([e[1] for e in journal[:]], journal.catch_up_to()) == ([1, 2, 3, 4, 5], 11)
     journal._destroy()
 
 
@@ -228,7 +230,7 @@ def test_damage_in_the_length_field_is_found_past_by_scanning(tmp_path):
     data[length_field + 1] ^= 0x01      # entry 6 now claims 256 bytes more than it has
     path.write_bytes(bytes(data))
     journal = DurableJournal(path)
-    assert ([e[1] for e in journal[:]], journal.getRaftCommitIndex()) == ([1, 2, 3, 4, 5], 11)
+    assert ([e[1] for e in journal[:]], journal.catch_up_to()) == ([1, 2, 3, 4, 5], 11)
     journal._destroy()
 
 
@@ -251,15 +253,15 @@ def test_an_interrupted_repair_is_finished_on_the_next_start(tmp_path, monkeypat
     damaged = path.read_bytes()
 
     def killed(*args):
-        raise KeyboardInterrupt("killed between saving the raised commit index and the cut")
+        raise KeyboardInterrupt("killed between saving the index to catch up to and the cut")
 
     monkeypatch.setattr(journal_module, "_cut", killed)
     with pytest.raises(KeyboardInterrupt):
         DurableJournal(path)
     monkeypatch.undo()
-    assert path.read_bytes() == damaged  # the state file says 11 now: damage at 6 is below it
+    assert path.read_bytes() == damaged  # the state file marks the repair begun at 6
     journal = DurableJournal(path)
-    assert ([e[1] for e in journal[:]], journal.getRaftCommitIndex()) == ([1, 2, 3, 4, 5], 11)
+    assert ([e[1] for e in journal[:]], journal.catch_up_to()) == ([1, 2, 3, 4, 5], 11)
     journal._destroy()
 
 
@@ -432,7 +434,7 @@ def test_raft_fsync_is_on_by_default_and_reaches_the_journal_and_snapshot_names(
 
 def test_durable_damage_is_repaired_from_peers_when_the_operator_asks(tmp_path, monkeypatch):
     """BAZAR_REPAIR_JOURNAL=1: the sound entries before the damage stay, the saved commit
-    index is never lowered (it is raised to the sound entries after the damage), so the
+    index is kept and the index to catch up to set to the sound entries after the damage, so the
     replica votes again only once a leader has given it everything it had; its term and
     vote stay. (Moving the data directory away instead forgets them: the simulator found
     two leaders in one term that way.)"""
@@ -448,10 +450,10 @@ def test_durable_damage_is_repaired_from_peers_when_the_operator_asks(tmp_path, 
     monkeypatch.setenv("BAZAR_REPAIR_JOURNAL", "1")
     repaired = DurableJournal(path)
     assert [repaired[i][1] for i in range(len(repaired))] == list(range(1, 8))
-    assert repaired.getRaftCommitIndex() == 20          # the sound entries 9..20 after the damage
+    assert (repaired.getRaftCommitIndex(), repaired.catch_up_to()) == (15, 20)  # sound 9..20 after it
     assert (repaired.getCurrentTerm(), repaired.getVotedForNodeId()) == (3, "n2")
     repaired._destroy()
     monkeypatch.delenv("BAZAR_REPAIR_JOURNAL")
     again = DurableJournal(path)                        # repaired for good: no refusal now
-    assert len(again) == 7 and again.getRaftCommitIndex() == 20
+    assert len(again) == 7 and (again.getRaftCommitIndex(), again.catch_up_to()) == (15, 20)
     again._destroy()
