@@ -55,7 +55,7 @@ import threading
 import time
 
 from bazar.node.api import Replica
-from bazar.node.commands import failure
+from bazar.node.results import failure
 from bazar.node.orders import commands
 from bazar.node.orders.state import PENDING, settle
 from bazar.web.client import GroupClient, Refused, Unavailable

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from bazar.cluster.prometheus import prometheus_yaml
@@ -126,7 +127,10 @@ def test_prometheus_finds_every_target_up_and_every_family(prometheus):
     assert {r["metric"]["group"]: r["value"][1] for r in leaders} == {"catalog": "1", "order": "1"}
     rules = requests.get(f"{base}/api/v1/rules", timeout=5).json()["data"]["groups"]
     loaded = [rule for group in rules for rule in group["rules"]]
-    assert len(loaded) == 9 and all(rule["health"] != "err" for rule in loaded), loaded
+    written = [rule["alert"] for group in yaml.safe_load((DEPLOY / "bazar-alerts.yml").read_text())["groups"]
+               for rule in group["rules"]]
+    assert sorted(rule["name"] for rule in loaded) == sorted(written), loaded   # every rule, loaded
+    assert all(rule["health"] != "err" for rule in loaded), loaded
 
     # The frontend counted exactly this purchase, and Prometheus scraped that count.
     assert purchases_counted(cluster.frontend_url) == before + 1

@@ -10,7 +10,7 @@ import pytest
 from bazar.node.orders import COMPLETED, FAILED, PENDING, OrderState
 from bazar.node.orders import commands
 from bazar.node.orders.purchase import PurchaseCoordinator
-from bazar.node.commands import to_wire
+from bazar.node.wire import to_wire
 from bazar.web.client import Reply, Unavailable
 from bazar.web.errors import ApiError
 from bazar.web.protocol import INDEX_HEADER
