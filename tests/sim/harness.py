@@ -52,9 +52,11 @@ The fault model, in full
   `os.fork` inside the serializer is the simulation's, which records a
   `SnapshotWriter` actor holding the data as it was at the fork; the writer's
   work (Bazar's: `snapshot.write_snapshot`; PySyncObj's own: a `.tmp` file and a
-  rename) runs when the schedule says (`finish_writer`), possibly after the replica
-  installed a newer snapshot from its leader, and `waitpid` tells the replica so
-  on its next tick. A writer survives its replica's kill or crash as a straggler
+  rename) runs when the schedule says (`finish_writer`), and `waitpid` tells the
+  replica so on its next tick. Before a snapshot received from the leader is renamed
+  into place, Bazar's `stop_own_writer` kills the writer (`kill`) and waits for it: it
+  never renames afterwards (PySyncObj's own code, without that, lets it rename its
+  older snapshot over the received one). A writer survives its replica's kill or crash as a straggler
   that holds the data directory's lock (it inherited the descriptor,
   `consensus.journal._lock`): a restart first waits for it to end, which it does
   either by finishing its rename or by dying (PR_SET_PDEATHSIG) before it; the
@@ -717,7 +719,8 @@ class SnapshotWriter:
 class _SimOs:
     """The `os` module the serializers see in a simulation with `fork_writer`: `fork` starts
     a SnapshotWriter (the parent's side of the fork; the child's work is `finish`) and
-    `waitpid` reports on it. Everything else is the real `os`."""
+    `waitpid` reports on it, and `kill` (SIGKILL from `stop_own_writer`) ends it before its
+    rename. Everything else is the real `os`."""
 
     def __init__(self, sim: "Simulation") -> None:
         self._sim = sim
@@ -730,10 +733,31 @@ class _SimOs:
         return self._sim._fork(caller.f_locals["self"], caller.f_locals["data"],
                                bazar=caller.f_code is snapshot.serialize.__code__)
 
-    def waitpid(self, pid: int, options: int) -> tuple[int, int]:
-        writer = self._sim.writers[pid]
+    def kill(self, pid: int, signal_number: int) -> None:
+        """`snapshot.stop_own_writer` SIGKILLs the replica's own writer before a received
+        snapshot is renamed into place. The writer is the simulation's, so the signal is
+        too: it dies before its rename (a writer that already exited is unaffected). Handing
+        the made-up pid to the real `os.kill` (as before) left the modelled writer running,
+        free to rename its older snapshot over the received one later, which no real writer
+        can do once killed and reaped; and on a machine with a large pid_max it could
+        signal an unrelated process."""
+        writer = self._sim.writers.get(pid)
+        if writer is None:
+            raise ProcessLookupError(pid)
         if writer.status is None:
-            return 0, 0
+            writer.die()
+
+    def waitpid(self, pid: int, options: int) -> tuple[int, int]:
+        """Non-blocking (WNOHANG, PySyncObj's `checkSerializing`): (0, 0) while the writer
+        runs. Blocking (`stop_own_writer`, after its kill): the parent waits for the writer
+        to end, so a writer still running finishes first."""
+        writer = self._sim.writers.get(pid)
+        if writer is None:
+            raise ChildProcessError(pid)
+        if writer.status is None:
+            if options & os.WNOHANG:
+                return 0, 0
+            self._sim._finish(writer)
         return pid, 0 if writer.status == 0 else 256
 
 
