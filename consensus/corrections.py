@@ -45,18 +45,25 @@ CORRECTIONS: tuple[Correction, ...] = (
     Correction(
         _SYNCOBJ, "_SyncObj__onMessageReceived",
         "AppendEntries receiver rules 2-5 (Raft fig. 2): delete only conflicting entries, never a "
-        "committed one; commit only what the message covers; a vote counts once per voter",
+        "committed one; commit only what the message covers; a reply carries its term and a leader "
+        "counts only replies of its own term, never backing a follower below its match index; a vote "
+        "counts once per voter in the current term",
         (_SIM + "test_stale_resend.py::test_stale_resend_loses_no_acknowledged_write",
          _SIM + "test_follower_rules.py::test_a_committed_entry_is_never_replaced",
          _SIM + "test_follower_rules.py::test_a_heartbeat_commits_only_what_it_covers",
          _SIM + "test_found_schedules.py::test_found_schedule_is_safe",
          _SIM + "test_membership.py::test_a_stale_vote_reply_does_not_let_a_duplicated_vote_count_twice",
+         _SIM + "test_stale_acknowledgment.py::test_an_acknowledgment_from_an_earlier_term_is_not_counted",
+         _SIM + "test_old_snapshot.py::test_a_stale_reset_never_sends_a_follower_back_below_its_match_index",
          _UNIT + "test_utility_messages.py::test_a_membership_change_forwarded_by_a_follower_is_refused"),
         "generated schedules: the first of seed 1 (a leader counting an entry its follower does not hold)"),
     Correction(
         _SYNCOBJ, "_SyncObj__loadDumpFile",
-        "InstallSnapshot (Raft §7): keep the entries after a snapshot the log already holds",
+        "InstallSnapshot (Raft §7): keep the entries after a snapshot the log already holds; never "
+        "install a snapshot at or below the follower's commit or applied index; rebase the log in one "
+        "atomic step",
         (_SIM + "test_follower_rules.py::test_a_snapshot_older_than_the_log_keeps_the_entries_after_it",
+         _SIM + "test_old_snapshot.py::test_a_follower_never_installs_a_snapshot_at_or_below_its_commit_index",
          _SIM + "test_follower_rules.py::test_a_snapshot_ahead_of_the_log_replaces_it_and_the_follower_catches_up"),
         "generated schedules: 1,177 of seed 1 (a leader counting an entry its follower does not hold)"),
     Correction(
