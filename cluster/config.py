@@ -202,14 +202,16 @@ class ClusterConfig(ClusterSecrets):
     def allowed_hosts(self, frontend: FrontendConfig) -> frozenset[str]:
         """The Host header values (lower case; `host:port`, or a bare host for any port)
         `frontend` answers: every frontend's advertised address and this one's listen
-        address, localhost, 127.0.0.1 and [::1] with this frontend's port, and the entries
+        address, localhost, 127.0.0.1 and [::1] on any port, and the entries
         of `frontend.allowed_hosts`. A browser sends the name it resolved: a page that
         rebinds its own name to 127.0.0.1 sends that name, which is in none of these."""
         port = frontend.http.port
         hosts = {_host_header(f.http.host, f.http.port) for f in self.frontends}
         if frontend.listen and frontend.listen not in WILDCARDS:
             hosts.add(_host_header(frontend.listen, port))
-        hosts.update(_host_header(name, port) for name in ("localhost", "127.0.0.1", "::1"))
+        # Loopback names on any port: a port published elsewhere (docker-compose's BAZAR_PORT,
+        # a local proxy) still names this machine, and a rebinding page sends its own name.
+        hosts.update(("localhost", "127.0.0.1", "[::1]"))
         hosts.update(self.frontend_settings.allowed_hosts)
         return frozenset(host.lower() for host in hosts)
 

@@ -478,10 +478,12 @@ def test_a_frontend_answers_its_own_addresses_loopback_names_and_the_allowed_hos
     doc["frontends"].append({"id": "frontend2", "http": "10.0.0.5:8001", "listen": "0.0.0.0"})
     doc["frontend"] = {"allowed_hosts": ["Shop.Example.com", "api.example.com:8443", "[2001:db8::1]"]}
     config = load(write(tmp_path, doc))
+    # Loopback names on any port: docker-compose publishes the frontend on $BAZAR_PORT, and
+    # the container test reaches it on a port of Docker's choosing (seen failing: 421).
     assert config.allowed_hosts(config.frontend("frontend1")) == {
-        "127.0.0.1:8000", "10.0.0.5:8001", "localhost:8000", "[::1]:8000",
+        "127.0.0.1:8000", "10.0.0.5:8001", "localhost", "127.0.0.1", "[::1]",
         "shop.example.com", "api.example.com:8443", "[2001:db8::1]"}
-    assert "localhost:8001" in config.allowed_hosts(config.frontend("frontend2"))
+    assert "10.0.0.5:8001" in config.allowed_hosts(config.frontend("frontend2"))
     assert load(write(tmp_path, document())).frontend_settings.allowed_hosts == ()
 
 
