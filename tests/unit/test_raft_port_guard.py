@@ -19,6 +19,7 @@ import struct
 import time
 from collections import deque
 
+import pytest
 from pysyncobj.encryptor import getEncryptor
 from pysyncobj.poller import POLL_EVENT_TYPE
 from pysyncobj.tcp_connection import TcpConnection
@@ -128,6 +129,7 @@ def _recorded_first_frame(secret: str) -> bytes:
     return wire.sent
 
 
+@pytest.mark.slow   # waits out the handshake deadline on a real group: the full suite runs it
 def test_an_idle_stranger_is_closed_after_the_handshake_deadline_and_peers_are_not(tmp_path):
     members = start_group(tmp_path, password=SECRET)
     try:
