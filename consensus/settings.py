@@ -7,7 +7,7 @@ off, the leader sends each entry at once and a commit takes ~0.35 ms.
 Storage is Bazar's (consensus/journal.py, consensus/snapshot.py): with
 `raft.fsync` (the default) every replica fsyncs entries before acknowledging
 them or counting them committed, and term and vote before voting; off, a power
-cut can lose acknowledged writes (a process crash still cannot; see the README).
+cut can lose acknowledged writes (a process crash still cannot; see docs/architecture.md, "Durability across crashes").
 """
 from __future__ import annotations
 

@@ -196,7 +196,7 @@ def require_same_origin() -> None:
     requests, any API client) is not a browser being tricked, and is let through.
 
     The host and port are compared, not the scheme: behind a TLS-terminating proxy
-    that passes the browser's Host header on (README, "Security model"), the page
+    that passes the browser's Host header on (docs/security.md), the page
     is https://shop while this process is spoken to in plain HTTP. Another site
     cannot put this store's host in its pages' Origin, whatever the scheme.
     """

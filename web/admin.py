@@ -218,7 +218,7 @@ class Admin:
             return None
         if response.status == 403:
             log.warning("%s refused this process's signed request (is this the cluster's "
-                        "secret? see README, Security model): %s", url, response.data[:200])
+                        "secret? see docs/security.md): %s", url, response.data[:200])
             return None
         if not self.signer.genuine(url, signature, response.status, response.headers, response.data):
             self._complaints.warn(origin(url), unsigned_message(url, response.status))

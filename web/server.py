@@ -22,7 +22,7 @@ HTTP ports the threat model lets anyone on the network reach, are served here al
 
 How it fails: a client that opens connections faster than `REQUEST_SECONDS` lets them
 go can still keep `CONNECTION_LIMIT` of them busy (a flood from many addresses, which
-only a firewall or a proxy with rate limits stops; README, "Security model").
+only a firewall or a proxy with rate limits stops; docs/security.md).
 """
 from __future__ import annotations
 

@@ -31,7 +31,7 @@ could be replayed to it once. Every internal write is idempotent (see
 web/client.py), so such a replay repeats what was already done and changes
 nothing. What is *not* protected is the confidentiality of bodies and answers:
 HTTP between processes is plain, so run it on a private network, or put TLS in
-between (README, "Security model").
+between (docs/security.md).
 
 Answers are signed too. A replica answers every request it verified with
 `X-Bazar-Answer-Signature`: HMAC-SHA256, under the *answer key* (derived from the

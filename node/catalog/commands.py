@@ -15,7 +15,7 @@ Every result has one shape: `{"ok": True, ...payload}` or
 
 To add an operation: a dataclass here (with its builder), a handler in
 `CatalogState` registered in its dispatch table, and, if it changes what readers
-see, a line in `keys_changed`. See the README's "Extending Bazar".
+see, a line in `keys_changed`. See docs/architecture.md, "Extending Bazar".
 """
 from __future__ import annotations
 

@@ -220,7 +220,7 @@ def test_an_out_of_stock_book_says_so_and_offers_no_button(browser, store, tmp_p
             rows = shelf(browser, container)
             assert_shows(rows[book_id], sold_out, store)
             assert rows[3]["buttons"] == 1, page  # the other books still sell
-            if page == "/":  # the README's picture of the shop: books in stock and one sold out
+            if page == "/":  # the docs/ picture of the shop: books in stock and one sold out
                 shot = (STOREFRONT_SCREENSHOT if os.environ.get("BAZAR_UPDATE_SCREENSHOT") == "1"
                         else tmp_path / "storefront.png")
                 browser.screenshot(shot, whole_page=True)

@@ -29,7 +29,7 @@ PROMETHEUS = Path("/usr/bin/prometheus")
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
 # Every bazar_* family each job serves, named as Prometheus does (counters with _total): the
-# same families as web/metrics.py and the README's table, checked both ways below (each is
+# same families as web/metrics.py and docs/operations.md's table, checked both ways below (each is
 # found, and a target serves no other), so a family added to the code fails here until it is
 # listed. Histograms are looked up by their _count series.
 EVERY_PROCESS = {"bazar_http_requests_total", "bazar_http_request_duration_seconds"}
