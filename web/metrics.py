@@ -2,8 +2,8 @@
 
 Every process serves `GET /metrics` (Prometheus' text format, made by prometheus-client)
 without credentials; no family carries a secret, a token or a request's content. The
-names are what dashboards and alerts rely on (deploy/grafana-dashboard.json, docs/operations.md
-), so they change only with those.
+names are what dashboards and alerts rely on (deploy/grafana-dashboard.json,
+docs/operations.md), so they change only with those.
 
 Every process: `bazar_http_requests_total{route,method,status}` and
 `bazar_http_request_duration_seconds{route}`, where the route is the URL rule
