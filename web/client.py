@@ -11,9 +11,13 @@ skipped for a short back-off, then tried again.
 
 A replica answers 403 only to a request it cannot verify as signed with the
 cluster secret (web/signing.py): it holds another secret, or what arrived is not
-what was signed. Either way asking again cannot help, so a 403 is a definite
-failure: logged once and raised as `Refused` at once, never taken for a replica
-that is down and retried until the deadline.
+what was signed. Asking that replica again cannot help, so it is skipped for
+`REFUSED_BACKOFF_SECONDS` (logged once) and the call goes on to the others, once:
+a replica left on another secret (a secret change half done, a replica cut off
+from its group's new secret) does not stop the ones that share this process's.
+When every replica asked in a pass refused, the call fails at once with `Refused`,
+never retried until the deadline (a request that no replica accepts, such as one
+whose path the network rewrote, costs one attempt per replica).
 
 Answers are believed only when signed: every answer a replica gives a signed request
 carries its signature over the status, the headers this client acts on (the leader hint,
@@ -65,6 +69,7 @@ from bazar.web.signing import Signer
 
 BACKOFF_SECONDS = 1.0        # a replica that refused a connection is skipped this long
 SLOW_BACKOFF_SECONDS = 3.0   # one that timed out (paused, overloaded) this long
+REFUSED_BACKOFF_SECONDS = 5.0   # one that refused this process's signature (403) this long
 READ_ATTEMPT_SECONDS = 0.8   # a paused replica must not hold a read for long
 COMPLAINT_SECONDS = 10.0     # an unsigned answer is logged at most this often per replica
 log = logging.getLogger("bazar.client")
@@ -215,6 +220,7 @@ class GroupClient:
             all_headers["Content-Type"] = "application/json"
         while time.monotonic() < deadline:
             unavailable: Reply | None = None
+            refused: Refused | None = None
             queue = self._leader_first() if leader_first else self._round_robin()
             while queue:
                 url = queue.pop(0)
@@ -239,10 +245,12 @@ class GroupClient:
                 if reply.status_code == 403:
                     # The replica refuses this process's signature: another cluster secret (a
                     # misconfiguration, or a secret change half done), or a request changed on
-                    # the way. Sent again, it would be refused again.
+                    # the way. Sent to it again, it would be refused again: skip it a while.
                     refused = Refused(f"{url} refused this process's signed request: {reply.body[:200]!r}")
-                    log.error("%s", refused)
-                    raise refused
+                    if self._healthy(url):
+                        log.error("%s", refused)
+                    self._mark_down(url, REFUSED_BACKOFF_SECONDS)
+                    continue
                 self._learn_members(url, reply)
                 named = self._learn_leader(url, reply)
                 if reply.status_code != 503:
@@ -253,6 +261,8 @@ class GroupClient:
                     queue.insert(0, named)
             if unavailable is not None:
                 return unavailable  # every replica that answered could not serve: pass the 503 on
+            if refused is not None:
+                raise refused       # the others did not answer either: asking again cannot help
             time.sleep(0.05)
             leader_first = True
         raise Unavailable(f"no replica answered: {last}")

@@ -80,8 +80,10 @@ def test_failover_recovery_and_memory_were_measured(quick_run):
         assert results["operations"][key]["latency"]["p50_ms"] > 0, key
     fsyncs = results["operations"]["purchase_fsync_on"]["disk_fsync_ms"]  # the disk's own fsync time beside it
     assert fsyncs["before"]["p50_ms"] > 0 and fsyncs["three_at_once_p50_ms"] > 0
-    # Timed inside the replicas: a purchase commits twice in the order group and once in the
-    # catalog group, each commit one fsync round of the leader.
+    # Timed inside the replicas: a purchase commits twice in the order group (begin, and finish
+    # after the answer, which group commit sends in one round with the next purchase's begin
+    # when it comes in time) and once in the catalog group, each round one fsync of the leader.
     inside = results["operations"]["purchase_fsync_on"]["replica_fsyncs"]
-    assert {g: round(v["per_purchase"]) for g, v in inside["groups"].items()} == {"order": 2, "catalog": 1}, inside
+    assert 1.0 <= inside["groups"]["order"]["per_purchase"] <= 2.05, inside
+    assert round(inside["groups"]["catalog"]["per_purchase"]) == 1, inside
     assert all(v["mean_ms"] > 0 for v in inside["groups"].values()) and inside["path_ms"] > 0, inside
