@@ -29,16 +29,6 @@ from tests.sim.run import run, schedule_seeds
 FIXED = 400            # schedules of seed 0, the same every run
 FRESH = int(os.environ.get("BAZAR_SIM_FRESH", "300"))
 
-# This branch has open bugs that the generated schedules find (an old term's append
-# acknowledgment counted in a new term; a stale "reset" reply sending a follower an
-# older snapshot; the snapshot writer's late rename; a damaged journal record cut as a
-# torn tail; a wiped replica voting twice in a term), fixed on other branches. Set to
-# False once they are merged: from then on any failing schedule fails CI.
-OPEN_BUGS = False
-open_bugs = pytest.mark.xfail(OPEN_BUGS, reason="open bugs found by the simulator (see OPEN_BUGS)",
-                              strict=False)
-
-
 def report(outcome: dict, what: str) -> None:
     rate = outcome["played"] / max(outcome["seconds"], 1e-9)
     print(f"\n{what}: {outcome['played']} schedules in {outcome['seconds']:.0f} s ({rate:.1f}/s), "
@@ -48,7 +38,6 @@ def report(outcome: dict, what: str) -> None:
               f"  replay: python -m tests.sim.run --replay {seed}")
 
 
-@open_bugs
 def test_fixed_schedules_keep_raft_safe():
     outcome = run(schedule_seeds(0, FIXED), out=None)
     report(outcome, "fixed schedules (seed 0)")
@@ -57,7 +46,6 @@ def test_fixed_schedules_keep_raft_safe():
 
 
 @pytest.mark.slow   # CI (--full) plays them; the fast loop keeps the fixed set only
-@open_bugs
 def test_fresh_schedules_keep_raft_safe():
     seed = int(os.environ.get("BAZAR_SIM_SEED") or random.SystemRandom().randrange(1, 10 ** 6))
     print(f"\nfresh schedules: seed {seed} (python -m tests.sim.run --schedules {FRESH} --seed {seed})")
