@@ -56,6 +56,24 @@ def wait_converged(cluster: LocalCluster, group: str, timeout: float = 15.0) -> 
     raise AssertionError(f"{group} replicas did not converge: {digests}")
 
 
+def settled_content(cluster: LocalCluster, node_id: str, timeout: float = 15.0) -> dict:
+    """What a replica's state holds (its /state view) once no order is pending there.
+
+    Compare this, not the digest, to show that something changed nothing: a purchase's
+    `finish` follows its answer (up to 20 ms later), and the leader's periodic `Expire`
+    advances the log's clock, so the digest of an untouched group still moves.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        view = cluster.admin.state(node_id)["state"]
+        pending = [i for i, o in view.get("orders", {}).items() if o.get("status") == "pending"]
+        if not pending:
+            return view
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{node_id} still has pending orders after {timeout} s: {pending[:5]}")
+        time.sleep(0.1)
+
+
 def stock(cluster: LocalCluster, book_id: int) -> int:
     """A book's stock, read linearizably (a strong read, confirmed by a read index)."""
     url = f"{cluster.frontend_url}/info/{book_id}?consistency=strong"

@@ -28,6 +28,7 @@ import yaml
 
 from bazar.local.cluster import LocalCluster, write_config
 from bazar.web.signing import PeerAuth
+from tests.integration.probes import settled_content
 
 SECRET = "zero-trust-cluster-secret-7f3a-0c9d1e"
 ADMIN_TOKEN = "zero-trust-admin-token-91c2"
@@ -158,8 +159,8 @@ def test_a_recorded_internal_request_played_back_is_refused(watched):
     # order leader, which order1 may or may not be: replay whatever passed.
     recorded = _recorded_requests(relays[1].recorded())
     assert recorded, "no request passed the relay"
-    before = cluster.admin.state(cluster.config.order[0].id)["digest"]
     order1 = cluster.config.order[0]
+    before = settled_content(cluster, order1.id)
     for request in recorded[-3:] + [r for r in recorded if r.startswith(b"POST")][-3:]:
         status, answer = _send_raw(("127.0.0.2", order1.http.port), request)
         assert status == 403, answer[:300]
@@ -168,7 +169,7 @@ def test_a_recorded_internal_request_played_back_is_refused(watched):
         forged = request.replace(b" /status ", b" /state ").replace(b'"id":', b'"id": 3, "x":')
         status, answer = _send_raw(("127.0.0.2", order1.http.port), forged)
         assert status == 403, answer[:300]
-    assert cluster.admin.state(order1.id)["digest"] == before
+    assert settled_content(cluster, order1.id) == before
 
 
 def test_a_request_recorded_for_one_replica_is_refused_by_its_siblings(watched):
@@ -180,12 +181,12 @@ def test_a_request_recorded_for_one_replica_is_refused_by_its_siblings(watched):
     recorded = _recorded_requests(relays[1].recorded())[-4:]
     assert recorded, "no request passed the relay"
     for sibling in cluster.config.order[1:]:
-        before = cluster.admin.state(sibling.id)["digest"]
+        before = settled_content(cluster, sibling.id)
         for request in recorded:
             status, answer = _send_raw((sibling.http.host, sibling.http.port), request)
             assert status == 403, (sibling.id, answer[:300])
             assert b"signature is wrong" in answer
-        assert cluster.admin.state(sibling.id)["digest"] == before
+        assert settled_content(cluster, sibling.id) == before
 
 
 INTERNAL = [("catalog", "GET", "/status", None), ("catalog", "GET", "/state", None),
@@ -206,14 +207,14 @@ INTERNAL = [("catalog", "GET", "/status", None), ("catalog", "GET", "/state", No
 def test_a_replica_refuses_every_request_its_peers_did_not_sign(watched, group, method, path, body):
     cluster, _ = watched
     node = cluster.config.group(group)[-1]
-    digest = cluster.admin.state(node.id)["digest"]
+    before = settled_content(cluster, node.id)
     for how in ({}, {"auth": PeerAuth("another cluster's secret")},
                 {"headers": {"X-Bazar-Secret": SECRET}}):  # the old way: the secret in clear
         response = requests.request(method, node.http.url + path, json=body, timeout=10, **how)
         assert response.status_code == 403, (how, response.status_code, response.text[:200])
         assert response.headers["Content-Type"].startswith("application/json")
         assert "error" in response.json()
-    assert cluster.admin.state(node.id)["digest"] == digest
+    assert settled_content(cluster, node.id) == before
     # Its peers' signed requests do pass.
     if method == "GET":
         signed = requests.get(node.http.url + path, timeout=10, auth=cluster.peer_auth)
