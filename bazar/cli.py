@@ -27,11 +27,14 @@ def main(argv: list[str] | None = None) -> int:
     frontend = commands.add_parser("frontend", help="run one frontend (the first listed by default)")
     frontend.add_argument("id", nargs="?")
     status = commands.add_parser("status", help="print every replica's role, term and indexes")
-    status.add_argument("--json", action="store_true", help="print the groups as JSON (as /cluster has them)")
+    status.add_argument("--json", action="store_true", help="print the groups as JSON (as /cluster shows them to the admin)")
     status.add_argument("--watch", action="store_true", help="print again every --interval seconds until Ctrl-C")
     status.add_argument("--interval", type=float, default=1.0, help="seconds between --watch prints (default 1)")
-    commands.add_parser("prometheus-config", help="print a Prometheus configuration that scrapes every "
-                                                  "process of the cluster file")
+    prometheus = commands.add_parser("prometheus-config", help="print a Prometheus configuration that "
+                                                               "scrapes every process of the cluster file")
+    prometheus.add_argument("--admin-token-file", default="admin-token",
+                            help="the file Prometheus reads the admin token from, to scrape the frontends' "
+                                 "/metrics (default: admin-token, beside the configuration)")
     health = commands.add_parser("health", help="exit 0 if a process of the cluster answers here "
                                                 "(a container's HEALTHCHECK)")
     health.add_argument("id", nargs="?", help="the process to ask (default: any in the file)")
@@ -226,7 +229,7 @@ def _status(config, args) -> int:
 def _prometheus_config(config, args) -> int:
     from bazar.cluster.prometheus import prometheus_yaml
 
-    print(prometheus_yaml(config), end="")
+    print(prometheus_yaml(config, admin_token_file=args.admin_token_file), end="")
     return 0
 
 

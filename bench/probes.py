@@ -180,9 +180,10 @@ def prepare_books(url: str, count: int) -> list[int]:
 
 
 def cache_stats(url: str) -> dict | None:
-    """The frontend cache's counters from GET /cluster, when the frontend has a cache."""
+    """The frontend cache's counters from GET /cluster (the admin's view: the public one has
+    no counter), when the frontend has a cache."""
     try:
-        return requests.get(url + "/cluster", timeout=5).json().get("cache")
+        return requests.get(url + "/cluster", headers=ADMIN, timeout=5).json().get("cache")
     except (requests.RequestException, ValueError):
         return None
 

@@ -8,11 +8,19 @@ from bazar.frontend import pages
 from bazar.frontend.gateway import Gateway
 from bazar.web import errors, metrics, params
 from bazar.web.admin import Admin, Recent, ready
-from bazar.web.auth import is_admin as holds_admin_token, require_allowed_host, require_bearer
+from bazar.web.auth import require_allowed_host, require_bearer
 from bazar.web.errors import json_body, unavailable
 
 
-PRIVATE_NODE_FIELDS = frozenset({"http", "raft"})
+# What a client without the admin token sees of the cluster: health, never a number. An
+# allow-list, so a field /status gains later stays the admin's until it is put here. No Raft
+# index, commit count, request or cache counter (each grows with every sale, so two reads
+# would tell the store's sales between them), no term (it counts elections: an attacker's
+# measure of the disruption he causes), no address (the first thing an attack on a Raft
+# port needs).
+PUBLIC_GROUP_FIELDS = ("leader", "has_quorum", "serving")
+PUBLIC_NODE_FIELDS = ("id", "group", "reachable", "role")
+PUBLIC_FOLLOWER_FIELDS = ("caught_up",)
 # How old the groups' view that /cluster, /readyz and the dashboard show may be. Each view
 # costs a signed /status to every replica: shared by every caller for this long, any number
 # of anonymous calls cost the replicas at most one such round per period.
@@ -29,9 +37,17 @@ def create_app(gateway: Gateway, frontend_id: str | None = None, admin_token: st
     groups_view = Recent(admin.collect, CLUSTER_VIEW_SECONDS)
     allowed_hosts = gateway.config.allowed_hosts(gateway.config.frontend(frontend_id))
     errors.install(app)
+
+    def require_admin() -> None:
+        """Checked before the body is read (no parse for an anonymous caller)."""
+        require_bearer(request.headers.get("Authorization"), admin_token)
+
     app_metrics = metrics.Metrics()
     app_metrics.registry.register(metrics.FrontendCollector(gateway.cache, gateway.follower))
-    metrics.instrument(app, app_metrics)
+    # The frontend's port is public, and its request and cache counters count the sales:
+    # Prometheus scrapes it with the admin token (a replica's /metrics, on the private
+    # network, needs none).
+    metrics.instrument(app, app_metrics, authorize=require_admin)
     pages.install_error_pages(app)
     pages.install_security_headers(app)
 
@@ -69,13 +85,6 @@ def create_app(gateway: Gateway, frontend_id: str | None = None, admin_token: st
             return pages.render_purchase(gateway, raw_id, pages.submitted_key(request))
         return jsonify(gateway.purchase(raw_id, request.headers.get("Idempotency-Key")))
 
-    def is_admin() -> bool:
-        return holds_admin_token(request.headers.get("Authorization"), admin_token)
-
-    def require_admin() -> None:
-        """Checked before the body is read (no parse for an anonymous caller)."""
-        require_bearer(request.headers.get("Authorization"), admin_token)
-
     @app.get("/orders")
     def orders():
         """The newest orders, for the admin only: their ids are the buyers' Idempotency-Keys,
@@ -104,20 +113,28 @@ def create_app(gateway: Gateway, frontend_id: str | None = None, admin_token: st
 
     @app.get("/cluster")
     def cluster():
-        return jsonify(cluster_view(private=is_admin()))
+        """The public view to a caller who sends no Authorization; the whole view to the
+        admin; 401 to a wrong token (so a dashboard given a mistyped one says so, rather
+        than quietly showing less)."""
+        if "Authorization" in request.headers:
+            require_admin()
+            return jsonify(cluster_view(private=True))
+        return jsonify(cluster_view())
 
     def cluster_view(private: bool = False) -> dict:
-        """Roles, terms and indexes for all; where each process listens (Raft and HTTP) only
-        for the admin: an address is the first thing an attack on a Raft port needs. (The
-        dashboard, a page without a token, shows the public view.) At most
-        CLUSTER_VIEW_SECONDS old, and shared: it is copied, never changed."""
+        """For the admin (`private`): each replica's role, term, commit and applied index,
+        commit totals and addresses, this frontend's follower lag, its cache counters and
+        request histogram (what the dashboard charts). For anyone else: roles, leaders,
+        quorum, reachability and readiness only (PUBLIC_*_FIELDS). The dashboard page
+        embeds the public view; its script asks for the admin's with the token it is given.
+        At most CLUSTER_VIEW_SECONDS old, and shared: it is copied, never changed."""
         groups = groups_view.get()
+        follower = gateway.follower.status()
         if not private:
-            groups = {name: {**group, "nodes": [{k: v for k, v in n.items() if k not in PRIVATE_NODE_FIELDS}
-                                                for n in group["nodes"]]}
-                      for name, group in groups.items()}
-        return {"groups": groups, "ready": ready(groups),
-                "frontend": {"id": frontend_id, "follower": gateway.follower.status()},
+            return {"view": "public", "groups": _public_groups(groups), "ready": ready(groups),
+                    "frontend": {"id": frontend_id, "follower": _only(follower, PUBLIC_FOLLOWER_FIELDS)}}
+        return {"view": "admin", "groups": groups, "ready": ready(groups),
+                "frontend": {"id": frontend_id, "follower": follower},
                 "cache": gateway.cache.snapshot_stats(), "traffic": app_metrics.traffic()}
 
     pages.register_pages(app, gateway, cluster_view)
@@ -136,3 +153,13 @@ def create_app(gateway: Gateway, frontend_id: str | None = None, admin_token: st
         return jsonify(status="ready")
 
     return app
+
+
+def _only(fields: dict, names: tuple) -> dict:
+    return {name: fields[name] for name in names if name in fields}
+
+
+def _public_groups(groups: dict) -> dict:
+    return {name: {**_only(group, PUBLIC_GROUP_FIELDS),
+                   "nodes": [_only(node, PUBLIC_NODE_FIELDS) for node in group["nodes"]]}
+            for name, group in groups.items()}

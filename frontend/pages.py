@@ -61,11 +61,13 @@ API_INDEX = {
         "GET /search/<topic>": "books on a topic (?consistency=cached|local|strong)",
         "GET /info/<id>": "one book: title, topic, price, stock",
         "POST /purchase/<id>": "buy one copy; send an Idempotency-Key header to retry safely",
-        "GET /orders": "the newest orders (?limit=N)",
+        "GET /orders": "admin: the newest orders (?limit=N)",
         "GET /orders/<order_id>": "one order",
         "PUT /books/<id>": "admin: set price, stock or restock",
         "POST /books": "admin: add a book",
-        "GET /cluster": "every replica's role, term and indexes",
+        "GET /cluster": "each replica's role and reachability, each group's leader and quorum; "
+                        "with the admin token also terms, Raft indexes, lag and counters",
+        "GET /metrics": "admin: Prometheus metrics of this frontend",
         "GET /healthz": "this frontend is up",
         "GET /readyz": "both groups have a leader with quorum",
     },
@@ -229,7 +231,8 @@ def _book_or_none(gateway: Gateway, raw_id: str) -> dict | None:
 def register_pages(app: Flask, gateway: Gateway, stats_provider: StatsProvider) -> None:
     """Add `/` (home, or a JSON index of the API), the `/search` form and `/dashboard`.
 
-    `stats_provider()` returns the same dict `GET /cluster` answers. The
+    `stats_provider()` returns the dict `GET /cluster` answers a client without the admin
+    token (the dashboard's script asks for the admin's view with the token it is given). The
     templates in frontend/templates become available to `render_*` too.
     """
     pages = Blueprint("pages", __name__, template_folder="templates")

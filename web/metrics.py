@@ -1,7 +1,9 @@
 """Prometheus metrics of every Bazar process: each family Bazar exposes is named here, once.
 
-Every process serves `GET /metrics` (Prometheus' text format, made by prometheus-client)
-without credentials; no family carries a secret, a token or a request's content. The
+Every process serves `GET /metrics` (Prometheus' text format, made by prometheus-client);
+a replica's needs no credential, the frontend's (on the public port, and its request and
+cache counters count the store's sales) needs the admin token as a bearer. No family
+carries a secret, a token or a request's content. The
 names are what dashboards and alerts rely on (deploy/grafana-dashboard.json,
 docs/operations.md), so they change only with those.
 
@@ -40,6 +42,7 @@ Prometheus scrapes.
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 from flask import Flask, Response
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
@@ -115,13 +118,17 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def instrument(app: Flask, metrics: Metrics) -> None:
+def instrument(app: Flask, metrics: Metrics, authorize: Callable[[], None] | None = None) -> None:
     """Count and time every request of `app`, give it a request id (web/logs.py), log one
-    access line for it, and serve `GET /metrics`."""
+    access line for it, and serve `GET /metrics`. `authorize()`, if given, runs before a
+    scrape is rendered and raises (an ApiError) to refuse it: the frontend's needs the
+    admin token."""
     app.wsgi_app = _Instrumented(app.wsgi_app, metrics)
 
     @app.get("/metrics")
     def _metrics():
+        if authorize is not None:
+            authorize()
         return Response(metrics.render(), content_type=CONTENT_TYPE_LATEST)
 
 

@@ -169,6 +169,23 @@ def admin_headers(store: str) -> dict[str, str]:
     return ADMIN_HEADERS[store]
 
 
+def open_dashboard(browser: Browser, store: str, operator: bool) -> None:
+    """Open `store`'s /dashboard in a tab that holds no admin token; as the `operator`, type
+    the store's admin token into the page's form, as an operator does, and wait for the
+    operator view (charts, indexes, counters)."""
+    browser.open(store + "/dashboard")
+    browser.run_script("sessionStorage.clear()")  # the module's earlier tests may have left one
+    browser.open(store + "/dashboard")
+    if not operator:
+        return
+    token = admin_headers(store)["Authorization"].removeprefix("Bearer ")
+    browser.wait_until(lambda: browser.run_script("return !document.getElementById('operator').hidden"), 5,
+                       "the admin token form is shown")
+    browser.type("#admin-token", token)
+    browser.driver.find_element(browser._by_css, "#use-token").click()
+    browser.wait_until(lambda: browser.text("#view") == "operator view", 10, "the operator view")
+
+
 def _require_pages(frontend_url: str) -> None:
     """Fail clearly when the frontend does not serve HTML pages (frontend/pages.py not wired in)."""
     response = requests.get(frontend_url + "/", headers={"Accept": "text/html"}, timeout=5)

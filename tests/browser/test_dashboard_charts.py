@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.browser.conftest import open_dashboard
+
 ROOT = Path(__file__).resolve().parents[2]
 README_SCREENSHOT = ROOT / "docs" / "dashboard.png"
 CHARTS = ("rps", "latency", "commit", "hits")
@@ -74,7 +76,7 @@ def path_of(browser, chart: str, series: int = 0) -> str:
 def test_charts_render_move_under_load_and_mark_leader_changes(browser, own_cluster, tmp_path):
     cluster = own_cluster
     browser.driver.set_window_size(1280, 1500)
-    browser.open(cluster.frontend_url + "/dashboard")
+    open_dashboard(browser, cluster.frontend_url, operator=True)  # the charts are the operator's
     for chart in CHARTS:  # drawn at once: a frame, axes, one path per series
         browser.wait_until(lambda: count(browser, f'[data-chart="{chart}"] svg rect.frame') == 1, 10,
                            f"the {chart} chart is drawn")

@@ -15,7 +15,7 @@ from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
 from bazar.frontend.pages import wants_html
-from tests.browser.conftest import admin_headers
+from tests.browser.conftest import admin_headers, open_dashboard
 
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"  # Chromium's
 TOPICS = ["distributed systems", "undergraduate school"]
@@ -312,17 +312,46 @@ def test_errors_are_small_html_pages_for_browsers(browser, store, path, status, 
 # -- the dashboard ----------------------------------------------------------------
 
 def test_dashboard_shows_every_node_and_one_leader_per_group(browser, store, tmp_path):
-    browser.open(store + "/dashboard")
+    open_dashboard(browser, store, operator=True)
     browser.wait_until(lambda: browser.count("tr[data-node]") == 6, 5, "six nodes on the dashboard")
     for group in ("catalog", "order"):
         assert browser.count(group_rows(group)) == 3
         assert len(leaders_shown(browser, group)) == 1
         assert browser.texts(f"section[data-group={group}] td[data-field=reachable]") == ["yes"] * 3
+        assert all(text.isdigit() for text in browser.texts(f"section[data-group={group}] td[data-field=commit_index]"))
+        assert browser.count(f"section[data-group={group}] td[data-field=applied_index]") == 3
     assert browser.text("#ready") == "ready"
     assert browser.text("#frontend-id") == "frontend1"
     assert browser.text("#frontend dd[data-field=caught_up]") == "yes"
+    assert browser.text("#frontend dd[data-field=applied_index]").isdigit()
     assert browser.text("#cache dd[data-field=size]").endswith(" / 1000")
+    assert browser.run_script("return document.querySelectorAll('[data-chart] svg rect.frame').length") == 4
     browser.screenshot(tmp_path / "dashboard.png")
+
+
+def test_the_public_dashboard_shows_health_and_no_number(browser, store):
+    """Without the admin token the dashboard shows who leads and who is up, and no index,
+    counter or chart: numbers that grow with the sales are the operator's. A wrong token
+    is refused, said so, and forgotten."""
+    open_dashboard(browser, store, operator=False)
+    browser.wait_until(lambda: browser.count("tr[data-node]") == 6, 5, "six nodes on the public dashboard")
+    for group in ("catalog", "order"):
+        assert len(leaders_shown(browser, group)) == 1
+        assert browser.texts(f"section[data-group={group}] td[data-field=reachable]") == ["yes"] * 3
+    assert browser.text("#ready") == "ready" and browser.text("#view") == "public view"
+    assert browser.texts("#frontend dt") == ["Caught up"]
+    for hidden in ("#charts-card", "#cache"):
+        assert not browser.run_script("return document.querySelector(arguments[0]).checkVisibility()", hidden)
+    cells = browser.run_script("return Array.from(document.querySelectorAll('#groups td'), "
+                               "td => [td.dataset.field, td.innerText.trim()])")
+    assert {field for field, _ in cells} == {"id", "role", "reachable"}
+    assert {text for field, text in cells if field != "id"} <= {"leader", "follower", "yes"}, cells
+
+    browser.type("#admin-token", "not-the-token")
+    browser.driver.find_element(browser._by_css, "#use-token").click()
+    browser.wait_until(lambda: "refused" in browser.text("#view-note"), 5, "the wrong token is refused")
+    assert browser.text("#view") == "public view"
+    assert browser.run_script("return sessionStorage.length") == 0
 
 
 def test_dashboard_shows_a_killed_leader_down_without_reloading(browser, own_cluster):

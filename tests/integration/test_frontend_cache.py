@@ -14,8 +14,10 @@ import requests
 from tests.integration.probes import set_stock
 
 
-def cache_stats(url: str) -> dict:
-    return requests.get(f"{url}/cluster", timeout=5).json()["cache"]
+def cache_stats(cluster, url: str) -> dict:
+    """The frontend at `url`'s cache counters, from its /cluster (the admin's view: the
+    public one has no counter)."""
+    return requests.get(f"{url}/cluster", headers=cluster.admin_headers, timeout=5).json()["cache"]
 
 
 def test_a_thousand_purchase_then_info_pairs_never_read_stale(shared_cluster):
@@ -23,7 +25,7 @@ def test_a_thousand_purchase_then_info_pairs_never_read_stale(shared_cluster):
     url = cluster.frontend_url
     session = requests.Session()
     set_stock(cluster, 1, 5000)
-    hits_before = cache_stats(url)["hits"]
+    hits_before = cache_stats(cluster, url)["hits"]
     stale = []
     expected = 5000
     for i in range(1000):
@@ -34,7 +36,7 @@ def test_a_thousand_purchase_then_info_pairs_never_read_stale(shared_cluster):
             if seen != expected:
                 stale.append((i, seen, expected))
     assert stale == []
-    assert cache_stats(url)["hits"] - hits_before > 500  # the cache was really in play, not bypassed throughout
+    assert cache_stats(cluster, url)["hits"] - hits_before > 500  # the cache was really in play, not bypassed throughout
 
 
 def test_an_update_through_one_frontend_reaches_another_within_the_bound(make_cluster):
@@ -42,7 +44,7 @@ def test_an_update_through_one_frontend_reaches_another_within_the_bound(make_cl
     a, b = (f.http.url for f in cluster.config.frontends)
     assert requests.get(f"{b}/info/2").json()["price"] == 30.0  # B now caches the old price
     assert requests.get(f"{b}/info/2").json()["price"] == 30.0
-    assert cache_stats(b)["hits"] >= 1
+    assert cache_stats(cluster, b)["hits"] >= 1
     assert requests.put(f"{a}/books/2", json={"price": 31.5}, headers=cluster.admin_headers).status_code == 200
     bound = cluster.config.cache.max_follower_lag
     deadline = time.monotonic() + bound + 1.0
@@ -61,7 +63,7 @@ def test_a_paused_catalog_leader_flushes_the_cache_and_reads_carry_on(shared_clu
     url = cluster.frontend_url
     for book_id in range(1, 8):
         requests.get(f"{url}/info/{book_id}")
-    flushes_before = cache_stats(url)["flushes"]
+    flushes_before = cache_stats(cluster, url)["flushes"]
     leader = cluster.leader("catalog")
     cluster.pause(leader)
     try:
@@ -70,7 +72,7 @@ def test_a_paused_catalog_leader_flushes_the_cache_and_reads_carry_on(shared_clu
             for book_id in range(1, 8):
                 response = requests.get(f"{url}/info/{book_id}", timeout=5)
                 assert response.status_code == 200 and response.json()["id"] == book_id
-        assert cache_stats(url)["flushes"] > flushes_before
+        assert cache_stats(cluster, url)["flushes"] > flushes_before
         # Writes go on under the new leader and are read back correctly.
         restocked = requests.put(f"{url}/books/3", json={"stock": 77}, timeout=10,
                                  headers=cluster.admin_headers)
@@ -84,7 +86,7 @@ def test_a_paused_catalog_leader_flushes_the_cache_and_reads_carry_on(shared_clu
 def test_hit_and_miss_counts_match_the_requests_made(make_cluster):
     cluster = make_cluster(catalog=1, order=1)
     url = cluster.frontend_url
-    before = cache_stats(url)
+    before = cache_stats(cluster, url)
     for book_id in range(1, 8):
         requests.get(f"{url}/info/{book_id}")            # 7 misses
     for _ in range(3):
@@ -94,7 +96,7 @@ def test_hit_and_miss_counts_match_the_requests_made(make_cluster):
     requests.get(f"{url}/search/Distributed%20Systems")  # 1 hit: same key, any case
     requests.get(f"{url}/info/1?consistency=local")      # bypasses the cache: counts nothing
     requests.get(f"{url}/info/1?consistency=strong")
-    after = cache_stats(url)
+    after = cache_stats(cluster, url)
     assert after["misses"] - before["misses"] == 8
     assert after["hits"] - before["hits"] == 22
     assert after["size"] == 8
@@ -108,12 +110,12 @@ def test_the_storefront_home_page_read_again_asks_no_replica_and_shows_a_new_top
     cluster = make_cluster(catalog=1, order=1)
     url = cluster.frontend_url
     html = {"Accept": "text/html"}
-    before = cache_stats(url)
+    before = cache_stats(cluster, url)
     assert requests.get(f"{url}/", headers=html, timeout=10).status_code == 200
-    first = cache_stats(url)
+    first = cache_stats(cluster, url)
     assert first["misses"] - before["misses"] == 10
     assert requests.get(f"{url}/", headers=html, timeout=10).status_code == 200
-    second = cache_stats(url)
+    second = cache_stats(cluster, url)
     assert (second["misses"] - first["misses"], second["hits"] - first["hits"]) == (0, 10)
 
     added = requests.post(f"{url}/books", json={"title": "Paxos Made Simpler", "topic": "consensus",

@@ -41,9 +41,13 @@ FRONTEND = EVERY_PROCESS | {"bazar_cache_hits", "bazar_cache_misses", "bazar_cac
                             "bazar_cache_flushes", "bazar_follower_lag_seconds"}
 
 
-def scrape(url: str) -> dict:
-    """GET /metrics without any credential: {family name: [samples]}."""
-    response = requests.get(url + "/metrics", timeout=5)
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def scrape(url: str, admin: bool = False) -> dict:
+    """GET /metrics, without any credential (a replica's) or with the admin token (the
+    frontend's, on the public port): {family name: [samples]}."""
+    response = requests.get(url + "/metrics", headers=ADMIN if admin else {}, timeout=5)
     assert response.status_code == 200, response.text
     assert response.headers["Content-Type"].startswith("text/plain; version=")  # the text format
     return {family.name: family.samples for family in text_string_to_metric_families(response.text)}
@@ -59,7 +63,7 @@ def value(families: dict, sample_name: str, **labels) -> float:
 
 
 def purchase_count(frontend_url: str) -> float:
-    return value(scrape(frontend_url), "bazar_http_requests_total", route="/purchase/<raw_id>",
+    return value(scrape(frontend_url, admin=True), "bazar_http_requests_total", route="/purchase/<raw_id>",
                  method="POST", status="200")
 
 
@@ -94,16 +98,21 @@ def cluster():
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def test_every_process_serves_its_families_without_credentials_and_no_secret(cluster):
+def test_every_process_serves_its_families_and_no_secret(cluster):
+    """A replica's /metrics needs no credential; the frontend's, on the public port, needs
+    the admin token (its request and cache counters count the sales)."""
     config = cluster.config
     expected = {n.http.url: REPLICA for n in config.catalog}
     expected.update({n.http.url: ORDER_REPLICA for n in config.order})
     expected[cluster.frontend_url] = FRONTEND
+    anonymous = requests.get(cluster.frontend_url + "/metrics", timeout=5)
+    assert anonymous.status_code == 401 and "bazar_" not in anonymous.text
     for url, families in expected.items():
-        response = requests.get(url + "/metrics", timeout=5)
+        admin = url == cluster.frontend_url
+        response = requests.get(url + "/metrics", headers=ADMIN if admin else {}, timeout=5)
         assert response.status_code == 200, url
         assert SECRET not in response.text and ADMIN_TOKEN not in response.text, url
-        found = set(scrape(url))
+        found = set(scrape(url, admin))
         assert families <= found, (url, families - found)
     for node in config.catalog + config.order:
         raft = scrape(node.http.url)
@@ -118,7 +127,7 @@ def test_routes_are_rules_not_paths(cluster):
     for book in (1, 2, 5):
         assert requests.get(f"{cluster.frontend_url}/info/{book}", timeout=5).status_code == 200
     requests.get(f"{cluster.frontend_url}/no/such/thing/42", timeout=5)
-    families = scrape(cluster.frontend_url)
+    families = scrape(cluster.frontend_url, admin=True)
     routes = {s.labels["route"] for s in families["bazar_http_requests"]}
     assert "/info/<raw_id>" in routes and "unmatched" in routes
     assert not any(route.startswith("/info/") and route != "/info/<raw_id>" for route in routes), routes
@@ -168,8 +177,8 @@ def test_counters_are_exact_after_n_purchases(cluster):
 def test_cache_counters_match_the_cluster_view(cluster):
     for _ in range(3):
         requests.get(f"{cluster.frontend_url}/info/4", timeout=5)
-    families = scrape(cluster.frontend_url)
-    cache = requests.get(f"{cluster.frontend_url}/cluster", timeout=5).json()["cache"]
+    families = scrape(cluster.frontend_url, admin=True)
+    cache = requests.get(f"{cluster.frontend_url}/cluster", headers=ADMIN, timeout=5).json()["cache"]
     # /cluster is read after the scrape, and nothing else reads the cache meanwhile
     assert value(families, "bazar_cache_hits_total") == cache["hits"] >= 2
     assert value(families, "bazar_cache_misses_total") == cache["misses"]

@@ -82,6 +82,11 @@ def prometheus(shared_cluster):
     config_file = tmp_path / "prometheus.yml"
     config_file.write_text(prometheus_yaml(cluster.config, scrape_interval="1s"))
     shutil.copy(DEPLOY / "bazar-alerts.yml", tmp_path / "bazar-alerts.yml")
+    # The frontend's /metrics needs the admin token: beside the configuration, where the
+    # generated file names it (without it the frontend target would be down, 401).
+    token_file = tmp_path / "admin-token"
+    token_file.write_text(cluster.admin_token + "\n")
+    token_file.chmod(0o600)
     port = free_ports(1, "127.0.0.1")[0]
     log = open(tmp_path / "prometheus.log", "wb")
     process = subprocess.Popen(
@@ -105,7 +110,7 @@ def prometheus(shared_cluster):
 def test_prometheus_finds_every_target_up_and_every_family(prometheus):
     cluster, base = prometheus
     expected = {p.id for p in cluster.config.catalog + cluster.config.order + cluster.config.frontends}
-    before = purchases_counted(cluster.frontend_url)
+    before = purchases_counted(cluster)
     response = requests.post(f"{cluster.frontend_url}/purchase/1", timeout=10)  # a purchase: stages, commits
     assert response.status_code == 200
 
@@ -133,7 +138,7 @@ def test_prometheus_finds_every_target_up_and_every_family(prometheus):
     assert all(rule["health"] != "err" for rule in loaded), loaded
 
     # The frontend counted exactly this purchase, and Prometheus scraped that count.
-    assert purchases_counted(cluster.frontend_url) == before + 1
+    assert purchases_counted(cluster) == before + 1
     counted = f"{before + 1:g}"
     wait_for(lambda: [r for r in query(base, PURCHASES_200) if r["value"][1] == counted], 30, "the purchase counted")
     assert [r["value"][1] for r in query(base, PURCHASES_200)] == [counted]
@@ -142,9 +147,11 @@ def test_prometheus_finds_every_target_up_and_every_family(prometheus):
 PURCHASES_200 = 'bazar_http_requests_total{job="bazar-frontend",route="/purchase/<raw_id>",status="200"}'
 
 
-def purchases_counted(frontend_url: str) -> float:
+def purchases_counted(cluster) -> float:
     """The frontend's own count of purchases answered 200, from its /metrics (0 before any)."""
-    text = requests.get(f"{frontend_url}/metrics", timeout=5).text
+    response = requests.get(f"{cluster.frontend_url}/metrics", headers=cluster.admin_headers, timeout=5)
+    assert response.status_code == 200, response.text[:200]
+    text = response.text
     return sum(sample.value for family in text_string_to_metric_families(text)
                for sample in family.samples
                if sample.name == "bazar_http_requests_total" and sample.labels.get("route") == "/purchase/<raw_id>"

@@ -237,6 +237,88 @@ def test_liveness_and_the_public_cluster_view_show_no_pid_and_no_address(watched
     assert f":{cluster.config.catalog[0].raft.port}" in private
 
 
+def _numbers(value, path: str = "") -> dict[str, float]:
+    """Every number in a JSON value, by its path (`groups.order.nodes.1.commit_index`)."""
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in _numbers(item, f"{path}.{key}").items()}
+    if isinstance(value, list):
+        return {k: v for i, item in enumerate(value) for k, v in _numbers(item, f"{path}.{i}").items()}
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return {path: value}
+    return {}
+
+
+def _anonymous_views(cluster: LocalCluster) -> dict[str, dict]:
+    """What a client without the admin token reads of the cluster: /cluster, and the
+    dashboard page's own copy (the JSON it embeds for its first draw)."""
+    page = requests.get(cluster.frontend_url + "/dashboard", headers={"Accept": "text/html"}, timeout=10)
+    assert page.status_code == 200, page.text[:200]
+    embedded = re.search(r'<script id="initial-stats" type="application/json">(.*?)</script>', page.text, re.S)
+    return {"/cluster": requests.get(cluster.frontend_url + "/cluster", timeout=10).json(),
+            "/dashboard": json.loads(embedded.group(1))}
+
+
+def _order_commit_index(cluster: LocalCluster) -> int:
+    view = requests.get(cluster.frontend_url + "/cluster", headers=ADMIN, timeout=10).json()
+    return max(n.get("commit_index", 0) for n in view["groups"]["order"]["nodes"])
+
+
+def test_an_anonymous_client_learns_no_store_wide_counter(watched):
+    """The public /cluster (and the dashboard page's copy of it) showed each replica's commit
+    and applied index, its commit count, the frontend's request histogram and cache counters:
+    numbers that grow with every purchase, so any visitor could read the store's sales off
+    them; and the frontend's /metrics counted every purchase for anyone. Now nothing a client
+    without the admin token reads from the frontend changes when books are sold."""
+    from bazar.frontend.app import CLUSTER_VIEW_SECONDS
+
+    cluster, _ = watched
+    before = _anonymous_views(cluster)
+    committed = _order_commit_index(cluster)
+    _buy_through(cluster, 5, "counted")
+    deadline = time.monotonic() + 10
+    while _order_commit_index(cluster) <= committed:  # the admin's view saw the sales
+        assert time.monotonic() < deadline, "the purchases never showed in the admin's view"
+        time.sleep(0.1)
+    time.sleep(CLUSTER_VIEW_SECONDS * 2)  # the shared view is surveyed again
+    after = _anonymous_views(cluster)
+    for where in before:
+        changed = {path: (value, _numbers(after[where]).get(path))
+                   for path, value in _numbers(before[where]).items() if _numbers(after[where]).get(path) != value}
+        assert not changed, f"anonymous {where} moved with 5 purchases: {changed}"
+        assert after[where]["ready"] is True and after[where]["groups"]["order"]["leader"]
+    metrics = requests.get(cluster.frontend_url + "/metrics", timeout=10)
+    assert metrics.status_code == 401, (metrics.status_code, metrics.text[:300])
+    assert "bazar_" not in metrics.text and "error" in metrics.json()
+    wrong = requests.get(cluster.frontend_url + "/metrics", headers={"Authorization": "Bearer nope"}, timeout=10)
+    assert wrong.status_code == 401
+
+
+def test_the_admin_sees_the_whole_cluster_view_and_the_frontends_metrics(watched):
+    """The admin (its token as a bearer) keeps every index, the follower's lag, the cache and
+    traffic counters and each replica's addresses; `bazar status` and the dashboard rely on them."""
+    cluster, _ = watched
+    committed = _order_commit_index(cluster)
+    _buy_through(cluster, 3, "admin-view")
+    deadline = time.monotonic() + 10
+    while _order_commit_index(cluster) <= committed:
+        assert time.monotonic() < deadline, "the admin's view never saw the purchases"
+        time.sleep(0.1)
+    view = requests.get(cluster.frontend_url + "/cluster", headers=ADMIN, timeout=10).json()
+    for group in view["groups"].values():
+        for node in group["nodes"]:
+            assert node["reachable"], node
+            assert {"role", "term", "commit_index", "applied_index", "commits", "http", "raft"} <= set(node), node
+    assert {"applied_index", "leader_commit_index", "lag_seconds", "caught_up"} <= set(view["frontend"]["follower"])
+    assert {"hits", "misses", "invalidations", "size", "capacity"} <= set(view["cache"])
+    assert view["traffic"]["count"] > 0 and view["view"] == "admin"
+    # A wrong token is told so, not quietly given the public view.
+    wrong = requests.get(cluster.frontend_url + "/cluster", headers={"Authorization": "Bearer nope"}, timeout=10)
+    assert wrong.status_code == 401 and "error" in wrong.json()
+    metrics = requests.get(cluster.frontend_url + "/metrics", headers=ADMIN, timeout=10)
+    assert metrics.status_code == 200
+    assert 'bazar_http_requests_total{method="POST",route="/purchase/<raw_id>",status="200"}' in metrics.text
+
+
 def test_listing_orders_and_their_keys_needs_the_admin_token(watched):
     cluster, _ = watched
     _buy_through(cluster, 1, "listed")
