@@ -28,6 +28,8 @@ class Settings:
     clients: int = 16
     samples: int = 500
     load_seconds: float = 4.0
+    wrk_seconds: int = 5          # each wrk run (the floor's, the hot item's): whole seconds, wrk's unit
+    wrk_threads: int = 2
     failover_rounds: int = 5
     journal_purchases: int = 100_000
     sellout_stock: int = 400
@@ -38,7 +40,7 @@ class Settings:
     @classmethod
     def make(cls, quick: bool, out: str | os.PathLike) -> "Settings":
         if quick:
-            return cls(quick=True, out=Path(out), samples=50, load_seconds=1.5, failover_rounds=1,
+            return cls(quick=True, out=Path(out), samples=50, load_seconds=1.5, wrk_seconds=2, failover_rounds=1,
                        journal_purchases=5_000, sellout_stock=100)
         return cls(quick=False, out=Path(out))
 
