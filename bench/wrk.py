@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bazar.bench.measure import cpu_seconds
 
-INSTALL = "install wrk to measure it: `sudo apt-get install wrk` (Debian/Ubuntu; `./bazar.sh test` installs it)"
+INSTALL = "install it with `sudo apt-get install wrk` (Debian, Ubuntu; `./bazar.sh test` installs it)"
 MARK = "bazar-wrk "
 
 # The `done` hook runs once, after every thread has stopped; `summary` holds the totals.
@@ -109,7 +109,7 @@ def run(url: str, seconds: int, connections: int = 16, threads: int = 1, method:
     missing or fails: a bench that meant to measure with it must not go on without saying."""
     path = executable()
     if path is None:
-        raise RuntimeError("wrk is not installed; " + INSTALL)
+        raise RuntimeError("wrk is not installed: " + INSTALL)
     with tempfile.TemporaryDirectory(prefix="bazar-wrk-") as directory:
         lua = Path(directory) / "request.lua"
         lua.write_text(script(method, headers, body))
