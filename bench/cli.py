@@ -31,6 +31,9 @@ def _bench(config, args) -> int:
     if warning:
         print(warning)
         print()
+    for line in report.not_measured(results):
+        print(line)
+        print()
     for kind, path in paths.items():
         print(f"{kind}: {path}")
     if "plot" not in paths:

@@ -1,11 +1,12 @@
 """The bench's phases, each on its own processes so they never compete for the two cores:
 
 1. 3+3+1      the floor (hello-world Flask on waitress, bench/floor.py) sampled in
-              alternating blocks with cached info; info (local, strong), search, purchase,
-              hot-item and spread purchases, memory; then catalog and order leader failover
+              alternating blocks with cached info, then under wrk; info (local, strong),
+              search, purchase, spread purchases, hot-item purchases (Python clients, then
+              wrk, then a sell-out), memory; then catalog and order leader failover
 2. 1+1+1      purchase without replication (the 3+3 / 1+1 ratio is replication's cost)
 3. fsync      two 3+3+1 clusters side by side, raft.fsync on and off, purchases sampled in
-              alternating blocks (the on / off ratio is durability's cost)
+              alternating blocks (the on / off ratio, beside the disk's own fsync time)
 4. recovery   a 1-node catalog restarted on a journal of many purchases
 
 Each phase records its operations under the keys and labels of bench/schema.py.
@@ -20,14 +21,14 @@ from pathlib import Path
 
 import requests
 
-from bazar.bench import measure, schema
+from bazar.bench import measure, schema, wrk
 from bazar.bench.floor import Floor
 from bazar.bench.journal import build_journal_subprocess
 from bazar.bench.load import ClientPool, ClientTask
 from bazar.bench.probes import (ADMIN_TOKEN, BIG_STOCK, cache_stats, concurrent_fsync_latency, cpu_by_role, fsync_latency,
                                 fsyncs_per_purchase, journal_fsyncs, oversold_check, prepare_books, process_roles,
-                                purchase_stages, put, rss_mb, stage_means, stock, wait_caught_up,
-                                wait_settled)
+                                purchase_stages, put, rss_mb, settled_stock, stage_means, stock,
+                                wait_caught_up, wait_settled)
 from bazar.bench.settings import Settings
 from bazar.local.cluster import LocalCluster, write_config
 
@@ -70,6 +71,21 @@ class Phases:
 
     def load(self, tasks: list[ClientTask], duration: float | None = None) -> dict:
         return self.pool.run(tasks, duration or self.s.load_seconds)
+
+    def wrk(self, url: str, pids: dict[str, int], method: str = "GET") -> dict | None:
+        """`url` driven by wrk with as many connections as the bench has clients; None
+        when wrk is not installed (the figures that need it are then not measured)."""
+        if wrk.executable() is None:
+            return None
+        run = wrk.run(url, self.s.wrk_seconds, connections=self.s.clients, threads=self.s.wrk_threads,
+                      method=method, server_pids=pids)
+        cpu = run.get("server_cpu_ms_per_op") or {}
+        progress(f"    wrk, {run['connections']} connections, {run['duration_s']:.1f} s: "
+                 f"{run['throughput_rps']:.0f}/s ({run['ok']} ok, {run['non_2xx']} non-2xx), "
+                 f"p50 {_fmt(run['latency_under_load']['p50_ms'])} ms, server CPU "
+                 f"{sum(cpu.values()):.2f} ms/request, "
+                 f"wrk itself {100 * run.get('generator_cpu_share', 0):.0f}% of the cores")
+        return run
 
     def same_for_all(self, method: str, url: str) -> list[ClientTask]:
         return [ClientTask(method, url) for _ in range(self.s.clients)]
@@ -117,6 +133,8 @@ class Phases:
             floor_load = self.load(self.same_for_all("GET", floor.url + "/hello"))
             load = self.load(self.same_for_all("GET", f"{url}/info/{INFO_BOOK}?consistency=cached"))
             self.record("floor", floor_samples, floor_load)
+            # What the hot item's wrk throughput is compared with: the floor under the same load.
+            self.ops["floor"]["wrk"] = self.wrk(floor.url + "/hello", {"floor": floor.pid})
             self.results["rss_mb"]["floor"] = rss_mb(floor.pid)
             floor.stop()
             entry = self.record("info_cached", samples, load)
@@ -191,6 +209,15 @@ class Phases:
         entry = self.record("purchase_hot", None, load,
                             latency_source=f"{self.s.clients} concurrent clients")
         entry["oversold_check"] = oversold_check(initial, final, load)
+
+        # The same with wrk, whose own CPU is a few percent of the cores where the Python
+        # clients take much of it: the throughput the target compares with the floor's.
+        before = stock(url, HOT_BOOK)
+        run = self.wrk(f"{url}/purchase/{HOT_BOOK}", self.pids, method="POST")
+        if run is not None:
+            run["stock_check"] = wrk.stock_check(before, settled_stock(url, HOT_BOOK), run)
+            progress(f"    wrk stock check: {run['stock_check']}")
+        entry["wrk"] = run
 
         # Sell-out: fewer copies than the clients try to buy; exactly `stock` must succeed.
         copies = self.s.sellout_stock

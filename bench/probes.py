@@ -167,6 +167,19 @@ def stock(url: str, book: int) -> int:
     return response.json()["stock"]
 
 
+def settled_stock(url: str, book: int, quiet: float = 0.5, timeout: float = 30.0) -> int:
+    """The book's stock once it has not moved for `quiet` seconds: purchases a load
+    generator left in flight when it stopped still complete after it has gone."""
+    deadline = time.monotonic() + timeout
+    last = stock(url, book)
+    while True:
+        time.sleep(quiet)
+        now = stock(url, book)
+        if now == last or time.monotonic() > deadline:
+            return now
+        last = now
+
+
 def prepare_books(url: str, count: int) -> list[int]:
     """Add `count` books with a large stock, one per client of the spread run; their ids."""
     ids = []

@@ -13,6 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bazar.bench import wrk
 from bazar.bench.load import ClientPool
 from bazar.bench.phases import Phases, progress
 from bazar.bench.settings import Settings
@@ -30,6 +31,8 @@ def environment() -> dict:
             # Encrypted Raft links and signed requests cost CPU: every throwaway cluster has a
             # secret (the one given, else one LocalCluster makes), so both are always measured.
             "cluster_secret": "given" if os.environ.get("BAZAR_SECRET") else "generated",
+            # The C load generator of the floor's and the hot item's throughput; None: not installed.
+            "wrk": wrk.version(),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
@@ -40,6 +43,8 @@ def run(settings: Settings) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="bazar-bench-"))
     pool = None
     try:
+        if results["environment"]["wrk"] is None:
+            progress("wrk not found: the hot-item target will not be measured; " + wrk.INSTALL)
         progress(f"starting {settings.clients} client processes")
         pool = ClientPool(settings.clients)
         bench = Phases(settings, pool, workdir, results)

@@ -1,14 +1,21 @@
 """The shape of a bench run's results, shared by the runner (bench/phases.py) and the
 report (bench/report.py): the operations measured, under one key and label each.
 
-    {"environment": {cores, loadavg_before/after, python, pysyncobj, date, ...},
+    {"environment": {cores, loadavg_before/after, python, pysyncobj, date,
+                     wrk: its version line, or None when it is not installed, ...},
      "settings":    Settings.to_json(): sizes, goals and lab figures of the run,
      "operations":  {key: {"label", "latency_source",
                            "latency": {p50_ms, p99_ms, mean_ms, server_cpu_ms_per_op, ...},
                            "load": {throughput_rps, ok_total, statuses, latency_under_load, ...},
+                           "wrk": bench/wrk.py's record, floor and purchase_hot only (None when
+                                  wrk is not installed): {connections, threads, duration_s,
+                                  requests, ok, non_2xx, socket_errors, throughput_rps,
+                                  latency_under_load, server_cpu_ms_per_op, generator_cpu_share,
+                                  stock_check (purchase_hot)},
                            ...checks of that operation}},
      "rss_mb":      {process: MB}, "failover": {group: {...}}, "recovery": {kind: {...}},
-     "targets":     [{key, goal, value, unit, met}]}   (added by the report)
+     "targets":     [{key, goal, value, unit, met, note?}]}   (added by the report; met None:
+                                                               not measured or not judged)
 
 Labels may name the run's settings (`{clients}`), so they always say what was run.
 """
