@@ -18,7 +18,7 @@ This module is the index. Its contract, checked by tests/unit/test_corrections.p
   `bazar corrections` prints the table the docs show (docs/architecture.md).
 
 `caught_by` says which generated simulator schedules (tests/sim) fail when the
-correction alone is reverted (`python -m tests.sim.mutations`); a correction outside
+correction alone is reverted (`python -m tests.sim.mutation`); a correction outside
 the simulator's fault model says so, and why, instead.
 """
 from __future__ import annotations
@@ -65,7 +65,7 @@ CORRECTIONS: tuple[Correction, ...] = (
         (_SIM + "test_follower_rules.py::test_a_snapshot_older_than_the_log_keeps_the_entries_after_it",
          _SIM + "test_old_snapshot.py::test_a_follower_never_installs_a_snapshot_at_or_below_its_commit_index",
          _SIM + "test_follower_rules.py::test_a_snapshot_ahead_of_the_log_replaces_it_and_the_follower_catches_up"),
-        "generated schedules: 1,177 of seed 1 (a leader counting an entry its follower does not hold)"),
+        "generated schedules: 249 of seed 1 (a leader counting an entry its follower does not hold)"),
     Correction(
         _SYNCOBJ, "_SyncObj__connectedToAnyone",
         "a replica whose journal lost committed entries does not stand for election until it has them again",
@@ -82,19 +82,19 @@ CORRECTIONS: tuple[Correction, ...] = (
          _SIM + "test_follower_rules.py::test_entries_kept_after_mid_journal_damage_are_not_counted_committed",
          _SIM + "test_membership.py::test_a_restarted_replica_uses_the_latest_configuration_in_its_log",
          _SIM + "test_membership.py::test_a_restarted_replica_two_changes_behind_cannot_form_a_second_majority"),
-        "generated schedules: 87 of seed 1 (a commit index beyond the log's end)"),
+        "generated schedules: 64 of seed 1 (a replica counting a voter its log removed)"),
     Correction(
         _SYNCOBJ, "_SyncObj__doApplyCommand",
         "a membership change takes effect once, when its entry enters the log; applying it later "
         "changes nothing (it would undo a later change already in the log)",
         (_SIM + "test_membership.py::test_applying_an_old_membership_entry_does_not_undo_a_later_one",),
-        "none: generated schedules change no membership; the named test"),
+        "generated schedules: 111 of seed 1 (a replica counting a voter its log removed: Raft §6)"),
     Correction(
         "pysyncobj.syncobj", "createJournal",
         "a log entry is on disk (fsync, checksummed, append-only, compacted by rename) before anyone relies on it",
         (_UNIT + "test_journal.py::test_a_crash_keeps_exactly_what_was_synced",
          _UNIT + "test_journal.py::test_compaction_writes_a_new_file_and_never_touches_the_old_one"),
-        "generated schedules: 2 of seed 1 (a restart below the commit index it had)"),
+        "generated schedules: the first of seed 1 (a restart below the commit index it had)"),
     Correction(
         _SYNCOBJ, "_SyncObj__sendNextNodeIdx",
         "a follower acknowledges only entries that are on its disk",
@@ -120,7 +120,7 @@ CORRECTIONS: tuple[Correction, ...] = (
         "the forked snapshot writer dies with its replica, gives up its ports and writes durably under its own name",
         (_UNIT + "test_journal_snapshot_writer.py::test_the_writer_dies_with_its_replica",
          _UNIT + "test_journal_snapshot_writer.py::test_a_forked_snapshot_is_written_durably_under_its_own_name"),
-        "generated schedules: 8 of seed 1 (the group does not converge)"),
+        "generated schedules: the first of seed 1 (the group does not converge)"),
     Correction(
         "pysyncobj.serializer.Serializer", "setTransmissionData",
         "a snapshot received from the leader is durable before it is installed and acknowledged",

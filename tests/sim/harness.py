@@ -67,6 +67,14 @@ The fault model, in full
   (`Simulation.refused`) and that is not a violation; at the end the operator's
   recovery runs (`recover`: BAZAR_REPAIR_JOURNAL=1, it keeps its term, vote and the
   sound entries before the damage and copies the rest from its peers). Losing an acknowledged write, or any safety property, is one.
+- Membership (tests/sim/membership_steps.py): one change at a time through the leader,
+  after Bazar's own checks (`MembershipChanges._check_change`): a fresh empty replica
+  added, a follower (running or crashed) removed and its process stopped once the change
+  committed (or left running), a replacement (remove, then add). A replica that drops a
+  node closes its connection to it; a message from a node the receiver no longer knows
+  is not delivered. The checks follow the configurations: `World.check_configurations`
+  (Raft §6: every replica counts the latest configuration its log names), and the end's
+  convergence and "no acknowledged write lost" are over the final leader's members.
 
 What is NOT modelled: PySyncObj's TCP transport and its framing (Bazar's
 `frame_guard` and `transport` corrections are never exercised here), encryption,
@@ -76,8 +84,9 @@ record past its saved commit index (indistinguishable from a torn write: see
 `corrupt_journal`), several processes
 sharing a data directory, clocks that run at different speeds, a crash inside
 `rebase_log` between its `clear()` and its `add()`s (replicas die only at a send or
-between steps), dynamic membership changes, and reads (read index) checked
-against a linearization.
+between steps), Bazar's member directory (the addresses a change records first),
+PySyncObj's admin commands on the Raft port, removing the leader itself (Bazar hands
+leadership over first), and reads (read index) checked against a linearization.
 """
 from __future__ import annotations
 
@@ -342,8 +351,8 @@ class SimNetwork:
     def _hand_over(self, item: _InFlight) -> bool:
         receiver = self.transports.get(item.dst)
         if receiver is None or self.life.get(item.src) != item.src_life \
-                or self.life.get(item.dst) != item.dst_life:
-            return False
+                or self.life.get(item.dst) != item.dst_life or not receiver.knows(item.src):
+            return False   # (a membership change dropped the sender: its connection closed)
         self.delivered += 1
         receiver.receive(item.src, item.message())
         return True
@@ -490,6 +499,7 @@ class World:
                           f"to {obj.raftLastApplied} (an older snapshot installed)")
             replica.last_applied = obj.raftLastApplied
         self.check_logs(sim)
+        self.check_configurations(sim)
         if self.check_match:
             self.check_match_indexes(sim)
 
@@ -524,6 +534,29 @@ class World:
                     self.fail(f"leader {name} (term {term}) counts {node.id} as holding its entry "
                               f"{match} (term {log[match - log[0][1]][2]}), but {node.id} holds {held} there")
 
+    def check_configurations(self, sim: "Simulation") -> None:
+        """Raft §6: a server uses the latest configuration in its log, committed or not.
+        For every replica and every other node a membership entry of its log names, the
+        replica counts that node as a voter if and only if the last such entry adds it.
+        (A node no entry of the log names is not checked: a snapshot carries the
+        configuration of whoever wrote it, PySyncObj's `cluster`, not one of the log.)"""
+        for name, replica in sim.replicas.items():
+            if not replica.ticked:
+                continue   # configured from its log on its first tick (raft_fixes.configure)
+            latest: dict[str, bool] = {}
+            for command, _, _ in entries(replica.obj):
+                if command[:1] == _MEMBERSHIP:
+                    op, node = pickle.loads(command[1:])[:2]
+                    latest[node] = op == "add"
+            if not latest:
+                continue
+            counted = {node.id for node in replica.obj.otherNodes}
+            for node, member in latest.items():
+                if node != name and (node in counted) != member:
+                    self.fail(f"{name} {'does not count' if member else 'counts'} {node} as a voter, "
+                              f"but the last change of its log about {node} "
+                              f"{'adds' if member else 'removes'} it")
+
     def check_logs(self, sim: "Simulation") -> None:
         logs = {name: entries(replica.obj) for name, replica in sim.replicas.items()}
         names = sorted(logs)
@@ -550,6 +583,9 @@ class World:
                     break
         # An acknowledged write is a committed entry (recorded when acknowledged), so the
         # checks above keep it: no later leader lacks it, no replica commits another there.
+
+
+_MEMBERSHIP = bytes((syncobj_module._COMMAND_TYPE.MEMBERSHIP,))
 
 
 def entries(obj: SyncObj) -> list:
@@ -1151,16 +1187,20 @@ class Simulation:
         return False
 
     def converged(self) -> bool:
-        """Every replica alive, one leader, and all have applied the same, final state."""
+        """One leader, every member of its configuration alive, and all have applied the
+        same, final state (a replica a membership change removed no longer counts)."""
         leader = self.leader()
-        if leader is None or self.crashed:
+        if leader is None:
             return False
-        commit = self.replicas[leader].obj.raftCommitIndex
-        if entries(self.replicas[leader].obj)[-1][1] != commit:
+        obj = self.replicas[leader].obj
+        members = [self.replicas.get(n) for n in {node.id for node in obj.otherNodes} | {leader}]
+        if None in members:
+            return False
+        commit = obj.raftCommitIndex
+        if entries(obj)[-1][1] != commit:
             return False
         return all(r.obj.raftLastApplied == commit and r.obj.raftCommitIndex == commit
-                   for r in self.replicas.values()) and \
-            len({r.recorder.digest() for r in self.replicas.values()}) == 1
+                   for r in members) and len({r.recorder.digest() for r in members}) == 1
 
     def heal_everything(self) -> None:
         """Every replica back (refusing ones recovered by the operator), every link up,

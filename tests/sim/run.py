@@ -11,7 +11,11 @@ for a failing schedule replays it exactly (`--replay`), also with the same `--si
 
   --size 3|5          every schedule on that many replicas (default: drawn, 3 or 5)
   --compaction N      a snapshot every N entries (default: drawn, 10, 20 or 40)
-  --kinds storm,hold  draw only these step kinds (default: all, schedule.WEIGHTS)
+  --kinds storm,hold  draw only these step kinds (default: all, schedule.WEIGHTS, and
+                      membership steps in a share of schedules; add, remove and
+                      replace may be named too, weight 5 each)
+  --no-membership     no membership steps: the schedule numbers recorded before they
+                      existed (tests/sim/test_found_schedules.py) replay as they were
   --no-match-check    leave out the match-index check, to see what a lying match
                       index goes on to break (a Figure 3 property)
   --revert NAME       run with one of Bazar's corrections reverted to PySyncObj's own
@@ -34,6 +38,8 @@ from contextlib import nullcontext
 
 from tests.sim.schedule import WEIGHTS, generate, play
 
+MEMBERSHIP_WEIGHTS = {"add": 5, "remove": 5, "replace": 5}
+
 SEED_STRIDE = 10 ** 6
 
 
@@ -41,14 +47,15 @@ def schedule_seeds(seed: int, count: int) -> range:
     return range(seed * SEED_STRIDE, seed * SEED_STRIDE + count)
 
 
-def run(seeds, size=None, kinds=None, check_match=True, stop_after=1, out=print, compaction=None) -> dict:
+def run(seeds, size=None, kinds=None, check_match=True, stop_after=1, out=print, compaction=None,
+        membership=True) -> dict:
     """Play the schedules of `seeds`; return {"played", "seconds", "failures": [(seed, error)]}."""
     failures, played, started = [], 0, time.monotonic()
     logging.disable(logging.CRITICAL)   # replicas log every refused vote and torn tail
     try:
         for seed in seeds:
             try:
-                play(*generate(seed, kinds, size, compaction), check_match=check_match)
+                play(*generate(seed, kinds, size, compaction, membership), check_match=check_match)
             except Exception as error:  # a violation, or an exception out of PySyncObj
                 failures.append((seed, error, time.monotonic() - started, played + 1))
                 if out:
@@ -90,15 +97,18 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, choices=(3, 5))
     parser.add_argument("--compaction", type=int)
     parser.add_argument("--kinds")
+    parser.add_argument("--no-membership", action="store_true")
     parser.add_argument("--no-match-check", action="store_true")
     parser.add_argument("--revert")
     parser.add_argument("--stop-after", type=int, default=1)
     args = parser.parse_args(argv)
-    kinds = None if not args.kinds else {k: WEIGHTS[k] for k in args.kinds.split(",")}
+    kinds = None if not args.kinds else {k: WEIGHTS.get(k) or MEMBERSHIP_WEIGHTS[k] for k in args.kinds.split(",")}
+    membership = not args.no_membership
     check = not args.no_match_check
     extra = "".join([f" --size {args.size}" if args.size else "", f" --kinds {args.kinds}" if args.kinds else "",
                      f" --compaction {args.compaction}" if args.compaction else "",
                      " --no-match-check" if args.no_match_check else "",
+                     " --no-membership" if args.no_membership else "",
                      f" --revert {args.revert}" if args.revert else ""])
     if args.revert:
         from tests.sim.mutation import reverted
@@ -107,9 +117,10 @@ def main(argv=None) -> int:
         context = nullcontext()
     with context:
         if args.replay is not None:
-            schedule = generate(args.replay, kinds, args.size, args.compaction)
+            schedule = generate(args.replay, kinds, args.size, args.compaction, membership)
             print(f"schedule {args.replay}: {schedule!r}")
-            outcome = run([args.replay], args.size, kinds, check, compaction=args.compaction)
+            outcome = run([args.replay], args.size, kinds, check, compaction=args.compaction,
+                          membership=membership)
             if outcome["failures"] and args.shrink:
                 def fails(candidate):
                     try:
@@ -125,7 +136,8 @@ def main(argv=None) -> int:
         print(f"seed {seed}: {args.schedules} schedules (python -m tests.sim.run --schedules "
               f"{args.schedules} --seed {seed}{extra})", flush=True)
         outcome = run(schedule_seeds(seed, args.schedules), args.size, kinds, check, args.stop_after,
-                      out=lambda line: print(line, flush=True), compaction=args.compaction)
+                      out=lambda line: print(line, flush=True), compaction=args.compaction,
+                      membership=membership)
     rate = outcome["played"] / max(outcome["seconds"], 1e-9)
     print(f"{outcome['played']} schedules in {outcome['seconds']:.1f} s ({rate:.1f}/s), "
           f"{len(outcome['failures'])} failed")

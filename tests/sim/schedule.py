@@ -27,18 +27,27 @@ printed, kept in test_found_schedules.py and replayed exactly):
   ("release", seed, count)    deliver `count` held messages, in an order drawn from seed
   ("writer", position)        one running snapshot writer renames its file into place
   ("corrupt", i, seed)        flip a bit of a durable journal record of crashed replica i
-                              (one replica per schedule: Raft tolerates that, not more)
+                              (one replica per schedule: Raft tolerates that, not more; and
+                              only while every running replica counts 3 voters or more)
+  ("add", start, seed)        membership changes (tests/sim/membership_steps.py), each an
+  ("remove", i, stop, seed)   operator's command through the leader, after Bazar's checks,
+  ("replace", i, start, seed) one at a time, going on over storm rounds drawn from seed
+                              until committed: a fresh replica added (started at once, or
+                              once committed); follower i removed (its process stopped once
+                              committed, or left running); follower i removed, then a fresh
+                              one added. `generate` adds 1 to 6 of them to a share of schedules
 
 `play` runs a schedule, checking Raft's safety properties after every step
 (tests/sim/harness.py), then heals everything (a replica that refused to start
-on damaged data is recovered the operator's way) and requires every replica to
-converge on one state holding every acknowledged write. `generate(seed)` draws a
+on damaged data is recovered the operator's way) and requires every replica of the
+final configuration to converge on one state holding every acknowledged write. `generate(seed)` draws a
 schedule; the same seed gives the same schedule, and `play` replays it exactly.
 """
 from __future__ import annotations
 
 import random
 
+from tests.sim import membership_steps
 from tests.sim.harness import Simulation
 
 HOLD_KINDS = {0: (), 1: ("next_node_idx",), 2: ("response_vote",), 3: ("append_entries",),
@@ -60,10 +69,12 @@ def play(size: int, steps: list, fork_writer: bool = False, compaction: int = 40
             for kind, *args in steps:
                 apply(sim, corrupted, kind, args)
                 sim.observe()
+                membership_steps.after_step(sim)
             refused = len(sim.refused)
+            membership_steps.before_heal(sim)
             sim.heal_everything()
             assert sim.run_until(sim.converged, seconds=60), "the healed group did not converge"
-            for name in names:
+            for name in membership_steps.members(sim):
                 assert sim.lost_acknowledged(name) == [], f"{name} lost acknowledged writes"
             assert sim.world.violations == []
         except BaseException as error:
@@ -107,7 +118,7 @@ def apply(sim: Simulation, corrupted: set, kind: str, args: list) -> None:
             sim.network.doom(name, args[1], power=bool(args[2]))
     elif kind == "restart":
         name = replica(args[0])
-        if name in sim.crashed:
+        if name in sim.crashed and membership_steps.restartable(sim, name):
             sim.restart(name, writer_finishes=bool(args[1]) if len(args) > 1 else True)
     elif kind == "partition":
         side = {n for i, n in enumerate(names) if args[0] >> i & 1}
@@ -128,9 +139,11 @@ def apply(sim: Simulation, corrupted: set, kind: str, args: list) -> None:
             sim.network.release(rng.randrange(len(sim.network.held)))
     elif kind == "writer":
         sim.finish_writer(args[0])
+    elif kind in membership_steps.KINDS:
+        membership_steps.apply(sim, kind, args)
     elif kind == "corrupt":
         name = replica(args[0])
-        if name in sim.crashed and not corrupted - {name}:
+        if name in sim.crashed and not corrupted - {name} and membership_steps.tolerates_damage(sim):
             if sim.corrupt(name, random.Random(args[1])) is not None:
                 corrupted.add(name)
     else:
@@ -184,14 +197,20 @@ def draw_step(rng: random.Random, kind: str) -> tuple:
         return (kind, rng.randint(0, 4))
     if kind == "corrupt":
         return (kind, rng.randint(0, 4), rng.randint(0, big))
+    if kind in membership_steps.KINDS:
+        return membership_steps.draw_step(rng, kind)
     raise ValueError(kind)
 
 
 def generate(seed: int, kinds: dict[str, int] | None = None,
-             size: int | None = None, compaction: int | None = None) -> tuple[int, list, bool, int]:
+             size: int | None = None, compaction: int | None = None,
+             membership: bool = True) -> tuple[int, list, bool, int]:
     """The schedule of `seed`: (size, steps, fork_writer, compaction), 3 or 5 replicas (or
     `size`), 3 to 40 steps drawn with `kinds` as relative weights (default: one FOCUS drawn
-    from the seed), a snapshot every 10, 20 or 40 entries (or `compaction`)."""
+    from the seed), a snapshot every 10, 20 or 40 entries (or `compaction`); then, unless
+    `membership` is False or `kinds` is given, membership steps added to a share of them
+    (`membership_steps.interleave`, a random stream of its own: with `membership=False`,
+    or for the seeds it leaves alone, the schedule is the one drawn before they existed)."""
     rng = random.Random(seed)
     focus = FOCUS[rng.choice(sorted(FOCUS))]
     weights = focus if kinds is None else kinds
@@ -200,4 +219,6 @@ def generate(seed: int, kinds: dict[str, int] | None = None,
     size = size or drawn
     steps = [draw_step(rng, kind) for kind in rng.choices(population, cumulative, k=rng.randint(3, 40))]
     drawn_compaction = rng.choice((10, 20, 40))
+    if membership and kinds is None:
+        steps = membership_steps.interleave(seed, steps)
     return size, steps, True, compaction or drawn_compaction
