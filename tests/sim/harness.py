@@ -89,6 +89,7 @@ import sys
 import random
 import shutil
 import tempfile
+import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,7 +186,7 @@ class SimNetwork:
         reads it before it sees the connection close)."""
         self.transports.pop(name, None)
         self.doomed.pop(name, None)
-        for pair in [p for p in self.connected if name in p]:
+        for pair in sorted((p for p in self.connected if name in p), key=sorted):
             if keep_sent:
                 other = next(iter(pair - {name}))
                 self.stragglers.extend(m for m in self.queues.get((name, other), ())
@@ -224,7 +225,7 @@ class SimNetwork:
         """Keep replicas in different groups apart until `heal`."""
         self.cut = {frozenset((a, b)) for g in groups for h in groups if g is not h
                     for a in g for b in h}
-        for pair in list(self.connected & self.cut):
+        for pair in sorted(self.connected & self.cut, key=sorted):
             a, b = sorted(pair)
             self._close(pair, keep=True)
 
@@ -347,6 +348,15 @@ class SimNetwork:
         self.delivered += 1
         receiver.receive(item.src, item.message())
         return True
+
+
+class SimNode(Node):
+    """PySyncObj's Node, hashed by a digest of its name instead of Python's per-process salted
+    string hash: PySyncObj iterates sets of nodes (whom to send to first), and with the salted
+    hash a schedule took another course under another PYTHONHASHSEED."""
+
+    def __hash__(self):
+        return zlib.crc32(self.id.encode())
 
 
 class SimTransport(Transport):
@@ -862,7 +872,7 @@ class Simulation:
         self.initial.setdefault(name, list(peers))
         try:
             obj = SyncObj(name, [n for n in peers if n != name], conf=self.conf(name),
-                          consumers=[recorder], nodeClass=Node,
+                          consumers=[recorder], nodeClass=SimNode,
                           transportClass=lambda so, me, others: SimTransport(self.network, so, me, others))
         except BaseException:
             self.network.detach(name)
