@@ -76,8 +76,9 @@ record past its saved commit index (indistinguishable from a torn write: see
 `corrupt_journal`), several processes
 sharing a data directory, clocks that run at different speeds, a crash inside
 `rebase_log` between its `clear()` and its `add()`s (replicas die only at a send or
-between steps), dynamic membership changes, and reads (read index) checked
-against a linearization.
+between steps), and dynamic membership changes. Reads (read index, local reads with
+the in-touch bound, the non-voting follower) are tests/sim/reads.py's `ReadSimulation`,
+which generated schedules use.
 """
 from __future__ import annotations
 
@@ -791,6 +792,10 @@ class Simulation:
     simulation's while open, and removes every file when closed.
     """
 
+    # What each replica is built with (tests/sim/reads.py gives them Bazar's read side).
+    transport_class = SimTransport
+    recorder_class = Recorder
+
     def __init__(self, size: int = 3, seed: int = 0, compaction_entries: int = 1_000_000,
                  payload: int = 0, journal=None, fsync: bool = True, fork_writer: bool = False) -> None:
         self.names = [f"n{i + 1}" for i in range(size)]
@@ -867,13 +872,13 @@ class Simulation:
         group it was started with, as a process reads cluster.yaml: later changes come from
         its log). Raises what PySyncObj or the journal raise (JournalCorrupt: the replica
         refuses to start; see `restart`)."""
-        recorder = Recorder(self.world, name)
+        recorder = self.recorder_class(self.world, name)
         peers = self.initial.get(name, self.names) if peers is None else peers
         self.initial.setdefault(name, list(peers))
         try:
             obj = SyncObj(name, [n for n in peers if n != name], conf=self.conf(name),
                           consumers=[recorder], nodeClass=SimNode,
-                          transportClass=lambda so, me, others: SimTransport(self.network, so, me, others))
+                          transportClass=lambda so, me, others: self.transport_class(self.network, so, me, others))
         except BaseException:
             self.network.detach(name)
             raise

@@ -11,11 +11,13 @@ for a failing schedule replays it exactly (`--replay`), also with the same `--si
 
   --size 3|5          every schedule on that many replicas (default: drawn, 3 or 5)
   --compaction N      a snapshot every N entries (default: drawn, 10, 20 or 40)
-  --kinds storm,hold  draw only these step kinds (default: all, schedule.WEIGHTS)
+  --kinds storm,hold  draw only these step kinds (default: all, schedule.WEIGHTS, with
+                      read steps spliced in; read kinds: schedule.READ_WEIGHTS)
   --no-match-check    leave out the match-index check, to see what a lying match
                       index goes on to break (a Figure 3 property)
   --revert NAME       run with one of Bazar's corrections reverted to PySyncObj's own
-                      code (NAME as tests/sim/mutation.py lists them; see there)
+                      code, or one of its read rules broken (NAME as tests/sim/mutation.py
+                      lists them; see there)
   --stop-after K      stop after K failing schedules (default 1; 0: never stop)
 
 It prints schedules/s, each failure (the violated property, the faults that led
@@ -32,7 +34,7 @@ import sys
 import time
 from contextlib import nullcontext
 
-from tests.sim.schedule import WEIGHTS, generate, play
+from tests.sim.schedule import READ_WEIGHTS, WEIGHTS, generate, play
 
 SEED_STRIDE = 10 ** 6
 
@@ -94,7 +96,8 @@ def main(argv=None) -> int:
     parser.add_argument("--revert")
     parser.add_argument("--stop-after", type=int, default=1)
     args = parser.parse_args(argv)
-    kinds = None if not args.kinds else {k: WEIGHTS[k] for k in args.kinds.split(",")}
+    known = {**WEIGHTS, **READ_WEIGHTS}
+    kinds = None if not args.kinds else {k: known[k] for k in args.kinds.split(",")}
     check = not args.no_match_check
     extra = "".join([f" --size {args.size}" if args.size else "", f" --kinds {args.kinds}" if args.kinds else "",
                      f" --compaction {args.compaction}" if args.compaction else "",
