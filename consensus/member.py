@@ -28,7 +28,7 @@ from bazar.consensus import syncobj_private as private
 from bazar.consensus.directory import Directory
 from bazar.consensus.errors import MAYBE_APPLIED, BindFailed, CommitError, ReadRefused, failure_reason
 from bazar.consensus.membership import MembershipChanges
-from bazar.consensus.probing import ProbingTransport
+from bazar.consensus.probing import ProbeStamps, ProbingTransport
 from bazar.consensus.reads import NOT_LEADER, LeaderView, ReadIndex
 from bazar.consensus.state import ReplicatedState
 
@@ -57,6 +57,19 @@ class RaftMember(MembershipChanges):
         self.directory = directory if directory is not None else Directory({})
         self.peers = [p for p in peers if p != self_address]
         super().__init__()  # MembershipChanges: one change at a time (consensus/membership.py)
+        self._init_reads()
+        # The consumers' order fixes PySyncObj's method ids in the log: never reorder them.
+        self.syncobj = SyncObj(self_address, self.peers, conf=conf, consumers=[state, self.directory],
+                               transportClass=ProbingTransport)
+        self._transport: ProbeStamps = private.transport(self.syncobj)
+        self._transport.majority_age = self._majority_age
+        if self_address is not None:
+            self._wait_bound(self_address)
+        self._wake = private.wake_pipe(self.syncobj)
+        state.add_listener(self)
+        self.syncobj.addOnTickCallback(self._on_tick)
+
+    def _init_reads(self) -> None:
         self._reads = ReadIndex()
         self._reads_lock = threading.Lock()
         self._in_touch_at: float | None = None
@@ -65,16 +78,23 @@ class RaftMember(MembershipChanges):
         self._role: int | None = None
         self._known_leader: tuple[int, str] | None = None  # (term, address) last counted
         self._handing_off = False  # set by hand_off(); read on the tick thread
-        # The consumers' order fixes PySyncObj's method ids in the log: never reorder them.
-        self.syncobj = SyncObj(self_address, self.peers, conf=conf, consumers=[state, self.directory],
-                               transportClass=ProbingTransport)
-        self._transport: ProbingTransport = private.transport(self.syncobj)
-        self._transport.majority_age = self._majority_age
-        if self_address is not None:
-            self._wait_bound(self_address)
-        self._wake = private.wake_pipe(self.syncobj)
-        state.add_listener(self)
-        self.syncobj.addOnTickCallback(self._on_tick)
+
+    @classmethod
+    def over(cls, syncobj: SyncObj) -> "RaftMember":
+        """The read side of a member (read index, in-touch rule, role watch) over a SyncObj
+        built elsewhere, whose transport is a `ProbeStamps`: the simulator's replicas
+        (tests/sim/reads.py) run this code, not a copy of it. It has no Bazar state machine
+        (call `on_reset` when the SyncObj's state is replaced by a snapshot) and no
+        directory: reads and `in_touch` only."""
+        member = cls.__new__(cls)
+        MembershipChanges.__init__(member)
+        member._init_reads()
+        member.syncobj = syncobj
+        member._transport = private.transport(syncobj)
+        member._transport.majority_age = member._majority_age
+        member._wake = private.wake_pipe(syncobj)
+        syncobj.addOnTickCallback(member._on_tick)
+        return member
 
     def _wait_bound(self, address: str) -> None:
         """Return once the Raft port is bound; BindFailed when PySyncObj has given up

@@ -21,8 +21,10 @@ ECHO_KEY = "bazar_echo"    # on next_node_idx: the newest probe received from th
 MAJORITY_KEY = "bazar_majority_age"
 
 
-class ProbingTransport(WatchedTransport):
+class ProbeStamps:
     """Stamps heartbeats with probe rounds and echoes them back (see `consensus.reads`).
+    A mixin over any PySyncObj transport (`ProbingTransport`: TCP; the simulator's, in
+    tests/sim/reads.py, runs this very code over its simulated network).
 
     Leader side: every append_entries carries (nonce, round); `echoes[node]` is the
     newest round of *this process* (same nonce) that `node` has echoed. The nonce is
@@ -79,3 +81,7 @@ class ProbingTransport(WatchedTransport):
                 self.vouched[address] = (message.get("term"), time.monotonic() - age)
         super()._onMessageReceived(node, message)
 
+
+class ProbingTransport(ProbeStamps, WatchedTransport):
+    """What a member's SyncObj talks through: probe rounds and majority stamps
+    (`ProbeStamps`) over the watched, guarded TCP transport."""

@@ -85,8 +85,10 @@ record past its saved commit index (indistinguishable from a torn write: see
 sharing a data directory, clocks that run at different speeds, a crash inside
 `rebase_log` between its `clear()` and its `add()`s (replicas die only at a send or
 between steps), Bazar's member directory (the addresses a change records first),
-PySyncObj's admin commands on the Raft port, removing the leader itself (Bazar hands
-leadership over first), and reads (read index) checked against a linearization.
+PySyncObj's admin commands on the Raft port, and removing the leader itself (Bazar hands
+leadership over first). Reads (read index, local reads with the in-touch bound, the
+non-voting follower) are tests/sim/reads.py's `ReadSimulation`, which generated
+schedules use.
 """
 from __future__ import annotations
 
@@ -98,6 +100,7 @@ import sys
 import random
 import shutil
 import tempfile
+import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -194,7 +197,7 @@ class SimNetwork:
         reads it before it sees the connection close)."""
         self.transports.pop(name, None)
         self.doomed.pop(name, None)
-        for pair in [p for p in self.connected if name in p]:
+        for pair in sorted((p for p in self.connected if name in p), key=sorted):
             if keep_sent:
                 other = next(iter(pair - {name}))
                 self.stragglers.extend(m for m in self.queues.get((name, other), ())
@@ -233,7 +236,7 @@ class SimNetwork:
         """Keep replicas in different groups apart until `heal`."""
         self.cut = {frozenset((a, b)) for g in groups for h in groups if g is not h
                     for a in g for b in h}
-        for pair in list(self.connected & self.cut):
+        for pair in sorted(self.connected & self.cut, key=sorted):
             a, b = sorted(pair)
             self._close(pair, keep=True)
 
@@ -356,6 +359,15 @@ class SimNetwork:
         self.delivered += 1
         receiver.receive(item.src, item.message())
         return True
+
+
+class SimNode(Node):
+    """PySyncObj's Node, hashed by a digest of its name instead of Python's per-process salted
+    string hash: PySyncObj iterates sets of nodes (whom to send to first), and with the salted
+    hash a schedule took another course under another PYTHONHASHSEED."""
+
+    def __hash__(self):
+        return zlib.crc32(self.id.encode())
 
 
 class SimTransport(Transport):
@@ -817,6 +829,10 @@ class Simulation:
     simulation's while open, and removes every file when closed.
     """
 
+    # What each replica is built with (tests/sim/reads.py gives them Bazar's read side).
+    transport_class = SimTransport
+    recorder_class = Recorder
+
     def __init__(self, size: int = 3, seed: int = 0, compaction_entries: int = 1_000_000,
                  payload: int = 0, journal=None, fsync: bool = True, fork_writer: bool = False) -> None:
         self.names = [f"n{i + 1}" for i in range(size)]
@@ -893,13 +909,13 @@ class Simulation:
         group it was started with, as a process reads cluster.yaml: later changes come from
         its log). Raises what PySyncObj or the journal raise (JournalCorrupt: the replica
         refuses to start; see `restart`)."""
-        recorder = Recorder(self.world, name)
+        recorder = self.recorder_class(self.world, name)
         peers = self.initial.get(name, self.names) if peers is None else peers
         self.initial.setdefault(name, list(peers))
         try:
             obj = SyncObj(name, [n for n in peers if n != name], conf=self.conf(name),
-                          consumers=[recorder], nodeClass=Node,
-                          transportClass=lambda so, me, others: SimTransport(self.network, so, me, others))
+                          consumers=[recorder], nodeClass=SimNode,
+                          transportClass=lambda so, me, others: self.transport_class(self.network, so, me, others))
         except BaseException:
             self.network.detach(name)
             raise

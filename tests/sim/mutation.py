@@ -10,6 +10,10 @@ fails either way says nothing about the reverted correction.
     python -m tests.sim.mutation --schedules 400 --seed 1        # the table, every correction
     python -m tests.sim.mutation --only serialize --schedules 2000
 
+Bazar's own read rules are not PySyncObj corrections, but are broken the same way, one at a
+time (`tests.sim.reads.MUTATIONS`: `in_touch_from_last_heard`, `read_index_without_step_3`),
+and listed after the corrections.
+
 Some corrections are outside what the simulator models and cannot be caught here:
 PySyncObj's TCP framing (`_TcpConnection__processRead`, `__processParseMessage`:
 the simulated network hands over whole messages, never bytes) and a leader's fsync
@@ -27,6 +31,7 @@ import traceback
 from pathlib import Path
 
 from bazar.consensus import patching
+from tests.sim.reads import MUTATIONS
 from tests.sim.run import schedule_seeds
 from tests.sim.schedule import generate, play
 
@@ -52,7 +57,12 @@ def corrections() -> dict[str, tuple]:
 
 @contextlib.contextmanager
 def reverted(name: str):
-    """Run the block with correction `name` (a short name) replaced by PySyncObj's own code."""
+    """Run the block with correction `name` (a short name) replaced by PySyncObj's own code,
+    or with one of Bazar's own read-side rules broken (`tests.sim.reads.MUTATIONS`)."""
+    if name in MUTATIONS:
+        with MUTATIONS[name]():
+            yield
+        return
     owner, attribute, patch = corrections()[name]
     fixed = owner.__dict__[attribute] if attribute in vars(owner) else getattr(owner, attribute)
     setattr(owner, attribute, patch.original)
@@ -112,7 +122,7 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, choices=(3, 5))
     parser.add_argument("--only")
     args = parser.parse_args(argv)
-    names = [args.only] if args.only else list(corrections())
+    names = [args.only] if args.only else list(corrections()) + list(MUTATIONS)
     print(f"{'correction':28} {'caught':7} {'schedules':>9} {'seconds':>8} {'confounded':>10}  seed / failure")
     for name in names:
         r = hunt(name, args.seed, args.schedules, args.seconds, args.size)

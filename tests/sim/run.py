@@ -11,7 +11,8 @@ for a failing schedule replays it exactly (`--replay`), also with the same `--si
 
   --size 3|5          every schedule on that many replicas (default: drawn, 3 or 5)
   --compaction N      a snapshot every N entries (default: drawn, 10, 20 or 40)
-  --kinds storm,hold  draw only these step kinds (default: all, schedule.WEIGHTS, and
+  --kinds storm,hold  draw only these step kinds (default: all, schedule.WEIGHTS, with
+                      read steps spliced in, read kinds: schedule.READ_WEIGHTS, and
                       membership steps in a share of schedules; add, remove and
                       replace may be named too, weight 5 each)
   --no-membership     no membership steps: the schedule numbers recorded before they
@@ -19,7 +20,8 @@ for a failing schedule replays it exactly (`--replay`), also with the same `--si
   --no-match-check    leave out the match-index check, to see what a lying match
                       index goes on to break (a Figure 3 property)
   --revert NAME       run with one of Bazar's corrections reverted to PySyncObj's own
-                      code (NAME as tests/sim/mutation.py lists them; see there)
+                      code, or one of its read rules broken (NAME as tests/sim/mutation.py
+                      lists them; see there)
   --stop-after K      stop after K failing schedules (default 1; 0: never stop)
 
 It prints schedules/s, each failure (the violated property, the faults that led
@@ -36,7 +38,7 @@ import sys
 import time
 from contextlib import nullcontext
 
-from tests.sim.schedule import WEIGHTS, generate, play
+from tests.sim.schedule import READ_WEIGHTS, WEIGHTS, generate, play
 
 MEMBERSHIP_WEIGHTS = {"add": 5, "remove": 5, "replace": 5}
 
@@ -102,7 +104,8 @@ def main(argv=None) -> int:
     parser.add_argument("--revert")
     parser.add_argument("--stop-after", type=int, default=1)
     args = parser.parse_args(argv)
-    kinds = None if not args.kinds else {k: WEIGHTS.get(k) or MEMBERSHIP_WEIGHTS[k] for k in args.kinds.split(",")}
+    known = {**WEIGHTS, **READ_WEIGHTS, **MEMBERSHIP_WEIGHTS}
+    kinds = None if not args.kinds else {k: known[k] for k in args.kinds.split(",")}
     membership = not args.no_membership
     check = not args.no_match_check
     extra = "".join([f" --size {args.size}" if args.size else "", f" --kinds {args.kinds}" if args.kinds else "",

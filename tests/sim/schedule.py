@@ -37,6 +37,33 @@ printed, kept in test_found_schedules.py and replayed exactly):
                               committed, or left running); follower i removed, then a fresh
                               one added. `generate` adds 1 to 6 of them to a share of schedules
 
+Reads (tests/sim/reads.py: Bazar's own read index and in-touch rule run in every replica):
+
+  ("read", i, n)              n read-index reads queued at replica i, answered on its later
+                              ticks only through the leader's read index rule; each answer
+                              must hold every write acknowledged before the read was queued
+  ("local", i)                a local read at replica i, answered only while it counts itself
+                              in touch; it must hold every write acknowledged more than the
+                              bound (1.0 s of virtual time, plus the measured network delays the
+                              rule leaves uncounted) before
+  ("reads", seed, percent)    from now on, before each tick a replica makes, with that
+                              probability (drawn from seed) one read of each kind there
+  ("follower",)               the non-voting follower (the frontend's) joins, or restarts empty;
+                              it keeps to its leader's side of partitions and serves local reads
+  ("depose", seed, rounds)    a partition that leaves the current leader on the minority side
+                              (alone or with others, drawn from seed), then that many rounds of
+                              `ReadSimulation.calm_step` under it (5-50 ms each: the other side
+                              elects a leader and acknowledges writes within the old leader's
+                              fallback timeout): until it notices, it is a deposed leader that
+                              may still answer reads and heartbeat its followers
+
+Besides these, every live replica that counts itself in touch is checked as a local read
+after every step and every round, and at the end every answer must be a prefix of the
+converged state (a read sees applied, so committed, entries only). Read steps are drawn
+apart from the others (`READ_WEIGHTS`, from a second generator seeded by the schedule's
+seed) and spliced in, so that the other steps of a seed are the ones drawn before reads
+existed.
+
 `play` runs a schedule, checking Raft's safety properties after every step
 (tests/sim/harness.py), then heals everything (a replica that refused to start
 on damaged data is recovered the operator's way) and requires every replica of the
@@ -49,6 +76,7 @@ import random
 
 from tests.sim import membership_steps
 from tests.sim.harness import Simulation
+from tests.sim.reads import ReadSimulation
 
 HOLD_KINDS = {0: (), 1: ("next_node_idx",), 2: ("response_vote",), 3: ("append_entries",),
               4: ("next_node_idx", "response_vote")}
@@ -60,7 +88,7 @@ def play(size: int, steps: list, fork_writer: bool = False, compaction: int = 40
     Returns counts: writes acknowledged, messages delivered, starts refused.
     `check_match` False leaves out the match-index check (World.check_match_indexes), to
     see what a lying match index goes on to break."""
-    with Simulation(size=size, compaction_entries=compaction, payload=64, fork_writer=fork_writer) as sim:
+    with ReadSimulation(size=size, compaction_entries=compaction, payload=64, fork_writer=fork_writer) as sim:
         sim.world.check_match = check_match
         names = sim.names
         corrupted: set[str] = set()
@@ -76,12 +104,13 @@ def play(size: int, steps: list, fork_writer: bool = False, compaction: int = 40
             assert sim.run_until(sim.converged, seconds=60), "the healed group did not converge"
             for name in membership_steps.members(sim):
                 assert sim.lost_acknowledged(name) == [], f"{name} lost acknowledged writes"
+            sim.finish_reads()
             assert sim.world.violations == []
         except BaseException as error:
             error.events = list(sim.events)   # what the faults were, for the report
             raise
         return {"acknowledged": len(sim.world.acknowledged), "messages": sim.network.delivered,
-                "refused": refused}
+                "refused": refused, "reads": dict(sim.stats)}
 
 
 def apply(sim: Simulation, corrupted: set, kind: str, args: list) -> None:
@@ -146,6 +175,23 @@ def apply(sim: Simulation, corrupted: set, kind: str, args: list) -> None:
         if name in sim.crashed and not corrupted - {name} and membership_steps.tolerates_damage(sim):
             if sim.corrupt(name, random.Random(args[1])) is not None:
                 corrupted.add(name)
+    elif kind == "read":
+        sim.read(replica(args[0]), args[1])
+    elif kind == "local":
+        sim.local_read(replica(args[0]))
+    elif kind == "reads":
+        sim.read_in_background(args[0], args[1])
+    elif kind == "follower":
+        sim.add_follower()
+    elif kind == "depose":
+        leader = sim.leader()
+        if leader is not None:
+            rng = random.Random(args[0])
+            others = sorted(set(names) - {leader})
+            side = {leader} | set(rng.sample(others, rng.randint(0, (size - 1) // 2 - 1)))
+            sim.network.partition(side, set(names) - side)
+            for _ in range(args[1]):
+                sim.calm_step(rng)
     else:
         raise ValueError(f"unknown step {kind!r}")
 
@@ -167,6 +213,9 @@ FOCUS = {
     "crash points": {"storm": 20, "write": 10, "doom": 12, "restart": 12, "partition": 5, "heal": 5},
     "everything": WEIGHTS,
 }
+
+# Read steps, drawn apart (see the module doc): how many a schedule gets, and of which kind.
+READ_WEIGHTS = {"read": 4, "local": 3, "follower": 2, "depose": 4}
 
 
 def draw_step(rng: random.Random, kind: str) -> tuple:
@@ -199,7 +248,35 @@ def draw_step(rng: random.Random, kind: str) -> tuple:
         return (kind, rng.randint(0, 4), rng.randint(0, big))
     if kind in membership_steps.KINDS:
         return membership_steps.draw_step(rng, kind)
+    if kind == "read":
+        return (kind, rng.randint(0, 4), rng.randint(1, 5))
+    if kind == "local":
+        return (kind, rng.randint(0, 4))
+    if kind == "reads":
+        return (kind, rng.randint(0, big), rng.choice((5, 20, 50)))
+    if kind == "follower":
+        return (kind,)
+    if kind == "depose":
+        return (kind, rng.randint(0, big), rng.randint(20, 150))
     raise ValueError(kind)
+
+
+def splice_reads(seed: int, steps: list) -> list:
+    """`steps` with read steps inserted, drawn from their own generator (seed-derived): most
+    schedules read in the background from the start, half have the non-voting follower from
+    the start, and most get 1 to 8 more read steps, each at a random place."""
+    rng = random.Random(f"reads {seed}")
+    if rng.random() < 0.1:
+        return steps
+    steps = list(steps)
+    kinds = rng.choices(list(READ_WEIGHTS), list(READ_WEIGHTS.values()), k=rng.randint(1, 8))
+    for kind in kinds:
+        steps.insert(rng.randint(0, len(steps)), draw_step(rng, kind))
+    if rng.random() < 0.5:
+        steps.insert(0, draw_step(rng, "follower"))
+    if rng.random() < 0.8:
+        steps.insert(0, draw_step(rng, "reads"))
+    return steps
 
 
 def generate(seed: int, kinds: dict[str, int] | None = None,
@@ -221,4 +298,6 @@ def generate(seed: int, kinds: dict[str, int] | None = None,
     drawn_compaction = rng.choice((10, 20, 40))
     if membership and kinds is None:
         steps = membership_steps.interleave(seed, steps)
+    if kinds is None:
+        steps = splice_reads(seed, steps)
     return size, steps, True, compaction or drawn_compaction

@@ -6,11 +6,13 @@ overtaking, twice, late, lost, held back across elections and reconnects),
 writes at any replica, graceful crashes, SIGKILLs and power cuts (files back to
 what was durable, torn tails), restarts, partitions, connection resets, the
 forked snapshot writer finishing late, a flipped bit in a durable journal
-record. After every step the checker (tests/sim/harness.py) asserts election
+record, reads (read index, local reads, the non-voting follower, a leader cut off
+with a minority: tests/sim/reads.py). After every step the checker (tests/sim/harness.py) asserts election
 safety, log matching, leader completeness, state machine safety, that a leader's
 match index is true, that a running replica's state never goes back and that a
-restart finds what the replica had committed; at the end the network heals and
-every replica must reach the same state holding every acknowledged write.
+restart finds what the replica had committed, and that every read answered holds
+what it must (tests/sim/reads.py); at the end the network heals and every replica
+must reach the same state holding every acknowledged write.
 
 CI plays a fixed set of schedules (the same every run) and a few hundred fresh
 ones from a seed it prints; `python -m tests.sim.run --replay N` replays a
