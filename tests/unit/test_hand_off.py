@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from bazar.cluster.config import RaftConfig
 from tests.unit.raft_groups import leader_of, start_group
 
 TIMEOUT = 5.0  # far longer than either case needs
@@ -19,7 +20,9 @@ TIMEOUT = 5.0  # far longer than either case needs
 
 @pytest.fixture
 def group(tmp_path):
-    members = start_group(tmp_path)
+    # A leader that hears from no follower steps down after leader_fallback_timeout (1 s by
+    # default); here it stays leader long enough to be told to stop, however slow the machine.
+    members = start_group(tmp_path, raft=RaftConfig(leader_fallback_timeout=30.0))
     yield members
     for member in members:
         member.close()
@@ -41,7 +44,7 @@ def test_a_leader_with_no_follower_connected_gives_up_at_once(group):
     while any(leader.status()["peers"].values()):
         assert time.monotonic() < deadline, "the leader still sees a closed follower connected"
         time.sleep(0.02)
-    assert leader.is_leader  # for now: it steps down after leader_fallback_timeout
+    assert leader.is_leader
     started = time.monotonic()
     assert leader.hand_off(TIMEOUT) is False
     took = time.monotonic() - started
