@@ -5,9 +5,9 @@ The replacements themselves live beside the code they belong to (`raft_fixes.py`
 Raft's receiver and leader rules; `journal.py`: durability; `snapshot.py`: the
 snapshot writer; `frame_guard.py`: what a stranger may make a node buffer;
 `admin_guard.py`: PySyncObj's admin commands on the Raft port;
-`transport.py`: where outgoing connections leave from). Each is installed by
-`consensus.patching.replace`, which refuses to start on any PySyncObj whose source
-differs from the digest the correction was written for.
+`transport.py`: where outgoing connections leave from, and the listener's queue). Each is
+installed by `consensus.patching.replace`, which refuses to start on any PySyncObj whose
+source differs from the digest the correction was written for.
 
 This module is the index. Its contract, checked by tests/unit/test_corrections.py:
 
@@ -145,6 +145,12 @@ CORRECTIONS: tuple[Correction, ...] = (
         "(wrapped) a connection is trusted only after a message that carried the session key this side "
         "chose for this connection: a replayed frame proves nothing",
         (_UNIT + "test_raft_port_guard.py::test_a_replayed_first_frame_does_not_lift_the_frame_limit",),
+        "none: the simulator has no sockets (real processes test it)"),
+    Correction(
+        "pysyncobj.tcp_server.TcpServer", "bind",
+        "(wrapped) the Raft listener queues a burst of connections (128, not 5): none waits a second "
+        "for TCP to resend a SYN the kernel dropped",
+        (_UNIT + "test_raft_port_guard.py::test_a_burst_of_connections_is_taken_at_once_and_its_strangers_shed_at_once",),
         "none: the simulator has no sockets (real processes test it)"),
 )
 

@@ -253,20 +253,25 @@ class RaftMember(MembershipChanges):
         entry of the leader's log (so it wins the vote). Under load a follower is often one
         entry behind, so the request is repeated on every tick until a new leader is known
         or `timeout` passes. Returns True when this member is not (or no longer) the leader
-        and another one is known; False if no follower took over in time, in which case
-        the group elects one once this member stops (the election timeout later).
+        and another one is known; False if no follower took over in time, or none is
+        connected to take over (then at once: a whole group stopped together has no
+        follower left by the time its leader looks), in which case the group elects one
+        once this member stops (the election timeout later).
         """
         if not self.is_leader:
             return True
         self._handing_off = True
         if self._wake is not None:
             self._wake.notify()
+        sync = self.syncobj
         deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline:
                 leader = self.leader
-                if not self.is_leader and leader is not None and leader != self.syncobj.selfNode.address:
+                if not self.is_leader and leader is not None and leader != sync.selfNode.address:
                     return True
+                if not any(sync.isNodeConnected(node) for node in sync.otherNodes):
+                    return False
                 time.sleep(0.005)
             return False
         finally:

@@ -18,6 +18,11 @@
   restarts it. Every connection closed by these guards or by the frame guard is counted
   (`port_stats`, exported as bazar_raft_connections_closed_total) and logged, at most one
   line per kind every few seconds.
+- A listener that queues a burst of connections. PySyncObj listened with a queue of 5 and
+  accepts one connection per tick, so connections opened faster than that found the queue
+  full: the kernel dropped their SYN and each waited a second for TCP to send it again. A
+  flood was taken (and so shed) at about six connections a second, and a peer reconnecting
+  during one waited like the flood did. Now the queue holds ACCEPT_BACKLOG connections.
 """
 from __future__ import annotations
 
@@ -28,13 +33,18 @@ import time
 
 import pysyncobj.tcp_connection
 from pysyncobj.tcp_connection import CONNECTION_STATE
-from pysyncobj.tcp_server import SERVER_STATE
+from pysyncobj.tcp_server import SERVER_STATE, TcpServer
 from pysyncobj.transport import TCPTransport
 
 from bazar.consensus import frame_guard, strangers
+from bazar.consensus.patching import original, replace
 from bazar.consensus.settings import BIND_ATTEMPTS, BIND_RETRY_SECONDS
 
 LISTENER_LOST_EXIT_STATUS = 75  # as for a failed fsync: "restart me" to a supervisor
+
+# The listener's queue of connections not yet accepted (PySyncObj: 5). Queued connections hold
+# no file descriptor of the process; the kernel caps this at net.core.somaxconn.
+ACCEPT_BACKLOG = 128
 
 log = logging.getLogger("bazar.raft.port")
 
@@ -168,3 +178,17 @@ def connect_from(host: str | None) -> None:
     is known by a host name (see `source_host` in cluster/config.py).
     """
     pysyncobj.tcp_connection.socket = _socket if host is None else _SocketsFrom(host)
+
+
+# -- the listener's queue --------------------------------------------------------------
+
+def _bind_with_a_longer_queue(self: TcpServer) -> None:
+    """PySyncObj's bind, then a queue of ACCEPT_BACKLOG connections instead of 5."""
+    _ORIGINAL_BIND(self)
+    self._TcpServer__socket.listen(ACCEPT_BACKLOG)
+
+
+replace(TcpServer, "bind", _bind_with_a_longer_queue,
+        "882d0da59cf54fce07ebd3b6be7e4f8996cd4ac86fc0d66b94fa170986452548",
+        "(wrapped) listens with a queue of 5: connections beyond it wait a second for TCP to resend their SYN")
+_ORIGINAL_BIND = original(TcpServer, "bind")

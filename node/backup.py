@@ -54,14 +54,15 @@ from bazar.consensus import SNAPSHOT_FORMAT, write_data_dir
 from bazar.node.api import digest
 from bazar.node.catalog import CatalogState
 from bazar.node.orders import OrderState
-from bazar.web.admin import Admin
+from bazar.web.admin import Admin, leader_in
 from bazar.web.signing import derived_key
 
 BACKUP_FORMAT = 2  # 2: signed (key_id, mac)
 _KEY_LABEL = b"bazar backup signing v1"
 _KEY_ID_LABEL = b"bazar backup key id v1"
 MACHINES = {"catalog": CatalogState, "order": OrderState}
-LEADER_WAIT_SECONDS = 30.0
+LEADER_WAIT_SECONDS = 30.0     # an election under way, or a leader busy confirming its index
+NO_MAJORITY_SECONDS = 5.0      # a replica being restarted answers within this
 
 
 class BackupError(Exception):
@@ -93,15 +94,26 @@ def key_id(secret: str) -> str:
     return derived_key(secret, _KEY_ID_LABEL).hex()[:16]
 
 
-def _read_group(admin: Admin, group: str, wait: float) -> dict:
-    """The group's state from its leader; during an election, wait for the next leader."""
-    deadline = time.monotonic() + wait
+def _read_group(admin: Admin, group: str, wait: float, no_majority: float = NO_MAJORITY_SECONDS) -> dict:
+    """The group's state from its leader; during an election, wait up to `wait` seconds for
+    the next leader. While fewer than a majority of its replicas answer, no leader can be
+    elected: give up once that has lasted `no_majority` seconds."""
+    now = time.monotonic()
+    deadline, majority_seen = now + wait, now
     while True:
-        leader = admin.leader(group)
+        reports = admin.survey(group)
+        leader = leader_in(reports)
         answer = admin.backup(leader) if leader else None
         if answer is not None:
             return {key: answer[key] for key in ("index", "term", "snapshot_format", "digest", "state")}
-        if time.monotonic() > deadline:
+        now = time.monotonic()
+        answering = sum(1 for report in reports if report["reachable"])
+        if answering > len(reports) // 2:
+            majority_seen = now
+        elif now - majority_seen > no_majority:
+            raise BackupError(f"the {group} group has no leader: {answering} of its {len(reports)} replicas "
+                              f"answer, and it takes a majority of them running to elect one")
+        if now > deadline:
             raise BackupError(f"the {group} group has no leader that could confirm a committed index "
                               f"within {wait:.0f} s (is a majority of it running?)")
         time.sleep(0.2)

@@ -56,8 +56,8 @@ def run(config: ClusterConfig, node_id: str) -> None:
         if replica.member.hand_off(HAND_OFF_SECONDS):
             log.info("%s handed leadership to %s", node.id, replica.member.leader)
         else:
-            log.warning("%s found no up-to-date follower to take over in %.1f s; the group "
-                        "elects a leader once it stops", node.id, HAND_OFF_SECONDS)
+            log.warning("%s found no connected, up-to-date follower to take over (waited at most "
+                        "%.1f s); the group elects a leader once it stops", node.id, HAND_OFF_SECONDS)
 
     def stop() -> None:
         replica.member.close()

@@ -112,11 +112,15 @@ class Admin:
     def leader(self, group: str, among: Iterable[str] | None = None) -> str | None:
         """The replica of `group` (or of `among`) that says it leads, in the highest term."""
         if among is None:
-            reports = self._survey((group,))[group]
+            reports = self.survey(group)
         else:
             reports = [self._report(node, self.status(node)) for node in map(self._node, among)]
-        leaders = [(r["term"], r["id"]) for r in reports if r.get("role") == "leader"]
-        return max(leaders)[1] if leaders else None
+        return leader_in(reports)
+
+    def survey(self, group: str) -> list[dict]:
+        """A report on every member of `group`, all asked at once: id, `reachable` and, for
+        those that answer, their role, term, indexes and quorum (as `collect` gives them)."""
+        return self._survey((group,))[group]
 
     def collect(self) -> dict:
         """Each group's replicas (role, term, commit and applied index, reachable) and leader."""
@@ -224,6 +228,12 @@ class Admin:
             self._complaints.warn(origin(url), unsigned_message(url, response.status))
             return None
         return response if response.status == 200 else None
+
+
+def leader_in(reports: Iterable[dict]) -> str | None:
+    """Of replicas' reports (`Admin.survey`), the one that says it leads, in the highest term."""
+    leaders = [(r["term"], r["id"]) for r in reports if r.get("role") == "leader"]
+    return max(leaders)[1] if leaders else None
 
 
 class Recent:

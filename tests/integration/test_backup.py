@@ -190,9 +190,15 @@ def test_restore_refuses_a_damaged_forged_or_newer_backup_and_writes_nothing(bac
 
 
 def test_backup_without_a_leader_says_so(make_cluster, tmp_path):
+    """And says so soon: with no majority of the group running, no leader is coming, and
+    `bazar backup` used to wait out the 30 s it gives an election before saying so."""
     cluster = make_cluster(catalog=1, order=1)
     cluster.kill("order1")
+    started = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "bazar", "--config", str(cluster.config_path), "backup",
                            str(tmp_path / "x.backup")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    took = time.monotonic() - started
     assert done.returncode == 1 and "order group has no leader" in done.stderr
+    assert took < 15, f"bazar backup took {took:.0f} s to say the order group has no leader"
+    assert "0 of its 1 replicas answer" in done.stderr, done.stderr
     assert not (tmp_path / "x.backup").exists()

@@ -15,7 +15,9 @@ from __future__ import annotations
 import re
 import resource
 import socket
+import sys
 import time
+from pathlib import Path
 
 import requests
 
@@ -24,18 +26,23 @@ from tests.integration.probes import set_stock, stock, wait_converged
 
 FLOOD = CONNECTION_LIMIT + 300
 SOURCES = [f"127.0.1.{i}" for i in range(1, 51)]  # many strangers, not one
+PACE = 32  # connections opened before waiting for the replica to accept them
 
 
-def _flood(host: str, port: int, count: int, within: float = 400.0) -> list[socket.socket]:
+def _flood(host: str, port: int, count: int, within: float = 120.0) -> list[socket.socket]:
     """Open `count` idle connections to (host, port), from SOURCES in turn, and keep them;
     stop early if the port refuses a connection (its listener is gone) or after `within`
-    seconds. Return the sockets that connected (the replica may have closed some since).
+    seconds. Return the sockets that connected (the replica may have closed some since),
+    once the replica has accepted every one of them.
 
-    One connection at a time: connections opened faster than the replica accepts them
-    would only fill its accept queue, never its file table."""
+    Connections opened faster than the replica accepts them only fill its accept queue,
+    never its file table (and a full queue drops a SYN, which TCP sends again a second
+    later): every PACE connections, wait for the queue to empty."""
     held: list[socket.socket] = []
     deadline = time.monotonic() + within
     while len(held) < count and time.monotonic() < deadline:
+        if len(held) % PACE == 0 and not _queue_empties(host, port, deadline):
+            break
         sock = socket.socket()
         try:
             sock.bind((SOURCES[len(held) % len(SOURCES)], 0))
@@ -47,7 +54,31 @@ def _flood(host: str, port: int, count: int, within: float = 400.0) -> list[sock
             break
         except OSError:  # a full accept queue dropped the SYN: try again
             sock.close()
+    _queue_empties(host, port, deadline)
     return held
+
+
+def _accept_queue(host: str, port: int) -> int | None:
+    """How many connections wait for the listener on (host, port) to accept them (its
+    Recv-Q in `ss -lt`), or None if nothing listens there."""
+    local = f"{int.from_bytes(socket.inet_aton(host), sys.byteorder):08X}:{port:04X}"
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == local and fields[3] == "0A":  # TCP_LISTEN
+            return int(fields[4].split(":")[1], 16)
+    return None
+
+
+def _queue_empties(host: str, port: int, deadline: float) -> bool:
+    """Wait until the listener has accepted every queued connection; False if it is gone
+    or `deadline` passes first."""
+    while True:
+        waiting = _accept_queue(host, port)
+        if waiting == 0:
+            return True
+        if waiting is None or time.monotonic() > deadline:
+            return False
+        time.sleep(0.002)
 
 
 def _accepts(host: str, port: int) -> bool:
@@ -90,6 +121,7 @@ def test_a_flood_of_idle_connections_leaves_the_raft_port_open_and_the_group_wor
         assert _accepts(flooded.raft.host, flooded.raft.port), (
             f"{flooded.id}'s Raft port was closed after the flood was released "
             f"({len(held)} of {FLOOD} connections had been made)")
+        assert len(held) == FLOOD, f"the flood made only {len(held)} of {FLOOD} connections: it proved nothing"
         assert _closed_total(flooded.http.url) > 0, f"{flooded.id} counted no closed connection"
 
         cluster.kill(restarted.id)

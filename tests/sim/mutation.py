@@ -16,7 +16,8 @@ and listed after the corrections.
 
 Some corrections are outside what the simulator models and cannot be caught here:
 PySyncObj's TCP framing (`_TcpConnection__processRead`, `__processParseMessage`:
-the simulated network hands over whole messages, never bytes) and a leader's fsync
+the simulated network hands over whole messages, never bytes), its listener's queue
+(`TcpServer.bind`: the simulated network has no sockets) and a leader's fsync
 ordering (`_SyncObj__sendAppendEntries`: it changes when the leader's fsync runs, not
 whether it runs before a commit, so nothing observable to Raft's properties changes).
 """

@@ -8,6 +8,8 @@ close the listener, make the tick thread copy buffers. Real PySyncObj objects th
 - A listener PySyncObj closed (it does on any accept error, such as running out of file
   descriptors) is bound again.
 - A big frame arriving in many reads is assembled with linear copying, not quadratic.
+- A burst of connections is taken at once (none waits for TCP to resend a dropped SYN) and
+  its strangers are shed at once.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from pysyncobj.poller import POLL_EVENT_TYPE
 from pysyncobj.tcp_connection import TcpConnection
 
 from bazar.consensus import frame_guard
-from bazar.consensus.strangers import (HANDSHAKE_SECONDS, HANDSHAKE_TIMEOUT, TOO_MANY_FROM_SOURCE,
+from bazar.consensus.strangers import (HANDSHAKE_SECONDS, HANDSHAKE_TIMEOUT, IN_ALL, TOO_MANY_FROM_SOURCE,
                                          TOO_MANY_STRANGERS, Strangers, ThrottledLog)
 from tests.unit.raft_groups import leader_of, start_group
 
@@ -187,6 +189,41 @@ def test_a_listener_closed_by_an_accept_error_is_bound_again(tmp_path):
                 time.sleep(0.1)
         assert member.raft_port_stats()["listener_rebinds"] == 1
     finally:
+        members[0].close()
+
+
+BURST = 100  # connections opened one after the other, as fast as a client can
+
+
+def test_a_burst_of_connections_is_taken_at_once_and_its_strangers_shed_at_once(tmp_path):
+    """PySyncObj listened with a queue of 5 and accepted one connection per tick: a client
+    opening connections faster than that found the queue full, its SYN was dropped and its
+    connect waited a second for TCP to send it again. A flood was then taken at about six
+    connections a second, and a peer reconnecting during one waited like the flood did."""
+    members = start_group(tmp_path, size=1, password=SECRET)
+    burst: list[socket.socket] = []
+    try:
+        member = members[0]
+        late = 0
+        for i in range(BURST):
+            sock = socket.socket()
+            sock.bind((f"127.0.1.{i % 50 + 1}", 0))  # many sources: the per-source cap is not what sheds them
+            sock.settimeout(0.5)  # TCP resends a dropped SYN after a second
+            try:
+                sock.connect(_address(member))
+                burst.append(sock)
+            except OSError:
+                late += 1
+                sock.close()
+        assert late == 0, f"{late} of {BURST} connections were not taken within 0.5 s"
+        # Every one accepted, and the strangers beyond the cap closed, within a few ticks.
+        assert _eventually(lambda: sum(member.raft_port_stats()["closed"].values()) >= BURST - IN_ALL,
+                           within=2.0), member.raft_port_stats()
+        assert member.raft_port_stats()["strangers"] <= IN_ALL
+        assert member.submit({"op": "expire", "now": 60.0, "cutoff": 0.0}, timeout=15)["ok"] is True
+    finally:
+        for sock in burst:
+            sock.close()
         members[0].close()
 
 
