@@ -120,7 +120,7 @@ from pysyncobj.config import FAIL_REASON as _FAIL_REASON
 import pysyncobj.syncobj as _syncobj
 from pysyncobj.syncobj import SyncObj, _COMMAND_TYPE, _RAFT_STATE
 
-from bazar.consensus import patching, snapshot
+from bazar.consensus import group_commit, patching, snapshot
 from bazar.consensus.journal import sync_before_acknowledging
 
 log = logging.getLogger("bazar.raft")
@@ -272,11 +272,13 @@ class _SyncObj:
         """Every tick, before applying up to the commit index: make sure the log backs it
         (after a restart the stored index may lie beyond a journal that lost its tail),
         and, on the first tick after a start without a snapshot, take the configuration
-        from the log (`configure`; a snapshot loaded at start does it in __loadDumpFile)."""
+        from the log (`configure`; a snapshot loaded at start does it in __loadDumpFile).
+        Once applied, which round announces the new commit index is group_commit's call."""
         if self not in _CONFIGURED and not self.__needLoadDumpFile:
             _SyncObj.configure(self)
         _SyncObj.note_missing_committed(self)
-        return patching.original(SyncObj, _APPLY)(self)
+        applied = patching.original(SyncObj, _APPLY)(self)
+        return applied and group_commit.after_commit(self)
 
     def __doApplyCommand(self, command):
         """Apply one committed entry. A membership entry changes nothing any more: its

@@ -72,3 +72,32 @@ def test_a_lone_command_is_sent_at_once():
         sim.write(leader)
         sim.tick(leader)
         assert all(rounds_with_entries(sim, leader, f) == [1] for f in sim.names if f != leader)
+
+
+def waiting_appends(sim: Simulation, leader: str, follower: str) -> list[dict]:
+    return [m.message() for m in sim.network.queues.get((leader, follower), [])
+            if m.message().get("type") == "append_entries"]
+
+
+def test_a_commit_is_announced_to_voting_followers_by_the_next_round_not_a_round_of_its_own():
+    """PySyncObj sent a whole round after every commit only to carry the new commit index;
+    voting followers now learn it from the next round, at the latest the next heartbeat."""
+    with Simulation() as sim:
+        leader = settle(sim)
+        followers = [name for name in sim.names if name != leader]
+        for follower in followers:
+            sim.network.deliver_all_on((leader, follower))
+        sim.write(leader)
+        sim.tick(leader)                    # the round carrying the entry
+        for follower in followers:
+            sim.network.deliver_all_on((leader, follower))
+            sim.tick(follower)              # appended, synced, acknowledged
+            sim.network.deliver_all_on((follower, leader))
+        sim.tick(leader)                    # committed and applied: the write is answered
+        assert len(sim.world.acknowledged) == 1
+        committed = sim.replicas[leader].obj.raftCommitIndex
+        assert all(waiting_appends(sim, leader, f) == [] for f in followers)
+        sim.clock.advance(sim.replicas[leader].obj._SyncObj__conf.appendEntriesPeriod + 0.001)
+        sim.tick(leader)                    # the heartbeat carries the commit index
+        for follower in followers:
+            assert [m["commit_index"] for m in waiting_appends(sim, leader, follower)] == [committed]
