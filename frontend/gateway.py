@@ -51,17 +51,19 @@ class Gateway:
 
     def info(self, raw_id: str | int, consistency: str = "cached") -> dict:
         book_id = commands.book_id(raw_id)
-        return self._catalog_read(info_key(book_id), f"/books/{book_id}", consistency)
+        return self._catalog_read(info_key(book_id), f"/books/{book_id}", consistency,
+                                  lambda m: m.book(book_id))
 
     def search(self, raw_topic: str, consistency: str = "cached") -> dict:
         topic = params.topic(raw_topic)
-        body = self._catalog_read(search_key(topic), f"/search/{quote(topic, safe='')}", consistency)
+        body = self._catalog_read(search_key(topic), f"/search/{quote(topic, safe='')}", consistency,
+                                  lambda m: {"topic": topic, "items": m.search(topic)})
         return {"topic": topic, "items": body["items"]}
 
     def topics(self) -> list[str]:
         """Every topic, read like a search (cached; only an added book changes the list, and
         its log entry fences the topics key as it does its topic's search)."""
-        return self._catalog_read(topics_key(), "/topics", "cached")["topics"]
+        return self._catalog_read(topics_key(), "/topics", "cached", lambda m: {"topics": m.topics()})["topics"]
 
     def orders_list(self, raw_limit: str | None) -> dict:
         """The newest orders as the order leader sees them (every acknowledged purchase)."""
@@ -133,8 +135,13 @@ class Gateway:
 
     # -- plumbing -------------------------------------------------------------
 
-    def _catalog_read(self, key: tuple, path: str, consistency: str) -> dict:
-        """Answer from the cache, a replica at least as new as the key's fence, or the log."""
+    def _catalog_read(self, key: tuple, path: str, consistency: str, view) -> dict:
+        """Answer from the cache, a replica at least as new as the key's fence, or the log.
+
+        A cache miss is filled from this frontend's own follower when it may serve it: in
+        touch with its leader (the rule a replica's local read follows) and at least as new
+        as the key's fence. `view` is that read of the catalog state, the same method the
+        replica's route calls; None (an unknown book) is left to a replica to answer."""
         if consistency not in CONSISTENCY_LEVELS:
             raise ApiError(400, "consistency must be one of cached, local, strong")
         if consistency == "strong":
@@ -146,12 +153,25 @@ class Gateway:
             hit = self.cache.get(key)
             if hit is not None:
                 return hit
+            own = self._own_read(key, view)
+            if own is not None:
+                return own
         # Until the follower has caught up, this frontend's fences may not know every change
         # (it just started, or lost touch): ask the leader, which has applied every commit.
         body, index = self._catalog_get(f"{path}?min_index={self.cache.fence(key)}",
                                         prefer_leader=not self.follower.caught_up())
         if consistency == "cached":
             self.cache.fill(key, body, index)
+        return body
+
+    def _own_read(self, key: tuple, view) -> dict | None:
+        """`view` of the follower's state, cached, if the follower may answer for `key`."""
+        if not self.follower.caught_up():
+            return None
+        body, index = self.follower.state.read(view)
+        if body is None or index < self.cache.fence(key):
+            return None
+        self.cache.fill(key, body, index)
         return body
 
     def _catalog_get(self, path: str, attempt_timeout: float | None = None,

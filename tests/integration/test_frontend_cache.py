@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.probes import set_stock
 
@@ -37,6 +38,33 @@ def test_a_thousand_purchase_then_info_pairs_never_read_stale(shared_cluster):
                 stale.append((i, seen, expected))
     assert stale == []
     assert cache_stats(cluster, url)["hits"] - hits_before > 500  # the cache was really in play, not bypassed throughout
+
+
+def book_reads_at_catalog_replicas(cluster) -> float:
+    """GET /books/<id> requests the catalog replicas have served, summed (their /metrics)."""
+    total = 0.0
+    for node in cluster.config.catalog:
+        text = requests.get(f"{node.http.url}/metrics", timeout=5).text
+        total += sum(sample.value for family in text_string_to_metric_families(text)
+                     for sample in family.samples
+                     if sample.name == "bazar_http_requests_total" and sample.labels.get("method") == "GET"
+                     and sample.labels.get("route") == "/books/<raw_id>")
+    return total
+
+
+def test_a_cache_miss_after_a_purchase_is_filled_by_the_frontends_own_follower(shared_cluster):
+    """The follower that invalidates the cache holds the whole catalog state, and the buyer's
+    answer waited for it to apply the purchase: the miss that follows asks no replica."""
+    cluster = shared_cluster
+    url = cluster.frontend_url
+    session = requests.Session()
+    set_stock(cluster, 4, 100)
+    asked, before = book_reads_at_catalog_replicas(cluster), cache_stats(url)
+    for i in range(20):
+        assert session.post(f"{url}/purchase/4").status_code == 200
+        assert session.get(f"{url}/info/4").json()["stock"] == 99 - i
+    assert cache_stats(url)["misses"] - before["misses"] == 20
+    assert book_reads_at_catalog_replicas(cluster) == asked
 
 
 def test_an_update_through_one_frontend_reaches_another_within_the_bound(make_cluster):
