@@ -59,11 +59,11 @@ def test_a_cache_miss_after_a_purchase_is_filled_by_the_frontends_own_follower(s
     url = cluster.frontend_url
     session = requests.Session()
     set_stock(cluster, 4, 100)
-    asked, before = book_reads_at_catalog_replicas(cluster), cache_stats(url)
+    asked, before = book_reads_at_catalog_replicas(cluster), cache_stats(cluster, url)
     for i in range(20):
         assert session.post(f"{url}/purchase/4").status_code == 200
         assert session.get(f"{url}/info/4").json()["stock"] == 99 - i
-    assert cache_stats(url)["misses"] - before["misses"] == 20
+    assert cache_stats(cluster, url)["misses"] - before["misses"] == 20
     assert book_reads_at_catalog_replicas(cluster) == asked
 
 
