@@ -21,6 +21,7 @@ gets them: replicas, the frontend's follower, tests and tools alike.
 from bazar.consensus import journal, snapshot  # noqa: F401,E402  durable journal and snapshots
 from bazar.consensus import raft_fixes as _raft_fixes  # noqa: F401,E402  Raft's follower rules (see module)
 from bazar.consensus import frame_guard as _frame_guard  # noqa: E402,F401  (Raft frame limits)
+from bazar.consensus import frame_writer as _frame_writer  # noqa: E402,F401  (cheap frame compression)
 from bazar.consensus import group_commit as _group_commit  # noqa: E402,F401  (one round per batch)
 from bazar.consensus import admin_guard as _admin_guard  # noqa: E402,F401  (no admin commands)
 
