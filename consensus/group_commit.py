@@ -95,7 +95,7 @@ class _SyncObj:
             else:
                 self.__callErrCallback(FAIL_REASON.MISSING_LEADER, callback)
         if appended and not self.__conf.appendEntriesUseBatch and not _SyncObj.round_in_flight(self):
-            self.__sendAppendEntries()
+            _SyncObj.send_round(self, non_voting=False)
 
     def after_commit(self):
         """After a leader applied newly committed entries: send what the module docstring
@@ -103,32 +103,34 @@ class _SyncObj:
         if self.__raftState != _RAFT_STATE.LEADER or self.__conf.appendEntriesUseBatch:
             return True  # PySyncObj's own rule; a follower sends nothing anyway
         last = self.__getCurrentLogIndex()
-        members = self.__otherNodes | self.__readonlyNodes
-        if any(self.__raftNextIndex[node] <= last for node in members):
+        if any(self.__raftNextIndex[node] <= last for node in self.__otherNodes):
             return True
         if self.__readonlyNodes:
-            _SyncObj.round_to_non_voting(self)
+            _SyncObj.send_round(self, voting=False)
         return False
 
     # ------------------------------------------------------------------ helpers
 
-    def round_to_non_voting(self):
-        """PySyncObj's own round (with Bazar's fsync and stamps), to the non-voting members
-        only: the voting ones are left out of its recipients for the call, and the next
-        heartbeat stays when it was due."""
-        voters, heartbeat = self.__otherNodes, self.__newAppendEntriesTime
-        self.__otherNodes = set()
+    def send_round(self, voting=True, non_voting=True):
+        """PySyncObj's own round (with Bazar's fsync and stamps) to the voting members, the
+        non-voting ones or both. For a partial round the others are left out of its
+        recipients for the call, and the next heartbeat stays when it was due."""
+        if voting and non_voting:
+            self.__sendAppendEntries()
+            return
+        voters, readers, heartbeat = self.__otherNodes, self.__readonlyNodes, self.__newAppendEntriesTime
+        self.__otherNodes = voters if voting else set()
+        self.__readonlyNodes = readers if non_voting else set()
         try:
             self.__sendAppendEntries()
         finally:
-            self.__otherNodes, self.__newAppendEntriesTime = voters, heartbeat
+            self.__otherNodes, self.__readonlyNodes, self.__newAppendEntriesTime = voters, readers, heartbeat
 
     def round_in_flight(self):
-        """Whether an entry this leader sent is not committed yet."""
-        nextIndex = self.__raftNextIndex
-        if not nextIndex:
-            return False  # a group of one: nobody to send to
-        return max(nextIndex.values()) - 1 > self.__raftCommitIndex
+        """Whether an entry this leader sent to a voting member is not committed yet."""
+        if not self.__otherNodes:
+            return False  # the only voter: nobody to wait for
+        return max(self.__raftNextIndex[node] for node in self.__otherNodes) - 1 > self.__raftCommitIndex
 
     def append_command(self, command, callback, requestNode, requestID):
         """The leader's part, PySyncObj's own without the per-command send: append the
