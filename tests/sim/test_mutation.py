@@ -31,6 +31,7 @@ OUTSIDE_THE_MODEL = {
                        "which syncs first (caught with onMessageReceived)",
     "_onUtilityMessage": "PySyncObj's admin commands arrive on sockets the simulator does not have",
     "processRead": "PySyncObj's TCP framing: the simulated network hands over whole messages",
+    "send": "how a frame is compressed: the simulated network hands over whole messages",
     "processParseMessage": "PySyncObj's TCP framing: the simulated network hands over whole messages",
     "bind": "the Raft listener's accept queue: the simulated network has no sockets",
 }
