@@ -201,8 +201,8 @@ class RaftMember(MembershipChanges):
         member lacks can have been acknowledged before it. A leader counts once an
         entry of its own term is applied (before that it may not have applied what the
         previous leader committed). A follower counts from the majority instant its
-        leader stamped on a message of the current term whose announced commit index
-        it has applied (`ProbingTransport`, the leader stamps only once an entry of its
+        leader stamped on a message of the current term once it has applied the commit
+        index announced by that same message (`ProbingTransport`, the leader stamps only once an entry of its
         term has committed): the time it received the message minus the age the leader
         wrote in it. So a deposed leader cut off with some followers, still sending them
         heartbeats, keeps none of them in touch for longer than `max_lag` after it last
@@ -336,12 +336,16 @@ class RaftMember(MembershipChanges):
             self._in_touch_at = self._majority_answered(sync, others)
             return
         leader = private.leader_node(sync)
-        announced = private.announced_commit_index(sync)
-        if leader is None or announced is None or applied < announced:
+        if leader is None:
             return
         vouched = self._transport.vouched.get(getattr(leader, "address", str(leader)))
-        if vouched is not None and vouched[0] == sync.raftCurrentTerm:
-            self._in_touch_at = vouched[1]
+        if vouched is None:
+            return
+        term, majority_at, announced = vouched
+        # The commit index of the stamped message itself: a message the leader sent before
+        # it, delivered after it, announces less, and that says nothing of the stamp.
+        if term == sync.raftCurrentTerm and announced is not None and applied >= announced:
+            self._in_touch_at = majority_at
 
     @staticmethod
     def _majority_answered(sync, others) -> float:

@@ -41,7 +41,10 @@ class ProbeStamps:
     long ago did a majority of my group last answer me" (an age, since clocks differ
     between machines). The receiver turns it into an instant of its own clock, the
     time it received the message minus the age, and keeps it per sender with the
-    message's term in `vouched`: the basis of a follower's `RaftMember.in_touch`.
+    message's term and commit index in `vouched`: the basis of a follower's
+    `RaftMember.in_touch`. The stamp vouches for that commit index only: another
+    message of the same leader, sent earlier and delivered later (across a
+    reconnect), announces less and vouches for nothing.
     A message without the key (an older Bazar) or with None vouches for nothing.
     A transport whose `majority_age` is None sends no key, as an older Bazar.
     """
@@ -52,7 +55,8 @@ class ProbeStamps:
         self.echoes: dict[Any, int] = {}
         self._probes_from: dict[Any, tuple[int, int]] = {}
         self.majority_age: Callable[[], float | None] | None = None  # set by RaftMember
-        self.vouched: dict[str, tuple[int, float]] = {}  # sender -> (term, majority heard at)
+        # sender -> (term, majority heard at, the commit index the same message announced)
+        self.vouched: dict[str, tuple[int, float, int | None]] = {}
         super().__init__(*args, **kwargs)
 
     def send(self, node, message) -> bool:
@@ -78,7 +82,8 @@ class ProbeStamps:
             if message.get("type") == "append_entries" and isinstance(age, (int, float)) \
                     and 0 <= age < math.inf:
                 address = getattr(node, "address", str(node))
-                self.vouched[address] = (message.get("term"), time.monotonic() - age)
+                self.vouched[address] = (message.get("term"), time.monotonic() - age,
+                                         message.get("commit_index"))
         super()._onMessageReceived(node, message)
 
 

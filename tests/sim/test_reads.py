@@ -89,3 +89,48 @@ def test_generated_schedules_catch_a_broken_read_rule(name):
     print(f"\n{name}: caught after {result['schedules']} schedules ({result['seconds']:.1f} s), "
           f"schedule {result['seed']}: {result['failure']}")
     assert result["caught"], f"{result['schedules']} schedules passed with {name}"
+
+
+def test_a_majority_stamp_vouches_only_for_the_commit_index_of_its_own_message():
+    """A follower is in touch from the majority instant its leader stamped on a message,
+    once it has applied the commit index *that* message announced. A message the leader
+    sent earlier (before its stamp, with a lower commit index) and delivered after the
+    stamped one, as happens across a reconnect, must not lower the bar: here the follower
+    lacks three writes acknowledged over a second ago (found by generated schedule
+    1000105: a local read at n5 missed a write acknowledged 3 s earlier)."""
+    from pysyncobj.syncobj import _RAFT_STATE
+
+    from bazar.consensus.probing import MAJORITY_KEY
+    from tests.sim.harness import entries
+
+    with ReadSimulation(size=3, payload=8) as sim:
+        assert sim.run_until(lambda: sim.leader() is not None, seconds=10)
+        leader = sim.leader()
+        lagging, other = sorted(set(sim.names) - {leader})
+        sim.write(leader, 2)
+        assert sim.run_until(lambda: len(sim.acks) == 2 and sim.members[lagging].in_touch(BOUND))
+        obj, behind = sim.replicas[leader].obj, entries(sim.replicas[lagging].obj)[-1]
+        # `lagging` is paused (never ticks, gets nothing) while the others commit 3 writes
+        # and go on for 1.5 s.
+        sim.write(leader, 3)
+        for _ in range(150):
+            sim.clock.advance(0.01)
+            for name in (leader, other):
+                sim.tick(name)
+            for link in sim.network.links():
+                if lagging in link:
+                    sim.network.drop(link)
+                else:
+                    sim.network.deliver_all_on(link)
+        assert len(sim.acks) == 5 and obj._SyncObj__raftState == _RAFT_STATE.LEADER
+        last = entries(obj)[-1]
+        stamped = {"type": "append_entries", "term": obj.raftCurrentTerm, "commit_index": obj.raftCommitIndex,
+                   "entries": [], "prevLogIdx": last[1], "prevLogTerm": last[2], MAJORITY_KEY: 0.0}
+        earlier = {"type": "append_entries", "term": obj.raftCurrentTerm, "commit_index": behind[1],
+                   "entries": [], "prevLogIdx": behind[1], "prevLogTerm": behind[2]}
+        sim.network.inject(leader, lagging, stamped)
+        sim.network.inject(leader, lagging, earlier)
+        sim.network.deliver_all_on((leader, lagging))
+        sim.tick(lagging)
+        assert sim.replicas[lagging].obj.raftLastApplied == behind[1]   # it lacks the three
+        assert not sim.members[lagging].in_touch(BOUND)
