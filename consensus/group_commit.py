@@ -36,10 +36,13 @@ synced and acknowledged two messages instead of one, about a quarter of a purcha
 CPU summed over the processes. `after_commit` (called by `raft_fixes` once entries are
 applied) decides instead:
 
-- entries a member has not been sent yet (commands that arrived during the round):
-  a round to everyone, which carries them and the new commit index;
-- otherwise a round only to the non-voting members: a frontend's follower applies
-  the catalog's entries to invalidate its cache, and the buyer's answer waits for it;
+- entries a voting member has not been sent yet (commands that arrived during the
+  round): a round to everyone, which carries them and the new commit index;
+- otherwise a message only to each non-voting member, with the entries it lacks and
+  the commit index: a frontend's follower applies the catalog's entries to invalidate
+  its cache, and the buyer's answer waits for it. It does not count towards a commit,
+  so the round for a new entry goes to the voters only (`send_to_voters`), and it gets
+  entry and commit together, one message instead of two;
 - voting followers learn the commit index with the next round, at the latest the next
   heartbeat (`appendEntriesPeriod`). Raft asks no more: a follower's commit index only
   tells it what it may apply. Reads on a follower wait for what they need (`min_index`)
@@ -50,8 +53,12 @@ and are committed, applied and answered exactly as PySyncObj does; only *when* t
 are sent changes, which Raft leaves to the leader.
 
 "In flight" is read from the leader's own bookkeeping: `__raftNextIndex[node] - 1` is
-the last entry sent to `node`, so a round is in flight while the highest of those lies
-beyond the commit index. No state is added to the SyncObj (PySyncObj pickles such
+the last entry sent to `node`, so a round is in flight while the highest of those, over
+the voting members, lies beyond the commit index. The messages `send_entries` writes
+are PySyncObj's own append-entries messages, sent through the same transport (which
+stamps them with the probe round and the majority age) and moving the same next
+indexes; anything that needs more than one message (a snapshot, a big entry, a long
+lag) falls back to PySyncObj's whole round. No state is added to the SyncObj (PySyncObj pickles such
 attributes into its snapshots).
 """
 from __future__ import annotations
@@ -95,7 +102,7 @@ class _SyncObj:
             else:
                 self.__callErrCallback(FAIL_REASON.MISSING_LEADER, callback)
         if appended and not self.__conf.appendEntriesUseBatch and not _SyncObj.round_in_flight(self):
-            _SyncObj.send_round(self, non_voting=False)
+            _SyncObj.send_to_voters(self)
 
     def after_commit(self):
         """After a leader applied newly committed entries: send what the module docstring
@@ -105,26 +112,54 @@ class _SyncObj:
         last = self.__getCurrentLogIndex()
         if any(self.__raftNextIndex[node] <= last for node in self.__otherNodes):
             return True
-        if self.__readonlyNodes:
-            _SyncObj.send_round(self, voting=False)
-        return False
+        return bool(self.__readonlyNodes) and not _SyncObj.send_entries(self, self.__readonlyNodes)
 
     # ------------------------------------------------------------------ helpers
 
-    def send_round(self, voting=True, non_voting=True):
-        """PySyncObj's own round (with Bazar's fsync and stamps) to the voting members, the
-        non-voting ones or both. For a partial round the others are left out of its
-        recipients for the call, and the next heartbeat stays when it was due."""
-        if voting and non_voting:
+    def send_entries(self, nodes):
+        """One append-entries message to each connected member of `nodes`, with every entry
+        it lacks and the commit index: PySyncObj's round, for these members only. The
+        messages go through the same transport (which stamps them) and move the same
+        next indexes. Return False, having sent nothing, if a member needs more than one
+        message (a snapshot, an entry larger than a batch, more entries than one batch):
+        the caller then sends PySyncObj's whole round."""
+        first, last = self.__raftLog[0][1], self.__getCurrentLogIndex()
+        batch = self.__conf.appendEntriesBatchSizeBytes
+        messages = []
+        for node in nodes:
+            if node not in self.__connectedNodes:
+                continue
+            nextIndex = self.__raftNextIndex[node]
+            if nextIndex <= first:
+                return False  # it needs the snapshot
+            entries = self.__getEntries(nextIndex, None, batch) if nextIndex <= last else []
+            if entries and (entries[-1][1] != last or len(entries[0][0]) >= batch):
+                return False  # more than one message's worth
+            messages.append((node, nextIndex, entries))
+        for node, nextIndex, entries in messages:
+            prevLogIdx, prevLogTerm = self.__getPrevLogIndexTerm(nextIndex)
+            if entries:
+                self.__raftNextIndex[node] = last + 1
+            self.__transport.send(node, {
+                'type': 'append_entries',
+                'term': self.__raftCurrentTerm,
+                'commit_index': self.__raftCommitIndex,
+                'entries': entries,
+                'prevLogIdx': prevLogIdx,
+                'prevLogTerm': prevLogTerm,
+            })
+        return True
+
+    def send_to_voters(self):
+        """The round for newly appended entries: to the voting members only, when a
+        frontend's follower is among the members (it gets them with their commit, see
+        `after_commit`); then the leader's own fsync, as after any round."""
+        if not self.__readonlyNodes or not _SyncObj.send_entries(self, self.__otherNodes):
             self.__sendAppendEntries()
             return
-        voters, readers, heartbeat = self.__otherNodes, self.__readonlyNodes, self.__newAppendEntriesTime
-        self.__otherNodes = voters if voting else set()
-        self.__readonlyNodes = readers if non_voting else set()
-        try:
-            self.__sendAppendEntries()
-        finally:
-            self.__otherNodes, self.__readonlyNodes, self.__newAppendEntriesTime = voters, readers, heartbeat
+        sync = getattr(self.__raftLog, "sync", None)
+        if sync is not None:
+            sync()
 
     def round_in_flight(self):
         """Whether an entry this leader sent to a voting member is not committed yet."""

@@ -101,3 +101,40 @@ def test_a_commit_is_announced_to_voting_followers_by_the_next_round_not_a_round
         sim.tick(leader)                    # the heartbeat carries the commit index
         for follower in followers:
             assert [m["commit_index"] for m in waiting_appends(sim, leader, follower)] == [committed]
+
+
+def test_a_non_voting_member_gets_a_new_entry_with_the_commit_that_covers_it():
+    """A frontend's follower does not count towards a commit: the round for a new entry
+    goes to the voters, and the non-voting member gets entry and commit index together,
+    in one message, once it has committed; the voters get no round of their own for it."""
+    from bazar.consensus.probing import MAJORITY_KEY
+    from tests.sim.reads import FOLLOWER, ReadSimulation
+
+    with ReadSimulation(size=3, payload=8) as sim:
+        assert sim.run_until(lambda: sim.leader() is not None, seconds=10)
+        leader = sim.leader()
+        obj = sim.replicas[leader].obj
+        sim.add_follower()
+        sim.write(leader)
+        assert sim.run_until(lambda: len(sim.acks) == 1
+                             and sim.follower[0].raftLastApplied == obj.raftCommitIndex, seconds=5)
+        voters = [name for name in sim.names if name != leader]
+        for link in sim.network.links():
+            sim.network.deliver_all_on(link)    # nothing waiting anywhere
+        sim.write(leader)
+        sim.tick(leader)                        # the round carrying the entry
+        assert all(rounds_with_entries(sim, leader, v) == [1] for v in voters)
+        assert waiting_appends(sim, leader, FOLLOWER) == []
+        for voter in voters:
+            sim.network.deliver_all_on((leader, voter))
+            sim.tick(voter)
+            sim.network.deliver_all_on((voter, leader))
+        sim.clock.advance(0.02)                 # (less than a heartbeat period)
+        sim.tick(leader)                        # committed and applied: the write is answered
+        assert len(sim.acks) == 2
+        sent = [(len(m["entries"]), m["commit_index"]) for m in waiting_appends(sim, leader, FOLLOWER)]
+        assert sent == [(1, obj.raftCommitIndex)]
+        # Stamped with the leader's real majority age, as every other message it sends.
+        (message,) = waiting_appends(sim, leader, FOLLOWER)
+        assert abs(message[MAJORITY_KEY] - 0.02) < 1e-6
+        assert all(waiting_appends(sim, leader, v) == [] for v in voters)

@@ -13,6 +13,15 @@ def test_add_replace_and_remove_steps_change_the_configuration():
             apply(sim, set(), kind, args)
             sim.observe()
             membership_steps.after_step(sim)
+        # A command not done within its step is asked again between later steps (the
+        # module's rule): calm rounds until the operator's queue is empty.
+        for seed in range(20):
+            if not membership_steps.state(sim).queue:
+                break
+            apply(sim, set(), "run", [seed, 50])
+            sim.observe()
+            membership_steps.after_step(sim)
+        assert not membership_steps.state(sim).queue
         membership_steps.before_heal(sim)
         sim.heal_everything()
         assert sim.run_until(sim.converged, seconds=60)
