@@ -38,11 +38,9 @@ applied) decides instead:
 
 - entries a voting member has not been sent yet (commands that arrived during the
   round): a round to everyone, which carries them and the new commit index;
-- otherwise a message only to each non-voting member, with the entries it lacks and
-  the commit index: a frontend's follower applies the catalog's entries to invalidate
-  its cache, and the buyer's answer waits for it. It does not count towards a commit,
-  so the round for a new entry goes to the voters only (`send_to_voters`), and it gets
-  entry and commit together, one message instead of two;
+- otherwise a message only to each non-voting member, with the commit index (and any
+  entry it lacks): a frontend's follower applies the catalog's entries to invalidate
+  its cache, and the buyer's answer waits for it;
 - voting followers learn the commit index with the next round, at the latest the next
   heartbeat (`appendEntriesPeriod`). Raft asks no more: a follower's commit index only
   tells it what it may apply. Reads on a follower wait for what they need (`min_index`)
@@ -102,7 +100,7 @@ class _SyncObj:
             else:
                 self.__callErrCallback(FAIL_REASON.MISSING_LEADER, callback)
         if appended and not self.__conf.appendEntriesUseBatch and not _SyncObj.round_in_flight(self):
-            _SyncObj.send_to_voters(self)
+            self.__sendAppendEntries()
 
     def after_commit(self):
         """After a leader applied newly committed entries: send what the module docstring
@@ -149,17 +147,6 @@ class _SyncObj:
                 'prevLogTerm': prevLogTerm,
             })
         return True
-
-    def send_to_voters(self):
-        """The round for newly appended entries: to the voting members only, when a
-        frontend's follower is among the members (it gets them with their commit, see
-        `after_commit`); then the leader's own fsync, as after any round."""
-        if not self.__readonlyNodes or not _SyncObj.send_entries(self, self.__otherNodes):
-            self.__sendAppendEntries()
-            return
-        sync = getattr(self.__raftLog, "sync", None)
-        if sync is not None:
-            sync()
 
     def round_in_flight(self):
         """Whether an entry this leader sent to a voting member is not committed yet."""
