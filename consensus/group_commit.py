@@ -38,10 +38,11 @@ applied) decides instead:
 
 - entries a voting member has not been sent yet (commands that arrived during the
   round): a round to everyone, which carries them and the new commit index;
-- otherwise a message only to each non-voting member, with the commit index (and any
-  entry it lacks): a frontend's follower applies the catalog's entries to invalidate
-  its cache, and the buyer's answer waits for it;
-- voting followers learn the commit index with the next round, at the latest the next
+- otherwise, in a group with non-voting members, PySyncObj's round as before: a
+  frontend's follower applies the catalog's entries to invalidate its cache, and the
+  buyer's answer waits for it (the catalog group keeps its announcement);
+- otherwise (the order group) no round:
+  voting followers learn the commit index with the next round, at the latest the next
   heartbeat (`appendEntriesPeriod`). Raft asks no more: a follower's commit index only
   tells it what it may apply. Reads on a follower wait for what they need (`min_index`)
   or are bounded by its in-touch rule, which does not depend on it.
@@ -52,11 +53,10 @@ are sent changes, which Raft leaves to the leader.
 
 "In flight" is read from the leader's own bookkeeping: `__raftNextIndex[node] - 1` is
 the last entry sent to `node`, so a round is in flight while the highest of those, over
-the voting members, lies beyond the commit index. The messages `send_entries` writes
-are PySyncObj's own append-entries messages, sent through the same transport (which
-stamps them with the probe round and the majority age) and moving the same next
-indexes; anything that needs more than one message (a snapshot, a big entry, a long
-lag) falls back to PySyncObj's whole round. No state is added to the SyncObj (PySyncObj pickles such
+the voting members, lies beyond the commit index. Every round sent is PySyncObj's
+own, to every member: a partial round would need messages of Bazar's making, and two
+attempts at one changed the simulator's schedules in ways not yet understood
+(issue 22's note). No state is added to the SyncObj (PySyncObj pickles such
 attributes into its snapshots).
 """
 from __future__ import annotations
@@ -103,56 +103,23 @@ class _SyncObj:
             self.__sendAppendEntries()
 
     def after_commit(self):
-        """After a leader applied newly committed entries: send what the module docstring
-        says and return whether PySyncObj should still send a round to every member."""
+        """After a leader applied newly committed entries: whether PySyncObj should send its
+        round to every member now (see the module docstring)."""
         if self.__raftState != _RAFT_STATE.LEADER or self.__conf.appendEntriesUseBatch:
             return True  # PySyncObj's own rule; a follower sends nothing anyway
         last = self.__getCurrentLogIndex()
         if any(self.__raftNextIndex[node] <= last for node in self.__otherNodes):
-            return True
-        return bool(self.__readonlyNodes) and not _SyncObj.send_entries(self, self.__readonlyNodes)
+            return True  # the batch that waited for this commit
+        return bool(self.__readonlyNodes)  # a frontend's follower is told at once
 
     # ------------------------------------------------------------------ helpers
 
-    def send_entries(self, nodes):
-        """One append-entries message to each connected member of `nodes`, with every entry
-        it lacks and the commit index: PySyncObj's round, for these members only. The
-        messages go through the same transport (which stamps them) and move the same
-        next indexes. Return False, having sent nothing, if a member needs more than one
-        message (a snapshot, an entry larger than a batch, more entries than one batch):
-        the caller then sends PySyncObj's whole round."""
-        first, last = self.__raftLog[0][1], self.__getCurrentLogIndex()
-        batch = self.__conf.appendEntriesBatchSizeBytes
-        messages = []
-        for node in nodes:
-            if node not in self.__connectedNodes:
-                continue
-            nextIndex = self.__raftNextIndex[node]
-            if nextIndex <= first:
-                return False  # it needs the snapshot
-            entries = self.__getEntries(nextIndex, None, batch) if nextIndex <= last else []
-            if entries and (entries[-1][1] != last or len(entries[0][0]) >= batch):
-                return False  # more than one message's worth
-            messages.append((node, nextIndex, entries))
-        for node, nextIndex, entries in messages:
-            prevLogIdx, prevLogTerm = self.__getPrevLogIndexTerm(nextIndex)
-            if entries:
-                self.__raftNextIndex[node] = last + 1
-            self.__transport.send(node, {
-                'type': 'append_entries',
-                'term': self.__raftCurrentTerm,
-                'commit_index': self.__raftCommitIndex,
-                'entries': entries,
-                'prevLogIdx': prevLogIdx,
-                'prevLogTerm': prevLogTerm,
-            })
-        return True
-
     def round_in_flight(self):
-        """Whether an entry this leader sent to a voting member is not committed yet."""
-        if not self.__otherNodes:
-            return False  # the only voter: nobody to wait for
-        return max(self.__raftNextIndex[node] for node in self.__otherNodes) - 1 > self.__raftCommitIndex
+        """Whether an entry this leader sent is not committed yet."""
+        nextIndex = self.__raftNextIndex
+        if not nextIndex:
+            return False  # a group of one: nobody to send to
+        return max(nextIndex.values()) - 1 > self.__raftCommitIndex
 
     def append_command(self, command, callback, requestNode, requestID):
         """The leader's part, PySyncObj's own without the per-command send: append the
