@@ -124,6 +124,18 @@ class SafetyViolation(AssertionError):
     """One of Raft's safety properties does not hold."""
 
 
+class UnknownLeader(Exception):
+    """The healed group did not converge only because members do not know its leader.
+
+    A known liveness limitation, not a safety violation (docs/deploy.md, "Membership"):
+    PySyncObj connects only to nodes in a replica's configuration and refuses the
+    others, so a replica (or a frontend's follower) that missed the changes adding the
+    current leader cannot be reached by it; a voter that may campaign eventually moves
+    leadership to a member it knows, but a repaired replica (which may not campaign) and
+    a non-voting member wait until leadership moves. The runner reports such schedules
+    apart from failures (every safety check still ran on them)."""
+
+
 class ProcessKilled(BaseException):
     """Raised inside a doomed replica's code right after a send (`SimNetwork.doom`): the
     process dies there, in the middle of handling a message or a tick. A BaseException, so
@@ -1201,6 +1213,20 @@ class Simulation:
             if condition():
                 return True
         return False
+
+    def behind_an_unknown_leader(self, extra: dict | None = None) -> list[str]:
+        """The members of the leader's configuration that lag behind its commit, if every
+        one of them lags because its own configuration does not name the leader (see
+        `UnknownLeader`); else []. `extra`: more lagging members, name -> transport."""
+        leader = self.leader()
+        if leader is None:
+            return []
+        obj = self.replicas[leader].obj
+        behind = {n.id: self.network.transports.get(n.id) for n in obj.otherNodes
+                  if n.id not in self.replicas or self.replicas[n.id].obj.raftLastApplied != obj.raftCommitIndex}
+        behind.update(extra or {})
+        unknown = [name for name, transport in behind.items() if transport is not None and not transport.knows(leader)]
+        return sorted(unknown) if behind and len(unknown) == len(behind) else []
 
     def converged(self) -> bool:
         """One leader, every member of its configuration alive, and all have applied the

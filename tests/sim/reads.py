@@ -63,7 +63,7 @@ from bazar.consensus.member import RaftMember, _PendingRead
 from bazar.consensus.probing import MAJORITY_KEY, ProbeStamps
 from bazar.consensus.reads import LeaderView
 from bazar.consensus.settings import syncobj_conf
-from tests.sim.harness import Recorder, SimNode, Simulation, SimTransport
+from tests.sim.harness import Recorder, SimNode, Simulation, SimTransport, UnknownLeader
 
 BOUND = CacheConfig.max_follower_lag  # the documented bound on a local read's staleness
 FOLLOWER = "f1"                       # the non-voting follower's name on the network
@@ -423,6 +423,9 @@ class ReadSimulation(Simulation):
         if self.follower is not None:
             recorder = self.follower[1]
             if not self.run_until(lambda: self.converged() and recorder.applied == final(), seconds=30):
+                if self.behind_an_unknown_leader({FOLLOWER: self.network.transports.get(FOLLOWER)}):
+                    raise UnknownLeader(f"the non-voting follower cannot reach leader {self.leader()}, "
+                                        f"which its configuration does not name")
                 self.world.fail(f"the non-voting follower did not catch up: it applied "
                                 f"{len(recorder.applied)} commands, the leader {len(final())}")
         state = final()

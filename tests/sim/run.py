@@ -38,6 +38,7 @@ import sys
 import time
 from contextlib import nullcontext
 
+from tests.sim.harness import UnknownLeader
 from tests.sim.schedule import READ_WEIGHTS, WEIGHTS, generate, play
 
 MEMBERSHIP_WEIGHTS = {"add": 5, "remove": 5, "replace": 5}
@@ -51,13 +52,21 @@ def schedule_seeds(seed: int, count: int) -> range:
 
 def run(seeds, size=None, kinds=None, check_match=True, stop_after=1, out=print, compaction=None,
         membership=True) -> dict:
-    """Play the schedules of `seeds`; return {"played", "seconds", "failures": [(seed, error)]}."""
-    failures, played, started = [], 0, time.monotonic()
+    """Play the schedules of `seeds`; return {"played", "seconds", "failures": [(seed, error)],
+    "unknown_leader": [(seed, error)]}: schedules whose group converged except for members
+    that do not know the leader (harness.UnknownLeader, a known liveness limitation, with
+    every safety check passed), reported apart and not counted as failures."""
+    failures, limited, played, started = [], [], 0, time.monotonic()
     logging.disable(logging.CRITICAL)   # replicas log every refused vote and torn tail
     try:
         for seed in seeds:
             try:
                 play(*generate(seed, kinds, size, compaction, membership), check_match=check_match)
+            except UnknownLeader as error:
+                limited.append((seed, error))
+                if out:
+                    out(f"known limitation, schedule {seed}: {error} (docs/deploy.md; "
+                        f"replay: python -m tests.sim.run --replay {seed})")
             except Exception as error:  # a violation, or an exception out of PySyncObj
                 failures.append((seed, error, time.monotonic() - started, played + 1))
                 if out:
@@ -71,7 +80,8 @@ def run(seeds, size=None, kinds=None, check_match=True, stop_after=1, out=print,
             played += 1
     finally:
         logging.disable(logging.NOTSET)
-    return {"played": played, "seconds": time.monotonic() - started, "failures": failures}
+    return {"played": played, "seconds": time.monotonic() - started, "failures": failures,
+            "unknown_leader": limited}
 
 
 def shrink(schedule: tuple, fails) -> tuple:
@@ -133,7 +143,8 @@ def main(argv=None) -> int:
                     except Exception:
                         return True
                 print(f"shrunk: {shrink(schedule, fails)!r}")
-            print("failed" if outcome["failures"] else "passed")
+            print("failed" if outcome["failures"] else
+                  "known limitation (members that do not know the leader)" if outcome["unknown_leader"] else "passed")
             return 1 if outcome["failures"] else 0
         seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10 ** 6)
         print(f"seed {seed}: {args.schedules} schedules (python -m tests.sim.run --schedules "
@@ -143,7 +154,8 @@ def main(argv=None) -> int:
                       membership=membership)
     rate = outcome["played"] / max(outcome["seconds"], 1e-9)
     print(f"{outcome['played']} schedules in {outcome['seconds']:.1f} s ({rate:.1f}/s), "
-          f"{len(outcome['failures'])} failed")
+          f"{len(outcome['failures'])} failed, {len(outcome['unknown_leader'])} stopped at the known "
+          f"limitation (members that do not know the leader)")
     for failing, *_ in outcome["failures"]:
         print(f"replay: python -m tests.sim.run --replay {failing}{extra}")
     return 1 if outcome["failures"] else 0

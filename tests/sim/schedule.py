@@ -75,7 +75,7 @@ from __future__ import annotations
 import random
 
 from tests.sim import membership_steps
-from tests.sim.harness import Simulation
+from tests.sim.harness import Simulation, UnknownLeader
 from tests.sim.reads import ReadSimulation
 
 HOLD_KINDS = {0: (), 1: ("next_node_idx",), 2: ("response_vote",), 3: ("append_entries",),
@@ -101,7 +101,12 @@ def play(size: int, steps: list, fork_writer: bool = False, compaction: int = 40
             refused = len(sim.refused)
             membership_steps.before_heal(sim)
             sim.heal_everything()
-            assert sim.run_until(sim.converged, seconds=60), "the healed group did not converge"
+            if not sim.run_until(sim.converged, seconds=60):
+                stuck = sim.behind_an_unknown_leader()
+                if stuck:
+                    raise UnknownLeader(f"{', '.join(stuck)} cannot reach leader {sim.leader()}, "
+                                        f"which its configuration does not name")
+                raise AssertionError("the healed group did not converge")
             for name in membership_steps.members(sim):
                 assert sim.lost_acknowledged(name) == [], f"{name} lost acknowledged writes"
             sim.finish_reads()
