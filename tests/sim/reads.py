@@ -342,13 +342,11 @@ class ReadSimulation(Simulation):
                 continue
             self.stats["read index"] += 1
             applied = list(self._recorder(name).applied)
-            held = {command for _, command in applied}
-            for at, index, command in self.acks[:acks_before]:
-                if command not in held:
-                    self.world.fail(
-                        f"read-index read at {name} (queued at t={started:.3f}, answered at "
-                        f"t={self.clock.now:.3f} at read index {pending.outcome}) misses write "
-                        f"{command!r} (index {index}), acknowledged at t={at:.3f} before the read began")
+            for at, index, command in self._missing(applied, acks_before):
+                self.world.fail(
+                    f"read-index read at {name} (queued at t={started:.3f}, answered at "
+                    f"t={self.clock.now:.3f} at read index {pending.outcome}) misses write "
+                    f"{command!r} (index {index}), acknowledged at t={at:.3f} before the read began")
             self.answers.append((name, "read-index read", self.clock.now, applied))
         self.pending[name] = still
 
@@ -396,13 +394,16 @@ class ReadSimulation(Simulation):
         if applied is None and self._ack_max_index[count - 1] <= obj.raftLastApplied:
             return   # every such write's index is applied here (state machine safety is checked)
         applied = list(self._recorder(name).applied) if applied is None else applied
+        for at, index, command in self._missing(applied, count):
+            self.world.fail(
+                f"{what} at {name} at t={self.clock.now:.3f} (in touch, bound {BOUND:g} s; "
+                f"network delays allowed {allowance:.3f} s) misses write {command!r} (index {index}), "
+                f"acknowledged at t={at:.3f}, {self.clock.now - at:.3f} s earlier")
+
+    def _missing(self, applied: list, count: int) -> list[tuple[float, int, str]]:
+        """The first `count` acknowledgments whose write `applied` does not hold."""
         held = {command for _, command in applied}
-        for at, index, command in self.acks[:count]:
-            if command not in held:
-                self.world.fail(
-                    f"{what} at {name} at t={self.clock.now:.3f} (in touch, bound {BOUND:g} s; "
-                    f"network delays allowed {allowance:.3f} s) misses write {command!r} (index {index}), "
-                    f"acknowledged at t={at:.3f}, {self.clock.now - at:.3f} s earlier")
+        return [ack for ack in self.acks[:count] if ack[2] not in held]
 
     def observe(self) -> None:
         if self.follower is not None:
