@@ -23,6 +23,7 @@ def test_a_member_that_lags_but_knows_its_leader_is_not_excused():
         assert sim.behind_an_unknown_leader() == []
 
 
+@pytest.mark.slow   # 6 s: the full suite (CI) plays them
 @pytest.mark.parametrize("schedule", [202000779, 20261207001352, 31337001692])
 def test_found_schedules_that_end_behind_an_unknown_leader(schedule):
     """Found by fresh runs after membership and read steps joined the schedules (2026-12-07):
