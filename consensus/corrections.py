@@ -134,8 +134,11 @@ CORRECTIONS: tuple[Correction, ...] = (
         "pysyncobj.transport.TCPTransport", "_onUtilityMessage",
         "membership changes come only through Bazar's checks: PySyncObj's admin commands that write "
         "to the log ('add', 'remove', 'set_version') are refused on the Raft port",
-        (_UNIT + "test_utility_messages.py::test_a_utility_add_or_remove_on_the_raft_port_is_refused",),
-        "none: the simulator has no sockets (a real group on loopback tests it)"),
+        (_UNIT + "test_utility_messages.py::test_a_utility_add_or_remove_on_the_raft_port_is_refused",
+         _UNIT + "test_utility_messages.py::"
+                 "test_generated_utility_commands_append_nothing_and_a_reverted_guard_is_caught"),
+        "generated utility-command sequences on a real group (the simulator has no sockets): the "
+        "first sequence that sends a change (the leader appends it)"),
     Correction(
         "pysyncobj.tcp_connection.TcpConnection", "_TcpConnection__processRead",
         "a connection may make a node buffer at most one frame, of a size bounded before it is trusted "

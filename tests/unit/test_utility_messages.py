@@ -20,7 +20,7 @@ import threading
 
 import pytest
 from pysyncobj import FAIL_REASON
-from pysyncobj.utility import TcpUtility
+from pysyncobj.utility import TcpUtility, UtilityException
 
 from bazar.local.cluster import free_ports
 from tests.unit.raft_groups import leader_of, start_group
@@ -88,3 +88,55 @@ def test_a_membership_change_forwarded_by_a_follower_is_refused(group):
     assert outcome == [FAIL_REASON.REQUEST_DENIED]
     assert leader._voters() == voters
     assert membership_entries(leader) == []
+
+
+def _entries(member) -> int:
+    return member.syncobj._SyncObj__raftLog[-1][1]
+
+
+def _generated_commands(rng, stranger: str, follower: str) -> list[list]:
+    """A sequence an admin tool, or anyone holding the secret, might send: every utility
+    command PySyncObj knows, with arguments drawn from seed `rng`."""
+    kinds = [lambda: ["add", stranger], lambda: ["remove", follower], lambda: ["set_version", rng.randint(0, 3)],
+             lambda: ["status"], lambda: ["add", f"127.0.0.1:{rng.randint(1, 65535)}"]]
+    return [rng.choice(kinds)() for _ in range(rng.randint(3, 8))]
+
+
+def _drive(members, password, seed: int) -> list[str]:
+    """Send the commands of `seed` to the leader; the ones after which its log grew."""
+    import random
+    leader = leader_of(members)
+    follower = next(m for m in members if m is not leader).syncobj.selfNode.address
+    stranger = f"127.0.0.1:{free_ports(1)[0]}"
+    grew = []
+    for command in _generated_commands(random.Random(seed), stranger, follower):
+        before = _entries(leader)
+        try:
+            answer = send(leader.syncobj.selfNode.address, list(command), password)
+        except UtilityException as lost:   # the group a change broke may not answer
+            answer = f"no answer ({lost})"
+        if command[0] == "status" and before == _entries(leader):
+            assert answer["state"] == 2, answer
+        if _entries(leader) != before:
+            grew.append(f"{command} -> {answer}")
+            break   # the group is no longer the one the sequence was drawn for
+    return grew
+
+
+def test_generated_utility_commands_append_nothing_and_a_reverted_guard_is_caught(tmp_path):
+    """Generated sequences of PySyncObj's utility commands never make the leader append an
+    entry (the simulator has no sockets, so this is how the guard's absence is caught):
+    with consensus/admin_guard.py's correction in place, none of 10 sequences appends; with
+    it reverted alone, the first sequence that sends a change does."""
+    from tests.sim.mutation import reverted
+
+    members = start_group(tmp_path, password=SECRET)
+    try:
+        for seed in range(10):
+            assert _drive(members, SECRET, seed) == [], seed
+        with reverted("_onUtilityMessage"):
+            caught = next((seed for seed in range(10, 30) if _drive(members, SECRET, seed)), None)
+        assert caught is not None, "20 generated sequences appended nothing with the guard reverted"
+    finally:
+        for member in members:
+            member.close()
