@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+from functools import partial
 import logging
 import time
 import traceback
@@ -34,7 +35,7 @@ from pathlib import Path
 from bazar.consensus import patching
 from tests.sim.reads import MUTATIONS
 from tests.sim.harness import UnknownLeader
-from tests.sim.run import schedule_seeds
+from tests.sim.run import each, schedule_seeds
 from tests.sim.schedule import generate, play
 
 
@@ -92,28 +93,45 @@ def _fails(schedule) -> str | None:
         return f"{type(error).__name__} in {Path(innermost).name}: {error}"
 
 
-def hunt(name: str, seed: int, schedules: int, seconds: float, size: int | None = None) -> dict:
-    """Play schedules of `seed` with correction `name` reverted until one fails that passes
-    with it in place, or `schedules`/`seconds` run out. Returns what happened."""
-    started, played, confounded = time.monotonic(), 0, 0
+def judge(schedule_seed: int, name: str, size: int | None = None) -> tuple[str, str | None]:
+    """Schedule `schedule_seed` with correction `name` reverted: ("caught", what failed) if it
+    fails and passes with every correction in place, ("confounded", None) if it fails either
+    way, ("passed", None) if it passes; ("error", traceback) for a bug of the simulator's own."""
     logging.disable(logging.CRITICAL)
     try:
-        for schedule_seed in schedule_seeds(seed, schedules):
+        schedule = generate(schedule_seed, None, size)
+        with reverted(name):
+            failure = _fails(schedule)
+        if failure is None:
+            return "passed", None
+        if _fails(schedule) is not None:
+            return "confounded", None
+        return "caught", failure
+    except Exception:
+        return "error", traceback.format_exc()
+
+
+def hunt(name: str, seed: int, schedules: int, seconds: float, size: int | None = None) -> dict:
+    """Play schedules of `seed` with correction `name` reverted until one fails that passes
+    with it in place, or `schedules`/`seconds` run out. Returns what happened. The schedules
+    are judged in worker processes (tests.sim.run.each) and counted in order, so the result
+    is the same for any number of them."""
+    started, played, confounded = time.monotonic(), 0, 0
+    seeds = schedule_seeds(seed, schedules)
+    results = each(partial(judge, name=name, size=size), seeds)
+    try:
+        for schedule_seed, (verdict, detail) in zip(seeds, results):
             if time.monotonic() - started > seconds:
                 break
-            schedule = generate(schedule_seed, None, size)
             played += 1
-            with reverted(name):
-                failure = _fails(schedule)
-            if failure is None:
-                continue
-            if _fails(schedule) is not None:
-                confounded += 1          # fails with every correction in place too
-                continue
-            return {"name": name, "caught": True, "schedules": played, "confounded": confounded,
-                    "seconds": time.monotonic() - started, "seed": schedule_seed, "failure": failure}
+            if verdict == "error":
+                raise RuntimeError(f"the simulator failed on schedule {schedule_seed}:\n{detail}")
+            confounded += verdict == "confounded"
+            if verdict == "caught":
+                return {"name": name, "caught": True, "schedules": played, "confounded": confounded,
+                        "seconds": time.monotonic() - started, "seed": schedule_seed, "failure": detail}
     finally:
-        logging.disable(logging.NOTSET)
+        results.close()
     return {"name": name, "caught": False, "schedules": played, "confounded": confounded,
             "seconds": time.monotonic() - started, "seed": None, "failure": None}
 

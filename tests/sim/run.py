@@ -33,10 +33,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
+import os
 import random
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
+from functools import partial
 
 from tests.sim.harness import UnknownLeader
 from tests.sim.schedule import READ_WEIGHTS, WEIGHTS, generate, play
@@ -50,36 +54,87 @@ def schedule_seeds(seed: int, count: int) -> range:
     return range(seed * SEED_STRIDE, seed * SEED_STRIDE + count)
 
 
+def workers() -> int:
+    """How many processes play schedules side by side: one per core (`BAZAR_SIM_WORKERS`
+    overrides). Each schedule is independent and seeded, so the outcome is the same for any
+    number; only the wall time changes."""
+    return max(1, int(os.environ.get("BAZAR_SIM_WORKERS") or os.cpu_count() or 1))
+
+
+def each(job, items, processes: int | None = None):
+    """Yield `job(item)` for every item, in order, computed by `processes` worker processes
+    (default `workers()`). Stopping the iteration early stops the workers. `job` must be a
+    module-level function (or a partial of one) and its results picklable."""
+    items = list(items)
+    processes = min(processes or workers(), len(items))
+    if processes <= 1:
+        yield from map(job, items)
+        return
+    # forkserver, not fork: the caller (pytest, with threads of earlier tests) is not forked.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["tests.sim.schedule", "tests.sim.reads"])
+    with context.Pool(processes) as pool:   # leaving the block terminates the workers
+        yield from pool.imap(job, items, chunksize=max(1, min(8, len(items) // (processes * 8))))
+
+
+@dataclass(frozen=True)
+class Failure:
+    """How a schedule failed, as a worker process can send it back (an exception may not pickle)."""
+    kind: str                  # the exception's class: SafetyViolation, AssertionError, ...
+    message: str
+    events: tuple[str, ...]    # the notable faults before it (harness.Simulation.events)
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.message}"
+
+
+def play_one(seed: int, kinds=None, size=None, compaction=None, membership=True,
+             check_match=True, revert: str | None = None) -> tuple[str, object]:
+    """Play schedule `seed` (with correction `revert` taken away, tests/sim/mutation.py):
+    ("passed", None), ("limited", message) or ("failed", Failure)."""
+    from tests.sim.mutation import reverted    # (it imports this module)
+    logging.disable(logging.CRITICAL)   # replicas log every refused vote and torn tail
+    try:
+        with reverted(revert) if revert else nullcontext():
+            play(*generate(seed, kinds, size, compaction, membership), check_match=check_match)
+    except UnknownLeader as error:
+        return "limited", str(error)
+    except Exception as error:  # a violation, or an exception out of PySyncObj
+        return "failed", Failure(type(error).__name__, str(error), tuple(getattr(error, "events", ())))
+    return "passed", None
+
+
 def run(seeds, size=None, kinds=None, check_match=True, stop_after=1, out=print, compaction=None,
-        membership=True) -> dict:
-    """Play the schedules of `seeds`; return {"played", "seconds", "failures": [(seed, error)],
-    "unknown_leader": [(seed, error)]}: schedules whose group converged except for members
+        membership=True, processes: int | None = None, revert: str | None = None) -> dict:
+    """Play the schedules of `seeds` (in `processes` worker processes, default one per core);
+    return {"played", "seconds", "failures": [(seed, Failure, seconds, played)],
+    "unknown_leader": [(seed, message)]}: schedules whose group converged except for members
     that do not know the leader (harness.UnknownLeader, a known liveness limitation, with
     every safety check passed), reported apart and not counted as failures."""
     failures, limited, played, started = [], [], 0, time.monotonic()
-    logging.disable(logging.CRITICAL)   # replicas log every refused vote and torn tail
+    seeds = list(seeds)
+    job = partial(play_one, kinds=kinds, size=size, compaction=compaction, membership=membership,
+                  check_match=check_match, revert=revert)
+    results = each(job, seeds, processes)
     try:
-        for seed in seeds:
-            try:
-                play(*generate(seed, kinds, size, compaction, membership), check_match=check_match)
-            except UnknownLeader as error:
-                limited.append((seed, error))
+        for seed, (verdict, detail) in zip(seeds, results):
+            played += 1
+            if verdict == "limited":
+                limited.append((seed, detail))
                 if out:
-                    out(f"known limitation, schedule {seed}: {error} (docs/deploy.md; "
+                    out(f"known limitation, schedule {seed}: {detail} (docs/deploy.md; "
                         f"replay: python -m tests.sim.run --replay {seed})")
-            except Exception as error:  # a violation, or an exception out of PySyncObj
-                failures.append((seed, error, time.monotonic() - started, played + 1))
+            elif verdict == "failed":
+                failures.append((seed, detail, time.monotonic() - started, played))
                 if out:
-                    out(f"FAILED schedule {seed} (after {played + 1} schedules, "
-                        f"{time.monotonic() - started:.1f} s): {type(error).__name__}: {error}")
-                    for event in getattr(error, "events", [])[-5:]:
+                    out(f"FAILED schedule {seed} (after {played} schedules, "
+                        f"{time.monotonic() - started:.1f} s): {detail}")
+                    for event in detail.events[-5:]:
                         out(f"    fault: {event}")
                 if stop_after and len(failures) >= stop_after:
-                    played += 1
                     break
-            played += 1
     finally:
-        logging.disable(logging.NOTSET)
+        results.close()   # stops the workers if the loop ended early
     return {"played": played, "seconds": time.monotonic() - started, "failures": failures,
             "unknown_leader": limited}
 
@@ -123,35 +178,34 @@ def main(argv=None) -> int:
                      " --no-match-check" if args.no_match_check else "",
                      " --no-membership" if args.no_membership else "",
                      f" --revert {args.revert}" if args.revert else ""])
-    if args.revert:
-        from tests.sim.mutation import reverted
-        context = reverted(args.revert)
-    else:
-        context = nullcontext()
-    with context:
-        if args.replay is not None:
-            schedule = generate(args.replay, kinds, args.size, args.compaction, membership)
-            print(f"schedule {args.replay}: {schedule!r}")
-            outcome = run([args.replay], args.size, kinds, check, compaction=args.compaction,
-                          membership=membership)
-            if outcome["failures"] and args.shrink:
-                def fails(candidate):
-                    try:
-                        logging.disable(logging.CRITICAL)
+    if args.replay is not None:
+        schedule = generate(args.replay, kinds, args.size, args.compaction, membership)
+        print(f"schedule {args.replay}: {schedule!r}")
+        outcome = run([args.replay], args.size, kinds, check, compaction=args.compaction,
+                      membership=membership, revert=args.revert)
+        if outcome["failures"] and args.shrink:
+            from tests.sim.mutation import reverted
+
+            def fails(candidate):
+                try:
+                    logging.disable(logging.CRITICAL)
+                    with reverted(args.revert) if args.revert else nullcontext():
                         play(*candidate, check_match=check)
-                        return False
-                    except Exception:
-                        return True
-                print(f"shrunk: {shrink(schedule, fails)!r}")
-            print("failed" if outcome["failures"] else
-                  "known limitation (members that do not know the leader)" if outcome["unknown_leader"] else "passed")
-            return 1 if outcome["failures"] else 0
-        seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10 ** 6)
-        print(f"seed {seed}: {args.schedules} schedules (python -m tests.sim.run --schedules "
-              f"{args.schedules} --seed {seed}{extra})", flush=True)
-        outcome = run(schedule_seeds(seed, args.schedules), args.size, kinds, check, args.stop_after,
-                      out=lambda line: print(line, flush=True), compaction=args.compaction,
-                      membership=membership)
+                    return False
+                except Exception:
+                    return True
+                finally:
+                    logging.disable(logging.NOTSET)
+            print(f"shrunk: {shrink(schedule, fails)!r}")
+        print("failed" if outcome["failures"] else
+              "known limitation (members that do not know the leader)" if outcome["unknown_leader"] else "passed")
+        return 1 if outcome["failures"] else 0
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10 ** 6)
+    print(f"seed {seed}: {args.schedules} schedules in {workers()} processes (python -m tests.sim.run "
+          f"--schedules {args.schedules} --seed {seed}{extra})", flush=True)
+    outcome = run(schedule_seeds(seed, args.schedules), args.size, kinds, check, args.stop_after,
+                  out=lambda line: print(line, flush=True), compaction=args.compaction,
+                  membership=membership, revert=args.revert)
     rate = outcome["played"] / max(outcome["seconds"], 1e-9)
     print(f"{outcome['played']} schedules in {outcome['seconds']:.1f} s ({rate:.1f}/s), "
           f"{len(outcome['failures'])} failed, {len(outcome['unknown_leader'])} stopped at the known "

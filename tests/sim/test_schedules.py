@@ -40,7 +40,7 @@ def report(outcome: dict, what: str) -> None:
     for seed, error in outcome["unknown_leader"]:
         print(f"  schedule {seed}: {error}\n  replay: python -m tests.sim.run --replay {seed}")
     for seed, error, *_ in outcome["failures"]:
-        print(f"  schedule {seed}: {type(error).__name__}: {error}\n"
+        print(f"  schedule {seed}: {error}\n"
               f"  replay: python -m tests.sim.run --replay {seed}")
 
 
