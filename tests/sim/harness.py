@@ -471,6 +471,9 @@ class World:
     acknowledged: dict[str, int] = field(default_factory=dict)               # command -> index
     violations: list[str] = field(default_factory=list)
     check_match: bool = True   # the match-index check (an early sign, not one of Figure 3's)
+    # The voters after committed entries 1..i, i = 0, 1, ...: as far as every committed
+    # entry has been seen (check_configurations). Set to the founders by the Simulation.
+    configurations: list[frozenset] = field(default_factory=list)
 
     def fail(self, text: str) -> None:
         self.violations.append(text)
@@ -559,27 +562,46 @@ class World:
                               f"{match} (term {log[match - log[0][1]][2]}), but {node.id} holds {held} there")
 
     def check_configurations(self, sim: "Simulation") -> None:
-        """Raft §6: a server uses the latest configuration in its log, committed or not.
-        For every replica and every other node a membership entry of its log names, the
-        replica counts that node as a voter if and only if the last such entry adds it.
-        (A node no entry of the log names is not checked: a snapshot carries the
-        configuration of whoever wrote it, PySyncObj's `cluster`, not one of the log.)"""
+        """Raft §6: a server uses the latest configuration in its log, committed or not, and
+        (§7) a snapshot carries the configuration as of its last entry. So a replica whose log
+        begins at index F > 1 (its snapshot's) counts as voters exactly the group's voters
+        after the committed entries 1..F, with the membership entries of its own log applied
+        in order on top; one whose log begins at 1 (no snapshot), the configuration it was
+        started with (its cluster file's, `Simulation.initial`) with its log applied on top.
+        (A replica that has received nothing yet, only its initial entry, is not checked;
+        nor is one whose F lies past the committed entries seen so far.)"""
         for name, replica in sim.replicas.items():
             if not replica.ticked:
                 continue   # configured from its log on its first tick (raft_fixes.configure)
-            latest: dict[str, bool] = {}
-            for command, _, _ in entries(replica.obj):
+            log = entries(replica.obj)
+            first = log[0][1]
+            if log[-1][1] <= 1 and name not in sim.founders:
+                continue
+            base = set(sim.initial.get(name, sim.founders)) if first <= 1 else self.configuration_after(first)
+            if base is None:
+                continue
+            expected = set(base)
+            for command, _, _ in log:
                 if command[:1] == _MEMBERSHIP:
                     op, node = pickle.loads(command[1:])[:2]
-                    latest[node] = op == "add"
-            if not latest:
-                continue
+                    (expected.add if op == "add" else expected.discard)(node)
             counted = {node.id for node in replica.obj.otherNodes}
-            for node, member in latest.items():
-                if node != name and (node in counted) != member:
-                    self.fail(f"{name} {'does not count' if member else 'counts'} {node} as a voter, "
-                              f"but the last change of its log about {node} "
-                              f"{'adds' if member else 'removes'} it")
+            for node in sorted((expected | counted) - {name}):
+                if (node in counted) != (node in expected):
+                    self.fail(f"{name} {'counts' if node in counted else 'does not count'} {node} as a "
+                              f"voter, but the committed entries up to its snapshot (index {first}) and "
+                              f"its log {'remove' if node in counted else 'add'} it")
+
+    def configuration_after(self, index: int) -> frozenset | None:
+        """The voters after committed entries 1..index, or None if one is not seen yet."""
+        while len(self.configurations) <= index and len(self.configurations) in self.committed:
+            voters = set(self.configurations[-1])
+            command = self.committed[len(self.configurations)][1]
+            if command[:1] == _MEMBERSHIP:
+                op, node = pickle.loads(command[1:])[:2]
+                (voters.add if op == "add" else voters.discard)(node)
+            self.configurations.append(frozenset(voters))
+        return self.configurations[index] if index < len(self.configurations) else None
 
     def check_logs(self, sim: "Simulation") -> None:
         logs = {name: entries(replica.obj) for name, replica in sim.replicas.items()}
@@ -848,11 +870,12 @@ class Simulation:
     def __init__(self, size: int = 3, seed: int = 0, compaction_entries: int = 1_000_000,
                  payload: int = 0, journal=None, fsync: bool = True, fork_writer: bool = False) -> None:
         self.names = [f"n{i + 1}" for i in range(size)]
+        self.founders = tuple(self.names)   # the group as it starts, before any membership change
         self.clock = VirtualClock()
         self.random = random.Random(seed)
         self.network = SimNetwork(self.clock)
         self.network.on_killed = self._killed
-        self.world = World()
+        self.world = World(configurations=[frozenset(self.names)])
         self.compaction_entries = compaction_entries
         self.payload = b"x" * payload
         self.replicas: dict[str, Replica] = {}

@@ -46,8 +46,10 @@ from dataclasses import dataclass, field
 
 from pysyncobj import FAIL_REASON
 
+from bazar.consensus import raft_fixes
 from bazar.consensus.errors import MembershipRefused
 from bazar.consensus.membership import MembershipChanges
+from tests.sim.reads import _patched
 
 KINDS = ("add", "remove", "replace")
 
@@ -362,3 +364,19 @@ def tolerates_damage(sim) -> bool:
     leader has caught it up, and the one other voter cannot be elected without its vote:
     schedule 1001550)."""
     return all(len(r.obj.otherNodes) >= 2 for r in sim.replicas.values())
+
+
+# ------------------------------------------------------------------ mutations
+
+def _configuration_of_the_log_end(self, index):
+    """PySyncObj's snapshot configuration: the one of the log's end, whatever `index`."""
+    return set(self._SyncObj__otherNodes) | {self._SyncObj__selfNode}
+
+
+# Bazar's membership rules that are not whole replaced functions, broken one at a time for
+# the mutation check (tests/sim/mutation.py), as tests.sim.reads.MUTATIONS breaks read rules.
+MUTATIONS = {
+    "snapshot_configuration_of_the_log_end":
+        lambda: _patched(raft_fixes._SyncObj, "configuration_at", _configuration_of_the_log_end),
+}
+

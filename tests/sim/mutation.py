@@ -33,10 +33,13 @@ import traceback
 from pathlib import Path
 
 from bazar.consensus import patching
-from tests.sim.reads import MUTATIONS
+from tests.sim import membership_steps, reads
 from tests.sim.harness import UnknownLeader
 from tests.sim.run import each, schedule_seeds
 from tests.sim.schedule import generate, play
+
+# Bazar's own rules that are not whole replaced functions, broken the same way.
+MUTATIONS = {**reads.MUTATIONS, **membership_steps.MUTATIONS}
 
 
 def short_name(name: str) -> str:
