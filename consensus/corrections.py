@@ -121,10 +121,15 @@ CORRECTIONS: tuple[Correction, ...] = (
         "none: a speed correction (when entries are sent, not what is committed), no schedule can fail without it"),
     Correction(
         "pysyncobj.serializer.Serializer", "serialize",
-        "the forked snapshot writer dies with its replica, gives up its ports and writes durably under its own name",
+        "the forked snapshot writer dies with its replica, gives up its ports and writes durably under its "
+        "own name; a snapshot carries the configuration as of its last entry, not of the log's end "
+        "(Raft §7; raft_fixes.configuration_at)",
         (_UNIT + "test_journal_snapshot_writer.py::test_the_writer_dies_with_its_replica",
-         _UNIT + "test_journal_snapshot_writer.py::test_a_forked_snapshot_is_written_durably_under_its_own_name"),
-        "generated schedules: the first of seed 1 (the group does not converge)"),
+         _UNIT + "test_journal_snapshot_writer.py::test_a_forked_snapshot_is_written_durably_under_its_own_name",
+         _SIM + "test_found_schedules.py::test_a_snapshot_carries_the_configuration_as_of_its_last_entry"),
+        "generated schedules: the first of seed 1 (the group does not converge); the configuration "
+        "rule alone (snapshot_configuration_of_the_log_end): 39 of seed 1 (a replica counting a voter "
+        "the committed entries up to its snapshot and its log remove)"),
     Correction(
         "pysyncobj.serializer.Serializer", "setTransmissionData",
         "a snapshot received from the leader is durable before it is installed and acknowledged",

@@ -302,12 +302,49 @@ class _SyncObj:
         index (saved at most once a second) lay before two quick changes counted the
         configuration of two changes ago, whose majorities need not meet the new one's."""
         _CONFIGURED.add(self)
+        # Every snapshot this replica writes (PySyncObj's compaction calls the serializer with
+        # the configuration of the log's end) carries the one as of its last entry instead.
+        owner = weakref.ref(self)
+        self.__serializer.configuration_at = \
+            lambda index: _SyncObj.configuration_at(owner(), index) if owner() is not None else None
         if not self.__conf.dynamicMembershipChange:
             return
         for entry in self.__getEntries(self.__raftLog[0][1]):
             request = self.__parseChangeClusterRequest(entry[0])
             if request is not None:
                 self.__doChangeCluster(request)
+
+    def configuration_at(self, index):
+        """The configuration (every node, this one included) as of log entry `index`, which
+        a snapshot up to `index` must carry (Raft §7), not the one of the log's end.
+
+        The configuration now is the one as of `index` with every membership entry after it
+        applied in order (append, truncate_from and configure keep it so), and each entry
+        sets one node in or out. So a node an entry after `index` names was, as of `index`,
+        the opposite of what the first such entry made it; any other node is as it is now.
+        PySyncObj wrote the configuration of the log's end: one that counted an entry past
+        the snapshot, not yet committed, which the receiver of the snapshot then kept even
+        after that entry was cut from every log (a removal that never committed took effect
+        on every replica installing the snapshot, and spread with their snapshots)."""
+        nodes = set(self.__otherNodes) | {self.__selfNode}
+        if not self.__conf.dynamicMembershipChange:
+            return nodes
+        seen = set()
+        for entry in self.__getEntries(index + 1):
+            request = self.__parseChangeClusterRequest(entry[0])
+            if request is None or request[0] not in ('add', 'rem'):
+                continue
+            node = request[2] if len(request) >= 3 else request[1]
+            if not isinstance(node, _syncobj.Node):
+                node = self.__nodeClass(node)
+            if node in seen:
+                continue
+            seen.add(node)
+            if request[0] == 'add':
+                nodes.discard(node)
+            else:
+                nodes.add(node)
+        return nodes
 
     def refuse_forwarded_change(self, node, message):
         """Whether `message`, a command another node forwards to us to append, is a
@@ -568,7 +605,7 @@ class _SyncObj:
         selfData = {k: v for k, v in self.__dict__.items() if k not in self.__properies}
         data = [selfData] + [consumer._serialize() for consumer in self.__consumers] \
             if self.__consumers else selfData
-        snapshot.write_snapshot(fileName, (data, pair[1], pair[0], self.__otherNodes | {self.__selfNode}))
+        snapshot.write_snapshot(fileName, (data, pair[1], pair[0], _SyncObj.configuration_at(self, pair[1][1])))
 
     def snapshot_committed(self, lastIdx):
         """A snapshot holds only applied, hence committed, entries: our log holds them now."""

@@ -87,6 +87,13 @@ def write_snapshot(path: str, data) -> None:
 def serialize(self, data, id):
     """Bazar's `Serializer.serialize` for snapshot files (see the module doc); PySyncObj's own
     for in-memory snapshots (non-voting followers keep no files) and custom serializers."""
+    configuration_at = getattr(self, "configuration_at", None)   # set by raft_fixes.configure
+    if configuration_at is not None and isinstance(data, tuple) and len(data) == 4:
+        # (state, last entry, the one before, the cluster): the cluster as of the last entry
+        # (Raft §7), not of the log's end, which may count a change the snapshot lacks.
+        cluster = configuration_at(data[1][1])
+        if cluster is not None:
+            data = (data[0], data[1], data[2], cluster)
     file_name = self._Serializer__fileName
     if self._Serializer__pid != 0 or file_name is None or self._Serializer__serializer is not None:
         return patching.original(Serializer, "serialize")(self, data, id)
