@@ -569,13 +569,17 @@ class World:
         in order on top; one whose log begins at 1 (no snapshot), the configuration it was
         started with (its cluster file's, `Simulation.initial`) with its log applied on top.
         (A replica that has received nothing yet, only its initial entry, is not checked;
-        nor is one whose F lies past the committed entries seen so far.)"""
+        nor is one whose F lies past the committed entries seen so far; nor one whose disk
+        was damaged: it is repaired with the cluster file the operator gives it, which
+        `membership_steps.before_heal` models only loosely, so what it must count is not
+        known here. Those are left to the check of the entries its own log names.)"""
         for name, replica in sim.replicas.items():
             if not replica.ticked:
                 continue   # configured from its log on its first tick (raft_fixes.configure)
             log = entries(replica.obj)
             first = log[0][1]
-            if log[-1][1] <= 1 and name not in sim.founders:
+            if (log[-1][1] <= 1 and name not in sim.founders) or name in sim.damaged:
+                self._check_named_in_log(name, replica, log)
                 continue
             base = set(sim.initial.get(name, sim.founders)) if first <= 1 else self.configuration_after(first)
             if base is None:
@@ -591,6 +595,20 @@ class World:
                     self.fail(f"{name} {'counts' if node in counted else 'does not count'} {node} as a "
                               f"voter, but the committed entries up to its snapshot (index {first}) and "
                               f"its log {'remove' if node in counted else 'add'} it")
+
+    def _check_named_in_log(self, name: str, replica, log: list) -> None:
+        """For every node a membership entry of the replica's log names: it counts that node
+        as a voter if and only if the last such entry adds it (Raft §6)."""
+        latest: dict[str, bool] = {}
+        for command, _, _ in log:
+            if command[:1] == _MEMBERSHIP:
+                op, node = pickle.loads(command[1:])[:2]
+                latest[node] = op == "add"
+        counted = {node.id for node in replica.obj.otherNodes}
+        for node, member in latest.items():
+            if node != name and (node in counted) != member:
+                self.fail(f"{name} {'does not count' if member else 'counts'} {node} as a voter, "
+                          f"but the last change of its log about {node} {'adds' if member else 'removes'} it")
 
     def configuration_after(self, index: int) -> frozenset | None:
         """The voters after committed entries 1..index, or None if one is not seen yet."""
