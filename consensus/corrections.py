@@ -47,7 +47,9 @@ CORRECTIONS: tuple[Correction, ...] = (
         "AppendEntries receiver rules 2-5 (Raft fig. 2): delete only conflicting entries, never a "
         "committed one; commit only what the message covers; a reply carries its term and a leader "
         "counts only replies of its own term, never backing a follower below its match index; a vote "
-        "counts once per voter in the current term",
+        "counts once per voter in the current term; a follower that heard its leader within the minimum "
+        "election timeout ignores vote requests of newer terms, unless a leadership transfer started "
+        "the election (thesis §4.2.3, §3.10)",
         (_SIM + "test_stale_resend.py::test_stale_resend_loses_no_acknowledged_write",
          _SIM + "test_follower_rules.py::test_a_committed_entry_is_never_replaced",
          _SIM + "test_follower_rules.py::test_a_heartbeat_commits_only_what_it_covers",
@@ -55,8 +57,13 @@ CORRECTIONS: tuple[Correction, ...] = (
          _SIM + "test_membership.py::test_a_stale_vote_reply_does_not_let_a_duplicated_vote_count_twice",
          _SIM + "test_stale_acknowledgment.py::test_an_acknowledgment_from_an_earlier_term_is_not_counted",
          _SIM + "test_old_snapshot.py::test_a_stale_reset_never_sends_a_follower_back_below_its_match_index",
-         _UNIT + "test_utility_messages.py::test_a_membership_change_forwarded_by_a_follower_is_refused"),
-        "generated schedules: 3 of seed 1 (a leader counting an entry its follower does not hold)"),
+         _UNIT + "test_utility_messages.py::test_a_membership_change_forwarded_by_a_follower_is_refused",
+         _SIM + "test_found_schedules.py::"
+                "test_a_replica_outside_the_configuration_cannot_keep_the_group_from_converging",
+         _SIM + "test_disruptive_candidates.py::test_a_transfer_in_a_group_of_five_is_heard_at_once"),
+        "generated schedules: 3 of seed 1 (a leader counting an entry its follower does not hold); the "
+        "rule against disruptive candidates alone (vote_requests_of_disruptive_candidates_heard): rare, "
+        "see bench/results/simulator.md"),
     Correction(
         _SYNCOBJ, "_SyncObj__loadDumpFile",
         "InstallSnapshot (Raft §7): keep the entries after a snapshot the log already holds; never "

@@ -139,6 +139,10 @@ _TERMLESS: "weakref.WeakKeyDictionary[SyncObj, set]" = weakref.WeakKeyDictionary
 
 # Replicas whose configuration has been set from their log after a start (see `configure`).
 _CONFIGURED: "weakref.WeakSet[SyncObj]" = weakref.WeakSet()
+# When a replica last heard from the leader it follows (PySyncObj's clock), and the term of
+# the election a leadership transfer (timeout_now) told it to start: see `ignores_vote_request`.
+_HEARD: "weakref.WeakKeyDictionary[SyncObj, float]" = weakref.WeakKeyDictionary()
+_TRANSFER: "weakref.WeakKeyDictionary[SyncObj, int]" = weakref.WeakKeyDictionary()
 
 # Log entries only the leader's own code may append: membership changes, code versions.
 _ADMIN_ENTRIES = {bytes((_COMMAND_TYPE.MEMBERSHIP,)), bytes((_COMMAND_TYPE.VERSION,))}
@@ -185,6 +189,11 @@ class _SyncObj:
             return
         if kind == 'response_vote' and not _SyncObj.first_vote_from(self, node, message['term']):
             return  # a duplicate: Raft counts votes from distinct servers, PySyncObj counted messages
+        if kind == 'timeout_now' and self.__selfNode is not None and node == self.__raftLeader \
+                and message['term'] >= self.__raftCurrentTerm:
+            _TRANSFER[self] = self.__raftCurrentTerm + 1   # the election PySyncObj starts next
+        if kind == 'request_vote' and _SyncObj.ignores_vote_request(self, node, message):
+            return
         if kind == 'request_vote' and self.__selfNode is not None:
             _SyncObj.note_missing_committed(self)
             if self in _CATCHING_UP:
@@ -302,6 +311,7 @@ class _SyncObj:
         index (saved at most once a second) lay before two quick changes counted the
         configuration of two changes ago, whose majorities need not meet the new one's."""
         _CONFIGURED.add(self)
+        _SyncObj.mark_transfer_elections(self)
         # Every snapshot this replica writes (PySyncObj's compaction calls the serializer with
         # the configuration of the log's end) carries the one as of its last entry instead.
         owner = weakref.ref(self)
@@ -345,6 +355,48 @@ class _SyncObj:
             else:
                 nodes.add(node)
         return nodes
+
+    def ignores_vote_request(self, node, message):
+        """Raft's rule against disruptive servers (thesis §4.2.3): a follower that heard from
+        its leader within the minimum election timeout ignores a vote request of a newer term:
+        it neither adopts the term nor votes. A leader that can reach it exists, so the
+        candidate is either cut off from that leader or not in its configuration: a replica
+        removed, or one whose addition has not committed, that some members still count
+        because the change has not reached them yet. PySyncObj adopted the term, so each
+        request of such a candidate made the leader step down before it could bring those
+        members the entries that settle the change, and the group never converged (schedules
+        202612071415002842, 202612071520000092). A candidate that a leader's transfer started
+        (timeout_now) says so (`mark_transfer_elections`) and is heard at once, as §3.10 has it.
+        Returns whether to ignore `message`; a reply is not needed (the candidate's election
+        simply fails)."""
+        if self.__selfNode is None or message.get('term', 0) <= self.__raftCurrentTerm:
+            return False
+        if self.__raftState != _RAFT_STATE.FOLLOWER or self.__raftLeader is None or message.get('transfer'):
+            return False
+        heard = _HEARD.get(self)
+        if heard is None or _syncobj.monotonicTime() - heard >= self.__conf.raftMinTimeout:
+            return False
+        log.debug("ignored a vote request of term %d from %s: leader %s was heard %.3f s ago",
+                  message['term'], node, self.__raftLeader, _syncobj.monotonicTime() - heard)
+        return True
+
+    def mark_transfer_elections(self):
+        """Have the vote requests of an election that a leadership transfer started carry
+        'transfer': True (see `ignores_vote_request`). PySyncObj builds them in its tick and
+        forgets the transfer just before, so the transport's send adds the mark."""
+        transport = self.__transport
+        if getattr(transport, 'marks_transfer_elections', False):
+            return
+        plain, owner = transport.send, weakref.ref(self)
+
+        def send(node, message):
+            sync = owner()
+            if sync is not None and isinstance(message, dict) and message.get('type') == 'request_vote' \
+                    and _TRANSFER.get(sync) == message.get('term'):
+                message = {**message, 'transfer': True}
+            return plain(node, message)
+        transport.send = send
+        transport.marks_transfer_elections = True
 
     def refuse_forwarded_change(self, node, message):
         """Whether `message`, a command another node forwards to us to append, is a
@@ -393,6 +445,7 @@ class _SyncObj:
                 _SyncObj.acknowledge(self, node, success=False, reset=False)
             return
         # A leader of this term or a newer one: follow it, exactly as PySyncObj does.
+        _HEARD[self] = _syncobj.monotonicTime()
         if message['term'] > self.__raftCurrentTerm:
             self.__transferInProgress = False  # a newer leader supersedes a pending transfer
         if not self.__transferInProgress:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.sim.harness import SafetyViolation, original_follower
+from tests.sim.harness import SafetyViolation, UnknownLeader, original_follower
 from tests.sim.membership_steps import MUTATIONS
 from tests.sim.schedule import WEIGHTS, generate, play
 
@@ -96,9 +96,10 @@ WITH_MEMBERSHIP = {
     "a snapshot carried a removal it did not hold, long run": 202612071337005735,
     # The same, in the fixed schedules of seed 0 (seen with the check of
     # World.check_configurations that compares a snapshot's configuration with the
-    # committed entries up to it).
-    "a snapshot carried a removal it did not hold, fixed schedule 13": 13,
-    "a snapshot carried an addition it did not hold, fixed schedule 259": 259,
+    # committed entries up to it; found as 13 and 259 before the rule against disruptive
+    # candidates changed the schedules' course, and as these after).
+    "a snapshot carried an addition it did not hold, fixed schedule 83": 83,
+    "a snapshot carried a removal it did not hold, fixed schedule 96": 96,
 }
 
 
@@ -111,6 +112,35 @@ def test_a_snapshot_carries_the_configuration_as_of_its_last_entry(number):
 def test_a_snapshot_with_the_configuration_of_the_log_end_breaks_raft(number):
     with MUTATIONS["snapshot_configuration_of_the_log_end"](), pytest.raises(SafetyViolation):
         play(*generate(number))
+
+
+# Disruptive candidates (Raft thesis §4.2.3): a replica that is not, or no longer, a
+# member, but that some members still count, because the change adding or removing it has
+# not reached them, times out again and again and asks for votes in ever higher terms.
+# Each request made the members that count it adopt the term, so the leader stepped down
+# before it could bring them the entries that settle the change: the group never converged.
+DISRUPTED = {
+    # The long run of 2026-12-07, seed 202612071415: n7, whose addition never committed,
+    # campaigned from term 30 to term 390 through n1 and n3, which held the uncommitted
+    # addition; leader n6 never caught them up.
+    "an addition that never committed": 202612071415002842,
+}
+# Seed 202612071520: n2 holds its own removal of n1, which never committed, and campaigns
+# without end (it cannot win: n1 and n3 hold later entries) from term 45 to term 255;
+# n3 adopted each term, and leader n1 stepped down each time. Now n1 and n3 converge, and
+# n2 is left at the known limitation: its configuration does not name leader n1, which
+# PySyncObj's transport then cannot reach it with (docs/deploy.md, test_unknown_leader.py).
+DISRUPTED_BY_A_MEMBER_THAT_DOES_NOT_KNOW_THE_LEADER = 202612071520000092
+
+
+@pytest.mark.parametrize("number", DISRUPTED.values(), ids=DISRUPTED.keys())
+def test_a_replica_outside_the_configuration_cannot_keep_the_group_from_converging(number):
+    play(*generate(number))
+
+
+def test_a_campaigning_replica_that_does_not_know_the_leader_leaves_the_others_converged():
+    with pytest.raises(UnknownLeader, match="n2 cannot reach leader n1"):
+        play(*generate(DISRUPTED_BY_A_MEMBER_THAT_DOES_NOT_KNOW_THE_LEADER))
 
 
 def test_a_chaotic_round_with_every_replica_down_only_lets_time_pass():

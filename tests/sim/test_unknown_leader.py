@@ -24,11 +24,15 @@ def test_a_member_that_lags_but_knows_its_leader_is_not_excused():
 
 
 @pytest.mark.slow   # 6 s: the full suite (CI) plays them
-@pytest.mark.parametrize("schedule", [202000779, 20261207001352, 31337001692])
+@pytest.mark.parametrize("schedule", [20261207001352, 8, 269])
 def test_found_schedules_that_end_behind_an_unknown_leader(schedule):
     """Found by fresh runs after membership and read steps joined the schedules (2026-12-07):
     a repaired voter, or the frontend's follower, that missed the changes adding the
-    leader. When Bazar lets a leader reach a member that does not know it yet, these
-    schedules converge and this test fails: then drop the classification."""
+    leader (20261207001352), and voters holding a change that never committed (8 and 269 of
+    the fixed set: since the rule against disruptive candidates, raft_fixes.
+    ignores_vote_request, such a voter no longer forces elections until a leader it knows
+    wins; it waits, and the rest of the group works on). When Bazar lets a leader reach a
+    member that does not know it yet, these schedules converge and this test fails: then
+    drop the classification."""
     with pytest.raises(UnknownLeader):
         play(*generate(schedule))
