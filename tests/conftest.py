@@ -72,6 +72,17 @@ def pytest_collection_modifyitems(config, items):
         items[:] = kept
 
 
+def pytest_collection_finish(session):
+    """Start the simulator's long share of the run in the background (tests/sim/background.py)."""
+    from tests.sim import background
+    background.start([item.nodeid for item in session.items])
+
+
+def pytest_sessionfinish(session):
+    from tests.sim import background
+    background.stop()
+
+
 @pytest.fixture
 def make_cluster():
     """Build and start clusters: make_cluster(catalog=3, order=3, frontends=1, **sections).

@@ -21,16 +21,12 @@ failing schedule N, `python -m tests.sim.run --schedules 20000` plays more.
 """
 from __future__ import annotations
 
-import os
-import random
-
 import pytest
 
+from tests.sim import background
+from tests.sim.background import FAST, FIXED, FIXED_SEED, FRESH
 from tests.sim.run import run, schedule_seeds
 
-FIXED = 400            # schedules of seed 0, the same every run
-FAST = 150             # of which the fast loop plays the first (the full suite all of them)
-FRESH = int(os.environ.get("BAZAR_SIM_FRESH", "300"))
 
 def report(outcome: dict, what: str) -> None:
     rate = outcome["played"] / max(outcome["seconds"], 1e-9)
@@ -44,26 +40,25 @@ def report(outcome: dict, what: str) -> None:
               f"  replay: python -m tests.sim.run --replay {seed}")
 
 
-def _fixed(seeds: range, what: str) -> None:
-    outcome = run(seeds, out=None)
+def _check(outcome: dict, count: int, what: str) -> None:
     report(outcome, what)
-    assert outcome["played"] == len(seeds) or outcome["failures"]
+    assert outcome["played"] == count or outcome["failures"]
     assert outcome["failures"] == [], "a schedule broke a safety property (replay line above)"
 
 
 def test_fixed_schedules_keep_raft_safe():
-    _fixed(schedule_seeds(0, FIXED)[:FAST], f"fixed schedules (seed 0, the first {FAST})")
+    _check(run(schedule_seeds(FIXED_SEED, FIXED)[:FAST], out=None), FAST,
+           f"fixed schedules (seed {FIXED_SEED}, the first {FAST})")
 
 
-@pytest.mark.slow   # the full suite plays every fixed schedule; the fast loop the first FAST
-def test_the_rest_of_the_fixed_schedules_keep_raft_safe():
-    _fixed(schedule_seeds(0, FIXED)[FAST:], f"fixed schedules (seed 0, {FAST + 1} to {FIXED})")
+@pytest.mark.slow   # the full suite plays every fixed schedule (in the background: tests/sim/background.py)
+def test_the_rest_of_the_fixed_schedules_keep_raft_safe(request):
+    _check(background.result(request.node.nodeid), FIXED - FAST,
+           f"fixed schedules (seed {FIXED_SEED}, {FAST + 1} to {FIXED})")
 
 
-@pytest.mark.slow   # CI (--full) plays them; the fast loop keeps the fixed set only
-def test_fresh_schedules_keep_raft_safe():
-    seed = int(os.environ.get("BAZAR_SIM_SEED") or random.SystemRandom().randrange(1, 10 ** 6))
+@pytest.mark.slow   # CI (--full) plays them, in the background; the fast loop keeps the fixed set only
+def test_fresh_schedules_keep_raft_safe(request):
+    seed = background.fresh_seed()
     print(f"\nfresh schedules: seed {seed} (python -m tests.sim.run --schedules {FRESH} --seed {seed})")
-    outcome = run(schedule_seeds(seed, FRESH), out=None)
-    report(outcome, f"fresh schedules (seed {seed})")
-    assert outcome["failures"] == [], "a schedule broke a safety property (replay line above)"
+    _check(background.result(request.node.nodeid), FRESH, f"fresh schedules (seed {seed})")
