@@ -25,7 +25,6 @@ import pytest
 
 from tests.sim import background
 from tests.sim.background import FAST, FIXED, FIXED_SEED, FRESH
-from tests.sim.run import run, schedule_seeds
 
 
 def report(outcome: dict, what: str) -> None:
@@ -46,9 +45,8 @@ def _check(outcome: dict, count: int, what: str) -> None:
     assert outcome["failures"] == [], "a schedule broke a safety property (replay line above)"
 
 
-def test_fixed_schedules_keep_raft_safe():
-    _check(run(schedule_seeds(FIXED_SEED, FIXED)[:FAST], out=None), FAST,
-           f"fixed schedules (seed {FIXED_SEED}, the first {FAST})")
+def test_fixed_schedules_keep_raft_safe(request):
+    _check(background.result(request.node.nodeid), FAST, f"fixed schedules (seed {FIXED_SEED}, the first {FAST})")
 
 
 @pytest.mark.slow   # the full suite plays every fixed schedule (in the background: tests/sim/background.py)
