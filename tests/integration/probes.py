@@ -57,20 +57,32 @@ def wait_converged(cluster: LocalCluster, group: str, timeout: float = 15.0) -> 
 
 
 def settled_content(cluster: LocalCluster, node_id: str, timeout: float = 15.0) -> dict:
-    """What a replica's state holds (its /state view) once no order is pending there.
+    """What a replica's state holds (its /state view) once it has applied everything its
+    group's leader had committed when asked, and no order is pending there.
 
     Compare this, not the digest, to show that something changed nothing: a purchase's
     `finish` follows its answer (up to 20 ms later), and the leader's periodic `Expire`
-    advances the log's clock, so the digest of an untouched group still moves.
+    advances the log's clock, so the digest of an untouched group still moves. And a
+    follower of the order group learns of a commit from the next round or heartbeat (its
+    leader sends no round of its own to announce it), so right after a purchase's answer it
+    may not hold that order at all yet: without waiting for the leader's commit index, a
+    view taken then lacked the last purchase, and a later one (after a replay that changed
+    nothing) held it (CI, 2026-12-07: 'sibling-4' in
+    test_a_request_recorded_for_one_replica_is_refused_by_its_siblings).
     """
     deadline = time.monotonic() + timeout
+    group = cluster.config.node(node_id).group
+    leader = cluster.leader(group)
+    target = (cluster.status(leader) or {}).get("commit_index", 0) if leader else 0
     while True:
+        applied = (cluster.status(node_id) or {}).get("applied_index", 0)
         view = cluster.admin.state(node_id)["state"]
         pending = [i for i, o in view.get("orders", {}).items() if o.get("status") == "pending"]
-        if not pending:
+        if not pending and applied >= target:
             return view
         if time.monotonic() > deadline:
-            raise AssertionError(f"{node_id} still has pending orders after {timeout} s: {pending[:5]}")
+            raise AssertionError(f"{node_id} has applied up to {applied} of the leader's {target}, and "
+                                 f"still has pending orders after {timeout} s: {pending[:5]}")
         time.sleep(0.1)
 
 
