@@ -48,9 +48,9 @@ class Strangers:
     Used on the tick thread only.
     """
 
-    def __init__(self, deadline: float = HANDSHAKE_SECONDS, per_source: int = PER_SOURCE,
+    def __init__(self, deadline: float | None = None, per_source: int = PER_SOURCE,
                  in_all: int = IN_ALL) -> None:
-        self.deadline = deadline
+        self.deadline = HANDSHAKE_SECONDS if deadline is None else deadline  # read now: tests shorten it
         self.per_source = per_source
         self.in_all = in_all
         self._held: OrderedDict[Hashable, tuple[float, str]] = OrderedDict()  # conn -> (accepted, source)
