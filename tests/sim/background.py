@@ -90,11 +90,9 @@ class Background:
         self.jobs = {table[key][0]: table[key][1] for key in keys}
         (self.directory / "jobs.json").write_text(json.dumps(self.jobs))
         self.log = open(self.directory / "log.txt", "wb")
-        environment = dict(os.environ)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tests.sim.background", str(self.directory), *self.jobs],
-            stdout=self.log, stderr=subprocess.STDOUT, env=environment,
-            preexec_fn=lambda: os.nice(19))
+            stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=lambda: os.nice(19))
 
     def result(self, key: str) -> dict | None:
         """The job's result if it is written already, else None (the test computes it: at
