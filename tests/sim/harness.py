@@ -195,6 +195,7 @@ class SimNetwork:
         self.cut: set[frozenset[str]] = set()            # pairs kept apart (partition)
         self.connected: set[frozenset[str]] = set()
         self.delivered = 0
+        self.smallest_group: int | None = None           # fewest voters any replica counted
 
     # -- membership of live processes
 
@@ -420,6 +421,12 @@ class SimTransport(Transport):
         """A membership change removed `node`: close the connection to it."""
         self.network.reset(self.name, node.id)
         self.nodes.pop(node.id, None)
+        # Every configuration a replica can hold, now or after a restart from its disk, it
+        # held once while running (membership entries take effect as they are appended),
+        # so this is the fewest voters any replica may count (`tolerates_damage`).
+        voters = len(self.nodes) + 1
+        smallest = self.network.smallest_group
+        self.network.smallest_group = voters if smallest is None else min(smallest, voters)
 
     def receive(self, src: str, message: dict) -> None:
         self.run(self._onMessageReceived, self.nodes[src], message)

@@ -31,7 +31,7 @@ attempt whose leader died is simply asked again). One command at a time:
 The leader itself is never removed (Bazar hands leadership over first; not modelled:
 asked again once another replica leads). A group of 2 tolerates no failure, so the
 operator does not shrink a group holding a damaged disk to 2, and `corrupt` damages a
-disk only while every running replica counts at least 3 voters (`tolerates_damage`).
+disk only while no replica counts or has counted fewer than 3 voters (`tolerates_damage`).
 
 `interleave(seed, steps)` adds 1 to 6 such steps to a share (SHARE) of the generated
 schedules, from a random stream of its own: the schedules it leaves alone are exactly
@@ -358,12 +358,15 @@ def before_heal(sim) -> None:
 
 
 def tolerates_damage(sim) -> bool:
-    """Whether damaging a disk (`corrupt`) stays within what Raft tolerates: every running
-    replica counts at least 3 voters. A group of 2 tolerates no failure, and a damaged
-    journal is one that outlasts a restart (its repaired replica may not vote until a
-    leader has caught it up, and the one other voter cannot be elected without its vote:
-    schedule 1001550)."""
-    return all(len(r.obj.otherNodes) >= 2 for r in sim.replicas.values())
+    """Whether damaging a disk (`corrupt`) stays within what Raft tolerates: no replica
+    counts, or has ever counted, fewer than 3 voters. A group of 2 tolerates no failure, and
+    a damaged journal is one that outlasts a restart (its repaired replica may not vote
+    until a leader has caught it up, and the one other voter cannot be elected without its
+    vote: schedule 1001550). Ever, not just now: a replica that is down comes back with the
+    configuration of its disk, which it held once (schedule 787650000271 damaged a disk
+    while both members of a group of 2 were down, when only running replicas were asked)."""
+    smallest = sim.network.smallest_group
+    return (smallest is None or smallest >= 3) and all(len(r.obj.otherNodes) >= 2 for r in sim.replicas.values())
 
 
 # ------------------------------------------------------------------ mutations

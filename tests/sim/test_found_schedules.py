@@ -155,3 +155,15 @@ def test_a_chaotic_round_with_every_replica_down_only_lets_time_pass():
         before = sim.clock.now
         sim.chaotic_step(random.Random(1), load=1.0)
         assert sim.clock.now > before and sim.world.violations == []
+
+
+# Not a bug in Bazar: the harness damaged a disk in a group of 2 (which tolerates no
+# failure, `membership_steps.tolerates_damage`) because every replica was down at the
+# time and the rule only looked at running ones. CI's fresh schedules of 2026-12-07
+# (seed 787650, schedule 271): n2's removal had committed, n1 and n3 were both down, n3's
+# journal was damaged; repaired, n3 may not vote until a leader catches it up, n1 cannot be
+# elected without its vote, and the group never converged. A disk is now damaged only while
+# no replica has counted fewer than 3 voters.
+def test_a_disk_is_damaged_only_where_the_group_tolerates_it_even_with_every_replica_down():
+    outcome = play(*generate(787650000271))
+    assert outcome["acknowledged"] > 0
