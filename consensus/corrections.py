@@ -49,7 +49,9 @@ CORRECTIONS: tuple[Correction, ...] = (
         "counts only replies of its own term, never backing a follower below its match index; a vote "
         "counts once per voter in the current term; a follower that heard its leader within the minimum "
         "election timeout ignores vote requests of newer terms, unless a leadership transfer started "
-        "the election (thesis §4.2.3, §3.10)",
+        "the election (thesis §4.2.3, §3.10); a replica takes entries from a leader its configuration "
+        "does not name (§6): one that hears no leader asks its peers for it and connects to it, and "
+        "answers its stale appends with its own term",
         (_SIM + "test_stale_resend.py::test_stale_resend_loses_no_acknowledged_write",
          _SIM + "test_follower_rules.py::test_a_committed_entry_is_never_replaced",
          _SIM + "test_follower_rules.py::test_a_heartbeat_commits_only_what_it_covers",
@@ -60,10 +62,14 @@ CORRECTIONS: tuple[Correction, ...] = (
          _UNIT + "test_utility_messages.py::test_a_membership_change_forwarded_by_a_follower_is_refused",
          _SIM + "test_found_schedules.py::"
                 "test_a_replica_outside_the_configuration_cannot_keep_the_group_from_converging",
-         _SIM + "test_disruptive_candidates.py::test_a_transfer_in_a_group_of_five_is_heard_at_once"),
+         _SIM + "test_disruptive_candidates.py::test_a_transfer_in_a_group_of_five_is_heard_at_once",
+         _SIM + "test_unknown_leader.py::test_a_member_whose_configuration_does_not_name_the_leader_catches_up",
+         _UNIT + "test_learned_leader.py::"
+                 "test_a_follower_started_without_the_leader_in_its_file_learns_it_and_catches_up"),
         "generated schedules: 3 of seed 1 (a leader counting an entry its follower does not hold); the "
-        "rule against disruptive candidates alone (vote_requests_of_disruptive_candidates_heard): rare, "
-        "see bench/results/simulator.md"),
+        "learning of a leader the configuration does not name alone (leaders_outside_the_configuration_"
+        "unknown): 128 of seed 1; the rule against disruptive candidates alone (vote_requests_of_"
+        "disruptive_candidates_heard): rare, see bench/results/simulator.md"),
     Correction(
         _SYNCOBJ, "_SyncObj__loadDumpFile",
         "InstallSnapshot (Raft §7): keep the entries after a snapshot the log already holds; never "

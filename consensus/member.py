@@ -24,7 +24,7 @@ from typing import Any
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjException
 
-from bazar.consensus import syncobj_private as private
+from bazar.consensus import raft_fixes, syncobj_private as private
 from bazar.consensus.directory import Directory
 from bazar.consensus.errors import MAYBE_APPLIED, BindFailed, CommitError, ReadRefused, failure_reason
 from bazar.consensus.membership import MembershipChanges
@@ -305,6 +305,7 @@ class RaftMember(MembershipChanges):
             pending.done.set()
         self._note_in_touch(sync, leading, noop, others)
         self._note_role(sync)
+        raft_fixes.ask_for_the_leader(sync)
 
     def _note_role(self, sync) -> None:
         """Count leader changes and log elections and role changes (a voter's), as they happen.

@@ -94,6 +94,22 @@ What PySyncObj 0.3.17 gets wrong, and what each correction changes
    (consensus/membership.py), and consensus/admin_guard.py closes the Raft port's admin
    commands, the other way around those checks.
 
+8. Leaders a member does not know (`__onMessageReceived`, `configure`).  PySyncObj
+   connects only to the nodes of a replica's configuration and refuses a connection from
+   any other, so a member whose configuration does not name the current leader (it missed
+   the change that added it: restarted with an older file, repaired from a damaged disk,
+   holding a change that never committed, or a frontend's follower started from its file)
+   was never reached by that leader and stayed behind for good, though Raft (§6) has a
+   server take entries from any leader of a current term. Now a replica that has heard
+   from no leader for twice the longest election timeout asks the voting members it is
+   connected to which leader they follow (`ask_for_the_leader`: a message of its own,
+   at most once per that timeout), a follower answers with its leader's address
+   (`tell_the_leader`), and a replica whose transport does not know that address learns it
+   (`learn_peer`) and connects to it. Nothing else changes: the member's
+   configuration (who votes, who counts) is still the latest in its log; the leader's
+   appends are judged by Raft's rules as anyone's (simulator schedules 8, 269,
+   20261207001352 and 202612071520000092 never converged before).
+
 What stays PySyncObj's: everything else a leader or candidate does, big-entry
 transmissions, dynamic-membership rollback, timeout_now and the transfer
 bookkeeping, every other message type (handed to the original function).
@@ -143,6 +159,12 @@ _CONFIGURED: "weakref.WeakSet[SyncObj]" = weakref.WeakSet()
 # the election a leadership transfer (timeout_now) told it to start: see `ignores_vote_request`.
 _HEARD: "weakref.WeakKeyDictionary[SyncObj, float]" = weakref.WeakKeyDictionary()
 _TRANSFER: "weakref.WeakKeyDictionary[SyncObj, int]" = weakref.WeakKeyDictionary()
+# When a replica that hears no leader last asked its peers which one they follow.
+_ASKED: "weakref.WeakKeyDictionary[SyncObj, float]" = weakref.WeakKeyDictionary()
+
+# A follower's word to its peers about the leader it follows (see item 8 above): a message
+# type PySyncObj does not know, so an older Bazar ignores it.
+LEADER_QUERY, LEADER_HINT = "bazar_leader?", "bazar_leader"
 
 # Log entries only the leader's own code may append: membership changes, code versions.
 _ADMIN_ENTRIES = {bytes((_COMMAND_TYPE.MEMBERSHIP,)), bytes((_COMMAND_TYPE.VERSION,))}
@@ -182,6 +204,15 @@ class _SyncObj:
         if kind == 'append_entries':
             _SyncObj.on_append_entries(self, node, message)
             return
+        if kind == LEADER_QUERY:
+            _SyncObj.tell_the_leader(self, node)
+            return
+        if kind == LEADER_HINT:
+            _SyncObj.learn_leader(self, node, message)
+            return
+        if kind in ('next_node_idx', 'response_vote') and node not in self.__otherNodes \
+                and node not in self.__readonlyNodes:
+            return  # a late answer from a node we no longer count (connected as a learned peer)
         if kind == 'next_node_idx':
             _SyncObj.on_append_reply(self, node, message)
             return
@@ -398,6 +429,52 @@ class _SyncObj:
         transport.send = send
         transport.marks_transfer_elections = True
 
+    def ask_for_the_leader(self):
+        """A replica (or non-voting follower) that has not heard from a leader for twice the
+        longest election timeout (an election normally ends well within it) asks the voting
+        members it is connected to which leader they follow (`LEADER_QUERY`), at most once
+        per that time; the answers
+        (`tell_the_leader`) let it connect to a leader its configuration does not name (item 8
+        above). Called on every tick, by the member (consensus/member.py)."""
+        if self.__raftState == _RAFT_STATE.LEADER:
+            return
+        now, wait = _syncobj.monotonicTime(), 2 * self.__conf.raftMaxTimeout
+        if self not in _ASKED:
+            _ASKED[self] = now   # a replica just started waits as long before it first asks
+        if now - max(_HEARD.get(self, 0.0), _ASKED[self]) < wait:
+            return
+        _ASKED[self] = now
+        for peer in self.__otherNodes:
+            if peer in self.__connectedNodes:
+                self.__transport.send(peer, {'type': LEADER_QUERY})
+
+    def tell_the_leader(self, node):
+        """Answer a peer's `LEADER_QUERY`: a follower that follows a leader names it
+        (`LEADER_HINT`); a leader needs not (its appends reach whoever it counts), nor a
+        replica that follows none."""
+        leader = self.__raftLeader
+        if self.__selfNode is None or leader is None or leader == node \
+                or self.__raftState != _RAFT_STATE.FOLLOWER:
+            return
+        self.__transport.send(node, {'type': LEADER_HINT, 'term': self.__raftCurrentTerm, 'leader': leader.id})
+
+    def learn_leader(self, node, message):
+        """A voting member (of our configuration) says which leader it follows: if our
+        transport does not know that node, it learns its address and connects to it, so the
+        leader's appends can reach us (item 8 above). A hint from a node that is not a
+        voting member here is ignored. Its term is not compared: knowing an address decides
+        nothing (the leader's appends are judged by Raft's rules), and a member whose failed
+        elections raised its term above the group's is the very one that needs it."""
+        leader = message.get('leader')
+        if node not in self.__otherNodes or not isinstance(leader, str):
+            return
+        if self.__selfNode is not None and leader == self.__selfNode.id:
+            return
+        learn = getattr(self.__transport, 'learn_peer', None)
+        if learn is not None and learn(leader):
+            log.info("connecting to %s, the leader %s follows, which this replica's configuration "
+                     "does not name", leader, node)
+
     def refuse_forwarded_change(self, node, message):
         """Whether `message`, a command another node forwards to us to append, is a
         membership change or a code-version switch, refused here (REQUEST_DENIED to the
@@ -441,7 +518,10 @@ class _SyncObj:
             # never campaigns, so a leader of an older term kept it (and its term) out for
             # good (schedule 7000174). Replying always, as Raft does, made schedule 7002355
             # lose an acknowledged write, not yet understood: left as PySyncObj has it.
-            if self in _CATCHING_UP:
+            # Also for a leader our configuration does not name (item 8): we never ask it for
+            # a vote, so without this reply it would never learn our newer term, and would
+            # keep us, campaigning unheard, out for good (schedule 2026120717002373).
+            if self in _CATCHING_UP or (self.__selfNode is not None and node not in self.__otherNodes):
                 _SyncObj.acknowledge(self, node, success=False, reset=False)
             return
         # A leader of this term or a newer one: follow it, exactly as PySyncObj does.
@@ -740,6 +820,8 @@ _WHY = {
 }
 
 REPLACED = tuple(_WHY)  # the SyncObj methods this module replaces
+
+ask_for_the_leader = _SyncObj.ask_for_the_leader   # for the member's tick (item 8 above)
 
 for _name, _why in _WHY.items():
     patching.replace(SyncObj, _name, _SyncObj.__dict__[_name], _DIGESTS[_name], _why)

@@ -18,6 +18,12 @@
   restarts it. Every connection closed by these guards or by the frame guard is counted
   (`port_stats`, exported as bazar_raft_connections_closed_total) and logged, at most one
   line per kind every few seconds.
+- Peers learned from the group (`learn_peer`): a follower names the leader it follows to
+  its peers (consensus/raft_fixes.py, item 8), and a member whose configuration does not
+  name that leader learns its address here, so that each side connects (or accepts the
+  other's connection) as for a member. Only the transport learns it: who votes and who
+  counts stays the configuration in the log. At most MAX_LEARNED are kept (the oldest goes
+  first); one that a membership change later adds becomes a member with its connection.
 - A listener that queues a burst of connections. PySyncObj listened with a queue of 5 and
   accepts one connection per tick, so connections opened faster than that found the queue
   full: the kernel dropped their SYN and each waited a second for TCP to send it again. A
@@ -34,6 +40,7 @@ import time
 import pysyncobj.tcp_connection
 from pysyncobj.tcp_connection import CONNECTION_STATE
 from pysyncobj.tcp_server import SERVER_STATE, TcpServer
+from pysyncobj.node import TCPNode
 from pysyncobj.transport import TCPTransport
 
 from bazar.consensus import frame_guard, strangers
@@ -45,6 +52,10 @@ LISTENER_LOST_EXIT_STATUS = 75  # as for a failed fsync: "restart me" to a super
 # The listener's queue of connections not yet accepted (PySyncObj: 5). Queued connections hold
 # no file descriptor of the process; the kernel caps this at net.core.somaxconn.
 ACCEPT_BACKLOG = 128
+
+# Peers learned from the group rather than the configuration (a leader the configuration
+# does not name yet) that the transport keeps at most; a group has at most 7 members.
+MAX_LEARNED = 8
 
 log = logging.getLogger("bazar.raft.port")
 
@@ -64,7 +75,42 @@ class WatchedTransport(TCPTransport):
         self._destroyed = False
         self._port_log = strangers.ThrottledLog(log)
         self._frames_log = strangers.ThrottledLog(logging.getLogger("bazar.raft.frames"))
+        self._learned: list[TCPNode] = []   # oldest first
         super().__init__(*args, **kwargs)
+
+    # -- peers learned from the group --------------------------------------------------
+
+    def learn_peer(self, address: str) -> bool:
+        """Know the node at `address` (host:port) as a peer, and connect to it as to a member
+        (whichever side PySyncObj's rule picks connects; the other accepts). Return whether
+        it was new: a node already known, this one's own address, or one that is no
+        host:port changes nothing."""
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536 or address in self._nodeAddrToNode:
+            return False
+        if self._selfNode is not None and address == self._selfNode.address:
+            return False
+        if len(self._learned) >= MAX_LEARNED:
+            oldest = self._learned[0]
+            self.dropNode(oldest)
+            self._onNodeDisconnected(oldest)   # PySyncObj's dropNode leaves it counted connected
+        node = TCPNode(address)
+        self._learned.append(node)
+        super().addNode(node)
+        return True
+
+    def addNode(self, node) -> None:
+        """A membership change adds `node`. One learned already keeps its connection (PySyncObj
+        would open a second one and leave the first open for good)."""
+        if node in self._learned:
+            self._learned.remove(node)
+            return
+        super().addNode(node)
+
+    def dropNode(self, node) -> None:
+        if node in self._learned:
+            self._learned.remove(node)
+        super().dropNode(node)
 
     def _onMessageReceived(self, node, message) -> None:
         self.last_heard[getattr(node, "address", str(node))] = time.monotonic()

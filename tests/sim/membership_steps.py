@@ -381,6 +381,10 @@ def _configuration_of_the_log_end(self, index):
 MUTATIONS = {
     "snapshot_configuration_of_the_log_end":
         lambda: _patched(raft_fixes._SyncObj, "configuration_at", _configuration_of_the_log_end),
+    # A replica never learns a leader its configuration does not name (raft_fixes.learn_leader):
+    # PySyncObj's transport knows only the configuration's nodes.
+    "leaders_outside_the_configuration_unknown":
+        lambda: _patched(raft_fixes._SyncObj, "learn_leader", lambda self, node, message: None),
     # PySyncObj's rule: any vote request of a newer term is heard (raft_fixes.ignores_vote_request).
     "vote_requests_of_disruptive_candidates_heard":
         lambda: _patched(raft_fixes._SyncObj, "ignores_vote_request", lambda self, node, message: False),

@@ -177,6 +177,7 @@ class _FollowerEnd(_Timed):
         self.network = network
         self.name = FOLLOWER
         self.nodes = {node.id: node for node in otherNodes}
+        self.learned: set[str] = set()
         network.attach(self)
 
 

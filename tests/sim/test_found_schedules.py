@@ -108,7 +108,24 @@ def test_a_snapshot_carries_the_configuration_as_of_its_last_entry(number):
     play(*generate(number))
 
 
-@pytest.mark.parametrize("number", WITH_MEMBERSHIP.values(), ids=WITH_MEMBERSHIP.keys())
+# The schedules above no longer break with the snapshot's old configuration since replicas
+# that hear no leader ask their peers for it (raft_fixes.ask_for_the_leader): the messages
+# that adds change their course. These do now (found by `python -m tests.sim.mutation
+# --only snapshot_configuration_of_the_log_end` with seeds 1 and 0), and hold with the rule.
+BROKEN_BY_THE_LOG_END_CONFIGURATION = {
+    "n4 left out n1 after a snapshot, schedule 99 of seed 1": 1000098,
+    "n6 counted n7 after a snapshot, schedule 143 of seed 0": 142,
+}
+
+
+@pytest.mark.parametrize("number", BROKEN_BY_THE_LOG_END_CONFIGURATION.values(),
+                         ids=BROKEN_BY_THE_LOG_END_CONFIGURATION.keys())
+def test_a_snapshot_carries_the_configuration_as_of_its_last_entry_in_the_schedules_that_catch_it(number):
+    play(*generate(number))
+
+
+@pytest.mark.parametrize("number", BROKEN_BY_THE_LOG_END_CONFIGURATION.values(),
+                         ids=BROKEN_BY_THE_LOG_END_CONFIGURATION.keys())
 def test_a_snapshot_with_the_configuration_of_the_log_end_breaks_raft(number):
     with MUTATIONS["snapshot_configuration_of_the_log_end"](), pytest.raises(SafetyViolation):
         play(*generate(number))
@@ -127,9 +144,10 @@ DISRUPTED = {
 }
 # Seed 202612071520: n2 holds its own removal of n1, which never committed, and campaigns
 # without end (it cannot win: n1 and n3 hold later entries) from term 45 to term 255;
-# n3 adopted each term, and leader n1 stepped down each time. Now n1 and n3 converge, and
-# n2 is left at the known limitation: its configuration does not name leader n1, which
-# PySyncObj's transport then cannot reach it with (docs/deploy.md, test_unknown_leader.py).
+# n3 adopted each term, and leader n1 stepped down each time. With the rule against
+# disruptive candidates n1 and n3 converged, and n2 was left behind: its configuration
+# does not name leader n1, which PySyncObj's transport then never connected it to. Now it
+# asks its peers which leader they follow, and connects to n1 (test_unknown_leader.py).
 DISRUPTED_BY_A_MEMBER_THAT_DOES_NOT_KNOW_THE_LEADER = 202612071520000092
 
 
@@ -138,9 +156,11 @@ def test_a_replica_outside_the_configuration_cannot_keep_the_group_from_convergi
     play(*generate(number))
 
 
-def test_a_campaigning_replica_that_does_not_know_the_leader_leaves_the_others_converged():
-    with pytest.raises(UnknownLeader, match="n2 cannot reach leader n1"):
-        play(*generate(DISRUPTED_BY_A_MEMBER_THAT_DOES_NOT_KNOW_THE_LEADER))
+def test_a_campaigning_replica_that_does_not_know_the_leader_is_caught_up_by_it():
+    """n2 used to be left behind at the known limitation (its configuration does not name
+    leader n1); now its peers tell it who leads, and it connects to n1 and converges."""
+    outcome = play(*generate(DISRUPTED_BY_A_MEMBER_THAT_DOES_NOT_KNOW_THE_LEADER))
+    assert outcome["acknowledged"] > 0
 
 
 def test_a_chaotic_round_with_every_replica_down_only_lets_time_pass():
