@@ -42,7 +42,6 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
 
-from tests.sim.harness import UnknownLeader
 from tests.sim.schedule import READ_WEIGHTS, WEIGHTS, generate, play
 
 MEMBERSHIP_WEIGHTS = {"add": 5, "remove": 5, "replace": 5}
@@ -91,14 +90,12 @@ class Failure:
 def play_one(seed: int, kinds=None, size=None, compaction=None, membership=True,
              check_match=True, revert: str | None = None) -> tuple[str, object]:
     """Play schedule `seed` (with correction `revert` taken away, tests/sim/mutation.py):
-    ("passed", None), ("limited", message) or ("failed", Failure)."""
+    ("passed", None) or ("failed", Failure)."""
     from tests.sim.mutation import reverted    # (it imports this module)
     logging.disable(logging.CRITICAL)   # replicas log every refused vote and torn tail
     try:
         with reverted(revert) if revert else nullcontext():
             play(*generate(seed, kinds, size, compaction, membership), check_match=check_match)
-    except UnknownLeader as error:
-        return "limited", str(error)
     except Exception as error:  # a violation, or an exception out of PySyncObj
         return "failed", Failure(type(error).__name__, str(error), tuple(getattr(error, "events", ())))
     return "passed", None
@@ -107,11 +104,8 @@ def play_one(seed: int, kinds=None, size=None, compaction=None, membership=True,
 def run(seeds, size=None, kinds=None, check_match=True, stop_after=1, out=print, compaction=None,
         membership=True, processes: int | None = None, revert: str | None = None) -> dict:
     """Play the schedules of `seeds` (in `processes` worker processes, default one per core);
-    return {"played", "seconds", "failures": [(seed, Failure, seconds, played)],
-    "unknown_leader": [(seed, message)]}: schedules whose group converged except for members
-    that do not know the leader (harness.UnknownLeader, a known liveness limitation, with
-    every safety check passed), reported apart and not counted as failures."""
-    failures, limited, played, started = [], [], 0, time.monotonic()
+    return {"played", "seconds", "failures": [(seed, Failure, seconds, played)]}."""
+    failures, played, started = [], 0, time.monotonic()
     seeds = list(seeds)
     job = partial(play_one, kinds=kinds, size=size, compaction=compaction, membership=membership,
                   check_match=check_match, revert=revert)
@@ -119,12 +113,7 @@ def run(seeds, size=None, kinds=None, check_match=True, stop_after=1, out=print,
     try:
         for seed, (verdict, detail) in zip(seeds, results):
             played += 1
-            if verdict == "limited":
-                limited.append((seed, detail))
-                if out:
-                    out(f"known limitation, schedule {seed}: {detail} (docs/deploy.md; "
-                        f"replay: python -m tests.sim.run --replay {seed})")
-            elif verdict == "failed":
+            if verdict == "failed":
                 failures.append((seed, detail, time.monotonic() - started, played))
                 if out:
                     out(f"FAILED schedule {seed} (after {played} schedules, "
@@ -135,8 +124,7 @@ def run(seeds, size=None, kinds=None, check_match=True, stop_after=1, out=print,
                     break
     finally:
         results.close()   # stops the workers if the loop ended early
-    return {"played": played, "seconds": time.monotonic() - started, "failures": failures,
-            "unknown_leader": limited}
+    return {"played": played, "seconds": time.monotonic() - started, "failures": failures}
 
 
 def shrink(schedule: tuple, fails) -> tuple:
@@ -197,8 +185,7 @@ def main(argv=None) -> int:
                 finally:
                     logging.disable(logging.NOTSET)
             print(f"shrunk: {shrink(schedule, fails)!r}")
-        print("failed" if outcome["failures"] else
-              "known limitation (members that do not know the leader)" if outcome["unknown_leader"] else "passed")
+        print("failed" if outcome["failures"] else "passed")
         return 1 if outcome["failures"] else 0
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10 ** 6)
     print(f"seed {seed}: {args.schedules} schedules in {workers()} processes (python -m tests.sim.run "
@@ -208,8 +195,7 @@ def main(argv=None) -> int:
                   membership=membership, revert=args.revert)
     rate = outcome["played"] / max(outcome["seconds"], 1e-9)
     print(f"{outcome['played']} schedules in {outcome['seconds']:.1f} s ({rate:.1f}/s), "
-          f"{len(outcome['failures'])} failed, {len(outcome['unknown_leader'])} stopped at the known "
-          f"limitation (members that do not know the leader)")
+          f"{len(outcome['failures'])} failed")
     for failing, *_ in outcome["failures"]:
         print(f"replay: python -m tests.sim.run --replay {failing}{extra}")
     return 1 if outcome["failures"] else 0
