@@ -49,7 +49,7 @@ from pysyncobj import FAIL_REASON
 from bazar.consensus import raft_fixes
 from bazar.consensus.errors import MembershipRefused
 from bazar.consensus.membership import MembershipChanges
-from tests.sim.reads import _patched
+from tests.sim.reads import FOLLOWER, _patched
 
 KINDS = ("add", "remove", "replace")
 
@@ -193,6 +193,16 @@ def _ask(sim, request: Request) -> None:
         # does not model: asked again once another replica leads.
         request.attempts += 1
         return
+    member = _member(sim, leader)
+    try:
+        # As `change_membership`: no change may be in flight before the configuration is
+        # taken as the outcome (a removal appended but not committed already leaves the
+        # node out of the leader's configuration: schedule 202612071722013356 took that for
+        # done, stopped n1 for good, and the removal was then lost with its leader).
+        member._check_none_in_flight()
+    except MembershipRefused as refused:
+        ms.refused.append(f"{request.op} {request.target} at {leader}: {refused}")
+        return
     if (request.target in voters) == (request.op == "add"):
         _done(sim, request)              # already so (an earlier attempt committed)
         return
@@ -202,7 +212,6 @@ def _ask(sim, request: Request) -> None:
         request.attempts = ATTEMPTS
         ms.refused.append(f"remove {request.target}: a group of 2 would hold a damaged replica")
         return
-    member = _member(sim, leader)
     try:
         member._check_change({"op": request.op, "id": request.target, "raft": request.target})
     except MembershipRefused as refused:
@@ -345,10 +354,17 @@ def before_heal(sim) -> None:
     members (docs/deploy.md): started from its first file, it cannot be reached by a
     leader added since (PySyncObj refuses connections from nodes it does not know), and
     with a repaired journal it may not campaign, so it would never catch up (schedule
-    1001121 of `python -m tests.sim.run`; a running one is restarted with it)."""
+    1001121 of `python -m tests.sim.run`; a running one is restarted with it). A frontend's
+    follower that knows no current member is restarted with the current file."""
     for name in [n for n in sim.crashed if not restartable(sim, n)]:
         sim.crashed.discard(name)
     current = [n for n in sim.names if n not in state(sim).removed]
+    # A frontend whose follower knows only replicas removed since (it missed every change
+    # while cut off) has nobody to learn the leader from: the operator restarts it with the
+    # current file (docs/deploy.md), as the follower step does (schedule 202612071722015411).
+    transport = sim.network.transports.get(FOLLOWER)
+    if transport is not None and not set(transport.nodes) & set(current):
+        sim.add_follower()
     for name in sorted(sim.damaged):
         if name in state(sim).removed or set(current) <= set(sim.initial.get(name, sim.names)):
             continue
