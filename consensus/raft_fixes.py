@@ -94,7 +94,7 @@ What PySyncObj 0.3.17 gets wrong, and what each correction changes
    (consensus/membership.py), and consensus/admin_guard.py closes the Raft port's admin
    commands, the other way around those checks.
 
-8. Leaders a member does not know (`__onMessageReceived`, `configure`).  PySyncObj
+8. Leaders a member does not know (`__onMessageReceived`, `ask_for_the_leader`).  PySyncObj
    connects only to the nodes of a replica's configuration and refuses a connection from
    any other, so a member whose configuration does not name the current leader (it missed
    the change that added it: restarted with an older file, repaired from a damaged disk,
@@ -433,9 +433,9 @@ class _SyncObj:
         """A replica (or non-voting follower) that has not heard from a leader for twice the
         longest election timeout (an election normally ends well within it) asks the voting
         members it is connected to which leader they follow (`LEADER_QUERY`), at most once
-        per that time; the answers
-        (`tell_the_leader`) let it connect to a leader its configuration does not name (item 8
-        above). Called on every tick, by the member (consensus/member.py)."""
+        per that time; the answers (`tell_the_leader`) let it connect to a leader its
+        configuration does not name (item 8 above). Called on every tick, by the member
+        (consensus/member.py); while a leader is heard it returns at once."""
         if self.__raftState == _RAFT_STATE.LEADER:
             return
         now, wait = _syncobj.monotonicTime(), 2 * self.__conf.raftMaxTimeout
@@ -450,7 +450,7 @@ class _SyncObj:
 
     def tell_the_leader(self, node):
         """Answer a peer's `LEADER_QUERY`: a follower that follows a leader names it
-        (`LEADER_HINT`); a leader needs not (its appends reach whoever it counts), nor a
+        (`LEADER_HINT`); a leader need not (its appends reach whoever it counts), nor a
         replica that follows none."""
         leader = self.__raftLeader
         if self.__selfNode is None or leader is None or leader == node \

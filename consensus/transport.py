@@ -18,10 +18,10 @@
   restarts it. Every connection closed by these guards or by the frame guard is counted
   (`port_stats`, exported as bazar_raft_connections_closed_total) and logged, at most one
   line per kind every few seconds.
-- Peers learned from the group (`learn_peer`): a follower names the leader it follows to
-  its peers (consensus/raft_fixes.py, item 8), and a member whose configuration does not
-  name that leader learns its address here, so that each side connects (or accepts the
-  other's connection) as for a member. Only the transport learns it: who votes and who
+- Peers learned from the group (`learn_peer`): a replica that hears no leader asks its
+  peers which one they follow (consensus/raft_fixes.py, item 8), and if its configuration
+  does not name that leader, it learns the leader's address here, so that each side
+  connects (or accepts the other's connection) as for a member. Only the transport learns it: who votes and who
   counts stays the configuration in the log. At most MAX_LEARNED are kept (the oldest goes
   first); one that a membership change later adds becomes a member with its connection.
 - A listener that queues a burst of connections. PySyncObj listened with a queue of 5 and
