@@ -28,6 +28,16 @@ def start_group(directory, size: int = 3, raft: RaftConfig | None = None,
     return members
 
 
+def running_group(directory, **kwargs):
+    """`start_group` for a pytest fixture: yields the members, and closes them afterwards."""
+    members = start_group(directory, **kwargs)
+    try:
+        yield members
+    finally:
+        for member in members:
+            member.close()
+
+
 def start_non_voter(members: list[RaftMember], raft: RaftConfig | None = None) -> RaftMember:
     """A non-voting member following the group of `members` (as a frontend follows the
     catalog); it keeps nothing on disk."""

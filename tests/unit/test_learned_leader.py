@@ -20,7 +20,7 @@ from bazar.consensus.state import ReplicatedState
 from bazar.consensus.transport import MAX_LEARNED
 from bazar.local.cluster import free_ports
 from bazar.node.catalog import CatalogState
-from tests.unit.raft_groups import leader_of, start_group
+from tests.unit.raft_groups import leader_of, running_group
 
 SECRET = "learned-leader-test-secret-0123456789abcdef"
 BOOK = {"title": "A", "topic": "t", "price": 10.0, "stock": 5}
@@ -28,10 +28,7 @@ BOOK = {"title": "A", "topic": "t", "price": 10.0, "stock": 5}
 
 @pytest.fixture
 def group(tmp_path):
-    members = start_group(tmp_path, password=SECRET)
-    yield members
-    for member in members:
-        member.close()
+    yield from running_group(tmp_path, password=SECRET)
 
 
 def test_a_follower_started_without_the_leader_in_its_file_learns_it_and_catches_up(group):

@@ -12,17 +12,14 @@ import pytest
 
 from bazar.cluster.config import RaftConfig
 from bazar.consensus.errors import ReadRefused
-from tests.unit.raft_groups import cut_off, leader_of, start_group, start_non_voter
+from tests.unit.raft_groups import cut_off, leader_of, running_group, start_group, start_non_voter
 
 BOOK = {"title": "A", "topic": "t", "price": 10.0, "stock": 5}
 
 
 @pytest.fixture
 def group(tmp_path):
-    members = start_group(tmp_path)
-    yield members
-    for member in members:
-        member.close()
+    yield from running_group(tmp_path)
 
 
 def test_the_leader_confirms_reads_without_appending_and_followers_refuse(group):
