@@ -388,6 +388,8 @@ class SimNode(Node):
 class SimTransport(Transport):
     """PySyncObj's transport interface over a SimNetwork (give SyncObj a partial of it)."""
 
+    _running = False   # inside a call into the replica (`run`)
+
     def __init__(self, network: SimNetwork, syncObj, selfNode, otherNodes) -> None:
         super().__init__(syncObj, selfNode, otherNodes)
         self.network = network
@@ -457,7 +459,7 @@ class SimTransport(Transport):
         A call made while the replica is already in one (it learnt a peer while handling a
         message, and connecting calls back into it) lets its death through to the outer one:
         the process dies as a whole, not just the inner call."""
-        if getattr(self, "_running", False):
+        if self._running:
             function(*args)
             return
         self._running = True
