@@ -255,6 +255,14 @@ class SimNetwork:
             a, b = sorted(pair)
             self._close(pair, keep=True)
 
+    def cut_link(self, a: str, b: str) -> None:
+        """Keep a and b apart, and nobody else, until `heal` (a partial partition: each may
+        still reach every other replica)."""
+        pair = frozenset((a, b))
+        self.cut.add(pair)
+        if pair in self.connected:
+            self._close(pair, keep=True)
+
     def heal(self) -> None:
         self.cut = set()
         self.reconnect()
