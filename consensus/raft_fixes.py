@@ -396,7 +396,9 @@ class _SyncObj:
         because the change has not reached them yet. PySyncObj adopted the term, so each
         request of such a candidate made the leader step down before it could bring those
         members the entries that settle the change, and the group never converged (schedules
-        202612071415002842, 202612071520000092). A candidate that a leader's transfer started
+        202612071415002842, 202612071520000092); and a follower cut off from the leader
+        alone deposed it again and again (tests/sim/test_disruptive_candidates.py, and the
+        end of every generated schedule, tests/sim/schedule.py). A candidate that a leader's transfer started
         (timeout_now) says so (`mark_transfer_elections`) and is heard at once, as §3.10 has it.
         Returns whether to ignore `message`; a reply is not needed (the candidate's election
         simply fails)."""

@@ -38,7 +38,9 @@ CAUGHT_IN_CI = {"applyLogEntries": 200, "setTransmissionData": 800, "connectedTo
 # the fast set's share of the mutation check.
 CAUGHT_QUICKLY = {"createJournal": 20, "serialize": 80, "onMessageReceived": 20,
                   # raft_fixes.configuration_at, a snapshot's configuration (caught by the 99th)
-                  "snapshot_configuration_of_the_log_end": 160}
+                  "snapshot_configuration_of_the_log_end": 160,
+                  # raft_fixes.ignores_vote_request, by the end's partial partition (caught by the 1st)
+                  "vote_requests_of_disruptive_candidates_heard": 20}
 _SCHEDULES = "tests/sim/test_schedules.py::"
 _MUTATION = "tests/sim/test_mutation.py::test_reverting_a_correction_is_caught"
 

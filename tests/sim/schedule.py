@@ -67,8 +67,12 @@ existed.
 `play` runs a schedule, checking Raft's safety properties after every step
 (tests/sim/harness.py), then heals everything (a replica that refused to start
 on damaged data is recovered the operator's way) and requires every replica of the
-final configuration to converge on one state holding every acknowledged write. `generate(seed)` draws a
-schedule; the same seed gives the same schedule, and `play` replays it exactly.
+final configuration to converge on one state holding every acknowledged write. Last,
+the end's partial partition (`cut_one_follower_off`): one follower of the converged group
+is cut off from the leader alone, and the leader must keep its term and go on committing
+(Raft thesis §4.2.3: the others, who still hear it, ignore the follower's vote requests).
+`generate(seed)` draws a schedule; the same seed gives the same schedule, and `play`
+replays it exactly.
 """
 from __future__ import annotations
 
@@ -111,11 +115,63 @@ def play(size: int, steps: list, fork_writer: bool = False, compaction: int = 40
                 assert sim.lost_acknowledged(name) == [], f"{name} lost acknowledged writes"
             sim.finish_reads()
             assert sim.world.violations == []
+            cut_one_follower_off(sim, random.Random(sim.network.delivered))
         except BaseException as error:
             error.events = list(sim.events)   # what the faults were, for the report
             raise
         return {"acknowledged": len(sim.world.acknowledged), "messages": sim.network.delivered,
                 "refused": refused, "reads": dict(sim.stats)}
+
+
+# The end's partial partition: how long the link stays down (virtual seconds, several
+# election timeouts), and how often the leader is written to meanwhile.
+CUT_SECONDS, CUT_WRITE_EVERY = 1.0, 0.2
+
+
+def cut_one_follower_off(sim: Simulation, rng: random.Random) -> None:
+    """After the healed group has converged: one follower of the final configuration
+    (drawn from `rng`) is cut off from the leader alone, and the group runs calmly for
+    CUT_SECONDS while writes go to the leader. The follower hears no leader, times out
+    and asks the others for votes in newer and newer terms; they still hear the leader,
+    so they must ignore it (Raft thesis §4.2.3): the leader keeps its term and goes on
+    committing, and every property checked after each round still holds. Skipped where
+    a majority would not remain (fewer than 3 voters)."""
+    def settled() -> bool:
+        """Every voter follows one leader in one term (a converged group may still hold a
+        replica that campaigns, e.g. one that timed out just before: schedule
+        2026120719001576)."""
+        leader, voters = sim.leader(), membership_steps.members(sim)
+        if leader is None or any(n not in sim.replicas for n in voters):
+            return False
+        term = sim.replicas[leader].obj.raftCurrentTerm
+        return all(sim.replicas[n].obj.raftCurrentTerm == term
+                   and getattr(sim.replicas[n].obj._getLeader(), "id", None) == leader for n in voters)
+
+    if not sim.run_until(settled, seconds=10):
+        raise AssertionError("the converged group did not settle on one leader in one term")
+    leader = sim.leader()
+    voters = membership_steps.members(sim)
+    if len(voters) < 3:
+        return
+    follower = rng.choice([n for n in voters if n != leader])
+    term = sim.replicas[leader].obj.raftCurrentTerm
+    acknowledged = len(sim.world.acknowledged)
+    sim.events.append(f"the end: {follower} cut off from leader {leader} alone")
+    sim.network.cut_link(leader, follower)
+    deadline, next_write = sim.clock.now + CUT_SECONDS, sim.clock.now
+    while sim.clock.now < deadline:
+        if sim.clock.now >= next_write and leader in sim.replicas:
+            sim.write(leader, 1)
+            next_write += CUT_WRITE_EVERY
+        sim.step(0.025)
+        now = sim.leader()
+        if now != leader or sim.replicas[leader].obj.raftCurrentTerm != term:
+            raise AssertionError(
+                f"{follower}, cut off from leader {leader} alone, deposed it: the leader is now "
+                f"{now} in term {sim.replicas[now].obj.raftCurrentTerm if now else '-'} (was {term})")
+    if len(sim.world.acknowledged) <= acknowledged:
+        raise AssertionError(f"leader {leader} committed nothing while {follower} was cut off from it")
+    assert sim.world.violations == []
 
 
 def apply(sim: Simulation, corrupted: set, kind: str, args: list) -> None:
