@@ -126,8 +126,8 @@ CORRECTIONS: tuple[Correction, ...] = (
         _SYNCOBJ, "_checkCommandsToApply",
         "group commit: commands that arrive while a round is in flight go out together in the next "
         "round (one message per follower, one fsync per replica); a lone command is sent at once; a "
-        "commit is announced to voting followers by the next round, not a round of its own; non-voting "
-        "members get entries with the commit that covers them",
+        "commit is announced to every member by the next round (at the latest the next heartbeat), not a "
+        "round of its own",
         (_SIM + "test_group_commit.py::test_commands_arriving_during_a_round_share_the_next_one",
          _SIM + "test_group_commit.py::test_a_lone_command_is_sent_at_once",
          _SIM + "test_group_commit.py::"

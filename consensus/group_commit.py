@@ -31,21 +31,21 @@ the new entries wait in the leader's log; when the commit completes, the round t
 The commit announcement
 -----------------------
 When batching is off, PySyncObj sends a whole round after every commit, only to tell
-the followers the new commit index: per commit, every follower received, decrypted,
+the followers the new commit index: per commit, every member received, decrypted,
 synced and acknowledged two messages instead of one (leaving the order group's out saved
-9-16% of a purchase's CPU: bench/results/where-the-time-goes.md). `after_commit` (called by `raft_fixes` once entries are
-applied) decides instead:
+9-16% of a purchase's CPU: bench/results/where-the-time-goes.md). `after_commit` (called
+by `raft_fixes` once entries are applied) decides instead:
 
 - entries a voting member has not been sent yet (commands that arrived during the
   round): a round to everyone, which carries them and the new commit index;
-- otherwise, in a group with non-voting members, PySyncObj's round as before: a
-  frontend's follower applies the catalog's entries to invalidate its cache, and the
-  buyer's answer waits for it (the catalog group keeps its announcement);
-- otherwise (the order group) no round:
-  voting followers learn the commit index with the next round, at the latest the next
-  heartbeat (`appendEntriesPeriod`). Raft asks no more: a follower's commit index only
-  tells it what it may apply. Reads on a follower wait for what they need (`min_index`)
-  or are bounded by its in-touch rule, which does not depend on it.
+- otherwise no round: members, voting or not, learn the commit index with the next
+  round, at the latest the next heartbeat (`appendEntriesPeriod`). Raft asks no more: a
+  follower's commit index only tells it what it may apply. Reads on a follower wait for
+  what they need (`min_index`) or are bounded by its in-touch rule, which does not
+  depend on it. A frontend's non-voting catalog follower used to get the round at once,
+  because the buyer's answer waited for it to apply the purchase; the frontend now fences
+  its cache at the purchase's index instead and sends reads it cannot answer yet to the
+  leader (frontend/gateway.py, `_see_own_write`), so the round is not needed there either.
 
 Safety is untouched: the entries are appended to the leader's log in arrival order
 and are committed, applied and answered exactly as PySyncObj does; only *when* they
@@ -108,9 +108,8 @@ class _SyncObj:
         if self.__raftState != _RAFT_STATE.LEADER or self.__conf.appendEntriesUseBatch:
             return True  # PySyncObj's own rule; a follower sends nothing anyway
         last = self.__getCurrentLogIndex()
-        if any(self.__raftNextIndex[node] <= last for node in self.__otherNodes):
-            return True  # the batch that waited for this commit
-        return bool(self.__readonlyNodes)  # a frontend's follower is told at once
+        return any(self.__raftNextIndex[node] <= last for node in self.__otherNodes)  # the batch
+        # that waited for this commit; else members learn the commit index with the next round
 
     # ------------------------------------------------------------------ helpers
 

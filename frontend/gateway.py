@@ -28,7 +28,6 @@ CONSISTENCY_LEVELS = ("cached", "local", "strong")
 # tells the store's sales. The replicas keep both (recovery finishes pending orders by seq).
 PUBLIC_ORDER_FIELDS = ("order_id", "id", "status", "title", "price", "error", "created_at")
 CATALOG_ATTEMPT_TIMEOUT = 1.0  # seconds one catalog replica may take before the next is tried
-OWN_WRITE_WAIT = 1.0  # seconds a write's answer may wait for this frontend's follower to apply it
 
 
 class Gateway:
@@ -127,11 +126,12 @@ class Gateway:
 
     def _see_own_write(self, command: commands.Command, result: dict, index: int) -> None:
         """Read-your-writes: fence the keys the write changed (the same table the follower
-        invalidates from) at its index, then give the follower a moment to apply it so the
-        next read here can be a cache hit again."""
+        invalidates from) at its index. The answer does not wait for this frontend's follower
+        to apply the write (it learns the commit with the leader's next round, at the latest
+        its next heartbeat): until it has, a read of those keys misses the cache and is
+        answered by the catalog leader, which applied the write before answering it."""
         for key in keys_changed(commands.to_wire(command), result) or ():
             self.cache.invalidate(key, index)
-        self.follower.wait_applied(index, OWN_WRITE_WAIT)
 
     # -- plumbing -------------------------------------------------------------
 
@@ -158,8 +158,12 @@ class Gateway:
                 return own
         # Until the follower has caught up, this frontend's fences may not know every change
         # (it just started, or lost touch): ask the leader, which has applied every commit.
-        body, index = self._catalog_get(f"{path}?min_index={self.cache.fence(key)}",
-                                        prefer_leader=not self.follower.caught_up())
+        # So too for a key fenced by this frontend's own write that its follower has not
+        # applied yet: the other followers learn of it no sooner than this one.
+        fence = self.cache.fence(key)
+        body, index = self._catalog_get(f"{path}?min_index={fence}",
+                                        prefer_leader=not self.follower.caught_up()
+                                        or fence > self.follower.state.applied_index)
         if consistency == "cached":
             self.cache.fill(key, body, index)
         return body
