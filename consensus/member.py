@@ -151,6 +151,40 @@ class RaftMember(MembershipChanges):
             return None, None
         return outcome[0]
 
+    def submit_many(self, commands: list[dict], timeout: float) -> list[tuple[bool, Any]]:
+        """Commit `commands` together: all are proposed at once (so the leader's group commit
+        sends them in one round, consensus/group_commit.py), then each that was refused is
+        tried again alone (`submit`) while time is left. Returns, per command and in order,
+        (True, what apply returned) or (False, None) when it was not applied within
+        `timeout`; like `submit`, such a command may still commit later."""
+        deadline = time.monotonic() + timeout
+        outcomes: list = [None] * len(commands)
+        left = threading.Semaphore(0)
+
+        def on_result(position: int, result: Any, error: int) -> None:
+            outcomes[position] = (result, error)
+            left.release()
+
+        for position, command in enumerate(commands):
+            self.state.apply(command, callback=lambda result, error, p=position: on_result(p, result, error))
+        for _ in commands:
+            if not left.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                break
+        answers: list[tuple[bool, Any]] = []
+        for command, outcome in zip(commands, outcomes):
+            if outcome is not None and outcome[1] == FAIL_REASON.SUCCESS:
+                answers.append((True, outcome[0]))
+                continue
+            remaining = deadline - time.monotonic()
+            if outcome is None or remaining <= _RETRY_PAUSE:
+                answers.append((False, None))
+                continue
+            try:
+                answers.append((True, self.submit(command, remaining)))
+            except CommitError:
+                answers.append((False, None))
+        return answers
+
     def submit_nowait(self, command: dict, on_done) -> None:
         """Propose `command` and return at once; `on_done(result, ok)` is called on the
         tick thread when it is applied (ok True) or refused (ok False, result None).

@@ -78,6 +78,20 @@ class Replica:
         self.raft_metrics.commit_duration.observe(time.perf_counter() - started)
         return result
 
+    def commit_many(self, commands: list) -> list[dict | None]:
+        """Commit typed commands together (`RaftMember.submit_many`: one round under group
+        commit): per command, what it applied to, or None if it was not confirmed in time
+        (it may still apply later; every command is safe to apply twice)."""
+        started = time.perf_counter()
+        answers = self.member.submit_many([to_wire(c) for c in commands], self.config.raft.commit_timeout)
+        elapsed = time.perf_counter() - started
+        for applied, _ in answers:
+            if applied:
+                self.raft_metrics.commit_duration.observe(elapsed)
+            else:
+                self.raft_metrics.commit_failed("timeout")
+        return [result if applied else None for applied, result in answers]
+
     def commit_nowait(self, command, on_done=None) -> None:
         """Propose a typed command and return at once, for a write nobody waits for (a
         purchase's `finish`); `on_done(result, ok)` is called on the Raft tick thread when

@@ -18,6 +18,7 @@ from bazar.web.errors import ApiError, json_body, json_object, unavailable
 from bazar.web.protocol import INDEX_HEADER
 
 MIN_INDEX_WAIT = 0.3  # seconds a read may wait for this replica to catch up
+MAX_PURCHASES = 64    # purchases one POST /purchases may carry
 
 
 def register(app: Flask, replica: Replica) -> None:
@@ -74,6 +75,33 @@ def register(app: Flask, replica: Replica) -> None:
         command = commands.purchase(body.get("id"), body["order_id"])
         outcome = _refuse_conflict(replica.commit(command))
         return _with_index(jsonify(outcome), replica.state.applied_index)
+
+    @app.post("/purchases")
+    def purchases():
+        """Take copies for several orders at once (an order leader's batch of the purchases
+        that arrived while its previous call was in flight, node/orders/purchase.py): every
+        item is checked before anything is proposed, then all are committed together, in one
+        round. The answer lists, in order, each item's outcome as `POST /purchase` would
+        answer it: {"status": 200, "outcome": ...}, 422 (the order id is known for another
+        book) or 503 (not confirmed in time: it may still apply; asking again is safe)."""
+        body = json_object(request)
+        items = body.get("purchases")
+        if not isinstance(items, list) or not 1 <= len(items) <= MAX_PURCHASES:
+            raise ApiError(400, f"purchases must be a list of 1 to {MAX_PURCHASES} items")
+        batch = []
+        for item in items:
+            if not isinstance(item, dict) or not item.get("order_id"):
+                raise ApiError(400, "every purchase needs an id and an order_id")
+            batch.append(commands.purchase(item.get("id"), item["order_id"]))
+        answers = []
+        for outcome in replica.commit_many(batch):
+            if outcome is None:
+                answers.append({"status": 503})
+            elif outcome.get("error") == "conflict":
+                answers.append({"status": 422})
+            else:
+                answers.append({"status": 200, "outcome": outcome})
+        return _with_index(jsonify(answers=answers), replica.state.applied_index)
 
     @app.get("/purchases/<order_id>")
     def purchase_outcome(order_id: str):

@@ -83,6 +83,7 @@ class PurchaseCoordinator:
         self.catalog = catalog
         self.metrics = metrics  # each step's duration: the per-stage breakdown of a purchase
         self.finishes = FinishQueue(replica, FINISH_DELAY)
+        self.stock = StockTaker(self._take_stock_one, self._take_stock_many)
 
     def purchase(self, book_id: int, order_id: str) -> dict:
         """Buy one copy of `book_id` as order `order_id`; return the order.
@@ -161,7 +162,44 @@ class PurchaseCoordinator:
         self.finishes.add(commands.finish(order["order_id"], outcome, catalog_index), done)
 
     def _take_stock(self, order: dict) -> tuple[dict, int] | None:
-        """The catalog's outcome for this order and the catalog index it was applied at."""
+        """The catalog's outcome for this order and the catalog index it was applied at
+        (None: not known, the order stays pending), asked together with the other orders
+        waiting meanwhile (`StockTaker`)."""
+        return self.stock.take(order)
+
+    def _take_stock_many(self, orders: list[dict]) -> list[tuple[dict, int] | None] | None:
+        """One `POST /purchases` for `orders`: each order's outcome as `_take_stock_one`
+        gives it; None if the catalog cannot take batches (a replica of an older version:
+        the caller asks one by one)."""
+        body = {"purchases": [{"id": o["id"], "order_id": o["order_id"]} for o in orders]}
+        try:
+            response = self.catalog.write("POST", "/purchases", body,
+                                          timeout=self.replica.config.raft.commit_timeout)
+        except Unavailable:
+            log.warning("%d orders: no catalog replica reachable; left pending", len(orders))
+            return [None] * len(orders)
+        except Refused:
+            return [None] * len(orders)
+        if response.status_code in (404, 405):
+            return None
+        answers = response.json().get("answers") if response.status_code == 200 else None
+        if not isinstance(answers, list) or len(answers) != len(orders):
+            log.warning("%d orders: catalog answered %s; left pending", len(orders), response.status_code)
+            return [None] * len(orders)
+        index = int(response.headers.get(INDEX_HEADER, 0))
+        results: list[tuple[dict, int] | None] = []
+        for order, answer in zip(orders, answers):
+            if answer.get("status") == 200:
+                results.append((answer["outcome"], index))
+            elif answer.get("status") == 422:
+                log.warning("order %s: the catalog knows this order id for another book", order["order_id"])
+                results.append((failure("conflict", id=order["id"]), 0))
+            else:
+                results.append(None)
+        return results
+
+    def _take_stock_one(self, order: dict) -> tuple[dict, int] | None:
+        """`POST /purchase` for one order: its outcome and the catalog index it was applied at."""
         try:
             response = self.catalog.write("POST", "/purchase",
                                           {"id": order["id"], "order_id": order["order_id"]},
@@ -221,3 +259,73 @@ class FinishQueue:
                 self.propose()
             except Exception:  # never lose the thread; a lost finish is recovered anyway
                 log.exception("could not propose the queued finishes")
+
+
+class StockTaker:
+    """Group commit for the call to the catalog: while one call is in flight, the orders
+    that arrive wait, and go together in the next call, one `POST /purchases` (which the
+    catalog commits in one round), once it is back.
+
+    A lone order never waits: nothing is in flight, so it goes at once, alone, as
+    `POST /purchase`. The thread whose call comes back hands the next batch to the first
+    order that waited (which makes that call from its own request thread), so nobody's
+    answer waits for calls made for others. Outcomes stay per order and exact: the batch
+    is only a transport, and each command in it is the same idempotent purchase.
+    `send_many` returning None (a catalog that cannot take batches) sends them one by one."""
+
+    MAX_BATCH = 64   # the catalog's MAX_PURCHASES
+
+    def __init__(self, send_one, send_many) -> None:
+        self._send_one, self._send_many = send_one, send_many
+        self._lock = threading.Lock()
+        self._waiting: list[_Slot] = []
+        self._in_flight = False
+
+    def take(self, order: dict):
+        slot = _Slot(order)
+        with self._lock:
+            self._waiting.append(slot)
+            leads = not self._in_flight
+            self._in_flight = True
+        if not leads:
+            slot.ready.wait()
+            if not slot.leads:
+                return slot.result
+        with self._lock:
+            batch, self._waiting = self._waiting[:self.MAX_BATCH], self._waiting[self.MAX_BATCH:]
+        try:
+            results = self._send(batch)
+        finally:
+            with self._lock:
+                if self._waiting:
+                    following = self._waiting[0]
+                    following.leads = True
+                    following.ready.set()
+                else:
+                    self._in_flight = False
+        for waiting, result in zip(batch, results):
+            waiting.leads, waiting.result = False, result
+            if waiting is not slot:
+                waiting.ready.set()
+        return slot.result
+
+    def _send(self, batch: list["_Slot"]) -> list:
+        try:
+            if len(batch) > 1:
+                results = self._send_many([s.order for s in batch])
+                if results is not None:
+                    return results
+            return [self._send_one(s.order) for s in batch]
+        except Exception:   # never leave the waiting orders hanging; they stay pending
+            log.exception("could not ask the catalog for %d orders; left pending", len(batch))
+            return [None] * len(batch)
+
+
+class _Slot:
+    """One order waiting in a StockTaker."""
+
+    __slots__ = ("order", "result", "leads", "ready")
+
+    def __init__(self, order: dict) -> None:
+        self.order, self.result, self.leads = order, None, False
+        self.ready = threading.Event()

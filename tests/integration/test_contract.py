@@ -193,3 +193,39 @@ def test_a_replica_lists_topics_only_once_it_has_applied_the_index_asked_for(sha
     refused = requests.get(f"{replica}/topics?min_index={10 ** 12}", timeout=10,
                            auth=shared_cluster.peer_auth)
     assert refused.status_code == 503 and "Retry-After" in refused.headers
+
+
+def test_a_catalog_leader_takes_a_batch_of_purchases_exactly_once_each(shared_cluster):
+    """POST /purchases, the order leader's batch (node/orders/purchase.py, StockTaker): each
+    item answered as POST /purchase would answer it, in order; bad input anywhere in the
+    batch is a 400 that takes nothing; asked again, every item gets its first outcome."""
+    from tests.integration.probes import set_stock
+
+    cluster = shared_cluster
+    leader = cluster.config.node(cluster.leader("catalog")).http.url
+    auth = cluster.peer_auth
+    set_stock(cluster, 6, 3)
+
+    def stock() -> int:
+        return requests.get(f"{cluster.frontend_url}/info/6?consistency=strong").json()["stock"]
+
+    for bad in ({}, {"purchases": []}, {"purchases": "x"}, {"purchases": [{"id": 6}]},
+                {"purchases": [{"id": 6, "order_id": "batch-ok"}, {"id": "six", "order_id": "batch-bad"}]},
+                {"purchases": [{"id": 6, "order_id": f"batch-{i}"} for i in range(65)]}):
+        response = requests.post(f"{leader}/purchases", json=bad, auth=auth, timeout=10)
+        assert response.status_code == 400 and "error" in response.json(), (bad, response.text)
+    assert stock() == 3
+    requests.post(f"{leader}/purchase", json={"id": 5, "order_id": "batch-other-book"}, auth=auth, timeout=10)
+    batch = {"purchases": [{"id": 6, "order_id": f"batch-{i}"} for i in range(5)]
+             + [{"id": 6, "order_id": "batch-other-book"}]}
+    first = requests.post(f"{leader}/purchases", json=batch, auth=auth, timeout=10)
+    assert first.status_code == 200, first.text
+    answers = first.json()["answers"]
+    assert [a["status"] for a in answers] == [200] * 5 + [422]
+    assert [a["outcome"]["ok"] for a in answers[:5]] == [True, True, True, False, False]
+    assert stock() == 0
+    again = requests.post(f"{leader}/purchases", json=batch, auth=auth, timeout=10)
+    assert again.json()["answers"] == answers and stock() == 0
+    for i in range(3):
+        remembered = requests.get(f"{leader}/purchases/batch-{i}", auth=auth, timeout=10)
+        assert remembered.status_code == 200 and remembered.json()["ok"] is True

@@ -194,6 +194,7 @@ INTERNAL = [("catalog", "GET", "/status", None), ("catalog", "GET", "/state", No
             ("catalog", "GET", "/topics", None), ("catalog", "GET", "/search/distributed%20systems", None),
             ("catalog", "GET", "/purchases/k1", None),
             ("catalog", "POST", "/purchase", {"id": 1, "order_id": "stranger-1"}),
+            ("catalog", "POST", "/purchases", {"purchases": [{"id": 1, "order_id": "stranger-3"}]}),
             ("catalog", "PUT", "/books/1", {"stock": 0}),
             ("catalog", "POST", "/books", {"title": "Forged", "topic": "x", "price": 1, "stock": 1}),
             ("order", "GET", "/status", None), ("order", "GET", "/state", None),

@@ -1,0 +1,129 @@
+"""StockTaker (node/orders/purchase.py): group commit for the order leader's call to the
+catalog, with scripted senders and real threads."""
+from __future__ import annotations
+
+import threading
+import time
+
+from bazar.node.orders.purchase import StockTaker
+
+
+class Catalog:
+    """Records every call; each takes `delay` seconds; a call can be held until released."""
+
+    def __init__(self, delay: float = 0.0, batches: bool = True) -> None:
+        self.delay, self.batches = delay, batches
+        self.calls: list[list[str]] = []
+        self.hold = threading.Event()
+        self.hold.set()
+        self.lock = threading.Lock()
+
+    def one(self, order):
+        with self.lock:
+            self.calls.append([order["order_id"]])
+        self.hold.wait(5)
+        time.sleep(self.delay)
+        return ({"ok": True, "order_id": order["order_id"]}, len(self.calls))
+
+    def many(self, orders):
+        if not self.batches:
+            return None
+        with self.lock:
+            self.calls.append([o["order_id"] for o in orders])
+        self.hold.wait(5)
+        time.sleep(self.delay)
+        return [({"ok": True, "order_id": o["order_id"]}, len(self.calls)) for o in orders]
+
+
+def _take_all(taker: StockTaker, ids: list[str]) -> dict:
+    results: dict = {}
+
+    def take(order_id: str) -> None:
+        results[order_id] = taker.take({"id": 1, "order_id": order_id})
+
+    threads = [threading.Thread(target=take, args=(i,)) for i in ids]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.005)
+    return results, threads
+
+
+def test_a_lone_order_goes_at_once_as_a_single_purchase():
+    catalog = Catalog()
+    taker = StockTaker(catalog.one, catalog.many)
+    outcome, _ = taker.take({"id": 1, "order_id": "a"})
+    assert outcome == {"ok": True, "order_id": "a"} and catalog.calls == [["a"]]
+
+
+def test_orders_arriving_during_a_call_share_the_next_one_and_each_gets_its_own_outcome():
+    catalog = Catalog()
+    catalog.hold.clear()                          # the first call stays in flight
+    taker = StockTaker(catalog.one, catalog.many)
+    results, threads = _take_all(taker, ["a", "b", "c", "d"])
+    time.sleep(0.05)
+    assert catalog.calls == [["a"]]              # b, c and d wait for it
+    catalog.hold.set()
+    for thread in threads:
+        thread.join(5)
+    assert catalog.calls == [["a"], ["b", "c", "d"]]
+    assert {k: v[0]["order_id"] for k, v in results.items()} == {"a": "a", "b": "b", "c": "c", "d": "d"}
+
+
+def test_a_catalog_without_batches_is_asked_one_by_one():
+    catalog = Catalog(batches=False)
+    catalog.hold.clear()
+    taker = StockTaker(catalog.one, catalog.many)
+    results, threads = _take_all(taker, ["a", "b", "c"])
+    time.sleep(0.05)
+    catalog.hold.set()
+    for thread in threads:
+        thread.join(5)
+    assert sorted(sum(catalog.calls, [])) == ["a", "b", "c"] and len(results) == 3
+    assert all(results[k][0]["order_id"] == k for k in results)
+
+
+def test_a_failing_call_leaves_its_orders_pending_and_the_next_ones_still_go():
+    calls = []
+    release = threading.Event()
+
+    def one(order):
+        calls.append(order["order_id"])
+        release.wait(5)
+        if order["order_id"] == "a":
+            raise RuntimeError("connection reset")
+        return ({"ok": True}, 1)
+
+    def many(orders):
+        calls.append([o["order_id"] for o in orders])
+        raise RuntimeError("connection reset")
+
+    taker = StockTaker(one, many)
+    results, threads = _take_all(taker, ["a", "b", "c"])
+    time.sleep(0.05)
+    release.set()
+    for thread in threads:
+        thread.join(5)
+    assert not any(t.is_alive() for t in threads), "an order was left waiting"
+    assert results == {"a": None, "b": None, "c": None}
+    assert taker.take({"id": 1, "order_id": "d"}) == ({"ok": True}, 1)   # not stuck in flight
+
+
+def test_many_threads_each_get_exactly_their_own_outcome():
+    catalog = Catalog(delay=0.002)
+    taker = StockTaker(catalog.one, catalog.many)
+    ids = [f"o{i}" for i in range(200)]
+    results: dict = {}
+
+    def worker(chunk):
+        for order_id in chunk:
+            results[order_id] = taker.take({"id": 1, "order_id": order_id})
+
+    threads = [threading.Thread(target=worker, args=(ids[i::16],)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(results) == sorted(ids)
+    assert all(results[k][0]["order_id"] == k for k in ids)
+    assert sorted(sum(catalog.calls, [])) == sorted(ids)            # each asked exactly once
+    assert len(catalog.calls) < len(ids) / 2                       # and mostly in batches
