@@ -18,7 +18,9 @@ from bazar.cluster.config import ClusterConfig
 from bazar.frontend.follower import CatalogFollower
 from bazar.node.catalog import commands, keys_changed
 from bazar.node.catalog.commands import info_key, search_key, topics_key
+from bazar.node.orders.purchase import MAX_BATCH
 from bazar.web import params
+from bazar.web.batching import Batcher
 from bazar.web.client import GroupClient, Refused, Reply, Unavailable
 from bazar.web.errors import ApiError, unavailable
 from bazar.web.protocol import INDEX_HEADER, RETRY_AFTER_HEADER
@@ -45,6 +47,9 @@ class Gateway:
                                    source_host, write_attempt_timeout=CATALOG_ATTEMPT_TIMEOUT)
         self.orders = GroupClient([n.http.url for n in config.order], secret, self.write_timeout,
                                   source_host, write_attempt_timeout=config.raft.commit_timeout + 0.5)
+        # Purchases that arrive while one is on its way to the order leader go together in
+        # the next call (web/batching.py); a lone one goes at once.
+        self.purchases = Batcher(self._purchase_one, self._purchase_many, MAX_BATCH)
 
     # -- reads ----------------------------------------------------------------
 
@@ -91,12 +96,44 @@ class Gateway:
         order undecided or unknown: retry with the same key to learn its outcome."""
         command = commands.purchase(raw_id, idempotency_key or "")
         self._require_book(command.id)
-        order = self._checked(self.orders.write, "POST", "/purchase", {"id": command.id, "order_id": command.order_id})
+        order = self.purchases.call((command.id, command.order_id))
         if order.get("catalog_index"):
             # The catalog's result, as the order recorded it: a copy taken changed the book.
             taken = {"ok": order.get("status") == "completed", "id": command.id}
             self._see_own_write(command, taken, order["catalog_index"])
         return purchase_answer(order)
+
+    def _purchase_one(self, purchase: tuple[int, str]) -> dict:
+        book_id, order_id = purchase
+        return self._checked(self.orders.write, "POST", "/purchase", {"id": book_id, "order_id": order_id})
+
+    def _purchase_many(self, purchases: list[tuple[int, str]]) -> list | None:
+        """One `POST /purchases` to the order leader: per purchase, its order or the ApiError
+        its own `POST /purchase` would have raised; None if the order group cannot take
+        batches (an older version: each is then sent alone)."""
+        try:
+            response = self.orders.write("POST", "/purchases", {
+                "purchases": [{"id": book_id, "order_id": order_id} for book_id, order_id in purchases]})
+        except Unavailable:
+            return [unavailable("no replica of the group is reachable") for _ in purchases]
+        except Refused:
+            return [_refused() for _ in purchases]
+        if response.status_code in (404, 405):
+            return None
+        answers = _json_or_error(response).get("answers")
+        if not isinstance(answers, list) or len(answers) != len(purchases):
+            raise ApiError(502, "an order replica sent an unreadable answer")
+        results: list = []
+        for answer in answers:
+            status = answer.get("status") if isinstance(answer, dict) else None
+            if status == 200 and isinstance(answer.get("order"), dict):
+                results.append(answer["order"])
+            elif status == 422:
+                results.append(ApiError(422, "this Idempotency-Key was already used to buy another book"))
+            else:
+                results.append(unavailable("the cluster did not confirm the purchase in time; it may "
+                                           "still be applied: retry with the same Idempotency-Key"))
+        return results
 
     def _require_book(self, book_id: int) -> None:
         """404 for an unknown book, before any order is recorded.
@@ -229,9 +266,13 @@ def _answer(call, *args, **kwargs) -> tuple[dict, int]:
     except Unavailable:
         raise unavailable("no replica of the group is reachable") from None
     except Refused:
-        raise ApiError(502, "a replica refused this frontend's signed request (does every process "
-                            "hold the same cluster secret?)") from None
+        raise _refused() from None
     return _json_or_error(response), int(response.headers.get(INDEX_HEADER, 0))
+
+
+def _refused() -> ApiError:
+    return ApiError(502, "a replica refused this frontend's signed request (does every process "
+                         "hold the same cluster secret?)")
 
 
 def _json_or_error(response: Reply) -> dict:

@@ -33,6 +33,14 @@ or its leader loses its role first): the order stays pending, and
 - the recovery loop (node/orders/recovery.py) still finishes every pending order,
   synchronously, once it is older than its grace.
 
+Step 2 in batches
+-----------------
+Under load, the order leader's calls to the catalog are batched the way group commit
+batches rounds (`web/batching.py`): while one call is in flight, the orders that arrive wait,
+and go together in the next call (`POST /purchases`, committed by the catalog in one
+round). A lone order goes at once, alone. Each item is the same idempotent purchase
+command with its own outcome, so nothing above changes: a batch is only a transport.
+
 Why step 1 stays synchronous, before the catalog is asked
 ---------------------------------------------------------
 "No stock is taken without its order eventually recorded" rests on the order being in
@@ -58,6 +66,7 @@ from bazar.node.api import Replica
 from bazar.node.results import failure
 from bazar.node.orders import commands
 from bazar.node.orders.state import PENDING, settle
+from bazar.web.batching import Batcher
 from bazar.web.client import GroupClient, Refused, Unavailable
 from bazar.web.errors import ApiError, unavailable
 from bazar.web.metrics import OrderMetrics
@@ -74,6 +83,10 @@ FINISH_DELAY = 0.02
 # so a slow catalog makes the read a 503, never the order replica look down.
 RESOLVE_TIMEOUT = 0.5
 
+# The most purchases one call carries: to the catalog (its routes' MAX_PURCHASES) or from
+# a frontend (this group's routes take as many).
+MAX_BATCH = 64
+
 
 class PurchaseCoordinator:
     """Runs the three steps above from an order replica, and decides pending orders for readers."""
@@ -83,7 +96,7 @@ class PurchaseCoordinator:
         self.catalog = catalog
         self.metrics = metrics  # each step's duration: the per-stage breakdown of a purchase
         self.finishes = FinishQueue(replica, FINISH_DELAY)
-        self.stock = StockTaker(self._take_stock_one, self._take_stock_many)
+        self.stock = Batcher(self._take_stock_one, self._take_stock_many, MAX_BATCH)
 
     def purchase(self, book_id: int, order_id: str) -> dict:
         """Buy one copy of `book_id` as order `order_id`; return the order.
@@ -108,6 +121,51 @@ class PurchaseCoordinator:
         outcome, catalog_index = taken
         self._record(order, outcome, catalog_index)
         return settle(order, outcome, catalog_index)
+
+    def purchase_many(self, purchases: list[tuple[int, str]]) -> list[dict]:
+        """`purchase` for several (book id, order id) at once, a frontend's batch: the
+        `begin`s committed together (one round), then one call to the catalog for the
+        orders they left pending. Per purchase, in order: {"status": 200, "order": ...} as
+        `purchase` returns it, 422 (the order id was used for another book) or 503 (its
+        `begin` was not confirmed: nothing was asked of the catalog for it)."""
+        self.finishes.propose()
+        started, now = time.perf_counter(), time.time()
+        begun = self.replica.commit_many([commands.begin(book, order, now) for book, order in purchases])
+        self._observe("begin", started, len(purchases))
+        answers: list[dict | None] = [None] * len(purchases)
+        pending: list[tuple[int, dict]] = []
+        for position, result in enumerate(begun):
+            if result is None:
+                answers[position] = {"status": 503}
+            elif result.get("error") == "conflict":
+                answers[position] = {"status": 422}
+            elif result["order"]["status"] != PENDING:
+                answers[position] = {"status": 200, "order": result["order"]}
+            else:
+                pending.append((position, result["order"]))
+        if pending:
+            started = time.perf_counter()
+            orders = [order for _, order in pending]
+            try:
+                taken = self._take_stock_many(orders) if len(orders) > 1 else None
+            except Exception:   # left pending, as when the catalog cannot be reached
+                log.exception("%d orders: could not ask the catalog; left pending", len(orders))
+                taken = [None] * len(orders)
+            if taken is None:
+                taken = [self._take_stock(order) for order in orders]
+            self._observe("take_stock", started, len(orders))
+            for (position, order), outcome in zip(pending, taken):
+                if outcome is not None:
+                    self._record(order, *outcome)
+                    order = settle(order, *outcome)
+                answers[position] = {"status": 200, "order": order}
+        return answers
+
+    def _observe(self, stage: str, started: float, count: int) -> None:
+        """Time a stage that `count` purchases went through together: once for each."""
+        elapsed = time.perf_counter() - started
+        for _ in range(count):
+            self.metrics.stages[stage].observe(elapsed)
 
     def finish(self, order: dict) -> dict:
         """Take stock for a pending order and commit the outcome, waiting for it (the
@@ -164,8 +222,12 @@ class PurchaseCoordinator:
     def _take_stock(self, order: dict) -> tuple[dict, int] | None:
         """The catalog's outcome for this order and the catalog index it was applied at
         (None: not known, the order stays pending), asked together with the other orders
-        waiting meanwhile (`StockTaker`)."""
-        return self.stock.take(order)
+        waiting meanwhile (`Batcher`)."""
+        try:
+            return self.stock.call(order)
+        except Exception:   # the waiting orders stay pending: the recovery loop decides them
+            log.exception("order %s: could not ask the catalog; left pending", order["order_id"])
+            return None
 
     def _take_stock_many(self, orders: list[dict]) -> list[tuple[dict, int] | None] | None:
         """One `POST /purchases` for `orders`: each order's outcome as `_take_stock_one`
@@ -260,72 +322,3 @@ class FinishQueue:
             except Exception:  # never lose the thread; a lost finish is recovered anyway
                 log.exception("could not propose the queued finishes")
 
-
-class StockTaker:
-    """Group commit for the call to the catalog: while one call is in flight, the orders
-    that arrive wait, and go together in the next call, one `POST /purchases` (which the
-    catalog commits in one round), once it is back.
-
-    A lone order never waits: nothing is in flight, so it goes at once, alone, as
-    `POST /purchase`. The thread whose call comes back hands the next batch to the first
-    order that waited (which makes that call from its own request thread), so nobody's
-    answer waits for calls made for others. Outcomes stay per order and exact: the batch
-    is only a transport, and each command in it is the same idempotent purchase.
-    `send_many` returning None (a catalog that cannot take batches) sends them one by one."""
-
-    MAX_BATCH = 64   # the catalog's MAX_PURCHASES
-
-    def __init__(self, send_one, send_many) -> None:
-        self._send_one, self._send_many = send_one, send_many
-        self._lock = threading.Lock()
-        self._waiting: list[_Slot] = []
-        self._in_flight = False
-
-    def take(self, order: dict):
-        slot = _Slot(order)
-        with self._lock:
-            self._waiting.append(slot)
-            leads = not self._in_flight
-            self._in_flight = True
-        if not leads:
-            slot.ready.wait()
-            if not slot.leads:
-                return slot.result
-        with self._lock:
-            batch, self._waiting = self._waiting[:self.MAX_BATCH], self._waiting[self.MAX_BATCH:]
-        try:
-            results = self._send(batch)
-        finally:
-            with self._lock:
-                if self._waiting:
-                    following = self._waiting[0]
-                    following.leads = True
-                    following.ready.set()
-                else:
-                    self._in_flight = False
-        for waiting, result in zip(batch, results):
-            waiting.leads, waiting.result = False, result
-            if waiting is not slot:
-                waiting.ready.set()
-        return slot.result
-
-    def _send(self, batch: list["_Slot"]) -> list:
-        try:
-            if len(batch) > 1:
-                results = self._send_many([s.order for s in batch])
-                if results is not None:
-                    return results
-            return [self._send_one(s.order) for s in batch]
-        except Exception:   # never leave the waiting orders hanging; they stay pending
-            log.exception("could not ask the catalog for %d orders; left pending", len(batch))
-            return [None] * len(batch)
-
-
-class _Slot:
-    """One order waiting in a StockTaker."""
-
-    __slots__ = ("order", "result", "leads", "ready")
-
-    def __init__(self, order: dict) -> None:
-        self.order, self.result, self.leads = order, None, False
-        self.ready = threading.Event()

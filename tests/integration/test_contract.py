@@ -196,7 +196,7 @@ def test_a_replica_lists_topics_only_once_it_has_applied_the_index_asked_for(sha
 
 
 def test_a_catalog_leader_takes_a_batch_of_purchases_exactly_once_each(shared_cluster):
-    """POST /purchases, the order leader's batch (node/orders/purchase.py, StockTaker): each
+    """POST /purchases, the order leader's batch (node/orders/purchase.py, web/batching.py): each
     item answered as POST /purchase would answer it, in order; bad input anywhere in the
     batch is a 400 that takes nothing; asked again, every item gets its first outcome."""
     from tests.integration.probes import set_stock
@@ -229,3 +229,76 @@ def test_a_catalog_leader_takes_a_batch_of_purchases_exactly_once_each(shared_cl
     for i in range(3):
         remembered = requests.get(f"{leader}/purchases/batch-{i}", auth=auth, timeout=10)
         assert remembered.status_code == 200 and remembered.json()["ok"] is True
+
+
+def test_an_order_leader_takes_a_batch_of_purchases_exactly_once_each(shared_cluster):
+    """POST /purchases on the order group, a frontend's batch (web/batching.py): bad input
+    anywhere is a 400 that records nothing; each item is answered as POST /purchase would
+    answer it, in order; asked again, every item gets its first outcome."""
+    from tests.integration.probes import set_stock
+
+    cluster = shared_cluster
+    leader = cluster.config.node(cluster.leader("order")).http.url
+    auth = cluster.peer_auth
+    set_stock(cluster, 3, 2)
+    set_stock(cluster, 4, 5)
+    for bad in ({}, {"purchases": []}, {"purchases": [7]},
+                {"purchases": [{"id": 3, "order_id": "obatch-ok"}, {"id": 3, "order_id": "bad key!"}]},
+                {"purchases": [{"id": 3, "order_id": f"obatch-{i}"} for i in range(65)]}):
+        response = requests.post(f"{leader}/purchases", json=bad, auth=auth, timeout=10)
+        assert response.status_code == 400 and "error" in response.json(), (bad, response.text)
+    assert requests.get(f"{cluster.frontend_url}/orders/obatch-ok").status_code == 404
+    assert requests.post(f"{cluster.frontend_url}/purchase/4", headers={"Idempotency-Key": "obatch-4"}).ok
+    batch = {"purchases": [{"id": 3, "order_id": f"obatch-{i}"} for i in range(3)] + [{"id": 3, "order_id": "obatch-4"}]}
+    first = requests.post(f"{leader}/purchases", json=batch, auth=auth, timeout=10)
+    assert first.status_code == 200, first.text
+    answers = first.json()["answers"]
+    assert [a["status"] for a in answers] == [200, 200, 200, 422]
+    assert [a["order"]["status"] for a in answers[:3]] == ["completed", "completed", "failed"]
+    assert requests.get(f"{cluster.frontend_url}/info/3?consistency=strong").json()["stock"] == 0
+    again = requests.post(f"{leader}/purchases", json=batch, auth=auth, timeout=10).json()["answers"]
+    assert [a["status"] for a in again] == [200, 200, 200, 422]
+    assert [a["order"]["status"] for a in again[:3]] == ["completed", "completed", "failed"]
+    shown = requests.get(f"{cluster.frontend_url}/orders/obatch-1").json()
+    assert shown["status"] == "completed" and shown["id"] == 3
+
+
+def test_concurrent_purchases_through_the_frontend_go_in_batches_and_sell_exactly(shared_cluster):
+    """16 buyers at once: the frontend sends the purchases that arrive while one is on its
+    way together (the order replicas count POST /purchases calls), and the stock falls by
+    exactly the purchases answered 200."""
+    import threading
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.integration.probes import set_stock
+
+    cluster = shared_cluster
+    url = cluster.frontend_url
+
+    def batches() -> float:
+        total = 0.0
+        for node in cluster.config.order:
+            text = requests.get(f"{node.http.url}/metrics", timeout=5).text
+            total += sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+                         if s.name == "bazar_http_requests_total" and s.labels.get("route") == "/purchases"
+                         and s.labels.get("status") == "200")
+        return total
+
+    set_stock(cluster, 2, 1000)
+    before = batches()
+    answered: list[int] = []
+
+    def buyer() -> None:
+        session = requests.Session()
+        for _ in range(15):
+            answered.append(session.post(f"{url}/purchase/2", timeout=15).status_code)
+
+    threads = [threading.Thread(target=buyer) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert answered.count(200) == len(answered) == 240
+    assert requests.get(f"{url}/info/2?consistency=strong").json()["stock"] == 1000 - 240
+    assert batches() > before

@@ -200,6 +200,7 @@ INTERNAL = [("catalog", "GET", "/status", None), ("catalog", "GET", "/state", No
             ("order", "GET", "/status", None), ("order", "GET", "/state", None),
             ("order", "GET", "/orders", None), ("order", "GET", "/orders/k1", None),
             ("order", "POST", "/purchase", {"id": 1, "order_id": "stranger-2"}),
+            ("order", "POST", "/purchases", {"purchases": [{"id": 1, "order_id": "stranger-4"}]}),
             ("catalog", "GET", "/members", None), ("order", "GET", "/backup", None),
             ("catalog", "POST", "/members", {"op": "remove", "id": "catalog1", "raft": "127.0.0.1:1"})]
 

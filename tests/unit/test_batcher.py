@@ -1,11 +1,11 @@
-"""StockTaker (node/orders/purchase.py): group commit for the order leader's call to the
-catalog, with scripted senders and real threads."""
+"""Batcher (web/batching.py): group commit for the calls every purchase makes (frontend to
+order leader, order leader to catalog), with scripted senders and real threads."""
 from __future__ import annotations
 
 import threading
 import time
 
-from bazar.node.orders.purchase import StockTaker
+from bazar.web.batching import Batcher
 
 
 class Catalog:
@@ -35,11 +35,14 @@ class Catalog:
         return [({"ok": True, "order_id": o["order_id"]}, len(self.calls)) for o in orders]
 
 
-def _take_all(taker: StockTaker, ids: list[str]) -> dict:
+def _take_all(taker: Batcher, ids: list[str]) -> dict:
     results: dict = {}
 
     def take(order_id: str) -> None:
-        results[order_id] = taker.take({"id": 1, "order_id": order_id})
+        try:
+            results[order_id] = taker.call({"id": 1, "order_id": order_id})
+        except Exception as error:
+            results[order_id] = error
 
     threads = [threading.Thread(target=take, args=(i,)) for i in ids]
     for thread in threads:
@@ -50,15 +53,15 @@ def _take_all(taker: StockTaker, ids: list[str]) -> dict:
 
 def test_a_lone_order_goes_at_once_as_a_single_purchase():
     catalog = Catalog()
-    taker = StockTaker(catalog.one, catalog.many)
-    outcome, _ = taker.take({"id": 1, "order_id": "a"})
+    taker = Batcher(catalog.one, catalog.many, 64)
+    outcome, _ = taker.call({"id": 1, "order_id": "a"})
     assert outcome == {"ok": True, "order_id": "a"} and catalog.calls == [["a"]]
 
 
 def test_orders_arriving_during_a_call_share_the_next_one_and_each_gets_its_own_outcome():
     catalog = Catalog()
     catalog.hold.clear()                          # the first call stays in flight
-    taker = StockTaker(catalog.one, catalog.many)
+    taker = Batcher(catalog.one, catalog.many, 64)
     results, threads = _take_all(taker, ["a", "b", "c", "d"])
     time.sleep(0.05)
     assert catalog.calls == [["a"]]              # b, c and d wait for it
@@ -72,7 +75,7 @@ def test_orders_arriving_during_a_call_share_the_next_one_and_each_gets_its_own_
 def test_a_catalog_without_batches_is_asked_one_by_one():
     catalog = Catalog(batches=False)
     catalog.hold.clear()
-    taker = StockTaker(catalog.one, catalog.many)
+    taker = Batcher(catalog.one, catalog.many, 64)
     results, threads = _take_all(taker, ["a", "b", "c"])
     time.sleep(0.05)
     catalog.hold.set()
@@ -82,7 +85,7 @@ def test_a_catalog_without_batches_is_asked_one_by_one():
     assert all(results[k][0]["order_id"] == k for k in results)
 
 
-def test_a_failing_call_leaves_its_orders_pending_and_the_next_ones_still_go():
+def test_a_failing_call_is_raised_in_each_of_its_threads_and_the_next_ones_still_go():
     calls = []
     release = threading.Event()
 
@@ -97,26 +100,26 @@ def test_a_failing_call_leaves_its_orders_pending_and_the_next_ones_still_go():
         calls.append([o["order_id"] for o in orders])
         raise RuntimeError("connection reset")
 
-    taker = StockTaker(one, many)
+    taker = Batcher(one, many, 64)
     results, threads = _take_all(taker, ["a", "b", "c"])
     time.sleep(0.05)
     release.set()
     for thread in threads:
         thread.join(5)
     assert not any(t.is_alive() for t in threads), "an order was left waiting"
-    assert results == {"a": None, "b": None, "c": None}
-    assert taker.take({"id": 1, "order_id": "d"}) == ({"ok": True}, 1)   # not stuck in flight
+    assert {k: str(v) for k, v in results.items()} == {k: "connection reset" for k in "abc"}
+    assert taker.call({"id": 1, "order_id": "d"}) == ({"ok": True}, 1)   # not stuck in flight
 
 
 def test_many_threads_each_get_exactly_their_own_outcome():
     catalog = Catalog(delay=0.002)
-    taker = StockTaker(catalog.one, catalog.many)
+    taker = Batcher(catalog.one, catalog.many, 64)
     ids = [f"o{i}" for i in range(200)]
     results: dict = {}
 
     def worker(chunk):
         for order_id in chunk:
-            results[order_id] = taker.take({"id": 1, "order_id": order_id})
+            results[order_id] = taker.call({"id": 1, "order_id": order_id})
 
     threads = [threading.Thread(target=worker, args=(ids[i::16],)) for i in range(16)]
     for thread in threads:
@@ -124,6 +127,33 @@ def test_many_threads_each_get_exactly_their_own_outcome():
     for thread in threads:
         thread.join(30)
     assert sorted(results) == sorted(ids)
+    assert not any(isinstance(r, Exception) for r in results.values())
     assert all(results[k][0]["order_id"] == k for k in ids)
     assert sorted(sum(catalog.calls, [])) == sorted(ids)            # each asked exactly once
     assert len(catalog.calls) < len(ids) / 2                       # and mostly in batches
+
+
+def test_a_batch_with_the_wrong_number_of_results_fails_every_thread_of_it():
+    catalog = Catalog()
+    catalog.hold.clear()
+    catalog.many = lambda orders: [({"ok": True}, 1)]          # one result for several orders
+    taker = Batcher(catalog.one, catalog.many, 64)
+    results, threads = _take_all(taker, ["a", "b", "c"])
+    time.sleep(0.05)
+    catalog.hold.set()
+    for thread in threads:
+        thread.join(5)
+    assert results["a"][0]["order_id"] == "a"
+    assert isinstance(results["b"], ValueError) and isinstance(results["c"], ValueError)
+
+
+def test_no_batch_is_larger_than_its_limit():
+    catalog = Catalog()
+    catalog.hold.clear()
+    taker = Batcher(catalog.one, catalog.many, 3)
+    results, threads = _take_all(taker, [f"o{i}" for i in range(8)])
+    time.sleep(0.1)
+    catalog.hold.set()
+    for thread in threads:
+        thread.join(5)
+    assert len(results) == 8 and max(len(call) for call in catalog.calls) == 3

@@ -1,0 +1,95 @@
+"""Group commit for calls: the requests that arrive while a call is in flight go together
+in the next one.
+
+Bazar's leaders batch Raft rounds this way (consensus/group_commit.py); `Batcher` does
+the same for an HTTP hop that every purchase makes (the frontend's call to the order
+leader, the order leader's call to the catalog):
+
+- a lone request never waits: nothing is in flight, so it goes at once, alone
+  (`send_one`);
+- while a call is in flight, requests that arrive wait; when it comes back, they go
+  together, at most `max_batch`, in one call (`send_many`);
+- the thread whose call came back hands the next batch to the first request that waited,
+  which makes that call from its own thread: nobody's answer waits for calls made for
+  others;
+- `send_many` returns one result per item, in order, or None when the other side cannot
+  take batches (an older version during a rolling upgrade): then each goes alone.
+
+A result that is an exception is raised in the thread that asked for it; an exception
+escaping a send is raised in every thread of that batch. Nothing is ever left waiting.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable
+
+
+class Batcher:
+    def __init__(self, send_one: Callable[[Any], Any], send_many: Callable[[list], list | None],
+                 max_batch: int) -> None:
+        self._send_one, self._send_many, self.max_batch = send_one, send_many, max_batch
+        self._lock = threading.Lock()
+        self._waiting: list[_Slot] = []
+        self._in_flight = False
+
+    def call(self, item: Any) -> Any:
+        """The result of `item`, sent alone or with the items that waited with it."""
+        slot = _Slot(item)
+        with self._lock:
+            self._waiting.append(slot)
+            leads = not self._in_flight
+            self._in_flight = True
+        if not leads:
+            slot.ready.wait()
+            if not slot.leads:
+                return slot.outcome()
+        with self._lock:
+            batch, self._waiting = self._waiting[:self.max_batch], self._waiting[self.max_batch:]
+        try:
+            results = self._send(batch)
+        finally:
+            with self._lock:
+                if self._waiting:
+                    following = self._waiting[0]
+                    following.leads = True
+                    following.ready.set()
+                else:
+                    self._in_flight = False
+        for waiting, result in zip(batch, results):
+            waiting.leads, waiting.result = False, result
+            if waiting is not slot:
+                waiting.ready.set()
+        return slot.outcome()
+
+    def _send(self, batch: list["_Slot"]) -> list:
+        try:
+            if len(batch) > 1:
+                results = self._send_many([s.item for s in batch])
+                if results is not None:
+                    if len(results) != len(batch):
+                        raise ValueError(f"{len(results)} results for a batch of {len(batch)}")
+                    return results
+            return [self._send_one_safely(s.item) for s in batch]
+        except Exception as error:   # every thread of the batch hears of it
+            return [error] * len(batch)
+
+    def _send_one_safely(self, item: Any) -> Any:
+        try:
+            return self._send_one(item)
+        except Exception as error:
+            return error
+
+
+class _Slot:
+    """One request waiting in a Batcher."""
+
+    __slots__ = ("item", "result", "leads", "ready")
+
+    def __init__(self, item: Any) -> None:
+        self.item, self.result, self.leads = item, None, False
+        self.ready = threading.Event()
+
+    def outcome(self) -> Any:
+        if isinstance(self.result, BaseException):
+            raise self.result
+        return self.result
