@@ -35,6 +35,9 @@ class FakeReplica:
     def commit(self, command):
         return self.state.apply(to_wire(command))
 
+    def commit_many(self, commands):
+        return [self.state.apply(to_wire(command)) for command in commands]
+
     def commit_nowait(self, command, on_done=None):
         self.proposed.append(command)
 
@@ -63,6 +66,15 @@ class FakeCatalog:
         return Reply(200, {INDEX_HEADER: "9"}, json.dumps(self.outcomes[order_id]).encode())
 
     def write(self, method, path, body, timeout=None):
+        if path == "/purchases":
+            self.calls.append(("batch", [item["order_id"] for item in body["purchases"]]))
+            if self.failure is not None:
+                raise self.failure
+            answers = []
+            for item in body["purchases"]:
+                self.outcomes.setdefault(item["order_id"], OK)
+                answers.append({"status": 200, "outcome": self.outcomes[item["order_id"]]})
+            return Reply(200, {INDEX_HEADER: "9"}, json.dumps({"answers": answers}).encode())
         self.calls.append(("write", body["order_id"]))
         self.outcomes.setdefault(body["order_id"], OK)
         return self._reply(body["order_id"])
@@ -84,7 +96,7 @@ class FakeMetrics:
         def __exit__(self, *exc):
             return False
 
-    stages = {"finish": _Timer()}
+    stages = {"finish": _Timer(), "begin": _Timer(), "take_stock": _Timer()}
 
     def stage(self, _name):
         return self._Timer()
@@ -172,3 +184,27 @@ def test_a_decided_order_is_shown_as_recorded_without_asking_the_catalog(parts):
     calls = len(catalog.calls)
     assert coordinator.resolved(replica.state.order("o5"))["status"] == COMPLETED
     assert len(catalog.calls) == calls
+
+
+def test_a_batch_commits_its_begins_together_and_asks_the_catalog_once(parts):
+    replica, catalog, coordinator = parts
+    coordinator.purchase(2, "taken-for-book-2")
+    catalog.calls.clear()
+    answers = coordinator.purchase_many([(1, "b1"), (1, "b2"), (1, "taken-for-book-2")])
+    assert [a["status"] for a in answers] == [200, 200, 422]
+    assert [a["order"]["status"] for a in answers[:2]] == [COMPLETED, COMPLETED]
+    assert catalog.calls == [("batch", ["b1", "b2"])]               # one call, for the two begun
+    coordinator.finishes.propose()
+    replica.apply_proposed()
+    assert replica.state.order("b1")["status"] == COMPLETED
+    again = coordinator.purchase_many([(1, "b1"), (1, "b2")])        # retried: first outcomes, no call
+    assert [a["order"] for a in again] == [replica.state.order("b1"), replica.state.order("b2")]
+    assert catalog.calls == [("batch", ["b1", "b2"])]
+
+
+def test_a_batch_the_catalog_cannot_take_leaves_its_orders_pending(parts):
+    replica, catalog, coordinator = parts
+    catalog.failure = Unavailable("no catalog replica")
+    answers = coordinator.purchase_many([(1, "p1"), (1, "p2")])
+    assert [(a["status"], a["order"]["status"]) for a in answers] == [(200, PENDING), (200, PENDING)]
+    assert replica.proposed == []                                   # no finish: the sweeper decides
