@@ -8,10 +8,11 @@ leader, the order leader's call to the catalog):
 - a lone request never waits: nothing is in flight, so it goes at once, alone
   (`send_one`);
 - while a call is in flight, requests that arrive wait; when it comes back, they go
-  together, at most `max_batch`, in one call (`send_many`);
-- the thread whose call came back hands the next batch to the first request that waited,
-  which makes that call from its own thread: nobody's answer waits for calls made for
-  others;
+  together, at most `max_batch`, in one call (`send_many`). One call at a time: more in
+  flight made the batches smaller and the hot item no faster
+  (bench/results/where-the-time-goes.md);
+- the thread whose call came back hands the next batch to the first request of it, which
+  makes that call from its own thread: nobody's answer waits for calls made for others;
 - `send_many` returns one result per item, in order, or None when the other side cannot
   take batches (an older version during a rolling upgrade): then each goes alone.
 
@@ -37,29 +38,41 @@ class Batcher:
         slot = _Slot(item)
         with self._lock:
             self._waiting.append(slot)
-            leads = not self._in_flight
-            self._in_flight = True
-        if not leads:
-            slot.ready.wait()
-            if not slot.leads:
-                return slot.outcome()
-        with self._lock:
-            batch, self._waiting = self._waiting[:self.max_batch], self._waiting[self.max_batch:]
+            batch = None
+            if not self._in_flight:
+                self._in_flight = True
+                batch = self._take()
+        while not slot.done:
+            if batch is None:
+                slot.ready.wait()        # its result, or a batch to send (slot.batch)
+                batch, slot.batch = slot.batch, None
+                if batch is None:
+                    break
+            self._run(batch)
+            batch = None
+        return slot.outcome()
+
+    def _take(self) -> list["_Slot"]:
+        """The next batch, taken off the queue (under the lock)."""
+        batch, self._waiting = self._waiting[:self.max_batch], self._waiting[self.max_batch:]
+        return batch
+
+    def _run(self, batch: list["_Slot"]) -> None:
+        """Send `batch`, hand the next one (if any waited) to its first request's thread,
+        and give every request of this one its result."""
         try:
             results = self._send(batch)
         finally:
             with self._lock:
                 if self._waiting:
-                    following = self._waiting[0]
-                    following.leads = True
-                    following.ready.set()
+                    following = self._take()
+                    following[0].batch = following
+                    following[0].ready.set()
                 else:
                     self._in_flight = False
         for waiting, result in zip(batch, results):
-            waiting.leads, waiting.result = False, result
-            if waiting is not slot:
-                waiting.ready.set()
-        return slot.outcome()
+            waiting.result, waiting.done = result, True
+            waiting.ready.set()
 
     def _send(self, batch: list["_Slot"]) -> list:
         try:
@@ -83,10 +96,10 @@ class Batcher:
 class _Slot:
     """One request waiting in a Batcher."""
 
-    __slots__ = ("item", "result", "leads", "ready")
+    __slots__ = ("item", "result", "done", "batch", "ready")
 
     def __init__(self, item: Any) -> None:
-        self.item, self.result, self.leads = item, None, False
+        self.item, self.result, self.done, self.batch = item, None, False, None
         self.ready = threading.Event()
 
     def outcome(self) -> Any:
