@@ -51,6 +51,19 @@ def _take_all(taker: Batcher, ids: list[str]) -> dict:
     return results, threads
 
 
+def _while_the_first_call_is_held(catalog: Catalog, ids: list[str], max_batch: int = 64) -> dict:
+    """Requests `ids`, one after another, while the first call is held in flight; then
+    release it and wait for every request: their results (or exceptions)."""
+    catalog.hold.clear()
+    results, threads = _take_all(Batcher(catalog.one, catalog.many, max_batch), ids)
+    time.sleep(0.05)
+    catalog.hold.set()
+    for thread in threads:
+        thread.join(5)
+    assert not any(thread.is_alive() for thread in threads), "a request was left waiting"
+    return results
+
+
 def test_a_lone_order_goes_at_once_as_a_single_purchase():
     catalog = Catalog()
     taker = Batcher(catalog.one, catalog.many, 64)
@@ -74,13 +87,7 @@ def test_orders_arriving_during_a_call_share_the_next_one_and_each_gets_its_own_
 
 def test_a_catalog_without_batches_is_asked_one_by_one():
     catalog = Catalog(batches=False)
-    catalog.hold.clear()
-    taker = Batcher(catalog.one, catalog.many, 64)
-    results, threads = _take_all(taker, ["a", "b", "c"])
-    time.sleep(0.05)
-    catalog.hold.set()
-    for thread in threads:
-        thread.join(5)
+    results = _while_the_first_call_is_held(catalog, ["a", "b", "c"])
     assert sorted(sum(catalog.calls, [])) == ["a", "b", "c"] and len(results) == 3
     assert all(results[k][0]["order_id"] == k for k in results)
 
@@ -135,25 +142,13 @@ def test_many_threads_each_get_exactly_their_own_outcome():
 
 def test_a_batch_with_the_wrong_number_of_results_fails_every_thread_of_it():
     catalog = Catalog()
-    catalog.hold.clear()
     catalog.many = lambda orders: [({"ok": True}, 1)]          # one result for several orders
-    taker = Batcher(catalog.one, catalog.many, 64)
-    results, threads = _take_all(taker, ["a", "b", "c"])
-    time.sleep(0.05)
-    catalog.hold.set()
-    for thread in threads:
-        thread.join(5)
+    results = _while_the_first_call_is_held(catalog, ["a", "b", "c"])
     assert results["a"][0]["order_id"] == "a"
     assert isinstance(results["b"], ValueError) and isinstance(results["c"], ValueError)
 
 
 def test_no_batch_is_larger_than_its_limit():
     catalog = Catalog()
-    catalog.hold.clear()
-    taker = Batcher(catalog.one, catalog.many, 3)
-    results, threads = _take_all(taker, [f"o{i}" for i in range(8)])
-    time.sleep(0.1)
-    catalog.hold.set()
-    for thread in threads:
-        thread.join(5)
+    results = _while_the_first_call_is_held(catalog, [f"o{i}" for i in range(8)], max_batch=3)
     assert len(results) == 8 and max(len(call) for call in catalog.calls) == 3
