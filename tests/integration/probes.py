@@ -63,8 +63,8 @@ def settled_content(cluster: LocalCluster, node_id: str, timeout: float = 15.0) 
     Compare this, not the digest, to show that something changed nothing: a purchase's
     `finish` follows its answer (up to 20 ms later), and the leader's periodic `Expire`
     advances the log's clock, so the digest of an untouched group still moves. And a
-    follower of the order group learns of a commit from the next round or heartbeat (its
-    leader sends no round of its own to announce it), so right after a purchase's answer it
+    follower learns of a commit from the next round or heartbeat (its leader sends no round
+    of its own to announce it), so right after a purchase's answer it
     may not hold that order at all yet: without waiting for the leader's commit index, a
     view taken then lacked the last purchase, and a later one (after a replay that changed
     nothing) held it (CI, 2026-12-07: 'sibling-4' in

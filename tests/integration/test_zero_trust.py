@@ -525,8 +525,10 @@ def test_answers_forged_on_the_way_are_never_believed(forged):
     for response in purchases:
         if response.status_code == 200:
             bought[response.json()["id"]] = bought.get(response.json()["id"], 0) + 1
+    # (Once it has applied what its leader had committed: a follower learns of a commit with
+    # the next round or heartbeat, after the buyer's answer.)
     honest = cluster.config.catalog[1].id
-    state = cluster.admin.state(honest)["state"]["books"]
+    state = settled_content(cluster, honest)["books"]
     for i, count in bought.items():
         assert state[str(i)]["stock"] == real[i]["stock"] - count, (i, state[str(i)], real[i])
 
