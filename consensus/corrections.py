@@ -127,9 +127,10 @@ CORRECTIONS: tuple[Correction, ...] = (
         "group commit: commands that arrive while a round is in flight go out together in the next "
         "round (one message per follower, one fsync per replica); a lone command is sent at once; a "
         "commit is announced to every member by the next round (at the latest the next heartbeat), not a "
-        "round of its own",
+        "round of its own; commands submitted together are taken off the queue together",
         (_SIM + "test_group_commit.py::test_commands_arriving_during_a_round_share_the_next_one",
          _SIM + "test_group_commit.py::test_a_lone_command_is_sent_at_once",
+         _UNIT + "test_proposals_together.py::test_a_batch_submitted_together_goes_in_one_round_while_others_keep_coming",
          _SIM + "test_group_commit.py::"
                 "test_a_commit_is_announced_to_voting_followers_by_the_next_round_not_a_round_of_its_own"),
         "none: a speed correction (when entries are sent, not what is committed), no schedule can fail without it"),

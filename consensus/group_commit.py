@@ -47,6 +47,13 @@ by `raft_fixes` once entries are applied) decides instead:
   its cache at the purchase's index instead and sends reads it cannot answer yet to the
   leader (frontend/gateway.py, `_see_own_write`), so the round is not needed there either.
 
+Commands submitted together (a batch of purchases, or a `begin` with the `finish`es that
+wait for it) are taken off the queue together: the submitting thread holds
+`proposing_together` while it queues them, and the tick thread takes that lock before
+taking commands. Without it, a tick thread already awake under load took the first few
+and sent them alone, and the rest waited for that round to commit
+(tests/unit/test_proposals_together.py).
+
 Safety is untouched: the entries are appended to the leader's log in arrival order
 and are committed, applied and answered exactly as PySyncObj does; only *when* they
 are sent changes, which Raft leaves to the leader.
@@ -62,6 +69,8 @@ attributes into its snapshots).
 from __future__ import annotations
 
 import queue
+import threading
+import weakref
 
 import pysyncobj.syncobj as _syncobj
 from pysyncobj.config import FAIL_REASON
@@ -81,6 +90,13 @@ class _SyncObj:
         A leader appends them to its log and then sends one round for all of them, unless
         a round is in flight (see the module docstring); a follower forwards them to its
         leader, as PySyncObj does."""
+        with proposing_together(self):
+            appended = _SyncObj.take_commands(self)
+        if appended and not self.__conf.appendEntriesUseBatch and not _SyncObj.round_in_flight(self):
+            self.__sendAppendEntries()
+
+    def take_commands(self):
+        """`_checkCommandsToApply`'s loop: take the queued commands; whether any was appended."""
         startTime = _syncobj.monotonicTime()
         appended = False
         while _syncobj.monotonicTime() - startTime < self.__conf.appendEntriesPeriod:
@@ -99,8 +115,7 @@ class _SyncObj:
                 _SyncObj.forward_command(self, command, callback, requestNode, requestID)
             else:
                 self.__callErrCallback(FAIL_REASON.MISSING_LEADER, callback)
-        if appended and not self.__conf.appendEntriesUseBatch and not _SyncObj.round_in_flight(self):
-            self.__sendAppendEntries()
+        return appended
 
     def after_commit(self):
         """After a leader applied newly committed entries: whether PySyncObj should send its
@@ -173,6 +188,25 @@ class _SyncObj:
 
 
 after_commit = _SyncObj.after_commit
+
+# One lock per SyncObj (kept here, not on it: PySyncObj pickles a SyncObj's attributes into
+# its snapshots), held by the tick thread while it takes commands off the queue.
+_PROPOSING: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_PROPOSING_GUARD = threading.Lock()
+
+
+def proposing_together(sync) -> threading.Lock:
+    """Hold it while submitting several commands that should share one round: the tick
+    thread waits for it before taking commands off the queue, so it takes them all in one
+    go. Without it the tick thread, woken by the first, could send a round with only some
+    of them, and the rest would wait for that round to commit (a batch of purchases split
+    in two rounds, or a purchase's `begin` behind the `finish`es proposed just before it).
+    Hold it only while submitting: never while waiting for a commit."""
+    with _PROPOSING_GUARD:
+        lock = _PROPOSING.get(sync)
+        if lock is None:
+            lock = _PROPOSING[sync] = threading.Lock()
+    return lock
 
 patching.replace(SyncObj, _CHECK_COMMANDS, _SyncObj.__dict__[_CHECK_COMMANDS], _DIGEST,
                  "a leader sent one append-entries round per command, even for commands that "

@@ -24,7 +24,7 @@ from typing import Any
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjException
 
-from bazar.consensus import raft_fixes, syncobj_private as private
+from bazar.consensus import group_commit, raft_fixes, syncobj_private as private
 from bazar.consensus.directory import Directory
 from bazar.consensus.errors import MAYBE_APPLIED, BindFailed, CommitError, ReadRefused, failure_reason
 from bazar.consensus.membership import MembershipChanges
@@ -117,17 +117,19 @@ class RaftMember(MembershipChanges):
             reason = f"{error.strerror} (is another process using port {port}?)"
         raise BindFailed(address, reason)
 
-    def submit(self, command: dict, timeout: float) -> Any:
+    def submit(self, command: dict, timeout: float, first: tuple = ()) -> Any:
         """Commit `command` and return what the state machine's apply returned.
 
         Raises CommitError when the command is not applied within `timeout`.
         After a timeout the command may still commit later (definite=False), so
-        every command must be safe to apply twice.
+        every command must be safe to apply twice. `first`: (command, on_done) pairs
+        nobody waits for (see `submit_nowait`), proposed just before it, in the same round.
         """
         deadline = time.monotonic() + timeout
         maybe_applied = False
         while True:
-            result, error = self._submit_once(command, deadline)
+            result, error = self._submit_once(command, deadline, first)
+            first = ()
             if error == FAIL_REASON.SUCCESS:
                 return result
             maybe_applied = maybe_applied or error is None or error in MAYBE_APPLIED
@@ -137,7 +139,7 @@ class RaftMember(MembershipChanges):
                 raise CommitError(reason, definite=not maybe_applied)
             time.sleep(_RETRY_PAUSE)
 
-    def _submit_once(self, command: dict, deadline: float) -> tuple[Any, int | None]:
+    def _submit_once(self, command: dict, deadline: float, first: tuple = ()) -> tuple[Any, int | None]:
         """One attempt: (result, PySyncObj's error code), or (None, None) at the deadline."""
         done = threading.Event()
         outcome: list = []
@@ -146,17 +148,17 @@ class RaftMember(MembershipChanges):
             outcome.append((result, error))
             done.set()
 
-        self.state.apply(command, callback=on_result)
+        self._propose([*self._nowait(first), (command, on_result)])
         if not done.wait(max(0.0, deadline - time.monotonic())):
             return None, None
         return outcome[0]
 
-    def submit_many(self, commands: list[dict], timeout: float) -> list[tuple[bool, Any]]:
-        """Commit `commands` together: all are proposed at once (so the leader's group commit
-        sends them in one round, consensus/group_commit.py), then each that was refused is
-        tried again alone (`submit`) while time is left. Returns, per command and in order,
-        (True, what apply returned) or (False, None) when it was not applied within
-        `timeout`; like `submit`, such a command may still commit later."""
+    def submit_many(self, commands: list[dict], timeout: float, first: tuple = ()) -> list[tuple[bool, Any]]:
+        """Commit `commands` together: all are proposed at once, after `first` (as in
+        `submit`), in one round (`group_commit.proposing_together`), then each that was
+        refused is tried again alone (`submit`) while time is left. Returns, per command and
+        in order, (True, what apply returned) or (False, None) when it was not applied
+        within `timeout`; like `submit`, such a command may still commit later."""
         deadline = time.monotonic() + timeout
         outcomes: list = [None] * len(commands)
         left = threading.Semaphore(0)
@@ -165,8 +167,9 @@ class RaftMember(MembershipChanges):
             outcomes[position] = (result, error)
             left.release()
 
-        for position, command in enumerate(commands):
-            self.state.apply(command, callback=lambda result, error, p=position: on_result(p, result, error))
+        self._propose([*self._nowait(first)] + [
+            (command, lambda result, error, p=position: on_result(p, result, error))
+            for position, command in enumerate(commands)])
         for _ in commands:
             if not left.acquire(timeout=max(0.0, deadline - time.monotonic())):
                 break
@@ -189,7 +192,20 @@ class RaftMember(MembershipChanges):
         """Propose `command` and return at once; `on_done(result, ok)` is called on the
         tick thread when it is applied (ok True) or refused (ok False, result None).
         One attempt, no retry: for loaders that keep many commands in flight."""
-        self.state.apply(command, callback=lambda result, error: on_done(result, error == FAIL_REASON.SUCCESS))
+        self._propose(self._nowait([(command, on_done)]))
+
+    @staticmethod
+    def _nowait(pairs) -> list:
+        """(command, on_done(result, ok)) pairs as (command, PySyncObj callback) pairs."""
+        return [(command, lambda result, error, on_done=on_done: on_done(result, error == FAIL_REASON.SUCCESS))
+                for command, on_done in pairs]
+
+    def _propose(self, pairs: list) -> None:
+        """Submit (command, callback) pairs in one go: the leader takes them off its queue
+        together and sends them in one round (`group_commit.proposing_together`)."""
+        with group_commit.proposing_together(self.syncobj):
+            for command, callback in pairs:
+                self.state.apply(command, callback=callback)
 
     def on_tick(self, callback) -> None:
         """Call `callback()` on the tick thread after every tick (after this member's own

@@ -64,11 +64,13 @@ class Replica:
             return None
         return self.member.directory.http_of(self.member.leader or "")
 
-    def commit(self, command) -> dict:
-        """Commit a typed command; a failure to commit is answered 503 with Retry-After."""
+    def commit(self, command, first: tuple = ()) -> dict:
+        """Commit a typed command; a failure to commit is answered 503 with Retry-After.
+        `first`: (command, on_done) pairs nobody waits for, as `commit_nowait` takes them,
+        proposed just before it in the same round."""
         started = time.perf_counter()
         try:
-            result = self.member.submit(to_wire(command), self.config.raft.commit_timeout)
+            result = self.member.submit(to_wire(command), self.config.raft.commit_timeout, self._nowait(first))
         except CommitError as exc:
             self.raft_metrics.commit_failed(exc.reason)
             message = ("the cluster could not commit the write (no quorum or no leader); "
@@ -78,12 +80,14 @@ class Replica:
         self.raft_metrics.commit_duration.observe(time.perf_counter() - started)
         return result
 
-    def commit_many(self, commands: list) -> list[dict | None]:
+    def commit_many(self, commands: list, first: tuple = ()) -> list[dict | None]:
         """Commit typed commands together (`RaftMember.submit_many`: one round under group
-        commit): per command, what it applied to, or None if it was not confirmed in time
-        (it may still apply later; every command is safe to apply twice)."""
+        commit), after `first` (as in `commit`): per command, what it applied to, or None if
+        it was not confirmed in time (it may still apply later; every command is safe to
+        apply twice)."""
         started = time.perf_counter()
-        answers = self.member.submit_many([to_wire(c) for c in commands], self.config.raft.commit_timeout)
+        answers = self.member.submit_many([to_wire(c) for c in commands], self.config.raft.commit_timeout,
+                                          self._nowait(first))
         elapsed = time.perf_counter() - started
         for applied, _ in answers:
             if applied:
@@ -98,17 +102,22 @@ class Replica:
         it is applied (ok True) or refused (ok False), and must not block. It may never be
         called (the leader lost its role with the entry uncommitted): the caller must not
         depend on it. Timed like `commit` when it applies."""
+        self.member.submit_nowait(*self._nowait([(command, on_done)])[0])
+
+    def _nowait(self, pairs) -> list:
+        """(typed command, on_done or None) pairs as the member takes them, timed."""
         started = time.perf_counter()
-
-        def done(result, ok: bool) -> None:
-            if ok:
-                self.raft_metrics.commit_duration.observe(time.perf_counter() - started)
-            else:
-                self.raft_metrics.commit_failed("refused")
-            if on_done is not None:
-                on_done(result, ok)
-
-        self.member.submit_nowait(to_wire(command), done)
+        timed = []
+        for command, on_done in pairs:
+            def done(result, ok: bool, on_done=on_done) -> None:
+                if ok:
+                    self.raft_metrics.commit_duration.observe(time.perf_counter() - started)
+                else:
+                    self.raft_metrics.commit_failed("refused")
+                if on_done is not None:
+                    on_done(result, ok)
+            timed.append((to_wire(command), done))
+        return timed
 
     def change_membership(self, change: dict) -> dict:
         """Add or remove a member (see `RaftMember.change_membership`): the new directory, or

@@ -106,9 +106,9 @@ class PurchaseCoordinator:
         docstring); it is pending only if the catalog could not be reached, and then the
         recovery loop decides it later. 503 if `begin` did not commit (nothing was asked
         of the catalog), 422 if the order id was used for another book."""
-        self.finishes.propose()  # the finishes waiting share this begin's round
-        with self.metrics.stage("begin"):
-            begun = self.replica.commit(commands.begin(book_id, order_id, time.time()))
+        with self.metrics.stage("begin"):   # the finishes waiting share this begin's round
+            begun = self.replica.commit(commands.begin(book_id, order_id, time.time()),
+                                        first=self.finishes.take())
         if begun.get("error") == "conflict":
             raise ApiError(422, "this Idempotency-Key was already used to buy another book")
         order = begun["order"]
@@ -128,9 +128,9 @@ class PurchaseCoordinator:
         orders they left pending. Per purchase, in order: {"status": 200, "order": ...} as
         `purchase` returns it, 422 (the order id was used for another book) or 503 (its
         `begin` was not confirmed: nothing was asked of the catalog for it)."""
-        self.finishes.propose()
         started, now = time.perf_counter(), time.time()
-        begun = self.replica.commit_many([commands.begin(book, order, now) for book, order in purchases])
+        begun = self.replica.commit_many([commands.begin(book, order, now) for book, order in purchases],
+                                         first=self.finishes.take())
         self._observe("begin", started, len(purchases))
         answers: list[dict | None] = [None] * len(purchases)
         pending: list[tuple[int, dict]] = []
@@ -284,7 +284,7 @@ class PurchaseCoordinator:
 
 
 class FinishQueue:
-    """`finish` commands waiting to be proposed: by the next `begin` (`propose`, so both
+    """`finish` commands waiting to be proposed: with the next `begin` (`take`, so both
     share one append-entries round), or by a daemon thread `delay` seconds after the first
     of them arrived. Losing them (the process dies) loses nothing: see the module docstring."""
 
@@ -305,11 +305,16 @@ class FinishQueue:
                 self._thread.start()
         self._arrived.set()
 
-    def propose(self) -> None:
-        """Propose every queued command now, in the order they were queued."""
+    def take(self) -> list[tuple[commands.Finish, object]]:
+        """Every queued (command, on_done), in the order they were queued, for a caller that
+        proposes them with its own command (`Replica.commit(..., first=...)`)."""
         with self._lock:
             waiting, self._waiting = self._waiting, []
-        for command, on_done in waiting:
+        return waiting
+
+    def propose(self) -> None:
+        """Propose every queued command now, in the order they were queued."""
+        for command, on_done in self.take():
             self.replica.commit_nowait(command, on_done)
 
     def _run(self) -> None:

@@ -32,10 +32,12 @@ class FakeReplica:
         self.state = OrderState()
         self.proposed: list = []
 
-    def commit(self, command):
+    def commit(self, command, first=()):
+        self.proposed.extend(command for command, _ in first)
         return self.state.apply(to_wire(command))
 
-    def commit_many(self, commands):
+    def commit_many(self, commands, first=()):
+        self.proposed.extend(command for command, _ in first)
         return [self.state.apply(to_wire(command)) for command in commands]
 
     def commit_nowait(self, command, on_done=None):
