@@ -201,7 +201,9 @@ def proposing_together(sync) -> threading.Lock:
     go. Without it the tick thread, woken by the first, could send a round with only some
     of them, and the rest would wait for that round to commit (a batch of purchases split
     in two rounds, or a purchase's `begin` behind the `finish`es proposed just before it).
-    Hold it only while submitting: never while waiting for a commit."""
+    Hold it only while submitting: never while waiting for a commit. It is not reentrant,
+    and refusals are called back while it is held (a full queue on the submitting thread,
+    a missing leader on the tick thread): such a callback must not submit again."""
     with _PROPOSING_GUARD:
         lock = _PROPOSING.get(sync)
         if lock is None:
