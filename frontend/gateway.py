@@ -18,7 +18,7 @@ from bazar.cluster.config import ClusterConfig
 from bazar.frontend.follower import CatalogFollower
 from bazar.node.catalog import commands, keys_changed
 from bazar.node.catalog.commands import info_key, search_key, topics_key
-from bazar.node.orders.purchase import MAX_BATCH
+from bazar.node.validation import MAX_PURCHASES
 from bazar.web import params
 from bazar.web.batching import Batcher
 from bazar.web.client import GroupClient, Refused, Reply, Unavailable
@@ -49,7 +49,7 @@ class Gateway:
                                   source_host, write_attempt_timeout=config.raft.commit_timeout + 0.5)
         # Purchases that arrive while one is on its way to the order leader go together in
         # the next call (web/batching.py); a lone one goes at once.
-        self.purchases = Batcher(self._purchase_one, self._purchase_many, MAX_BATCH)
+        self.purchases = Batcher(self._purchase_one, self._purchase_many, MAX_PURCHASES)
 
     # -- reads ----------------------------------------------------------------
 

@@ -21,6 +21,7 @@ MAX_STOCK = 10 ** 9
 MAX_TEXT = 200
 ORDER_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # used with fullmatch
 NODE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")       # as cluster.yaml's ids
+MAX_PURCHASES = 64  # purchases one POST /purchases carries, to either group (web/batching.py)
 
 
 def book_id(raw: Any) -> int:
@@ -84,3 +85,15 @@ def text(raw: Any, name: str) -> str:
     if not isinstance(raw, str) or not raw.strip() or len(raw) > MAX_TEXT:
         raise BadRequest(f"{name} must be a non-empty string of at most {MAX_TEXT} characters")
     return raw.strip()
+
+
+def purchase_batch(body: dict) -> list[dict]:
+    """The items of a `POST /purchases` body (either group's): a list of 1 to MAX_PURCHASES
+    objects; each item's fields are checked by the group's own builder."""
+    items = body.get("purchases")
+    if not isinstance(items, list) or not 1 <= len(items) <= MAX_PURCHASES:
+        raise BadRequest(f"purchases must be a list of 1 to {MAX_PURCHASES} items")
+    if not all(isinstance(item, dict) for item in items):
+        raise BadRequest("every purchase needs an id and an order_id")
+    return items
+

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from flask import Flask, jsonify, request
 
+from bazar.node import validation
 from bazar.node.api import Replica, strong_requested
 from bazar.node.catalog import commands
 from bazar.web import params
@@ -18,7 +19,6 @@ from bazar.web.errors import ApiError, json_body, json_object, unavailable
 from bazar.web.protocol import INDEX_HEADER
 
 MIN_INDEX_WAIT = 0.3  # seconds a read may wait for this replica to catch up
-MAX_PURCHASES = 64    # purchases one POST /purchases may carry
 
 
 def register(app: Flask, replica: Replica) -> None:
@@ -84,13 +84,9 @@ def register(app: Flask, replica: Replica) -> None:
         round. The answer lists, in order, each item's outcome as `POST /purchase` would
         answer it: {"status": 200, "outcome": ...}, 422 (the order id is known for another
         book) or 503 (not confirmed in time: it may still apply; asking again is safe)."""
-        body = json_object(request)
-        items = body.get("purchases")
-        if not isinstance(items, list) or not 1 <= len(items) <= MAX_PURCHASES:
-            raise ApiError(400, f"purchases must be a list of 1 to {MAX_PURCHASES} items")
         batch = []
-        for item in items:
-            if not isinstance(item, dict) or not item.get("order_id"):
+        for item in validation.purchase_batch(json_object(request)):
+            if not item.get("order_id"):
                 raise ApiError(400, "every purchase needs an id and an order_id")
             batch.append(commands.purchase(item.get("id"), item["order_id"]))
         answers = []

@@ -62,6 +62,7 @@ import logging
 import threading
 import time
 
+from bazar.node import validation
 from bazar.node.api import Replica
 from bazar.node.results import failure
 from bazar.node.orders import commands
@@ -83,10 +84,6 @@ FINISH_DELAY = 0.02
 # so a slow catalog makes the read a 503, never the order replica look down.
 RESOLVE_TIMEOUT = 0.5
 
-# The most purchases one call carries: to the catalog (its routes' MAX_PURCHASES) or from
-# a frontend (this group's routes take as many).
-MAX_BATCH = 64
-
 
 class PurchaseCoordinator:
     """Runs the three steps above from an order replica, and decides pending orders for readers."""
@@ -96,7 +93,7 @@ class PurchaseCoordinator:
         self.catalog = catalog
         self.metrics = metrics  # each step's duration: the per-stage breakdown of a purchase
         self.finishes = FinishQueue(replica, FINISH_DELAY)
-        self.stock = Batcher(self._take_stock_one, self._take_stock_many, MAX_BATCH)
+        self.stock = Batcher(self._take_stock_one, self._take_stock_many, validation.MAX_PURCHASES)
 
     def purchase(self, book_id: int, order_id: str) -> dict:
         """Buy one copy of `book_id` as order `order_id`; return the order.

@@ -10,7 +10,7 @@ from flask import Flask, jsonify, request
 
 from bazar.node import validation
 from bazar.node.api import Replica, strong_requested
-from bazar.node.orders.purchase import MAX_BATCH, PurchaseCoordinator
+from bazar.node.orders.purchase import PurchaseCoordinator
 from bazar.web import params
 from bazar.web.errors import ApiError, json_object
 
@@ -29,14 +29,8 @@ def register(app: Flask, replica: Replica, coordinator: PurchaseCoordinator) -> 
         """Several purchases at once (a frontend's batch, web/batching.py): every item is
         checked before anything is proposed; answered, in order, as `PurchaseCoordinator.
         purchase_many` answers each."""
-        body = json_object(request)
-        items = body.get("purchases")
-        if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH:
-            raise ApiError(400, f"purchases must be a list of 1 to {MAX_BATCH} items")
-        if not all(isinstance(item, dict) for item in items):
-            raise ApiError(400, "every purchase needs an id and an order_id")
         batch = [(validation.book_id(item.get("id")), validation.order_id(item.get("order_id")))
-                 for item in items]
+                 for item in validation.purchase_batch(json_object(request))]
         return jsonify(answers=coordinator.purchase_many(batch))
 
     @app.get("/orders")

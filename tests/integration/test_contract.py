@@ -1,7 +1,12 @@
 """The public HTTP contract, end to end through a real frontend and real replicas."""
 from __future__ import annotations
 
+import threading
+
 import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.integration.probes import set_stock
 
 SEVEN_BOOKS = {
     "How to get a good grade in DOS in 40 minutes a day", "RPCs for Noobs",
@@ -199,8 +204,6 @@ def test_a_catalog_leader_takes_a_batch_of_purchases_exactly_once_each(shared_cl
     """POST /purchases, the order leader's batch (node/orders/purchase.py, web/batching.py): each
     item answered as POST /purchase would answer it, in order; bad input anywhere in the
     batch is a 400 that takes nothing; asked again, every item gets its first outcome."""
-    from tests.integration.probes import set_stock
-
     cluster = shared_cluster
     leader = cluster.config.node(cluster.leader("catalog")).http.url
     auth = cluster.peer_auth
@@ -235,8 +238,6 @@ def test_an_order_leader_takes_a_batch_of_purchases_exactly_once_each(shared_clu
     """POST /purchases on the order group, a frontend's batch (web/batching.py): bad input
     anywhere is a 400 that records nothing; each item is answered as POST /purchase would
     answer it, in order; asked again, every item gets its first outcome."""
-    from tests.integration.probes import set_stock
-
     cluster = shared_cluster
     leader = cluster.config.node(cluster.leader("order")).http.url
     auth = cluster.peer_auth
@@ -267,12 +268,6 @@ def test_concurrent_purchases_through_the_frontend_go_in_batches_and_sell_exactl
     """16 buyers at once: the frontend sends the purchases that arrive while one is on its
     way together (the order replicas count POST /purchases calls), and the stock falls by
     exactly the purchases answered 200."""
-    import threading
-
-    from prometheus_client.parser import text_string_to_metric_families
-
-    from tests.integration.probes import set_stock
-
     cluster = shared_cluster
     url = cluster.frontend_url
 
