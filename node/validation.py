@@ -87,6 +87,13 @@ def text(raw: Any, name: str) -> str:
     return raw.strip()
 
 
+def timestamp(raw: Any) -> float:
+    """A wall-clock time in seconds since the epoch (an order's `created_at`), to the millisecond."""
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not 0 <= raw < 1e11:
+        raise BadRequest("created_at must be a number of seconds since the epoch")
+    return round(float(raw), 3)
+
+
 def purchase_batch(body: dict) -> list[dict]:
     """The items of a `POST /purchases` body (either group's): a list of 1 to MAX_PURCHASES
     objects; each item's fields are checked by the group's own builder."""

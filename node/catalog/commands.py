@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Union
 
 from bazar.node.retention import Expire
-from bazar.node.validation import book_id, fields_of, order_id, price, request_id, stock_count, text  # noqa: F401
+from bazar.node.validation import (book_id, fields_of, order_id, price, request_id, stock_count,  # noqa: F401
+                                   text, timestamp)
 from bazar.node.wire import Malformed, decode, fields, to_wire  # noqa: F401
 from bazar.web.errors import BadRequest
 
@@ -58,10 +59,22 @@ class UpdateBook:
 
 @dataclass(frozen=True)
 class Purchase:
-    """Take one copy for `order_id` if stock > 0; once per order id, whatever the retries."""
+    """Take one copy for `order_id` if stock > 0; once per order id, whatever the retries.
+
+    `created_at` (the order replica's clock) is set when the order group has not recorded
+    the order yet (node/orders/purchase.py): the catalog then keeps it among the purchases
+    the order group has still to record (`CatalogState.unrecorded`) until told `Recorded`."""
     OP: ClassVar[str] = "purchase"
     id: int
     order_id: str
+    created_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """The order group has recorded these orders: stop keeping them as unrecorded."""
+    OP: ClassVar[str] = "recorded"
+    order_ids: list
 
 
 @dataclass(frozen=True)
@@ -73,8 +86,8 @@ class Read:
     topic: str | None = None
 
 
-Command = Union[Seed, AddBook, UpdateBook, Purchase, Read, Expire]
-TYPES = (Seed, AddBook, UpdateBook, Purchase, Read, Expire)
+Command = Union[Seed, AddBook, UpdateBook, Purchase, Recorded, Read, Expire]
+TYPES = (Seed, AddBook, UpdateBook, Purchase, Recorded, Read, Expire)
 BY_OP: dict[str, type] = {c.OP: c for c in TYPES}
 
 
@@ -83,10 +96,23 @@ def from_wire(wire: dict) -> Command:
     return decode(wire, BY_OP)
 
 
+# The most order ids one `Recorded` names (an order leader's sweep sends more in several).
+MAX_RECORDED = 512
+
+
 # -- builders: client input -> a valid command, or BadRequest ---------------------
 
-def purchase(book: Any, order: str | None) -> Purchase:
-    return Purchase(id=book_id(book), order_id=order_id(order))
+def purchase(book: Any, order: str | None, created_at: Any = None) -> Purchase:
+    return Purchase(id=book_id(book), order_id=order_id(order),
+                    created_at=None if created_at is None else timestamp(created_at))
+
+
+def recorded(order_ids: Any) -> Recorded:
+    """POST /recorded: 1 to MAX_PURCHASES order ids the order group has recorded."""
+    if (not isinstance(order_ids, list) or not 0 < len(order_ids) <= MAX_RECORDED
+            or not all(isinstance(o, str) and o for o in order_ids)):
+        raise BadRequest(f"order_ids must be a list of 1 to {MAX_RECORDED} order ids")
+    return Recorded(order_ids=[order_id(o) for o in order_ids])
 
 
 def update_book(book: Any, body: Any, request: str | None = None) -> UpdateBook:

@@ -72,7 +72,7 @@ def register(app: Flask, replica: Replica) -> None:
         body = json_object(request)
         if not body.get("order_id"):
             raise ApiError(400, "order_id is required")
-        command = commands.purchase(body.get("id"), body["order_id"])
+        command = commands.purchase(body.get("id"), body["order_id"], body.get("created_at"))
         outcome = _refuse_conflict(replica.commit(command))
         return _with_index(jsonify(outcome), replica.state.applied_index)
 
@@ -88,7 +88,7 @@ def register(app: Flask, replica: Replica) -> None:
         for item in validation.purchase_batch(json_object(request)):
             if not item.get("order_id"):
                 raise ApiError(400, "every purchase needs an id and an order_id")
-            batch.append(commands.purchase(item.get("id"), item["order_id"]))
+            batch.append(commands.purchase(item.get("id"), item["order_id"], item.get("created_at")))
         answers = []
         for outcome in replica.commit_many(batch):
             if outcome is None:
@@ -104,10 +104,44 @@ def register(app: Flask, replica: Replica) -> None:
         """The outcome remembered for an order id (404: never applied, or forgotten after the
         retention). Order replicas ask with `consistency=strong` to decide an order whose
         `finish` has not applied: that read includes every purchase acknowledged before it."""
-        outcome, index = replica.read(lambda m: m.purchase_outcome(order_id), strong=strong_requested())
+        (outcome, unrecorded), index = replica.read(
+            lambda m: (m.purchase_outcome(order_id), m.unrecorded_order(order_id)), strong=strong_requested())
+        if outcome is None and unrecorded is not None:
+            outcome = unrecorded["outcome"]  # forgotten for retries, still kept for the order group
         if outcome is None:
             raise ApiError(404, "no purchase applied with that order id")
+        if unrecorded is not None:  # what an order replica needs to show an order it has not recorded
+            outcome = dict(outcome, created_at=unrecorded["created_at"], unrecorded=True)
         return _with_index(jsonify(outcome), index)
+
+    @app.get("/unrecorded")
+    def unrecorded():
+        """Purchases the order group has still to record (its leader's sweep asks, then
+        records them and says so with `POST /recorded`), created before `?before=` (seconds
+        since the epoch, default now), oldest first, at most `?limit=` (default and most
+        MAX_RECORDED). Answered from this replica's applied state: a purchase it has not
+        applied yet is found by a later sweep."""
+        before = validation.timestamp(_number(request.args.get("before"), "before")) \
+            if request.args.get("before") is not None else float("inf")
+        limit = params.limit(request.args.get("limit"), default=commands.MAX_RECORDED,
+                             maximum=commands.MAX_RECORDED)
+        listing, index = replica.read_local(lambda m: m.unrecorded_before(before, limit))
+        return _with_index(jsonify(purchases=listing), index)
+
+    @app.post("/recorded")
+    def recorded():
+        """The order group has recorded these orders (`{"order_ids": [...]}`): the catalog
+        stops keeping them as unrecorded. Idempotent; unknown ids change nothing."""
+        result = replica.commit(commands.recorded(json_object(request).get("order_ids")))
+        return _with_index(jsonify(result), replica.state.applied_index)
+
+
+def _number(raw: str, name: str) -> float:
+    """A query parameter that must be a number; 400 otherwise."""
+    try:
+        return float(raw)
+    except ValueError:
+        raise ApiError(400, f"{name} must be a number") from None
 
 
 def _wait_for_min_index(replica: Replica) -> None:

@@ -7,6 +7,13 @@ state; nothing here knows about Raft, HTTP or threads.
 A purchase is one command, "decrement if stock > 0", decided where it is
 applied. It is never a read on one replica followed by a write of an absolute
 value, which is how naive implementations oversell.
+
+A purchase the order group has not recorded yet (its command carries `created_at`, see
+node/orders/purchase.py) is also kept in `unrecorded`, with its outcome, until a
+`Recorded` command names it: the order group's leader reads them there and records
+each one whose coordinator died before it could. They are kept whatever the retention
+(retention forgets only what a retry needs), so no purchase that took stock is ever
+forgotten before its order is recorded.
 """
 from __future__ import annotations
 
@@ -31,6 +38,9 @@ class CatalogState:
         # order id -> (book id, took stock?, price paid): lets a retried purchase
         # return its first outcome instead of taking stock again.
         self.purchases: dict[str, tuple[int, bool, float]] = {}
+        # order id -> {"id", "created_at", "outcome"}: purchases the order group has still
+        # to record (see the module docstring), in the order they were applied.
+        self.unrecorded: dict[str, dict] = {}
         # request id -> {"op", "id", "result"}, for admin writes retried after a timeout.
         self.requests: dict[str, dict] = {}
         # Both are forgotten after the retention: when is decided in the log (node/retention.py).
@@ -117,7 +127,15 @@ class CatalogState:
             book["stock"] -= 1
         self.purchases[order_id] = (book["id"], took, book["price"])
         self.purchase_stamps.stamp(order_id, self.clock)
-        return self._purchase_outcome(order_id)
+        outcome = self._purchase_outcome(order_id)
+        if command.created_at is not None:
+            self.unrecorded[order_id] = {"id": book["id"], "created_at": command.created_at, "outcome": outcome}
+        return outcome
+
+    def _recorded(self, command: commands.Recorded) -> dict:
+        """Forget the named purchases as unrecorded: the order group has them now."""
+        forgotten = [self.unrecorded.pop(order_id, None) for order_id in command.order_ids]
+        return ok(recorded=sum(entry is not None for entry in forgotten))
 
     def _expire(self, command: retention.Expire) -> dict:
         """Forget purchase outcomes and admin results recorded before the command's cutoff."""
@@ -139,7 +157,8 @@ class CatalogState:
 
     # The one dispatch table: a command's type picks its handler.
     _HANDLERS = {commands.Seed: _seed, commands.AddBook: _add_book, commands.UpdateBook: _update_book,
-                 commands.Purchase: _purchase, commands.Read: _read, retention.Expire: _expire}
+                 commands.Purchase: _purchase, commands.Recorded: _recorded, commands.Read: _read,
+                 retention.Expire: _expire}
 
     # -- queries ------------------------------------------------------------
 
@@ -167,6 +186,22 @@ class CatalogState:
             return failure("out_of_stock", id=book_id)
         return ok(id=book_id, title=self.books[book_id]["title"], price=price)
 
+    def unrecorded_before(self, cutoff: float, limit: int) -> list[dict]:
+        """Up to `limit` purchases the order group has still to record, created before
+        `cutoff`, oldest applied first: each {"order_id", "id", "created_at", "outcome"}."""
+        found = []
+        for order_id, entry in self.unrecorded.items():
+            if len(found) >= limit:
+                break
+            if entry["created_at"] < cutoff:
+                found.append(dict(entry, order_id=order_id))
+        return found
+
+    def unrecorded_order(self, order_id: str) -> dict | None:
+        """The purchase of `order_id` if the order group has still to record it, else None."""
+        entry = self.unrecorded.get(order_id)
+        return dict(entry, order_id=order_id) if entry is not None else None
+
     def remembered(self) -> int:
         """Outcomes kept for retries (purchases and admin writes): what retention bounds."""
         return len(self.purchases) + len(self.requests)
@@ -181,13 +216,17 @@ class CatalogState:
             "purchases": {order_id: {"book_id": book_id, "took_stock": took, "price": price}
                           for order_id, (book_id, took, price) in self.purchases.items()},
             "requests": {request_id: dict(r) for request_id, r in self.requests.items()},
+            "unrecorded": {order_id: dict(entry) for order_id, entry in self.unrecorded.items()},
         }
 
     # -- snapshots ----------------------------------------------------------
 
     def snapshot(self) -> dict:
-        """The whole state as plain data (for Raft snapshots and digests)."""
-        return {
+        """The whole state as plain data (for Raft snapshots and digests). `unrecorded` is
+        there only when not empty, so a state without any has the layout and digest it had
+        before purchases were kept as unrecorded (a reader of version 2 that predates it
+        would drop it: upgrade every catalog replica before the order replicas)."""
+        snapshot = {
             "version": STATE_VERSION,
             "books": copy.deepcopy(self.books),
             "next_id": self.next_id,
@@ -197,6 +236,9 @@ class CatalogState:
             "clock": self.clock,
             "stamps": {"purchases": self.purchase_stamps.pairs(), "requests": self.request_stamps.pairs()},
         }
+        if self.unrecorded:
+            snapshot["unrecorded"] = copy.deepcopy(self.unrecorded)
+        return snapshot
 
     def restore(self, snapshot: dict) -> None:
         """Replace the whole state with a snapshot taken by `snapshot`, of any version, also
@@ -206,6 +248,7 @@ class CatalogState:
         self.seeded = snapshot["seeded"]
         self.purchases = {order_id: tuple(outcome) for order_id, outcome in snapshot["purchases"].items()}
         self.requests = {key: _remembered(value) for key, value in copy.deepcopy(snapshot["requests"]).items()}
+        self.unrecorded = copy.deepcopy(snapshot.get("unrecorded", {}))
         if snapshot.get("version", 1) >= 2:
             self.clock = snapshot["clock"]
             self.purchase_stamps = retention.Stamps(snapshot["stamps"]["purchases"])

@@ -478,3 +478,42 @@ def test_the_state_view_names_every_field_and_is_plain_json():
     assert view["purchases"]["o-1"] == {"book_id": 1, "took_stock": True, "price": state.books[1]["price"]}
     assert view["purchases"]["o-2"]["took_stock"] is False
     assert view["books"]["1"]["stock"] == 0 and view["requests"]["r-1"]["op"] == "update_book"
+
+
+# -- purchases the order group has still to record -----------------------------
+
+
+def test_a_purchase_asked_with_created_at_is_kept_until_recorded_whatever_the_retention():
+    state = seeded()
+    state.apply({"op": "expire", "now": 100.0, "cutoff": 0.0})      # the log's clock: 100
+    state.apply({"op": "purchase", "id": 1, "order_id": "new", "created_at": 50.0})
+    state.apply({"op": "purchase", "id": 2, "order_id": "none-left", "created_at": 60.0})
+    buy(state, 1, "begun-first")                                    # asked without: not kept
+    assert [p["order_id"] for p in state.unrecorded_before(1e9, 10)] == ["new", "none-left"]
+    assert state.unrecorded_before(55.0, 10) == [
+        {"order_id": "new", "id": 1, "created_at": 50.0, "outcome": state.purchase_outcome("new")}]
+    assert state.unrecorded_order("none-left")["outcome"]["error"] == "out_of_stock"
+    # A retry keeps the first entry; retention forgets the outcome for retries, not this.
+    state.apply({"op": "purchase", "id": 1, "order_id": "new", "created_at": 99.0})
+    state.apply({"op": "expire", "now": 10_000.0, "cutoff": 9_000.0})
+    assert state.purchase_outcome("new") is None
+    assert state.unrecorded_order("new")["created_at"] == 50.0
+    assert state.apply({"op": "recorded", "order_ids": ["new", "unknown"]}) == {"ok": True, "recorded": 1}
+    assert [p["order_id"] for p in state.unrecorded_before(1e9, 10)] == ["none-left"]
+    restored = CatalogState()
+    restored.restore(copy.deepcopy(state.snapshot()))
+    assert restored.unrecorded_before(1e9, 10) == state.unrecorded_before(1e9, 10)
+
+
+def test_a_state_with_nothing_unrecorded_snapshots_as_before():
+    state = seeded()
+    state.apply({"op": "purchase", "id": 1, "order_id": "new", "created_at": 50.0})
+    state.apply({"op": "recorded", "order_ids": ["new"]})
+    assert "unrecorded" not in state.snapshot()
+
+
+@pytest.mark.parametrize("order_ids", [[], "new", [1], [""], ["x"] * (commands.MAX_RECORDED + 1)])
+def test_a_recorded_request_that_is_not_a_list_of_order_ids_is_refused(order_ids):
+    from bazar.web.errors import BadRequest
+    with pytest.raises(BadRequest):
+        commands.recorded(order_ids)
