@@ -1,4 +1,5 @@
-"""The order group's command vocabulary: the two steps an order goes through, once.
+"""The order group's command vocabulary: the two steps an order goes through, once
+(`Begin`, `Finish`), or both at once for an order the catalog has already decided (`Record`).
 
 Like the catalog's (node/catalog/commands.py): frozen dataclasses, plain dicts on
 the wire and in journals (`to_wire`, `from_wire`), results of one shape
@@ -31,8 +32,20 @@ class Finish:
     catalog_index: int | None = None  # where the catalog applied it (read-your-writes)
 
 
-Command = Union[Begin, Finish, Expire]
-TYPES = (Begin, Finish, Expire)
+@dataclass(frozen=True)
+class Record:
+    """Record an order the catalog has decided, in one step: `Begin` then `Finish` (an order
+    already recorded keeps its first outcome; one recorded for another book is a conflict)."""
+    OP: ClassVar[str] = "record"
+    order_id: str
+    id: int
+    created_at: float
+    outcome: dict
+    catalog_index: int | None = None
+
+
+Command = Union[Begin, Finish, Record, Expire]
+TYPES = (Begin, Finish, Record, Expire)
 BY_OP: dict[str, type] = {c.OP: c for c in TYPES}
 
 
@@ -47,3 +60,8 @@ def begin(book: int, order: str, created_at: float) -> Begin:
 
 def finish(order: str, outcome: dict, catalog_index: int | None) -> Finish:
     return Finish(order_id=order, outcome=outcome, catalog_index=catalog_index)
+
+
+def record(book: int, order: str, created_at: float, outcome: dict, catalog_index: int | None) -> Record:
+    return Record(order_id=order, id=book, created_at=round(created_at, 3), outcome=outcome,
+                  catalog_index=catalog_index)

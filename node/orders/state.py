@@ -4,17 +4,19 @@ A purchase spans two Raft groups, so an order moves through two states:
 
     begin  -> "pending"   (recorded before the catalog is asked for stock)
     finish -> "completed" (the catalog took one copy) or "failed" (it refused)
+    record -> both at once, for an order the catalog decided first (node/orders/purchase.py)
 
-Because the order is recorded as pending *before* stock is taken, no stock is
-ever taken without an order; a pending order whose coordinator died is finished
-later by the order group's leader (see node/orders/recovery.py). Both commands are
+An order is recorded in one of two ways. Normally the catalog decides it first (its
+purchase command says the order group has not recorded it yet, so the catalog keeps it
+until told otherwise) and `record` follows; when the catalog could not be asked, or
+did not answer in time, `begin` records it pending and `finish` decides it later. A
+purchase whose coordinator died before `record` is recorded by the order group's
+leader from the catalog's list of unrecorded purchases; a pending order whose
+coordinator died is finished by it (node/orders/recovery.py). Every command is
 idempotent per order id, so retries never record an order twice.
 
-"pending" here means "no outcome recorded in this group yet", not "undecided": the
-coordinator answers the buyer once the catalog has decided, and sends `finish`
-without waiting for it, so for a moment a decided order is still pending here.
-Readers therefore never show a pending order as it is stored: they ask the catalog
-for the outcome it remembers and show the order `settle`d by it (node/orders/purchase.py).
+Readers never show a missing or pending order as it is stored: they ask the catalog for
+the outcome it keeps and show the order `settle`d by it (node/orders/purchase.py).
 
 A finished order is remembered for the retention (node/retention.py), then
 forgotten; a pending one is kept until it is finished.
@@ -100,6 +102,22 @@ class OrderState:
             return ok(order=dict(decided))
         return ok(order=dict(order))
 
+    def _record(self, command: commands.Record) -> dict:
+        order = self.orders.get(command.order_id)
+        if (order is not None and order["id"] != command.id
+                and (order["status"] == PENDING or order["error"] == "conflict")):
+            # The catalog applied this order id for `command.id` (a `record` only ever
+            # carries the catalog's outcome), so the order recorded here for another book,
+            # begun while the catalog could not be asked, never took or will take stock:
+            # the catalog's purchase is the order.
+            del self.orders[command.order_id]
+            self.pending_ids.discard(command.order_id)
+            self.finished.forget(command.order_id)
+        begun = self._begin(commands.begin(command.id, command.order_id, command.created_at))
+        if not begun["ok"]:
+            return begun
+        return self._finish(commands.finish(command.order_id, command.outcome, command.catalog_index))
+
     def _expire(self, command: retention.Expire) -> dict:
         """Forget the orders finished before the command's cutoff."""
         self.clock = retention.advance(self.clock, command)
@@ -109,7 +127,8 @@ class OrderState:
         return ok(expired=len(expired))
 
     # The one dispatch table.
-    _HANDLERS = {commands.Begin: _begin, commands.Finish: _finish, retention.Expire: _expire}
+    _HANDLERS = {commands.Begin: _begin, commands.Finish: _finish, commands.Record: _record,
+                 retention.Expire: _expire}
 
     # -- queries ------------------------------------------------------------
 

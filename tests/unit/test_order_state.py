@@ -296,3 +296,33 @@ def test_newest_with_pending_brings_the_pending_orders_met_without_counting_them
     assert [o["order_id"] for o in state.newest(1, COMPLETED, with_pending=True)] == ["d", "c"]
     assert [o["order_id"] for o in state.newest(2, COMPLETED, with_pending=True)] == ["d", "c", "b", "a"]
     assert [o["order_id"] for o in state.newest(2, None, with_pending=True)] == ["e", "d"]
+
+
+# -- record: begin and finish at once, for an order the catalog decided first -----
+
+
+def record(state: OrderState, order: str, outcome: dict, book: int = 1, at: float = 100.0) -> dict:
+    return state.apply({"op": "record", "order_id": order, "id": book, "created_at": at, "outcome": outcome,
+                        "catalog_index": 7})
+
+
+def test_record_creates_the_decided_order_and_keeps_the_first_outcome():
+    state = OrderState()
+    assert record(state, "a", OK)["order"]["status"] == COMPLETED
+    assert record(state, "a", OUT)["order"]["status"] == COMPLETED
+    assert state.order("a")["catalog_index"] == 7 and state.pending() == []
+    begin(state, "b")
+    assert record(state, "b", OUT)["order"]["status"] == FAILED
+
+
+def test_record_replaces_an_order_begun_for_another_book_that_took_no_stock():
+    # Begun for book 2 while the catalog could not be asked; the catalog had applied the
+    # order id for book 1: the catalog's purchase is the order.
+    state = OrderState()
+    begin(state, "k", book=2)
+    assert record(state, "k", OK, book=1)["order"]["status"] == COMPLETED
+    assert state.order("k")["id"] == 1 and state.pending() == []
+    # One decided for another book by the catalog itself (not a conflict) stays.
+    record(state, "d", OUT, book=2)
+    assert record(state, "d", OK, book=1)["ok"] is False
+    assert state.order("d")["id"] == 2
