@@ -192,7 +192,11 @@ class RaftMember(MembershipChanges):
         """Propose `command` and return at once; `on_done(result, ok)` is called on the
         tick thread when it is applied (ok True) or refused (ok False, result None).
         One attempt, no retry: for loaders that keep many commands in flight."""
-        self._propose(self._nowait([(command, on_done)]))
+        self.submit_nowait_many([(command, on_done)])
+
+    def submit_nowait_many(self, pairs) -> None:
+        """`submit_nowait` for several (command, on_done) pairs, proposed together (one round)."""
+        self._propose(self._nowait(pairs))
 
     @staticmethod
     def _nowait(pairs) -> list:

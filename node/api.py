@@ -102,7 +102,12 @@ class Replica:
         it is applied (ok True) or refused (ok False), and must not block. It may never be
         called (the leader lost its role with the entry uncommitted): the caller must not
         depend on it. Timed like `commit` when it applies."""
-        self.member.submit_nowait(*self._nowait([(command, on_done)])[0])
+        self.commit_nowait_many([(command, on_done)])
+
+    def commit_nowait_many(self, pairs) -> None:
+        """`commit_nowait` for several (typed command, on_done) pairs, proposed together
+        (one round under group commit)."""
+        self.member.submit_nowait_many(self._nowait(pairs))
 
     def _nowait(self, pairs) -> list:
         """(typed command, on_done or None) pairs as the member takes them, timed."""
