@@ -45,10 +45,10 @@ def journal_fsyncs(cluster: LocalCluster) -> dict[str, dict]:
 def fsyncs_per_purchase(before: dict, after: dict, leaders: dict[str, str], purchases: int) -> dict:
     """What the group leaders' fsyncs cost each purchase, between two `journal_fsyncs` looks.
 
-    A purchase commits in turn in the order group (begin), the catalog group (take the
-    stock) and the order group again (finish, after the answer: it shares the next begin's
-    round); each commit waits for one fsync round, the leader's own fsync overlapping its
-    followers'. The leaders' count per purchase and mean time, measured inside the
+    A purchase commits in the catalog group (take the stock; the buyer waits for it) and
+    then in the order group (its record, after the answer, with the records of the next
+    20 ms in one round; `begin` only when the catalog could not decide in time); each
+    commit waits for one fsync round, the leader's own fsync overlapping its followers'. The leaders' count per purchase and mean time, measured inside the
     replicas, therefore tell how much of a purchase is disk time."""
     groups = {}
     for group, leader in leaders.items():
@@ -82,7 +82,8 @@ def purchase_stages(cluster: LocalCluster) -> dict[str, dict]:
 
 def stage_means(before: dict, after: dict) -> dict[str, dict]:
     """Each purchase stage's count and mean time between two `purchase_stages` looks. The
-    buyer waits for begin and take_stock; finish is timed from the answer until applied."""
+    buyer waits for take_stock (and begin, only when the catalog could not decide in time);
+    finish times the order's record from the answer until applied."""
     means = {}
     for stage, totals in after.items():
         count = totals["count"] - before.get(stage, {}).get("count", 0.0)

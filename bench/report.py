@@ -477,8 +477,9 @@ def purchase_breakdown(entry: dict) -> list[str]:
     lines = []
     stages = entry.get("stages_ms")
     if stages:
-        lines.append(f"- {entry['label']}, stages on the order replica (mean; the buyer waits for begin and "
-                     "take_stock, finish is timed from the answer until applied): "
+        lines.append(f"- {entry['label']}, stages on the order replica (mean; the buyer waits for take_stock, "
+                     "and begin only when the catalog cannot decide in time; finish times the record from the "
+                     "answer until applied): "
                      + ", ".join(f"{name} {_ms(s.get('mean_ms'))}" for name, s in stages.items()))
     roles = entry.get("server_cpu_ms_by_role")
     if roles:

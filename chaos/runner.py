@@ -128,12 +128,14 @@ def prepare_items(cluster: LocalCluster, items: tuple[int, ...]) -> dict:
 
 
 def _wait_no_pending_orders(cluster: LocalCluster) -> None:
-    """Give the order group's sweeper time to finish orders whose coordinator died."""
+    """Give the order group's sweeper time to record and finish the orders whose
+    coordinator died: none pending in the order group, none unrecorded in the catalog."""
     deadline = time.monotonic() + CONVERGE_TIMEOUT
     while time.monotonic() < deadline:
-        states = _states(cluster, "order")
-        if states and not any(o["status"] == "pending" for s in states.values()
-                              for o in s["state"]["orders"].values()):
+        states, catalogs = _states(cluster, "order"), _states(cluster, "catalog")
+        if (states and catalogs
+                and not any(o["status"] == "pending" for s in states.values() for o in s["state"]["orders"].values())
+                and not any(s["state"].get("unrecorded") for s in catalogs.values())):
             return
         time.sleep(0.5)
 

@@ -26,8 +26,9 @@ handshake_timeout, too_many_from_source, too_many_unauthenticated, oversized_fra
 again), read from the Raft member when scraped.
 
 Order replicas (`OrderMetrics`): `bazar_purchase_stage_duration_seconds{stage}` for the
-three steps of a purchase (begin, take_stock, finish; the buyer waits for the first two only,
-and finish is timed from its proposal until it has applied) and `bazar_orders_pending`.
+steps of a purchase (take_stock, the catalog's commit the buyer waits for; finish, the
+order's record, timed from its proposal until it has applied; begin, recording the order
+pending, only when the catalog could not decide in time) and `bazar_orders_pending`.
 
 The frontend (`FrontendCollector`): `bazar_cache_hits_total`, `bazar_cache_misses_total`,
 `bazar_cache_invalidations_total`, `bazar_cache_flushes_total`,

@@ -1,60 +1,68 @@
 """Exactly-once purchases across the order group and the catalog group.
 
-    1. order group:   begin(order id, book)   -> the order is recorded "pending"
-    2. catalog group: purchase(order id, book) -> one copy taken, or refused
-    3. order group:   finish(order id, outcome) -> "completed" or "failed"
+    1. catalog group: purchase(order id, book, created_at) -> one copy taken, or refused;
+                      the catalog keeps the purchase as *unrecorded*
+    2. order group:   record(order id, book, outcome)      -> "completed" or "failed"
+    3. catalog group: recorded(order ids)                  -> no longer kept as unrecorded
 
-Every step is idempotent per order id: the catalog remembers the outcome of
-each order id it applied, and the order group keeps the first outcome. So a
-client retry, a duplicate request, or a second coordinator (the recovery loop
-finishing an order whose coordinator died) all converge on one outcome, and
-stock is taken at most once.
+The buyer waits for step 1 only. Every step is idempotent per order id: the catalog
+remembers the outcome of each order id it applied and answers a retry with it, and the
+order group keeps the first outcome. So a client retry, a duplicate request, or a second
+coordinator (the recovery loop recording an order whose coordinator died) all converge
+on one outcome, and stock is taken at most once.
 
-What the buyer waits for: steps 1 and 2, not step 3
----------------------------------------------------
-The purchase is *decided* when step 2 commits: from then on the catalog answers
-every purchase, retry or lookup for that order id with the same remembered outcome,
-and no `finish` can carry another one. So the coordinator answers as soon as step 2
-has committed, with the order as that outcome decides it (`state.settle`), and lets
-`finish` follow without waiting for it. `finish` is not even proposed at once: it waits
-(`FinishQueue`) for the next purchase's `begin`, and both go to the followers in one
-append-entries round (consensus/group_commit.py), or, when no purchase comes, it is
-proposed alone FINISH_DELAY later. Proposed at once, it would have a round of its own,
-and the next sequential purchase's `begin`, arriving while that round is in flight,
-would wait for it. Nothing is lost if a `finish` never commits (its coordinator dies,
-or its leader loses its role first): the order stays pending, and
+What an answer promises, and when
+---------------------------------
+The purchase is *decided* when step 1 commits: from then on the catalog answers every
+purchase, retry or lookup for that order id with the same outcome, so the coordinator
+answers then, with the order as that outcome decides it (`state.settle`). Its `record`
+follows without being waited for: it is queued (`RecordQueue`) and proposed with the
+others that arrive within FINISH_DELAY, all in one round.
 
-- every read of an order (`resolved`) shows a pending order as the catalog's remembered
-  outcome decides it, asked of the catalog leader at a confirmed read index (so it
-  includes every purchase acknowledged before the read): `GET /orders/<id>` right
-  after the answer shows what the answer said, whether or not `finish` has applied,
-  on whichever replica leads the order group now. A pending order the catalog cannot
-  be asked about is answered 503, never shown pending when it may be decided;
-- the recovery loop (node/orders/recovery.py) still finishes every pending order,
-  synchronously, once it is older than its grace.
+"No stock is taken without its order eventually recorded" rests on step 1 itself: the
+catalog keeps every purchase asked with `created_at` (a new order) in its list of
+unrecorded purchases, whatever its retention, until step 3 names it, and step 3 is sent
+only for orders the order group has committed. If the coordinator dies between steps 1
+and 2, or its leader loses its role before `record` commits, the recovery loop of
+whichever replica leads the order group (node/orders/recovery.py) reads that list, records
+each purchase older than its grace, waits for the commit, then sends step 3. Meanwhile:
 
-Step 2 in batches
------------------
-Under load, the order leader's calls to the catalog are batched the way group commit
-batches rounds (`web/batching.py`): while one call is in flight, the orders that arrive wait,
-and go together in the next call (`POST /purchases`, committed by the catalog in one
+- `GET /orders/<id>` for an order this group has no record of asks the catalog
+  (`unrecorded`, at a confirmed read index: it includes every purchase acknowledged before
+  the read) and shows the order as the catalog decided it; listings add the catalog's
+  unrecorded purchases (`unrecorded_orders`). Right after the answer, on whichever replica
+  leads the order group now, an order reads as the answer said. If the catalog cannot be
+  asked, such a read is answered 503, never "no such order" when one may exist.
+- Only the order group's leader, while in touch with a majority, coordinates (503
+  elsewhere), so a retry finds a recorded order in its state without asking the catalog.
+
+When the catalog cannot decide in time
+--------------------------------------
+If the catalog cannot be reached, or does not confirm in time (it may still apply the
+purchase), the coordinator records the order *pending* (`begin`, waited for) and answers
+it pending; the recovery loop asks the catalog again later (without `created_at`: the
+order is recorded), which decides it once, and `record`s the outcome. A purchase that
+did apply meanwhile is also in the catalog's unrecorded list; `record` settles the pending
+order with it, whichever comes first. A pending order is read as the catalog decides it
+(`resolved`), like an unrecorded one.
+
+Batches
+-------
+Under load, the coordinator's calls to the catalog are batched the way group commit
+batches rounds (`web/batching.py`): while one call is in flight, the orders that arrive
+wait, and go together in the next call (`POST /purchases`, committed by the catalog in one
 round). A lone order goes at once, alone. Each item is the same idempotent purchase
 command with its own outcome, so nothing above changes: a batch is only a transport.
 
-Why step 1 stays synchronous, before the catalog is asked
----------------------------------------------------------
-"No stock is taken without its order eventually recorded" rests on the order being in
-the order group's log before the catalog can take stock for it. Were the catalog asked
-while `begin` was still in flight, a coordinator that died (or an order leader deposed
-before `begin` committed: the new leader drops the uncommitted entry) after the catalog
-had committed would leave stock taken for an order id the order group never heard of.
-Nothing would find it: the recovery loop walks the order group's pending orders, and
-recovering from the catalog's side instead would need a sweep comparing the catalog's
-remembered outcomes with the order group's orders, two sets kept in separate logs that
-both forget after the retention, where an order already forgotten by the order group
-looks exactly like one never begun, and an order group unavailable for longer than the
-catalog's retention would lose orders for good. One commit is the price of keeping
-the guarantee simple and unconditional, so `begin` commits first.
+Why not record the order first
+------------------------------
+Earlier versions committed `begin` in the order group before asking the catalog, so that
+the order group's own log held every order before stock could be taken. That cost one
+synchronous commit per purchase (a third of its latency) and a second log entry for
+`finish`. Keeping the unrecorded purchases in the catalog, which decides them anyway,
+gives the same guarantee with one commit on the buyer's path: the catalog forgets none
+of them before the order group has it, whatever its retention or the order group's
+downtime.
 """
 from __future__ import annotations
 
@@ -75,8 +83,8 @@ from bazar.web.protocol import INDEX_HEADER
 
 log = logging.getLogger("bazar.purchase")
 
-# The longest a decided order's `finish` waits for a `begin` to share a round with. Reads
-# of the order meanwhile ask the catalog (`resolved`), so it is kept short.
+# The longest a decided order's `record` waits for others to share a round with. Reads of
+# the order meanwhile ask the catalog (`unrecorded`), so it is kept short.
 FINISH_DELAY = 0.02
 
 # The longest a read of a pending order waits for the catalog's answer: well inside the
@@ -92,71 +100,108 @@ class PurchaseCoordinator:
         self.replica = replica
         self.catalog = catalog
         self.metrics = metrics  # each step's duration: the per-stage breakdown of a purchase
-        self.finishes = FinishQueue(replica, FINISH_DELAY)
+        self.records = RecordQueue(replica, FINISH_DELAY)
         self.stock = Batcher(self._take_stock_one, self._take_stock_many, validation.MAX_PURCHASES)
 
     def purchase(self, book_id: int, order_id: str) -> dict:
         """Buy one copy of `book_id` as order `order_id`; return the order.
 
         The order returned is decided (completed or failed) as soon as the catalog has
-        committed its outcome, though `finish` may not have applied yet (see the module
-        docstring); it is pending only if the catalog could not be reached, and then the
-        recovery loop decides it later. 503 if `begin` did not commit (nothing was asked
-        of the catalog), 422 if the order id was used for another book."""
-        with self.metrics.stage("begin"):   # the finishes waiting share this begin's round
-            begun = self.replica.commit(commands.begin(book_id, order_id, time.time()),
-                                        first=self.finishes.take())
-        if begun.get("error") == "conflict":
-            raise ApiError(422, "this Idempotency-Key was already used to buy another book")
-        order = begun["order"]
-        if order["status"] != PENDING:
-            return order  # a retry of a purchase already recorded as decided
-        with self.metrics.stage("take_stock"):
-            taken = self._take_stock(order)
-        if taken is None:
-            return order
-        outcome, catalog_index = taken
-        self._record(order, outcome, catalog_index)
-        return settle(order, outcome, catalog_index)
+        committed its outcome, though its record may not have applied yet (see the module
+        docstring); it is pending only if the catalog could not say, and then the recovery
+        loop decides it later. 422 if the order id was used for another book; 503 if the
+        catalog could not say and the order could not be recorded pending either."""
+        return self._answer(self.purchase_many([(book_id, order_id)])[0])
 
     def purchase_many(self, purchases: list[tuple[int, str]]) -> list[dict]:
-        """`purchase` for several (book id, order id) at once, a frontend's batch: the
-        `begin`s committed together (one round), then one call to the catalog for the
-        orders they left pending. Per purchase, in order: {"status": 200, "order": ...} as
-        `purchase` returns it, 422 (the order id was used for another book) or 503 (its
-        `begin` was not confirmed: nothing was asked of the catalog for it)."""
-        started, now = time.perf_counter(), time.time()
-        begun = self.replica.commit_many([commands.begin(book, order, now) for book, order in purchases],
-                                         first=self.finishes.take())
-        self._observe("begin", started, len(purchases))
+        """`purchase` for several (book id, order id) at once, a frontend's batch: one call
+        to the catalog for all of them (batched further with other callers' by `Batcher`),
+        their records proposed together. Per purchase, in order: {"status": 200, "order":
+        ...} as `purchase` returns it, 422 (the order id was used for another book) or 503
+        (nothing is known to have happened: asking again is safe).
+
+        Only the order group's leader coordinates purchases, and only while a majority of
+        its group answered it within the replicas' lag bound (503 otherwise, as a commit
+        would be): its own state is the one its records go to, so it sees every order its
+        group decided, and a retry asks the catalog again only for an order that is still
+        pending or not recorded yet. A leader that lost its majority less than that bound
+        ago may still answer a purchase: the catalog keeps it until it is recorded."""
+        member = self.replica.member
+        if not (member.is_leader and member.in_touch(self.replica.max_lag)):
+            raise unavailable("this replica is not the order group's leader with a majority; ask another")
+        known = self.replica.state.read(lambda m: [m.order(order) for _, order in purchases])[0]
         answers: list[dict | None] = [None] * len(purchases)
-        pending: list[tuple[int, dict]] = []
-        for position, result in enumerate(begun):
+        asked: list[tuple[int, dict]] = []
+        now = round(time.time(), 3)
+        for position, ((book, order_id), order) in enumerate(zip(purchases, known)):
+            if order is None:
+                order = new_order(book, order_id, now)
+            elif order["id"] != book:
+                answers[position] = {"status": 422}
+                continue
+            elif order["status"] != PENDING:
+                answers[position] = {"status": 200, "order": order}  # a retry of a decided order
+                continue
+            asked.append((position, order))
+        if not asked:
+            return answers
+        started = time.perf_counter()
+        orders = [order for _, order in asked]
+        if len(orders) == 1:
+            taken = [self._take_stock(orders[0])]
+        else:
+            try:
+                taken = self._take_stock_many(orders)
+            except Exception:   # as when the catalog cannot be reached
+                log.exception("%d orders: could not ask the catalog", len(orders))
+                taken = [None] * len(orders)
+            if taken is None:
+                taken = [self._take_stock(order) for order in orders]
+        self._observe("take_stock", started, len(orders))
+        undecided: list[tuple[int, dict]] = []
+        for (position, order), outcome in zip(asked, taken):
+            if outcome is None:
+                undecided.append((position, order))
+            elif outcome[0].get("error") == "conflict" and order["seq"] is None:
+                answers[position] = {"status": 422}  # the catalog knows the order id for another book
+            else:
+                self._record(order, *outcome)
+                answers[position] = {"status": 200, "order": settle(order, *outcome)}
+        if undecided:
+            self._begin_undecided(undecided, answers)
+        return answers
+
+    def _begin_undecided(self, undecided: list[tuple[int, dict]], answers: list) -> None:
+        """Orders the catalog could not decide in time (it may still apply them): record
+        the new ones pending (`begin`) so that the recovery loop decides them, and answer
+        each as its record stands; 503 where even that did not commit."""
+        new = [(position, order) for position, order in undecided if order["seq"] is None]
+        for position, order in undecided:
+            if order["seq"] is not None:
+                answers[position] = {"status": 200, "order": order}
+        if not new:
+            return
+        started = time.perf_counter()
+        begun = self.replica.commit_many([commands.begin(o["id"], o["order_id"], o["created_at"]) for _, o in new],
+                                         first=self.records.take())
+        self._observe("begin", started, len(new))
+        for (position, _), result in zip(new, begun):
             if result is None:
                 answers[position] = {"status": 503}
             elif result.get("error") == "conflict":
                 answers[position] = {"status": 422}
-            elif result["order"]["status"] != PENDING:
-                answers[position] = {"status": 200, "order": result["order"]}
             else:
-                pending.append((position, result["order"]))
-        if pending:
-            started = time.perf_counter()
-            orders = [order for _, order in pending]
-            try:
-                taken = self._take_stock_many(orders) if len(orders) > 1 else None
-            except Exception:   # left pending, as when the catalog cannot be reached
-                log.exception("%d orders: could not ask the catalog; left pending", len(orders))
-                taken = [None] * len(orders)
-            if taken is None:
-                taken = [self._take_stock(order) for order in orders]
-            self._observe("take_stock", started, len(orders))
-            for (position, order), outcome in zip(pending, taken):
-                if outcome is not None:
-                    self._record(order, *outcome)
-                    order = settle(order, *outcome)
-                answers[position] = {"status": 200, "order": order}
-        return answers
+                answers[position] = {"status": 200, "order": result["order"]}
+
+    @staticmethod
+    def _answer(answer: dict) -> dict:
+        """One answer of `purchase_many` as `purchase` gives it: the order, or the error."""
+        if answer["status"] == 422:
+            raise ApiError(422, "this Idempotency-Key was already used to buy another book")
+        if answer["status"] != 200:
+            raise unavailable("the catalog did not decide the purchase in time and it could not be "
+                              "recorded as pending; nothing is known to have happened: retry")
+        return answer["order"]
 
     def _observe(self, stage: str, started: float, count: int) -> None:
         """Time a stage that `count` purchases went through together: once for each."""
@@ -177,7 +222,7 @@ class PurchaseCoordinator:
 
     def resolved(self, order: dict) -> dict:
         """`order` as a reader must see it: a pending one decided by the outcome the catalog
-        remembers for it, if the catalog applied it (and `finish` proposed, so the record
+        remembers for it, if the catalog applied it (and `record` proposed, so the record
         catches up); still pending if the catalog never took stock for it, in which case no
         purchase of it was answered yet. 503 if the catalog cannot tell in RESOLVE_TIMEOUT."""
         if order["status"] != PENDING:
@@ -200,10 +245,65 @@ class PurchaseCoordinator:
         self._record(order, outcome, catalog_index)
         return settle(order, outcome, catalog_index)
 
+    def unrecorded(self, order_id: str) -> dict | None:
+        """An order this replica has no record of, as a reader must see it: decided by the
+        catalog and not recorded here yet (its `record` is on its way, or its coordinator
+        died and the recovery loop will record it); None if the catalog has no such
+        purchase waiting to be recorded. 503 if the catalog cannot tell in RESOLVE_TIMEOUT."""
+        response = self._ask_catalog(f"/purchases/{order_id}?consistency=strong")
+        if response.status_code == 404:
+            return None
+        outcome = response.json()
+        if not outcome.get("unrecorded"):
+            return None  # recorded by the order group (and forgotten since), or never tracked
+        order = new_order(outcome["id"], order_id, outcome["created_at"])
+        catalog_index = int(response.headers.get(INDEX_HEADER, 0))
+        self._record(order, outcome, catalog_index)
+        return settle(order, outcome, catalog_index)
+
+    def unrecorded_orders(self) -> list[dict]:
+        """Every order the catalog decided that the order group has not recorded yet, newest
+        first, as readers must see them (for listings); 503 if the catalog cannot tell."""
+        response = self._ask_catalog("/unrecorded")
+        index = int(response.headers.get(INDEX_HEADER, 0))
+        orders = [settle(new_order(p["id"], p["order_id"], p["created_at"]), p["outcome"], index)
+                  for p in response.json()["purchases"]]
+        return sorted(orders, key=lambda o: o["created_at"], reverse=True)
+
+    def record_unrecorded(self, purchases: list[dict], index: int) -> tuple[list[str], int]:
+        """Record the catalog's unrecorded `purchases` (as `GET /unrecorded` lists them) that
+        this group has no decided order for, waiting for the commit; return the order ids
+        now recorded here (which the catalog may stop keeping) and how many of them this
+        call recorded."""
+        known = self.replica.state.read(lambda m: [m.order(p["order_id"]) for p in purchases])[0]
+        missing = [p for p, order in zip(purchases, known)
+                   if order is None or order["status"] == PENDING or order["id"] != p["id"]]
+        if missing:
+            self.replica.commit_many([commands.record(p["id"], p["order_id"], p["created_at"], p["outcome"], index)
+                                      for p in missing])
+        now = self.replica.state.read(lambda m: [m.order(p["order_id"]) for p in purchases])[0]
+        recorded = {p["order_id"] for p, order in zip(purchases, now)
+                    if order is not None and order["id"] == p["id"] and order["status"] != PENDING}
+        return ([p["order_id"] for p in purchases if p["order_id"] in recorded],
+                sum(p["order_id"] in recorded for p in missing))
+
+    def _ask_catalog(self, path: str):
+        """A read at the catalog leader (or, if it is unreachable, a replica in touch with
+        it) that the answer of a reader depends on: 503 if none answers 200 or 404 in time."""
+        try:
+            response = self.catalog.read(path, timeout=RESOLVE_TIMEOUT, prefer_leader=True)
+        except (Unavailable, Refused):
+            response = None
+        if response is None or response.status_code not in (200, 404):
+            raise unavailable("the catalog cannot say now whether an order not recorded here yet was "
+                              "decided; retry")
+        return response
+
     def _record(self, order: dict, outcome: dict, catalog_index: int) -> None:
-        """Have `finish` proposed soon (FinishQueue) and return at once; the stage metric
-        times it from here until applied. A `finish` that fails is only logged: the order
-        stays pending, which every reader resolves and the recovery loop finishes."""
+        """Have the order's `record` proposed soon (RecordQueue) and return at once; the
+        stage metric times it from here until applied. A `record` that fails is only logged:
+        the catalog keeps the purchase as unrecorded (or the order stays pending), which
+        every reader resolves and the recovery loop records."""
         timer = self.metrics.stages["finish"]
         started = time.perf_counter()
 
@@ -211,10 +311,11 @@ class PurchaseCoordinator:
             if ok:
                 timer.observe(time.perf_counter() - started)
             else:
-                log.info("order %s: finish not committed; the recovery loop will record it",
+                log.info("order %s: record not committed; the recovery loop will record it",
                          order["order_id"])
 
-        self.finishes.add(commands.finish(order["order_id"], outcome, catalog_index), done)
+        command = commands.record(order["id"], order["order_id"], order["created_at"], outcome, catalog_index)
+        self.records.add(command, done)
 
     def _take_stock(self, order: dict) -> tuple[dict, int] | None:
         """The catalog's outcome for this order and the catalog index it was applied at
@@ -230,7 +331,7 @@ class PurchaseCoordinator:
         """One `POST /purchases` for `orders`: each order's outcome as `_take_stock_one`
         gives it; None if the catalog cannot take batches (a replica of an older version:
         the caller asks one by one)."""
-        body = {"purchases": [{"id": o["id"], "order_id": o["order_id"]} for o in orders]}
+        body = {"purchases": [catalog_item(o) for o in orders]}
         try:
             response = self.catalog.write("POST", "/purchases", body,
                                           timeout=self.replica.config.raft.commit_timeout)
@@ -260,8 +361,7 @@ class PurchaseCoordinator:
     def _take_stock_one(self, order: dict) -> tuple[dict, int] | None:
         """`POST /purchase` for one order: its outcome and the catalog index it was applied at."""
         try:
-            response = self.catalog.write("POST", "/purchase",
-                                          {"id": order["id"], "order_id": order["order_id"]},
+            response = self.catalog.write("POST", "/purchase", catalog_item(order),
                                           timeout=self.replica.config.raft.commit_timeout)
         except Unavailable:
             log.warning("order %s: no catalog replica reachable; left pending", order["order_id"])
@@ -280,29 +380,45 @@ class PurchaseCoordinator:
         return response.json(), int(response.headers.get(INDEX_HEADER, 0))
 
 
-class FinishQueue:
-    """`finish` commands waiting to be proposed: with the next `begin` (`take`, so both
-    share one append-entries round), or by a daemon thread `delay` seconds after the first
-    of them arrived. Losing them (the process dies) loses nothing: see the module docstring."""
+def new_order(book: int, order_id: str, created_at: float) -> dict:
+    """An order the order group has no record of yet, as `begin` would record it (no `seq`)."""
+    return {"order_id": order_id, "id": book, "status": PENDING, "title": None, "price": None,
+            "error": None, "catalog_index": None, "created_at": created_at, "seq": None}
+
+
+def catalog_item(order: dict) -> dict:
+    """What the catalog is asked to apply for `order`: with `created_at` when the order group
+    has no record of it, so that the catalog keeps it until the order group has one."""
+    item = {"id": order["id"], "order_id": order["order_id"]}
+    if order["seq"] is None:
+        item["created_at"] = order["created_at"]
+    return item
+
+
+class RecordQueue:
+    """`record` commands waiting to be proposed, all together (one append-entries round) by
+    a daemon thread `delay` seconds after the first of them arrived, or with a `begin` that
+    comes first (`take`). Losing them (the process dies) loses nothing: see the module
+    docstring."""
 
     def __init__(self, replica: Replica, delay: float) -> None:
         self.replica = replica
         self.delay = delay
         self._lock = threading.Lock()
-        self._waiting: list[tuple[commands.Finish, object]] = []
+        self._waiting: list[tuple[commands.Command, object]] = []
         self._arrived = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def add(self, command: commands.Finish, on_done) -> None:
+    def add(self, command: commands.Command, on_done) -> None:
         """Queue `command`; `on_done(result, ok)` as `Replica.commit_nowait` calls it."""
         with self._lock:
             self._waiting.append((command, on_done))
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="finish-queue", daemon=True)
+                self._thread = threading.Thread(target=self._run, name="record-queue", daemon=True)
                 self._thread.start()
         self._arrived.set()
 
-    def take(self) -> list[tuple[commands.Finish, object]]:
+    def take(self) -> list[tuple[commands.Command, object]]:
         """Every queued (command, on_done), in the order they were queued, for a caller that
         proposes them with its own command (`Replica.commit(..., first=...)`)."""
         with self._lock:
@@ -310,9 +426,10 @@ class FinishQueue:
         return waiting
 
     def propose(self) -> None:
-        """Propose every queued command now, in the order they were queued."""
-        for command, on_done in self.take():
-            self.replica.commit_nowait(command, on_done)
+        """Propose every queued command now, together, in the order they were queued."""
+        waiting = self.take()
+        if waiting:
+            self.replica.commit_nowait_many(waiting)
 
     def _run(self) -> None:
         while True:
@@ -321,6 +438,6 @@ class FinishQueue:
             self._arrived.clear()
             try:
                 self.propose()
-            except Exception:  # never lose the thread; a lost finish is recovered anyway
-                log.exception("could not propose the queued finishes")
+            except Exception:  # never lose the thread; a lost record is recovered anyway
+                log.exception("could not propose the queued records")
 

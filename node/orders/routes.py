@@ -2,8 +2,9 @@
 
 Order reads take `?consistency=local|strong` like catalog reads; the frontend asks
 for `strong` (the leader's view, including every acknowledged purchase). An order
-still pending in the record is shown as the catalog's remembered outcome decides it
-(`PurchaseCoordinator.resolved`): a purchase is answered before its `finish` applies."""
+still pending in the record, or not in it yet, is shown as the catalog's outcome decides
+it (`PurchaseCoordinator.resolved`, `.unrecorded`): a purchase is answered before its
+record applies."""
 from __future__ import annotations
 
 from flask import Flask, jsonify, request
@@ -39,16 +40,23 @@ def register(app: Flask, replica: Replica, coordinator: PurchaseCoordinator) -> 
         status = request.args.get("status")
         if status not in (None, "pending", "completed", "failed"):
             raise ApiError(400, "status must be pending, completed or failed")
-        # Pending orders may be decided already: read them too, decide them, then pick.
+        # Pending orders may be decided already: read them too, decide them, then pick. The
+        # newest orders may not be recorded yet: the catalog keeps those (seconds' worth).
         listing, index = replica.read(lambda m: m.newest(limit, status, with_pending=True),
                                       strong=strong_requested())
         decided = [coordinator.resolved(order) for order in listing]
+        shown = {order["order_id"] for order in decided}
+        decided = [o for o in coordinator.unrecorded_orders() if o["order_id"] not in shown] + decided
         listing = [order for order in decided if status is None or order["status"] == status][:limit]
         return jsonify(orders=listing, applied_index=index)
 
     @app.get("/orders/<order_id>")
     def order(order_id: str):
         found, _ = replica.read(lambda m: m.order(order_id), strong=strong_requested())
-        if found is None:
-            raise ApiError(404, "no order with that id")
+        if found is None:  # perhaps decided by the catalog and not recorded here yet
+            if validation.ORDER_ID.fullmatch(order_id):
+                found = coordinator.unrecorded(order_id)
+            if found is None:
+                raise ApiError(404, "no order with that id")
+            return jsonify(found)
         return jsonify(coordinator.resolved(found))

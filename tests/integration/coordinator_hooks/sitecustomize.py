@@ -3,12 +3,12 @@ processes of tests/integration/test_purchases_under_faults.py; inert unless one 
 variables below is set, and then only in an order replica (`bazar node order...`).
 
 - BAZAR_HOLD_FINISH=<prefix>: an order whose id starts with <prefix> is never recorded as
-  decided: the coordinator's `finish` proposal is dropped and the recovery loop leaves the
-  order alone, so the order group's record stays "pending" for good while the catalog has
-  taken the stock. What readers see can then only come from the catalog's outcome.
+  decided: the coordinator's `record` proposal is dropped and the recovery loop leaves the
+  order alone, so the order group has no record of it for good (or a "pending" one) while
+  the catalog has taken the stock. What readers see can then only come from the catalog.
 - BAZAR_DIE_BEFORE_FINISH=<prefix> with BAZAR_HOOK_DIR=<dir>: the first coordinator to get
   the catalog's outcome for such an order SIGKILLs its own process right there, after the
-  catalog's commit and before `finish` is proposed (once per cluster: it creates
+  catalog's commit and before `record` is proposed (once per cluster: it creates
   <dir>/died-<order id> first).
 """
 import os
@@ -23,6 +23,7 @@ if (_HOLD or _DIE) and "node" in sys.argv and any(arg.startswith("order") for ar
 
     _Coordinator = _purchase.PurchaseCoordinator
     _real_record, _real_finish = _Coordinator._record, _Coordinator.finish
+    _real_record_unrecorded = _Coordinator.record_unrecorded
 
     def _first(order_id: str) -> bool:
         try:
@@ -45,5 +46,11 @@ if (_HOLD or _DIE) and "node" in sys.argv and any(arg.startswith("order") for ar
             return order
         return _real_finish(self, order)
 
+    def _record_unrecorded(self, purchases, index):
+        if _HOLD:
+            purchases = [p for p in purchases if not p["order_id"].startswith(_HOLD)]
+        return _real_record_unrecorded(self, purchases, index)
+
     _Coordinator._record = _record
     _Coordinator.finish = _finish
+    _Coordinator.record_unrecorded = _record_unrecorded
