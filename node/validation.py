@@ -22,6 +22,7 @@ MAX_TEXT = 200
 ORDER_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # used with fullmatch
 NODE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")       # as cluster.yaml's ids
 MAX_PURCHASES = 64  # purchases one POST /purchases carries, to either group (web/batching.py)
+MAX_RECORDED = 512  # order ids one POST /recorded names, purchases one GET /unrecorded lists
 
 
 def book_id(raw: Any) -> int:

@@ -25,6 +25,10 @@ handshake_timeout, too_many_from_source, too_many_unauthenticated, oversized_fra
 `bazar_raft_listener_rebinds_total` (times the Raft listener was found closed and bound
 again), read from the Raft member when scraped.
 
+Catalog replicas (`CatalogMetrics`): `bazar_purchases_unrecorded` and
+`bazar_purchases_unrecorded_oldest_seconds`, the purchases kept until the order group
+records them (seconds' worth normally; an old one means the order group is not recording).
+
 Order replicas (`OrderMetrics`): `bazar_purchase_stage_duration_seconds{stage}` for the
 steps of a purchase (take_stock, the catalog's commit the buyer waits for; finish, the
 order's record, timed from its proposal until it has applied; begin, recording the order
@@ -278,6 +282,23 @@ class OrderMetrics:
     def stage(self, name: str):
         """A context manager that times one step (`with metrics.stage("begin"): ...`)."""
         return self.stages[name].time()
+
+
+class CatalogMetrics:
+    """A catalog replica's purchases kept until the order group records them
+    (node/orders/purchase.py): how many, and the oldest one's age, read when scraped."""
+
+    def __init__(self, metrics: Metrics, unrecorded) -> None:
+        """`unrecorded()`: (how many purchases are kept, the oldest one's created_at or None)."""
+        Gauge("bazar_purchases_unrecorded", "Purchases the catalog keeps until the order group has recorded them",
+              registry=metrics.registry).set_function(lambda: unrecorded()[0])
+        Gauge("bazar_purchases_unrecorded_oldest_seconds",
+              "Age of the oldest purchase kept until the order group records it (0: none)",
+              registry=metrics.registry).set_function(lambda: _age(unrecorded()[1]))
+
+
+def _age(created_at: float | None) -> float:
+    return max(0.0, time.time() - created_at) if created_at is not None else 0.0
 
 
 class FrontendCollector:

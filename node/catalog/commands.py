@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Union
 
 from bazar.node.retention import Expire
-from bazar.node.validation import (book_id, fields_of, order_id, price, request_id, stock_count,  # noqa: F401
-                                   text, timestamp)
+from bazar.node.validation import (MAX_RECORDED, book_id, fields_of, order_id, price,  # noqa: F401
+                                   request_id, stock_count, text, timestamp)
 from bazar.node.wire import Malformed, decode, fields, to_wire  # noqa: F401
 from bazar.web.errors import BadRequest
 
@@ -94,10 +94,6 @@ BY_OP: dict[str, type] = {c.OP: c for c in TYPES}
 def from_wire(wire: dict) -> Command:
     """The catalog command a log entry holds; Malformed if it holds none."""
     return decode(wire, BY_OP)
-
-
-# The most order ids one `Recorded` names (an order leader's sweep sends more in several).
-MAX_RECORDED = 512
 
 
 # -- builders: client input -> a valid command, or BadRequest ---------------------

@@ -119,13 +119,14 @@ def register(app: Flask, replica: Replica) -> None:
         """Purchases the order group has still to record (its leader's sweep asks, then
         records them and says so with `POST /recorded`), created before `?before=` (seconds
         since the epoch, default now), oldest first, at most `?limit=` (default and most
-        MAX_RECORDED). Answered from this replica's applied state: a purchase it has not
-        applied yet is found by a later sweep."""
+        MAX_RECORDED); `?newest=1`: newest first (an order listing). Answered from this
+        replica's applied state: a purchase it has not applied yet is found by a later sweep."""
         before = validation.timestamp(_number(request.args.get("before"), "before")) \
             if request.args.get("before") is not None else float("inf")
         limit = params.limit(request.args.get("limit"), default=commands.MAX_RECORDED,
                              maximum=commands.MAX_RECORDED)
-        listing, index = replica.read_local(lambda m: m.unrecorded_before(before, limit))
+        newest = request.args.get("newest") == "1"
+        listing, index = replica.read_local(lambda m: m.unrecorded_before(before, limit, newest))
         return _with_index(jsonify(purchases=listing), index)
 
     @app.post("/recorded")

@@ -12,6 +12,7 @@ from bazar.node.api import Replica
 from bazar.node.catalog import routes
 from bazar.node.catalog.seed import read_seed, seed_when_leader
 from bazar.node.catalog.state import CatalogState
+from bazar.web.metrics import CatalogMetrics
 
 
 class CatalogService:
@@ -25,6 +26,7 @@ class CatalogService:
 
     def register(self, app: Flask, replica: Replica) -> None:
         routes.register(app, replica)
+        CatalogMetrics(replica.metrics, lambda: replica.state.read(lambda m: m.unrecorded_summary())[0])
 
     def start(self, replica: Replica) -> None:
         """Until the group is seeded, its leader commits the seed (once per group)."""
@@ -33,3 +35,4 @@ class CatalogService:
     def serving(self, replica: Replica) -> bool:
         """A catalog replica serves once the seed is applied: before, it has no books."""
         return replica.state.read(lambda m: m.seeded)[0]
+

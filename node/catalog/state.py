@@ -186,16 +186,23 @@ class CatalogState:
             return failure("out_of_stock", id=book_id)
         return ok(id=book_id, title=self.books[book_id]["title"], price=price)
 
-    def unrecorded_before(self, cutoff: float, limit: int) -> list[dict]:
+    def unrecorded_before(self, cutoff: float, limit: int, newest: bool = False) -> list[dict]:
         """Up to `limit` purchases the order group has still to record, created before
-        `cutoff`, oldest applied first: each {"order_id", "id", "created_at", "outcome"}."""
+        `cutoff`, oldest applied first (or, with `newest`, newest first): each {"order_id",
+        "id", "created_at", "outcome"}."""
         found = []
-        for order_id, entry in self.unrecorded.items():
+        entries = reversed(self.unrecorded.items()) if newest else self.unrecorded.items()
+        for order_id, entry in entries:
             if len(found) >= limit:
                 break
             if entry["created_at"] < cutoff:
                 found.append(dict(entry, order_id=order_id))
         return found
+
+    def unrecorded_summary(self) -> tuple[int, float | None]:
+        """How many purchases are kept as unrecorded, and the first kept one's created_at."""
+        first = next(iter(self.unrecorded.values()), None)
+        return len(self.unrecorded), first["created_at"] if first else None
 
     def unrecorded_order(self, order_id: str) -> dict | None:
         """The purchase of `order_id` if the order group has still to record it, else None."""

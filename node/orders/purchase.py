@@ -73,6 +73,7 @@ import time
 from bazar.node import validation
 from bazar.node.api import Replica
 from bazar.node.results import failure
+from bazar.node.validation import MAX_RECORDED
 from bazar.node.orders import commands
 from bazar.node.orders.state import PENDING, settle
 from bazar.web.batching import Batcher
@@ -261,10 +262,11 @@ class PurchaseCoordinator:
         self._record(order, outcome, catalog_index)
         return settle(order, outcome, catalog_index)
 
-    def unrecorded_orders(self) -> list[dict]:
-        """Every order the catalog decided that the order group has not recorded yet, newest
-        first, as readers must see them (for listings); 503 if the catalog cannot tell."""
-        response = self._ask_catalog("/unrecorded")
+    def unrecorded_orders(self, limit: int) -> list[dict]:
+        """The newest `limit` orders the catalog decided that the order group has not
+        recorded yet, newest first, as readers must see them (for listings); 503 if the
+        catalog cannot tell."""
+        response = self._ask_catalog(f"/unrecorded?newest=1&limit={min(limit, MAX_RECORDED)}")
         index = int(response.headers.get(INDEX_HEADER, 0))
         orders = [settle(new_order(p["id"], p["order_id"], p["created_at"]), p["outcome"], index)
                   for p in response.json()["purchases"]]

@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 
-from bazar.node.catalog.commands import MAX_RECORDED
+from bazar.node.validation import MAX_RECORDED
 from bazar.node.orders.purchase import PurchaseCoordinator
 from bazar.web.client import Refused, Unavailable
 from bazar.web.protocol import INDEX_HEADER

@@ -46,7 +46,7 @@ def register(app: Flask, replica: Replica, coordinator: PurchaseCoordinator) -> 
                                       strong=strong_requested())
         decided = [coordinator.resolved(order) for order in listing]
         shown = {order["order_id"] for order in decided}
-        decided = [o for o in coordinator.unrecorded_orders() if o["order_id"] not in shown] + decided
+        decided = [o for o in coordinator.unrecorded_orders(limit) if o["order_id"] not in shown] + decided
         listing = [order for order in decided if status is None or order["status"] == status][:limit]
         return jsonify(orders=listing, applied_index=index)
 

@@ -44,7 +44,7 @@ FAMILIES = {
                                        "bazar_cache_invalidations_total", "bazar_cache_flushes_total",
                                        "bazar_cache_stale_fills_refused_total", "bazar_cache_entries",
                                        "bazar_follower_lag_seconds"},
-    "bazar-catalog": REPLICA,
+    "bazar-catalog": REPLICA | {"bazar_purchases_unrecorded", "bazar_purchases_unrecorded_oldest_seconds"},
     "bazar-order": REPLICA | {"bazar_purchase_stage_duration_seconds", "bazar_orders_pending"},
 }
 HISTOGRAMS = {"bazar_http_request_duration_seconds", "bazar_raft_commit_duration_seconds",

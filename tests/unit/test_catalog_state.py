@@ -490,6 +490,8 @@ def test_a_purchase_asked_with_created_at_is_kept_until_recorded_whatever_the_re
     state.apply({"op": "purchase", "id": 2, "order_id": "none-left", "created_at": 60.0})
     buy(state, 1, "begun-first")                                    # asked without: not kept
     assert [p["order_id"] for p in state.unrecorded_before(1e9, 10)] == ["new", "none-left"]
+    assert [p["order_id"] for p in state.unrecorded_before(1e9, 1, newest=True)] == ["none-left"]
+    assert state.unrecorded_summary() == (2, 50.0)
     assert state.unrecorded_before(55.0, 10) == [
         {"order_id": "new", "id": 1, "created_at": 50.0, "outcome": state.purchase_outcome("new")}]
     assert state.unrecorded_order("none-left")["outcome"]["error"] == "out_of_stock"

@@ -28,6 +28,7 @@ def defined_families() -> set[str]:
         state=SimpleNamespace(read=lambda query: (query(SimpleNamespace(remembered=lambda: 0)),)))
     metrics.RaftMetrics(registry, "catalog", member)  # replicas
     metrics.OrderMetrics(registry, lambda: 0)  # order replicas
+    metrics.CatalogMetrics(registry, lambda: (0, None))  # catalog replicas
     stats = dict.fromkeys([key for key, _ in metrics.FrontendCollector.COUNTERS] + ["size"], 0)
     registry.registry.register(metrics.FrontendCollector(  # the frontend
         SimpleNamespace(snapshot_stats=lambda: stats),

@@ -123,7 +123,7 @@ class FakeCatalog:
     def read(self, path, timeout=None, prefer_leader=False):
         self.calls.append(("read", path))
         assert prefer_leader
-        if path == "/unrecorded":
+        if path.startswith("/unrecorded"):
             listing = [{"order_id": o, **entry, "outcome": self.outcomes[o]} for o, entry in self.unrecorded.items()]
             return Reply(200, {INDEX_HEADER: "9"}, json.dumps({"purchases": listing}).encode())
         assert "consistency=strong" in path
