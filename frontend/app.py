@@ -62,6 +62,8 @@ def create_app(gateway: Gateway, frontend_id: str | None = None, admin_token: st
         params.without_dot_segments(request.path)
 
     def consistency() -> str:
+        if not request.environ.get("QUERY_STRING"):  # the usual read: no query string to parse
+            return "cached"
         return request.args.get("consistency", "cached")
 
     @app.get("/search/<path:topic>")

@@ -88,8 +88,12 @@ CSP = ("default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}
 def wants_html(req) -> bool:
     """True only when the Accept header ranks text/html above application/json.
 
-    Ties go to JSON, so `*/*` (curl, requests, fetch) and a missing header get JSON.
+    Ties go to JSON, so `*/*` (curl, requests, fetch) and a missing header get JSON. Those
+    and `application/json` alone, what API clients send, are answered without parsing the
+    header (every API client's read pays this on the hot path).
     """
+    if req.headers.get("Accept") in (None, "", "*/*", "application/json"):
+        return False
     return req.accept_mimetypes.best_match(["application/json", "text/html"]) == "text/html"
 
 
