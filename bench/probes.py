@@ -61,13 +61,14 @@ def fsyncs_per_purchase(before: dict, after: dict, leaders: dict[str, str], purc
 
 
 def purchase_stages(cluster: LocalCluster) -> dict[str, dict]:
-    """The order replicas' `bazar_purchase_stage_duration_seconds` so far, summed over the
+    """`bazar_purchase_stage_duration_seconds` so far, summed over the frontend and the order
     replicas (whichever coordinated): {stage: {"count", "seconds"}}."""
     from prometheus_client.parser import text_string_to_metric_families
 
     totals: dict[str, dict] = {}
-    for node in cluster.config.order:
-        text = requests.get(f"{node.http.url}/metrics", timeout=5).text
+    sources = [(cluster.frontend_url, cluster.admin_headers)] + [(n.http.url, {}) for n in cluster.config.order]
+    for url, headers in sources:
+        text = requests.get(f"{url}/metrics", headers=headers, timeout=5).text
         for family in text_string_to_metric_families(text):
             if family.name != "bazar_purchase_stage_duration_seconds":
                 continue

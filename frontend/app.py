@@ -44,6 +44,7 @@ def create_app(gateway: Gateway, frontend_id: str | None = None, admin_token: st
 
     app_metrics = metrics.Metrics()
     app_metrics.registry.register(metrics.FrontendCollector(gateway.cache, gateway.follower))
+    gateway.checkout.stages = metrics.purchase_stages(app_metrics)  # this frontend coordinates purchases
     # The frontend's port is public, and its request and cache counters count the sales:
     # Prometheus scrapes it with the admin token (a replica's /metrics, on the private
     # network, needs none).

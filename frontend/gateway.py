@@ -15,12 +15,11 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from bazar.cluster.config import ClusterConfig
+from bazar.frontend.checkout import Checkout
 from bazar.frontend.follower import CatalogFollower
 from bazar.node.catalog import commands, keys_changed
 from bazar.node.catalog.commands import info_key, search_key, topics_key
-from bazar.node.validation import MAX_PURCHASES
 from bazar.web import params
-from bazar.web.batching import Batcher
 from bazar.web.client import GroupClient, Refused, Reply, Unavailable
 from bazar.web.errors import ApiError, unavailable
 from bazar.web.protocol import INDEX_HEADER, RETRY_AFTER_HEADER
@@ -47,9 +46,8 @@ class Gateway:
                                    source_host, write_attempt_timeout=CATALOG_ATTEMPT_TIMEOUT)
         self.orders = GroupClient([n.http.url for n in config.order], secret, self.write_timeout,
                                   source_host, write_attempt_timeout=config.raft.commit_timeout + 0.5)
-        # Purchases that arrive while one is on its way to the order leader go together in
-        # the next call (web/batching.py); a lone one goes at once.
-        self.purchases = Batcher(self._purchase_one, self._purchase_many, MAX_PURCHASES)
+        # Purchases go to the catalog from here, their records on to the order group.
+        self.checkout = Checkout(self.catalog, self.orders, follower, config.raft.commit_timeout)
 
     # -- reads ----------------------------------------------------------------
 
@@ -90,50 +88,20 @@ class Gateway:
     def purchase(self, raw_id: str, idempotency_key: str | None) -> dict:
         """Buy one copy; the same Idempotency-Key always yields the same single order.
 
-        Answered once the catalog has committed the stock take (or its refusal): the order
-        group records the outcome without making the buyer wait, and every read of the
-        order (`order`, `orders_list`) shows it as answered from then on. A 503 leaves the
-        order undecided or unknown: retry with the same key to learn its outcome."""
+        Answered once the catalog has committed the stock take (or its refusal), asked by
+        this frontend (frontend/checkout.py): the order group records the outcome without
+        making the buyer wait, and every read of the order (`order`, `orders_list`) shows it
+        as answered from then on. A 503 leaves the outcome unknown: retry with the same key
+        to learn it."""
         command = commands.purchase(raw_id, idempotency_key or "")
         self._require_book(command.id)
-        order = self.purchases.call((command.id, command.order_id))
-        if order.get("catalog_index"):
-            # The catalog's result, as the order recorded it: a copy taken changed the book.
+        self._follow_catalog_members()
+        order, index = self.checkout.buy(command.id, command.order_id)
+        if index:
+            # The catalog's result, as the order records it: a copy taken changed the book.
             taken = {"ok": order.get("status") == "completed", "id": command.id}
-            self._see_own_write(command, taken, order["catalog_index"])
+            self._see_own_write(command, taken, index)
         return purchase_answer(order)
-
-    def _purchase_one(self, purchase: tuple[int, str]) -> dict:
-        book_id, order_id = purchase
-        return self._checked(self.orders.write, "POST", "/purchase", {"id": book_id, "order_id": order_id})
-
-    def _purchase_many(self, purchases: list[tuple[int, str]]) -> list | None:
-        """One `POST /purchases` to the order leader: per purchase, its order or the ApiError
-        its own `POST /purchase` would have raised; None if the order group cannot take
-        batches (an older version: each is then sent alone)."""
-        try:
-            response = self.orders.write("POST", "/purchases", {
-                "purchases": [{"id": book_id, "order_id": order_id} for book_id, order_id in purchases]})
-        except Unavailable:
-            return [unavailable("no replica of the group is reachable") for _ in purchases]
-        except Refused:
-            return [_refused() for _ in purchases]
-        if response.status_code in (404, 405):
-            return None
-        answers = _json_or_error(response).get("answers")
-        if not isinstance(answers, list) or len(answers) != len(purchases):
-            raise ApiError(502, "an order replica sent an unreadable answer")
-        results: list = []
-        for answer in answers:
-            status = answer.get("status") if isinstance(answer, dict) else None
-            if status == 200 and isinstance(answer.get("order"), dict):
-                results.append(answer["order"])
-            elif status == 422:
-                results.append(ApiError(422, "this Idempotency-Key was already used to buy another book"))
-            else:
-                results.append(unavailable("the cluster did not confirm the purchase in time; it may "
-                                           "still be applied: retry with the same Idempotency-Key"))
-        return results
 
     def _require_book(self, book_id: int) -> None:
         """404 for an unknown book, before any order is recorded.

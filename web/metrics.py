@@ -267,15 +267,21 @@ class _RaftCollector:
         yield rebinds
 
 
+def purchase_stages(metrics: Metrics) -> dict:
+    """`bazar_purchase_stage_duration_seconds{stage}` in `metrics`, one histogram per stage,
+    on whichever process coordinates purchases (a frontend, or an order replica)."""
+    stages = Histogram("bazar_purchase_stage_duration_seconds",
+                       "Time each step of a purchase took on the process that coordinated it",
+                       ["stage"], buckets=LATENCY_BUCKETS, registry=metrics.registry)
+    return {stage: stages.labels(stage) for stage in PURCHASE_STAGES}
+
+
 class OrderMetrics:
     """An order replica's purchase families: the time each step of a purchase takes, and
     how many orders are recorded but not decided (read from the state when scraped)."""
 
     def __init__(self, metrics: Metrics, pending_count) -> None:
-        stages = Histogram("bazar_purchase_stage_duration_seconds",
-                           "Time each step of a purchase took on the coordinating order replica",
-                           ["stage"], buckets=LATENCY_BUCKETS, registry=metrics.registry)
-        self.stages = {stage: stages.labels(stage) for stage in PURCHASE_STAGES}
+        self.stages = purchase_stages(metrics)
         Gauge("bazar_orders_pending", "Orders recorded but not yet completed or failed",
               registry=metrics.registry).set_function(pending_count)
 

@@ -10,8 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Union
 
+from typing import Any
+
+from bazar.node import validation
 from bazar.node.retention import Expire
 from bazar.node.wire import Malformed, decode, to_wire  # noqa: F401
+from bazar.web.errors import BadRequest
 
 
 @dataclass(frozen=True)
@@ -65,3 +69,17 @@ def finish(order: str, outcome: dict, catalog_index: int | None) -> Finish:
 def record(book: int, order: str, created_at: float, outcome: dict, catalog_index: int | None) -> Record:
     return Record(order_id=order, id=book, created_at=round(created_at, 3), outcome=outcome,
                   catalog_index=catalog_index)
+
+
+def record_of(item: Any) -> Record:
+    """One item of `POST /records` (a frontend's records of the purchases it coordinated):
+    order_id, id, created_at, the catalog's outcome and the catalog index."""
+    if not isinstance(item, dict) or not isinstance(item.get("order_id"), str) or not item["order_id"]:
+        raise BadRequest("every record needs an order_id, an id, a created_at and an outcome")
+    outcome, index = item.get("outcome"), item.get("catalog_index")
+    if not isinstance(outcome, dict) or not isinstance(outcome.get("ok"), bool):
+        raise BadRequest("a record's outcome must be the catalog's: an object with ok")
+    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+        raise BadRequest("a record's catalog_index must be a log index")
+    return record(validation.book_id(item.get("id")), validation.order_id(item["order_id"]),
+                  validation.timestamp(item.get("created_at")), outcome, index)

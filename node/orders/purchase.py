@@ -76,6 +76,7 @@ from bazar.node.results import failure
 from bazar.node.validation import MAX_RECORDED
 from bazar.node.orders import commands
 from bazar.node.orders.state import PENDING, settle
+from bazar.node.orders.stock import StockTaker, new_order
 from bazar.web.batching import Batcher
 from bazar.web.client import GroupClient, Refused, Unavailable
 from bazar.web.errors import ApiError, unavailable
@@ -102,7 +103,8 @@ class PurchaseCoordinator:
         self.catalog = catalog
         self.metrics = metrics  # each step's duration: the per-stage breakdown of a purchase
         self.records = RecordQueue(replica, FINISH_DELAY)
-        self.stock = Batcher(self._take_stock_one, self._take_stock_many, validation.MAX_PURCHASES)
+        self.taker = StockTaker(catalog, replica.config.raft.commit_timeout)
+        self.stock = Batcher(self.taker.one, self.taker.many, validation.MAX_PURCHASES)
 
     def purchase(self, book_id: int, order_id: str) -> dict:
         """Buy one copy of `book_id` as order `order_id`; return the order.
@@ -152,7 +154,7 @@ class PurchaseCoordinator:
             taken = [self._take_stock(orders[0])]
         else:
             try:
-                taken = self._take_stock_many(orders)
+                taken = self.taker.many(orders)
             except Exception:   # as when the catalog cannot be reached
                 log.exception("%d orders: could not ask the catalog", len(orders))
                 taken = [None] * len(orders)
@@ -328,74 +330,6 @@ class PurchaseCoordinator:
         except Exception:   # the waiting orders stay pending: the recovery loop decides them
             log.exception("order %s: could not ask the catalog; left pending", order["order_id"])
             return None
-
-    def _take_stock_many(self, orders: list[dict]) -> list[tuple[dict, int] | None] | None:
-        """One `POST /purchases` for `orders`: each order's outcome as `_take_stock_one`
-        gives it; None if the catalog cannot take batches (a replica of an older version:
-        the caller asks one by one)."""
-        body = {"purchases": [catalog_item(o) for o in orders]}
-        try:
-            response = self.catalog.write("POST", "/purchases", body,
-                                          timeout=self.replica.config.raft.commit_timeout)
-        except Unavailable:
-            log.warning("%d orders: no catalog replica reachable; left pending", len(orders))
-            return [None] * len(orders)
-        except Refused:
-            return [None] * len(orders)
-        if response.status_code in (404, 405):
-            return None
-        answers = response.json().get("answers") if response.status_code == 200 else None
-        if not isinstance(answers, list) or len(answers) != len(orders):
-            log.warning("%d orders: catalog answered %s; left pending", len(orders), response.status_code)
-            return [None] * len(orders)
-        index = int(response.headers.get(INDEX_HEADER, 0))
-        results: list[tuple[dict, int] | None] = []
-        for order, answer in zip(orders, answers):
-            if answer.get("status") == 200:
-                results.append((answer["outcome"], index))
-            elif answer.get("status") == 422:
-                log.warning("order %s: the catalog knows this order id for another book", order["order_id"])
-                results.append((failure("conflict", id=order["id"]), 0))
-            else:
-                results.append(None)
-        return results
-
-    def _take_stock_one(self, order: dict) -> tuple[dict, int] | None:
-        """`POST /purchase` for one order: its outcome and the catalog index it was applied at."""
-        try:
-            response = self.catalog.write("POST", "/purchase", catalog_item(order),
-                                          timeout=self.replica.config.raft.commit_timeout)
-        except Unavailable:
-            log.warning("order %s: no catalog replica reachable; left pending", order["order_id"])
-            return None
-        except Refused:  # logged by the client; the recovery loop tries again later
-            return None
-        if response.status_code == 422:
-            # The catalog already applied this order id for another book, so it will never
-            # take stock for this order: a definite failure, not something to retry.
-            log.warning("order %s: the catalog knows this order id for another book", order["order_id"])
-            return failure("conflict", id=order["id"]), 0
-        if response.status_code != 200:
-            log.warning("order %s: catalog answered %s; left pending", order["order_id"],
-                        response.status_code)
-            return None
-        return response.json(), int(response.headers.get(INDEX_HEADER, 0))
-
-
-def new_order(book: int, order_id: str, created_at: float) -> dict:
-    """An order the order group has no record of yet, as `begin` would record it (no `seq`)."""
-    return {"order_id": order_id, "id": book, "status": PENDING, "title": None, "price": None,
-            "error": None, "catalog_index": None, "created_at": created_at, "seq": None}
-
-
-def catalog_item(order: dict) -> dict:
-    """What the catalog is asked to apply for `order`: with `created_at` when the order group
-    has no record of it, so that the catalog keeps it until the order group has one."""
-    item = {"id": order["id"], "order_id": order["order_id"]}
-    if order["seq"] is None:
-        item["created_at"] = order["created_at"]
-    return item
-
 
 class RecordQueue:
     """`record` commands waiting to be proposed, all together (one append-entries round) by

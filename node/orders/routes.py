@@ -11,6 +11,7 @@ from flask import Flask, jsonify, request
 
 from bazar.node import validation
 from bazar.node.api import Replica, strong_requested
+from bazar.node.orders import commands
 from bazar.node.orders.purchase import PurchaseCoordinator
 from bazar.web import params
 from bazar.web.errors import ApiError, json_object
@@ -33,6 +34,18 @@ def register(app: Flask, replica: Replica, coordinator: PurchaseCoordinator) -> 
         batch = [(validation.book_id(item.get("id")), validation.order_id(item.get("order_id")))
                  for item in validation.purchase_batch(json_object(request))]
         return jsonify(answers=coordinator.purchase_many(batch))
+
+    @app.post("/records")
+    def records():
+        """Orders the catalog decided, from the frontend that coordinated their purchases
+        (frontend/checkout.py): every item is checked first, then all are committed
+        together, in one round. Idempotent: an order already recorded keeps its outcome."""
+        body = json_object(request)
+        items = body.get("records")
+        if not isinstance(items, list) or not 1 <= len(items) <= validation.MAX_RECORDED:
+            raise ApiError(400, f"records must be a list of 1 to {validation.MAX_RECORDED} records")
+        results = replica.commit_many([commands.record_of(item) for item in items])
+        return jsonify(recorded=sum(result is not None for result in results))
 
     @app.get("/orders")
     def orders():

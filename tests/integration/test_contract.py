@@ -266,14 +266,14 @@ def test_an_order_leader_takes_a_batch_of_purchases_exactly_once_each(shared_clu
 
 def test_concurrent_purchases_through_the_frontend_go_in_batches_and_sell_exactly(shared_cluster):
     """16 buyers at once: the frontend sends the purchases that arrive while one is on its
-    way together (the order replicas count POST /purchases calls), and the stock falls by
+    way together (the catalog replicas count POST /purchases calls), and the stock falls by
     exactly the purchases answered 200."""
     cluster = shared_cluster
     url = cluster.frontend_url
 
     def batches() -> float:
         total = 0.0
-        for node in cluster.config.order:
+        for node in cluster.config.catalog:
             text = requests.get(f"{node.http.url}/metrics", timeout=5).text
             total += sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
                          if s.name == "bazar_http_requests_total" and s.labels.get("route") == "/purchases"

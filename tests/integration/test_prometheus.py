@@ -43,7 +43,7 @@ FAMILIES = {
     "bazar-frontend": EVERY_PROCESS | {"bazar_cache_hits_total", "bazar_cache_misses_total",
                                        "bazar_cache_invalidations_total", "bazar_cache_flushes_total",
                                        "bazar_cache_stale_fills_refused_total", "bazar_cache_entries",
-                                       "bazar_follower_lag_seconds"},
+                                       "bazar_follower_lag_seconds", "bazar_purchase_stage_duration_seconds"},
     "bazar-catalog": REPLICA | {"bazar_purchases_unrecorded", "bazar_purchases_unrecorded_oldest_seconds"},
     "bazar-order": REPLICA | {"bazar_purchase_stage_duration_seconds", "bazar_orders_pending"},
 }

@@ -103,33 +103,72 @@ def test_no_acknowledged_purchase_is_lost_when_every_process_is_killed(make_clus
     assert stock(cluster, 1) == stock_before[1]
 
 
-def test_without_quorum_a_purchase_is_refused_with_retry_after(make_cluster):
+def test_without_the_catalogs_quorum_a_purchase_is_refused_with_retry_after(make_cluster):
+    # A purchase is decided by the catalog group's commit: without its majority, none is.
     cluster = make_cluster()
     url = cluster.frontend_url
     before = stock(cluster, 4)
-    order_nodes = [n.id for n in cluster.config.order]
-    for name in order_nodes[:2]:
+    catalog_nodes = [n.id for n in cluster.config.catalog]
+    for name in catalog_nodes[:2]:
         cluster.kill(name)
-    # Once the group knows it has lost its majority (a leader that lost it less than the lag
-    # bound ago may still sell: the catalog keeps such a purchase until it is recorded).
-    deadline = time.monotonic() + 10
-    while requests.get(f"{url}/readyz").status_code != 503 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert requests.get(f"{url}/readyz").status_code == 503
-    time.sleep(cluster.config.cache.max_follower_lag)
     started = time.monotonic()
     response = requests.post(f"{url}/purchase/4", headers={"Idempotency-Key": "no-quorum"}, timeout=30)
     assert response.status_code == 503
     assert "Retry-After" in response.headers
     assert "error" in response.json()
     assert time.monotonic() - started < 10
-    assert stock(cluster, 4) == before
-    for name in order_nodes[:2]:
+    deadline = time.monotonic() + 10
+    while requests.get(f"{url}/readyz").status_code != 503 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert requests.get(f"{url}/readyz").status_code == 503
+    for name in catalog_nodes[:2]:
         cluster.start_process(name)
     cluster.wait_ready(timeout=30)
     retried = buy_until_done(url, 4, "no-quorum", time.monotonic() + 20)
     assert retried.status_code == 200
     assert stock(cluster, 4) == before - 1
+    assert buy_until_done(url, 4, "no-quorum", time.monotonic() + 20).json() == retried.json()
+    assert stock(cluster, 4) == before - 1
+
+
+def test_without_the_order_groups_quorum_purchases_go_on_and_are_recorded_when_it_is_back(make_cluster):
+    # The order group records purchases after their answer: while it cannot (no majority),
+    # the catalog keeps them, every read of one asks the catalog, and once the group is
+    # back each is recorded once.
+    cluster = make_cluster()
+    url = cluster.frontend_url
+    before = stock(cluster, 4)
+    order_nodes = [n.id for n in cluster.config.order]
+    for name in order_nodes[:2]:
+        cluster.kill(name)
+    answers = [buy_until_done(url, 4, f"orders-down-{i}", time.monotonic() + 20) for i in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 200], [a.text for a in answers]
+    assert stock(cluster, 4) == before - 3
+    for name in order_nodes[:2]:
+        cluster.start_process(name)
+    cluster.wait_ready(timeout=30)
+    for i, answer in enumerate(answers):
+        deadline = time.monotonic() + 20
+        read = requests.get(f"{url}/orders/orders-down-{i}", timeout=10)
+        while read.status_code == 503 and time.monotonic() < deadline:  # the group settling
+            time.sleep(0.3)
+            read = requests.get(f"{url}/orders/orders-down-{i}", timeout=10)
+        assert read.status_code == 200 and read.json()["status"] == "completed", read.text
+    deadline, states = time.monotonic() + 30, {}
+    while time.monotonic() < deadline:
+        states = wait_converged(cluster, "order", timeout=30)
+        if all(f"orders-down-{i}" in s["state"]["orders"] for s in states.values() for i in range(3)):
+            break
+        time.sleep(0.5)
+    for state in states.values():
+        for i in range(3):
+            assert state["state"]["orders"][f"orders-down-{i}"]["status"] == "completed"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(s["state"].get("unrecorded")
+                                              for s in replica_states(cluster, "catalog").values()):
+        time.sleep(0.5)
+    assert not any(s["state"].get("unrecorded") for s in replica_states(cluster, "catalog").values())
+    assert stock(cluster, 4) == before - 3
 
 
 def test_an_order_left_pending_by_a_dead_catalog_is_finished_without_the_client(make_cluster):

@@ -3,8 +3,9 @@ processes of tests/integration/test_purchases_under_faults.py; inert unless one 
 variables below is set, and then only in an order replica (`bazar node order...`).
 
 - BAZAR_HOLD_FINISH=<prefix>: an order whose id starts with <prefix> is never recorded as
-  decided: the coordinator's `record` proposal is dropped and the recovery loop leaves the
-  order alone, so the order group has no record of it for good (or a "pending" one) while
+  decided: the coordinator's `record` proposal is dropped, a record a frontend sends for it
+  (`POST /records`) becomes a `finish`, which changes nothing for an order never begun, and
+  the recovery loop leaves the order alone, so the order group has no record of it for good (or a "pending" one) while
   the catalog has taken the stock. What readers see can then only come from the catalog.
 - BAZAR_DIE_BEFORE_FINISH=<prefix> with BAZAR_HOOK_DIR=<dir>: the first coordinator to get
   the catalog's outcome for such an order SIGKILLs its own process right there, after the
@@ -24,6 +25,16 @@ if (_HOLD or _DIE) and "node" in sys.argv and any(arg.startswith("order") for ar
     _Coordinator = _purchase.PurchaseCoordinator
     _real_record, _real_finish = _Coordinator._record, _Coordinator.finish
     _real_record_unrecorded = _Coordinator.record_unrecorded
+    from bazar.node.orders import commands as _commands
+    _real_record_of = _commands.record_of
+
+    def _record_of(item):
+        command = _real_record_of(item)
+        if _HOLD and command.order_id.startswith(_HOLD):
+            return _commands.finish(command.order_id, command.outcome, command.catalog_index)
+        return command
+
+    _commands.record_of = _record_of
 
     def _first(order_id: str) -> bool:
         try:
