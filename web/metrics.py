@@ -29,10 +29,12 @@ Catalog replicas (`CatalogMetrics`): `bazar_purchases_unrecorded` and
 `bazar_purchases_unrecorded_oldest_seconds`, the purchases kept until the order group
 records them (seconds' worth normally; an old one means the order group is not recording).
 
-Order replicas (`OrderMetrics`): `bazar_purchase_stage_duration_seconds{stage}` for the
-steps of a purchase (take_stock, the catalog's commit the buyer waits for; finish, the
-order's record, timed from its proposal until it has applied; begin, recording the order
-pending, only when the catalog could not decide in time) and `bazar_orders_pending`.
+Frontends and order replicas (`purchase_stages`, in `OrderMetrics` on the latter):
+`bazar_purchase_stage_duration_seconds{stage}` for the steps of the purchases each
+coordinated (take_stock, the catalog's commit the buyer waits for; finish, the order's
+record, timed from its proposal until it has applied; begin, recording the order pending,
+only on an order replica when the catalog could not decide in time); order replicas also
+have `bazar_orders_pending`.
 
 The frontend (`FrontendCollector`): `bazar_cache_hits_total`, `bazar_cache_misses_total`,
 `bazar_cache_invalidations_total`, `bazar_cache_flushes_total`,

@@ -1,5 +1,11 @@
 """Exactly-once purchases across the order group and the catalog group.
 
+Two kinds of process coordinate purchases with the protocol below: a frontend, for every
+purchase a shopper makes (frontend/checkout.py, which asks the catalog directly and sends
+the record on with `POST /records`), and an order replica, for a purchase sent to it
+(`POST /purchase`, this module, which also decides "pending" orders). What follows is
+written for the order replica; a frontend differs only where its docstring says.
+
     1. catalog group: purchase(order id, book, created_at) -> one copy taken, or refused;
                       the catalog keeps the purchase as *unrecorded*
     2. order group:   record(order id, book, outcome)      -> "completed" or "failed"

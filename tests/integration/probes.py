@@ -61,7 +61,7 @@ def settled_content(cluster: LocalCluster, node_id: str, timeout: float = 15.0) 
     group's leader had committed when asked, and no order is pending there.
 
     Compare this, not the digest, to show that something changed nothing: a purchase's
-    `finish` follows its answer (up to 20 ms later), and the leader's periodic `Expire`
+    record follows its answer (up to 20 ms later, and the order replica waits for it), and the leader's periodic `Expire`
     advances the log's clock, so the digest of an untouched group still moves. And a
     follower learns of a commit from the next round or heartbeat (its leader sends no round
     of its own to announce it), so right after a purchase's answer it
@@ -74,15 +74,22 @@ def settled_content(cluster: LocalCluster, node_id: str, timeout: float = 15.0) 
     group = cluster.config.node(node_id).group
     leader = cluster.leader(group)
     target = (cluster.status(leader) or {}).get("commit_index", 0) if leader else 0
+    # An order replica also waits for the records of the purchases the catalog decided (they
+    # follow the answer, frontend/checkout.py): those the catalog keeps as unrecorded.
+    catalog_leader = cluster.leader("catalog") if group == "order" else None
+    catalog_view = (cluster.admin.state(catalog_leader) or {}).get("state", {}) if catalog_leader else {}
+    unrecorded = set(catalog_view.get("unrecorded", {}))
     while True:
         applied = (cluster.status(node_id) or {}).get("applied_index", 0)
         view = cluster.admin.state(node_id)["state"]
         pending = [i for i, o in view.get("orders", {}).items() if o.get("status") == "pending"]
-        if not pending and applied >= target:
+        missing = sorted(unrecorded - set(view.get("orders", {})))
+        if not pending and not missing and applied >= target:
             return view
         if time.monotonic() > deadline:
             raise AssertionError(f"{node_id} has applied up to {applied} of the leader's {target}, and "
-                                 f"still has pending orders after {timeout} s: {pending[:5]}")
+                                 f"still has pending orders after {timeout} s: {pending[:5]}, "
+                                 f"and lacks records of {missing[:5]}")
         time.sleep(0.1)
 
 
