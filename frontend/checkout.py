@@ -25,7 +25,6 @@ way group commit batches rounds (`web/batching.py`), and so are the records.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
 from bazar.frontend.follower import CatalogFollower
@@ -33,7 +32,7 @@ from bazar.node.orders.state import settle
 from bazar.node.orders.stock import StockTaker, new_order
 from bazar.node.validation import MAX_PURCHASES, MAX_RECORDED
 from bazar.web import logs
-from bazar.web.batching import Batcher
+from bazar.web.batching import Batcher, Gatherer
 from bazar.web.client import GroupClient, Refused, Unavailable
 from bazar.web.errors import ApiError, unavailable
 
@@ -102,7 +101,7 @@ class Checkout:
         return settle(new_order(book_id, order_id, None), outcome, index)
 
 
-class RecordSender:
+class RecordSender(Gatherer):
     """Records of decided orders, sent to the order group together (`POST /records`, one
     round there) `delay` seconds after the first of them was added, by a daemon thread.
 
@@ -111,30 +110,23 @@ class RecordSender:
     arrived (a frontend that died, an order group without a leader for a while)."""
 
     def __init__(self, orders: GroupClient, delay: float, timeout: float) -> None:
+        super().__init__(delay, "record-sender")
         self.orders = orders
-        self.delay = delay
         self.timeout = timeout
-        self._lock = threading.Lock()
-        self._waiting: list[tuple[dict, str | None, float]] = []
         self.timer = None  # an object with `observe(stage, seconds)`
-        self._arrived = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def add(self, record: dict) -> None:
         """Queue `record` (as `POST /records` takes it), with the request id of its purchase."""
-        with self._lock:
-            self._waiting.append((record, logs.current_request_id(), time.perf_counter()))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="record-sender", daemon=True)
-                self._thread.start()
-        self._arrived.set()
+        super().add((record, logs.current_request_id(), time.perf_counter()))
 
     def send(self) -> None:
-        """Send every queued record now, in batches of at most MAX_RECORDED."""
-        with self._lock:
-            waiting, self._waiting = self._waiting, []
-        for start in range(0, len(waiting), MAX_RECORDED):
-            batch = waiting[start:start + MAX_RECORDED]
+        """Send every queued record now."""
+        self.flush_now()
+
+    def flush(self, items: list) -> None:
+        """Send `items` in batches of at most MAX_RECORDED."""
+        for start in range(0, len(items), MAX_RECORDED):
+            batch = items[start:start + MAX_RECORDED]
             # Sent under the first purchase's request id: its trace reaches the order group.
             token = logs.begin_request(batch[0][1])
             try:
@@ -151,13 +143,3 @@ class RecordSender:
                 log.warning("%d records: no order replica took them; its sweep will record them", len(batch))
             finally:
                 logs.end_request(token)
-
-    def _run(self) -> None:
-        while True:
-            self._arrived.wait()
-            time.sleep(self.delay)
-            self._arrived.clear()
-            try:
-                self.send()
-            except Exception:  # never lose the thread; a lost record is recovered anyway
-                log.exception("could not send the queued records")

@@ -21,7 +21,9 @@ escaping a send is raised in every thread of that batch. Nothing is ever left wa
 """
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from typing import Any, Callable
 
 
@@ -106,3 +108,51 @@ class _Slot:
         if isinstance(self.result, BaseException):
             raise self.result
         return self.result
+
+
+class Gatherer:
+    """Items nobody waits for, handed over together: `flush(items)`, which a subclass
+    defines, is called by a daemon thread `delay` seconds after the first of them was added,
+    with every item added meanwhile, in order (or earlier, with whatever `flush_now` or
+    `take` finds). A purchase's record is such an item (node/orders/purchase.py,
+    frontend/checkout.py): the records of `delay` go to the order group in one round."""
+
+    def __init__(self, delay: float, name: str) -> None:
+        self.delay = delay
+        self.name = name
+        self._lock = threading.Lock()
+        self._waiting: list = []
+        self._arrived = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def flush(self, items: list) -> None:
+        raise NotImplementedError
+
+    def add(self, item: Any) -> None:
+        with self._lock:
+            self._waiting.append(item)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+                self._thread.start()
+        self._arrived.set()
+
+    def take(self) -> list:
+        """Every item waiting, in the order added, for a caller that hands them over itself."""
+        with self._lock:
+            waiting, self._waiting = self._waiting, []
+        return waiting
+
+    def flush_now(self) -> None:
+        waiting = self.take()
+        if waiting:
+            self.flush(waiting)
+
+    def _run(self) -> None:
+        while True:
+            self._arrived.wait()
+            time.sleep(self.delay)
+            self._arrived.clear()
+            try:
+                self.flush_now()
+            except Exception:  # never lose the thread; what it held is recovered elsewhere
+                logging.getLogger("bazar").exception("%s: could not hand its items over", self.name)

@@ -73,7 +73,6 @@ downtime.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
 from bazar.node import validation
@@ -83,7 +82,7 @@ from bazar.node.validation import MAX_RECORDED
 from bazar.node.orders import commands
 from bazar.node.orders.state import PENDING, settle
 from bazar.node.orders.stock import StockTaker, new_order
-from bazar.web.batching import Batcher
+from bazar.web.batching import Batcher, Gatherer
 from bazar.web.client import GroupClient, Refused, Unavailable
 from bazar.web.errors import ApiError, unavailable
 from bazar.web.metrics import OrderMetrics
@@ -337,49 +336,24 @@ class PurchaseCoordinator:
             log.exception("order %s: could not ask the catalog; left pending", order["order_id"])
             return None
 
-class RecordQueue:
+class RecordQueue(Gatherer):
     """`record` commands waiting to be proposed, all together (one append-entries round) by
     a daemon thread `delay` seconds after the first of them arrived, or with a `begin` that
-    comes first (`take`). Losing them (the process dies) loses nothing: see the module
-    docstring."""
+    comes first (`take`). Items are (command, on_done) pairs, `on_done(result, ok)` as
+    `Replica.commit_nowait` calls it. Losing them (the process dies) loses nothing: see the
+    module docstring."""
 
     def __init__(self, replica: Replica, delay: float) -> None:
+        super().__init__(delay, "record-queue")
         self.replica = replica
-        self.delay = delay
-        self._lock = threading.Lock()
-        self._waiting: list[tuple[commands.Command, object]] = []
-        self._arrived = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def add(self, command: commands.Command, on_done) -> None:
-        """Queue `command`; `on_done(result, ok)` as `Replica.commit_nowait` calls it."""
-        with self._lock:
-            self._waiting.append((command, on_done))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="record-queue", daemon=True)
-                self._thread.start()
-        self._arrived.set()
-
-    def take(self) -> list[tuple[commands.Command, object]]:
-        """Every queued (command, on_done), in the order they were queued, for a caller that
-        proposes them with its own command (`Replica.commit(..., first=...)`)."""
-        with self._lock:
-            waiting, self._waiting = self._waiting, []
-        return waiting
+    def flush(self, items: list) -> None:
+        self.replica.commit_nowait_many(items)
 
     def propose(self) -> None:
         """Propose every queued command now, together, in the order they were queued."""
-        waiting = self.take()
-        if waiting:
-            self.replica.commit_nowait_many(waiting)
+        self.flush_now()
 
-    def _run(self) -> None:
-        while True:
-            self._arrived.wait()
-            time.sleep(self.delay)
-            self._arrived.clear()
-            try:
-                self.propose()
-            except Exception:  # never lose the thread; a lost record is recovered anyway
-                log.exception("could not propose the queued records")
-
+    def add(self, command: commands.Command, on_done=None) -> None:
+        """Queue `command` (kept as the pair `Replica.commit_nowait_many` takes)."""
+        super().add((command, on_done))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from bazar.web.batching import Batcher
+from bazar.web.batching import Batcher, Gatherer
 
 
 class Catalog:
@@ -152,3 +152,43 @@ def test_no_batch_is_larger_than_its_limit():
     catalog = Catalog()
     results = _while_the_first_call_is_held(catalog, [f"o{i}" for i in range(8)], max_batch=3)
     assert len(results) == 8 and max(len(call) for call in catalog.calls) == 3
+
+
+# -- Gatherer: items nobody waits for, handed over together --------------------------
+
+class _Collect(Gatherer):
+    def __init__(self, delay: float, fail_first: bool = False) -> None:
+        super().__init__(delay, "test-gatherer")
+        self.flushed: list[list] = []
+        self.fail_first = fail_first
+        self.flushed_any = threading.Event()
+
+    def flush(self, items: list) -> None:
+        if self.fail_first:
+            self.fail_first = False
+            raise RuntimeError("the other side is down")
+        self.flushed.append(items)
+        self.flushed_any.set()
+
+
+def test_items_added_within_the_delay_are_handed_over_together_in_order():
+    gatherer = _Collect(0.2)
+    for item in range(5):
+        gatherer.add(item)
+    assert gatherer.flushed_any.wait(5)
+    assert gatherer.flushed == [[0, 1, 2, 3, 4]]
+    assert gatherer.take() == []
+
+
+def test_take_hands_the_waiting_items_to_the_caller_and_a_failed_flush_keeps_the_thread():
+    gatherer = _Collect(3600)
+    gatherer.add("a")
+    assert gatherer.take() == ["a"] and gatherer.flushed == []
+    failing = _Collect(0.05, fail_first=True)
+    failing.add(1)                      # lost with the failed flush (what it held is recovered elsewhere)
+    deadline = time.monotonic() + 5
+    while failing.fail_first and time.monotonic() < deadline:
+        time.sleep(0.01)
+    failing.add(2)
+    assert failing.flushed_any.wait(5)
+    assert failing.flushed == [[2]]
