@@ -47,17 +47,23 @@ def fsyncs_per_purchase(before: dict, after: dict, leaders: dict[str, str], purc
 
     A purchase commits in the catalog group (take the stock; the buyer waits for it) and
     then in the order group (its record, after the answer, with the records of the next
-    20 ms in one round; `begin` only when the catalog could not decide in time); each
-    commit waits for one fsync round, the leader's own fsync overlapping its followers'. The leaders' count per purchase and mean time, measured inside the
-    replicas, therefore tell how much of a purchase is disk time."""
+    20 ms in one round); each commit waits for one fsync round, the leader's own fsync
+    overlapping its followers'. The leaders' count per purchase and mean time, measured
+    inside the replicas, therefore tell how much of a purchase is disk time; `path_ms`
+    counts the groups on the buyer's path (PATH_GROUPS)."""
     groups = {}
     for group, leader in leaders.items():
         count = after[leader]["count"] - before[leader]["count"]
         seconds = after[leader]["seconds"] - before[leader]["seconds"]
         groups[group] = {"leader": leader, "per_purchase": round(count / purchases, 2),
-                         "mean_ms": round(1000 * seconds / count, 3) if count else None}
-    path = sum(g["per_purchase"] * g["mean_ms"] for g in groups.values() if g["mean_ms"] is not None)
+                         "mean_ms": round(1000 * seconds / count, 3) if count else None,
+                         "on_path": group in PATH_GROUPS}
+    path = sum(g["per_purchase"] * g["mean_ms"] for g in groups.values()
+               if g["mean_ms"] is not None and g["on_path"])
     return {"groups": groups, "path_ms": round(path, 3)}
+
+
+PATH_GROUPS = ("catalog",)  # the groups whose commits a purchase's answer waits for
 
 
 def purchase_stages(cluster: LocalCluster) -> dict[str, dict]:

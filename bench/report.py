@@ -286,9 +286,13 @@ def rows(results: dict) -> list[list[str]]:
     path = ""
     if inside:
         groups = inside["groups"]
+        on_path = {name: g for name, g in groups.items() if g.get("on_path", True)}
+        after = [f"{g['per_purchase']:g} x {_ms(g['mean_ms'])} ({name}, after the answer)"
+                 for name, g in groups.items() if name not in on_path]
         path = ("; leaders' fsyncs per purchase, timed in the replicas: " + " + ".join(
-            f"{g['per_purchase']:g} x {_ms(g['mean_ms'])} ({name})" for name, g in groups.items())
-            + f" = {_ms(inside['path_ms'])}, against p50 on - off "
+            f"{g['per_purchase']:g} x {_ms(g['mean_ms'])} ({name})" for name, g in on_path.items())
+            + f" = {_ms(inside['path_ms'])} on the buyer's path"
+            + (" (and " + ", ".join(after) + ")" if after else "") + ", against p50 on - off "
             + _ms(_diff(_lat(results, "purchase_fsync_on", "p50_ms"), _lat(results, "purchase_fsync_off", "p50_ms"))))
     fsync_ratio = _ratio(_lat(results, "purchase_fsync_on", "p50_ms"), _lat(results, "purchase_fsync_off", "p50_ms"))
     op_row("purchase_fsync_on", "-", f"{_x(fsync_ratio)} fsync off (side by side; information, not a target); "
