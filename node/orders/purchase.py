@@ -94,6 +94,9 @@ log = logging.getLogger("bazar.purchase")
 # the order meanwhile ask the catalog (`unrecorded`), so it is kept short.
 FINISH_DELAY = 0.02
 
+# The longest a purchase waits for a leader just elected to be in touch with its majority.
+LEADING_WAIT = 1.0
+
 # The longest a read of a pending order waits for the catalog's answer: well inside the
 # time a frontend gives one order replica for a read (web/client.py READ_ATTEMPT_SECONDS),
 # so a slow catalog makes the read a 503, never the order replica look down.
@@ -134,8 +137,7 @@ class PurchaseCoordinator:
         group decided, and a retry asks the catalog again only for an order that is still
         pending or not recorded yet. A leader that lost its majority less than that bound
         ago may still answer a purchase: the catalog keeps it until it is recorded."""
-        member = self.replica.member
-        if not (member.is_leader and member.in_touch(self.replica.max_lag)):
+        if not self._leading():
             raise unavailable("this replica is not the order group's leader with a majority; ask another")
         known = self.replica.state.read(lambda m: [m.order(order) for _, order in purchases])[0]
         answers: list[dict | None] = [None] * len(purchases)
@@ -200,6 +202,20 @@ class PurchaseCoordinator:
                 answers[position] = {"status": 422}
             else:
                 answers[position] = {"status": 200, "order": result["order"]}
+
+    def _leading(self) -> bool:
+        """True if this replica leads the order group in touch with its majority. A leader
+        just elected is in touch once an entry of its term has committed (milliseconds):
+        it is given up to LEADING_WAIT for that, as a commit would wait for it."""
+        member = self.replica.member
+        deadline = time.monotonic() + LEADING_WAIT
+        while member.is_leader:
+            if member.in_touch(self.replica.max_lag):
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return False
 
     @staticmethod
     def _answer(answer: dict) -> dict:

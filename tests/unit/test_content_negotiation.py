@@ -21,7 +21,7 @@ entry = st.tuples(st.sampled_from(TYPES), st.sampled_from(["", ";q=0", ";q=0.1",
                                                            ";level=1", " ; q=0.3"]))
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(entry, max_size=5), st.sampled_from([", ", ",", " , "]))
 def test_the_shortcut_agrees_with_the_full_parse(entries, separator):
     accept = separator.join(t + p for t, p in entries)

@@ -9,6 +9,7 @@ import pytest
 
 from bazar.node.orders import COMPLETED, FAILED, PENDING, OrderState
 from bazar.node.orders import commands
+from bazar.node.orders import purchase
 from bazar.node.orders.purchase import PurchaseCoordinator
 from bazar.node.wire import to_wire
 from bazar.web.client import Reply, Unavailable
@@ -280,13 +281,22 @@ def test_an_order_id_the_catalog_knows_for_another_book_is_refused_and_not_recor
     assert replica.proposed == [] and replica.committed == []
 
 
-def test_a_replica_that_is_not_the_leader_coordinates_nothing(parts):
+def test_a_replica_that_is_not_the_leader_coordinates_nothing(parts, monkeypatch):
+    monkeypatch.setattr(purchase, "LEADING_WAIT", 0.05)
     replica, catalog, coordinator = parts
     for leads, in_touch in ((False, True), (True, False)):
         replica.member = type("member", (), {"is_leader": leads, "in_touch": staticmethod(lambda _: in_touch)})
         with pytest.raises(ApiError) as raised:
             coordinator.purchase(1, "o1")
         assert raised.value.status == 503 and catalog.calls == [] and replica.committed == []
+
+
+def test_a_leader_just_elected_is_waited_for_until_in_touch(parts):
+    replica, catalog, coordinator = parts
+    became = time.monotonic() + 0.2   # its first entry commits a moment after the election
+    replica.member = type("member", (), {"is_leader": True,
+                                         "in_touch": staticmethod(lambda _: time.monotonic() > became)})
+    assert coordinator.purchase(1, "o1")["status"] == COMPLETED
 
 
 def test_a_batch_the_catalog_cannot_take_is_recorded_pending_for_the_sweeper(parts):
