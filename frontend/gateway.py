@@ -107,11 +107,12 @@ class Gateway:
         """404 for an unknown book, before any order is recorded.
 
         Books are never deleted, so a book this frontend's follower has applied exists;
-        only for a book it has not seen (yet) is a replica asked.
+        only for a book it has not seen (yet) is the catalog leader asked (a strong read): a
+        follower that has not applied the book yet would call a book that exists unknown.
         """
         known, _ = self.follower.state.read(lambda m: book_id in m.books)
         if not known:
-            self.info(book_id)
+            self.info(book_id, consistency="strong")
 
     def update_book(self, raw_id: str, body, idempotency_key: str | None = None) -> dict:
         """An admin write (the caller has checked the admin token; replicas trust this
