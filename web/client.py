@@ -37,8 +37,9 @@ Failover contract: every write Bazar sends is idempotent (a purchase carries its
 order id, an admin write its request id, a stock take its order id), so a write
 that failed to connect, timed out or was answered 503 is sent to the next
 replica; applying it twice changes nothing. Reads go to the next replica on the
-same failures. A 503 that names a leader sends the call there next. When every
-replica answered 503 in one pass, that 503 is returned (the caller passes its
+same failures. A 503 that names a leader sends the call there next, even when that
+leader has just timed out on it (busy, not gone: the others still follow it; once per
+pass, within the call's deadline). When every replica answered 503 in one pass, that 503 is returned (the caller passes its
 Retry-After on); when none answered, `Unavailable` is raised at the deadline.
 
 Membership: the client starts from the replicas its cluster file lists, and follows the
@@ -222,6 +223,7 @@ class GroupClient:
             unavailable: Reply | None = None
             refused: Refused | None = None
             queue = self._leader_first() if leader_first else self._round_robin()
+            slow: set[str] = set()   # replicas that timed out in this pass
             while queue:
                 url = queue.pop(0)
                 remaining = deadline - time.monotonic()
@@ -233,6 +235,7 @@ class GroupClient:
                 except Urllib3Timeout as exc:
                     last = exc
                     self._mark_down(url, SLOW_BACKOFF_SECONDS)
+                    slow.add(url)
                     continue
                 except HTTPError as exc:
                     last = exc
@@ -258,6 +261,9 @@ class GroupClient:
                 unavailable = reply
                 if named in queue:  # it cannot serve, but knows who can: ask that one next
                     queue.remove(named)
+                    queue.insert(0, named)
+                elif named in slow:  # the leader it names was only slow: it is still the one
+                    slow.discard(named)
                     queue.insert(0, named)
             if unavailable is not None:
                 return unavailable  # every replica that answered could not serve: pass the 503 on

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -26,6 +27,7 @@ class FakeReplica:
         self.leader: str | None = None  # the X-Bazar-Leader value to send, None for none
         self.members: tuple[int, list[str]] | None = None  # (changed_index, HTTP URLs) it announces
         self.signs_with: str | None = None  # the secret whose answer key signs its answers, if any
+        self.delays: list[float] = []  # seconds to wait before answering, one per request
         self.hits: list[tuple[str, str]] = []
         replica = self
 
@@ -34,6 +36,8 @@ class FakeReplica:
                 length = int(self.headers.get("Content-Length") or 0)
                 self.rfile.read(length)
                 replica.hits.append((self.command, self.path))
+                if replica.delays:
+                    time.sleep(replica.delays.pop(0))
                 body = json.dumps({"served_by": replica.url}).encode()
                 status = replica.status
                 if self.path == "/members" and replica.members is not None:
@@ -144,6 +148,22 @@ def test_a_write_fails_over_when_the_leader_is_dead(replicas):
     assert reply.status_code == 200
     assert served_by(reply) in (b.url, c.url)
     assert client.leader == c.url
+
+
+def test_a_write_the_leader_was_slow_to_answer_goes_back_to_it_while_the_others_name_it(replicas):
+    # A leader busy past the attempt timeout (a slow fsync, a loaded machine) is still the
+    # only replica that can answer a write: when the others say it leads, the write (every
+    # one is idempotent) is sent to it again before the deadline, not failed with their 503.
+    a, b, c = replicas
+    lead(replicas, a)
+    client = GroupClient([r.url for r in replicas], timeout=3.0, write_attempt_timeout=0.3)
+    client.write("POST", "/w", {})
+    b.status = c.status = 503  # followers: "not the leader", naming a
+    a.delays = [0.6]
+    reply = client.write("POST", "/purchase", {"order_id": "o3"})
+    assert reply.status_code == 200
+    assert served_by(reply) == a.url
+    assert [path for _, path in a.hits].count("/purchase") == 2
 
 
 def test_a_503_naming_the_leader_sends_the_read_there_next(replicas):
