@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bazar.cluster.prometheus import prometheus_yaml
 from bazar.local.cluster import _die_with_parent, free_ports
+from tests.integration.probes import buy_until_done
 
 PROMETHEUS = Path("/usr/bin/prometheus")
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -111,7 +112,8 @@ def test_prometheus_finds_every_target_up_and_every_family(prometheus):
     cluster, base = prometheus
     expected = {p.id for p in cluster.config.catalog + cluster.config.order + cluster.config.frontends}
     before = purchases_counted(cluster)
-    response = requests.post(f"{cluster.frontend_url}/purchase/1", timeout=10)  # a purchase: stages, commits
+    # A purchase (stages, commits), bought as a careful client does: a 503 means "ask again".
+    response = buy_until_done(cluster.frontend_url, 1, "prometheus-purchase", time.monotonic() + 15)
     assert response.status_code == 200
 
     wait_all_up(cluster, base)
