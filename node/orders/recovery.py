@@ -53,7 +53,7 @@ class PendingOrderSweeper:
 
     def sweep_unrecorded(self) -> int:
         """Record the purchases the catalog keeps as unrecorded, created more than the
-        grace ago (their coordinator sends or proposes `record` within 20 ms, and may take
+        grace ago (their coordinator sends or proposes `record` within 100 ms, and may take
         until the commit timeout to commit it), and tell the catalog which are recorded now
         (a page of MAX_RECORDED at a time, while pages come full); return how many the sweep
         itself recorded, which is none while every coordinator records its own."""
