@@ -182,8 +182,8 @@ class GroupClient:
         self._turn = itertools.count()
         self._signer = Signer(secret)  # every request is signed; the secret is never sent
         self._complaints = Complaints(log)
-        pool_options = {"source_address": (source_host, 0)} if source_host else {}
-        self._pool = urllib3.PoolManager(maxsize=POOL_SIZE, block=False, retries=False, **pool_options)
+        self._pool_options = {"source_address": (source_host, 0)} if source_host else {}
+        self._pools: dict[str, urllib3.HTTPConnectionPool] = {}  # one per replica's base URL
 
     # -- public calls ---------------------------------------------------------
 
@@ -230,7 +230,7 @@ class GroupClient:
                 if remaining <= 0:
                     break
                 try:
-                    reply = self._send(method, url + path, payload, all_headers,
+                    reply = self._send(method, url, path, payload, all_headers,
                                        min(remaining, attempt_timeout or remaining))
                 except Urllib3Timeout as exc:
                     last = exc
@@ -273,19 +273,31 @@ class GroupClient:
             leader_first = True
         raise Unavailable(f"no replica answered: {last}")
 
-    def _send(self, method: str, url: str, payload: bytes | None, headers: dict, timeout: float) -> Reply:
+    def _send(self, method: str, base: str, path: str, payload: bytes | None, headers: dict,
+              timeout: float) -> Reply:
         """The replica's answer, checked; `Unsigned` if it is not the one the replica signed
         for this request. A 403 is returned as it is: a replica refusing a request cannot
         sign its refusal (it may not share the key), and nothing of one is believed."""
         # Signed per attempt: each carries its own date and nonce, so none looks like a replay.
+        url = base + path
         signature = self._signer.headers(method, url, payload, headers)
-        response = self._pool.request(method, url, body=payload, headers={**headers, **signature},
-                                      timeout=urllib3.Timeout(total=timeout), redirect=False)
+        response = self._pool_for(base).urlopen(method, path, body=payload, headers={**headers, **signature},
+                                                timeout=urllib3.Timeout(total=timeout), redirect=False,
+                                                retries=False)
         if response.status != 403 and not self._signer.genuine(url, signature, response.status,
                                                                 response.headers, response.data):
             self._complaints.warn(origin(url), unsigned_message(url, response.status))
             raise Unsigned(unsigned_message(url, response.status))
         return Reply(response.status, response.headers, response.data)
+
+    def _pool_for(self, base: str) -> urllib3.HTTPConnectionPool:
+        """The keep-alive pool of the replica at `base`, called directly: a PoolManager would
+        parse the URL and look the pool up again on every request (about 0.1 ms of CPU)."""
+        pool = self._pools.get(base)
+        if pool is None:
+            pool = self._pools.setdefault(base, urllib3.connection_from_url(
+                base, maxsize=POOL_SIZE, block=False, retries=False, **self._pool_options))
+        return pool
 
     def _healthy(self, url: str) -> bool:
         return self._down_until.get(url, 0.0) <= time.monotonic()
@@ -301,7 +313,7 @@ class GroupClient:
         if not announces_newer(reply.headers, self.members_index):
             return
         try:
-            index, members = parse_members(self._send("GET", url + "/members", None, {},
+            index, members = parse_members(self._send("GET", url, "/members", None, {},
                                                       READ_ATTEMPT_SECONDS).body)
         except (HTTPError, Unsigned, ValueError):
             return  # asked again on the next answer that announces it
