@@ -114,6 +114,22 @@ def set_stock(cluster: LocalCluster, book_id: int, value: int) -> None:
     assert response.status_code == 200, response.text
 
 
+def recorded_orders(cluster: LocalCluster, timeout: float = 10.0) -> list[dict]:
+    """The frontend's order listing once every order in it is recorded by the order group.
+
+    An order is listed from the catalog's keeping (no `seq`, the catalog index of the read)
+    until its record, sent after the purchase's answer, applies (within about RECORD_DELAY);
+    a test comparing listings from before and after compares recorded ones."""
+    deadline = time.monotonic() + timeout
+    while True:
+        orders = requests.get(f"{cluster.frontend_url}/orders?limit=1000", headers=cluster.admin_headers,
+                              timeout=10).json()["orders"]
+        if all(order.get("seq") is not None for order in orders):
+            return orders
+        assert time.monotonic() < deadline, f"orders still unrecorded after {timeout:g} s"
+        time.sleep(0.05)
+
+
 def buy_until_done(url: str, book_id: int, key: str, deadline: float) -> requests.Response:
     """Buy like a careful client: retry with the same Idempotency-Key until a definite answer."""
     while True:

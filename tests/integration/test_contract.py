@@ -6,7 +6,7 @@ import threading
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.probes import set_stock
+from tests.integration.probes import recorded_orders, set_stock
 
 SEVEN_BOOKS = {
     "How to get a good grade in DOS in 40 minutes a day", "RPCs for Noobs",
@@ -146,7 +146,7 @@ def test_bad_input_is_a_json_error_and_changes_nothing(shared_cluster):
     url = shared_cluster.frontend_url
     before = requests.get(f"{url}/info/1?consistency=strong").json()
     admin = shared_cluster.admin_headers  # the admin routes' bad input is checked past the token
-    orders_before = requests.get(f"{url}/orders?limit=1000", headers=admin).json()["orders"]
+    orders_before = recorded_orders(shared_cluster)  # the earlier tests' purchases, recorded
     for method, path, body, status in BAD_REQUESTS:
         # Raw strings are sent declared as JSON: what is tested is the parse, not the type
         # (an undeclared body is 415, see test_hostile_input.py).
