@@ -167,9 +167,16 @@ class Gateway:
         # So too for a key fenced by this frontend's own write that its follower has not
         # applied yet: the other followers learn of it no sooner than this one.
         fence = self.cache.fence(key)
-        body, index = self._catalog_get(f"{path}?min_index={fence}",
-                                        prefer_leader=not self.follower.caught_up()
-                                        or fence > self.follower.state.applied_index)
+        leader_first = not self.follower.caught_up() or fence > self.follower.state.applied_index
+        try:
+            body, index = self._catalog_get(f"{path}?min_index={fence}", prefer_leader=leader_first)
+        except ApiError as exc:
+            if exc.status != 404 or leader_first:
+                raise
+            # Books are never deleted: a replica that knows no book by this id may only not
+            # have applied it yet (right after the cluster's start, or its addition through
+            # another frontend). The leader has applied every write it acknowledged.
+            body, index = self._catalog_get(f"{path}?min_index={fence}", prefer_leader=True)
         if consistency == "cached":
             self.cache.fill(key, body, index)
         return body
