@@ -34,7 +34,7 @@ setup(
         # What replicas never need: `bazar chaos` and `bazar bench` draw their plots with it
         # (imported only when they do), so images and servers stay without it.
         "tools": TOOLS,
-        "test": TOOLS + ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3",
+        "test": TOOLS + ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3", "pytest-xdist>=3.5",
                          "selenium>=4.20"],  # drives Debian's chromium + chromedriver; downloads nothing
     },
     entry_points={"console_scripts": ["bazar=bazar.cli:main"]},
