@@ -39,8 +39,9 @@ that failed to connect, timed out or was answered 503 is sent to the next
 replica; applying it twice changes nothing. Reads go to the next replica on the
 same failures. A 503 that names a leader sends the call there next, even when that
 leader has just timed out on it (busy, not gone: the others still follow it; once per
-pass, within the call's deadline). When every replica answered 503 in one pass, that 503 is returned (the caller passes its
-Retry-After on); when none answered, `Unavailable` is raised at the deadline.
+pass, within the call's deadline). When every replica answered 503 in one pass, that
+503 is returned (the caller passes its Retry-After on); when none answered,
+`Unavailable` is raised at the deadline.
 
 Membership: the client starts from the replicas its cluster file lists, and follows the
 group's membership as the log has it. Every replica answer carries `X-Bazar-Members`, the
