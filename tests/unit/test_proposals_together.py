@@ -25,18 +25,38 @@ def group(tmp_path):
 
 
 def record_rounds(leader, follower_address: str) -> list[bytes]:
-    """From now on, the entries (as sent) of every append-entries message the leader sends
-    that follower, one bytes string per message."""
+    """From now on, the entries (as sent) of every round the leader sends that follower, one
+    bytes string per round. A round is one call of PySyncObj's `__sendAppendEntries`, which
+    splits what a follower lacks into several messages when it exceeds
+    `appendEntriesBatchSizeBytes` (a follower that fell behind under this load): those
+    messages are one round, sent together, not a batch waiting for another round."""
     rounds: list[bytes] = []
-    send = leader._transport.send
+    sync = leader.syncobj
+    send, send_round = leader._transport.send, sync._SyncObj__sendAppendEntries
+    current: list[bytes] | None = None   # the round being sent, on the tick thread
 
     def recording(node, message):
         if getattr(node, "address", None) == follower_address and isinstance(message, dict) \
                 and message.get("type") == "append_entries" and message.get("entries"):
-            rounds.append(b"".join(entry[0] for entry in message["entries"]))
+            sent = b"".join(entry[0] for entry in message["entries"])
+            if current is None:
+                rounds.append(sent)   # sent outside a round (none is, today)
+            else:
+                current.append(sent)
         return send(node, message)
 
+    def recording_round(*args, **kwargs):
+        nonlocal current
+        current = []
+        try:
+            return send_round(*args, **kwargs)
+        finally:
+            if current:
+                rounds.append(b"".join(current))
+            current = None
+
     leader._transport.send = recording
+    sync._SyncObj__sendAppendEntries = recording_round
     return rounds
 
 
