@@ -47,7 +47,7 @@ def fsyncs_per_purchase(before: dict, after: dict, leaders: dict[str, str], purc
 
     A purchase commits in the catalog group (take the stock; the buyer waits for it) and
     then in the order group (its record, after the answer, with the records of the next
-    20 ms in one round); each commit waits for one fsync round, the leader's own fsync
+    RECORD_DELAY in one round, frontend/checkout.py); each commit waits for one fsync round, the leader's own fsync
     overlapping its followers'. The leaders' count per purchase and mean time, measured
     inside the replicas, therefore tell how much of a purchase is disk time; `path_ms`
     counts the groups on the buyer's path (PATH_GROUPS)."""

@@ -40,8 +40,8 @@ log = logging.getLogger("bazar.purchase")
 
 # The longest a decided order's record waits for others to go with it to the order leader.
 # Reads of the order meanwhile ask the catalog (one strong read), so it is kept short; but
-# nobody waits for it, and one round per 100 ms rather than per 20 ms cut the order group's
-# CPU per sequential purchase by about half (0.97 -> 0.62 ms over its three replicas).
+# nobody waits for it, and the longer it is, the more records share one round of the order
+# group (bench/results/where-the-time-goes.md, seventh session).
 RECORD_DELAY = 0.1
 
 

@@ -53,10 +53,11 @@ class PendingOrderSweeper:
 
     def sweep_unrecorded(self) -> int:
         """Record the purchases the catalog keeps as unrecorded, created more than the
-        grace ago (their coordinator sends or proposes `record` within 100 ms, and may take
-        until the commit timeout to commit it), and tell the catalog which are recorded now
-        (a page of MAX_RECORDED at a time, while pages come full); return how many the sweep
-        itself recorded, which is none while every coordinator records its own."""
+        grace ago (their coordinator sends or proposes `record` within well under a second,
+        frontend/checkout.py's RECORD_DELAY or purchase.py's FINISH_DELAY, and may take until
+        the commit timeout to commit it), and tell the catalog which are recorded now (a page
+        of MAX_RECORDED at a time, while pages come full); return how many the sweep itself
+        recorded, which is none while every coordinator records its own."""
         recorded_here = 0
         for _ in range(MAX_PAGES):
             catalog = self.coordinator.catalog

@@ -61,7 +61,7 @@ def settled_content(cluster: LocalCluster, node_id: str, timeout: float = 15.0) 
     group's leader had committed when asked, and no order is pending there.
 
     Compare this, not the digest, to show that something changed nothing: a purchase's
-    record follows its answer (up to 20 ms later, and the order replica waits for it), and the leader's periodic `Expire`
+    record follows its answer (up to RECORD_DELAY later, and the order replica waits for it), and the leader's periodic `Expire`
     advances the log's clock, so the digest of an untouched group still moves. And a
     follower learns of a commit from the next round or heartbeat (its leader sends no round
     of its own to announce it), so right after a purchase's answer it

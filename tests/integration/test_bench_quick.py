@@ -84,7 +84,7 @@ def test_failover_recovery_and_memory_were_measured(quick_run):
     assert fsyncs["before"]["p50_ms"] > 0 and fsyncs["three_at_once_p50_ms"] > 0
     # Timed inside the replicas: a purchase commits once in the catalog group, on the buyer's
     # path, and its record once in the order group after the answer, with the records of the
-    # next 20 ms (sequential purchases share a round), each round one fsync of the leader.
+    # next RECORD_DELAY (sequential purchases share a round), each round one fsync of the leader.
     inside = results["operations"]["purchase_fsync_on"]["replica_fsyncs"]
     assert 0.05 <= inside["groups"]["order"]["per_purchase"] <= 1.05, inside
     assert round(inside["groups"]["catalog"]["per_purchase"]) == 1, inside
